@@ -1,0 +1,87 @@
+//! `ctwa-local`: the whole system on this machine (README command 1 starts it through
+//! `scripts/local.sh`, which also starts DynamoDB Local and the Secrets Manager emulator).
+//! Seeds a demo account and writes its connection details to `.ctwa/local.json`.
+
+use ctwa_local::{Clients, LocalConfig, start};
+use ctwa_shared::auth::generate_key;
+use ctwa_shared::domain::Account;
+use ctwa_shared::store::{Accounts, StoreError};
+use std::path::PathBuf;
+
+pub const DEMO_ACCOUNT: &str = "demo";
+pub const DEMO_WABA_ID: &str = "102290129340398";
+pub const DEMO_PHONE_NUMBER_ID: &str = "1204727649384372";
+pub const DEMO_SINCH_APP_ID: &str = "01EB37HMH1M6SV18ASNS3G135H";
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,aws_config=warn,aws_smithy_runtime=warn,hyper=warn".into()),
+        )
+        .with_target(false)
+        .init();
+    let port: u16 = env_or("CTWA_LOCAL_PORT", "3000")
+        .parse()
+        .map_err(|_| "CTWA_LOCAL_PORT must be a port number")?;
+    let cfg = LocalConfig {
+        bind: ([127, 0, 0, 1], port).into(),
+        inbox_table: env_or("INBOX_TABLE", "ctwa-local-inbox"),
+        data_table: env_or("DATA_TABLE", "ctwa-local-data"),
+        webhook_secret_id: env_or("WEBHOOK_SECRET_ID", "ctwa/local/webhook"),
+        app_secret: env_or("CTWA_LOCAL_APP_SECRET", "local-app-secret"),
+        verify_token: env_or("CTWA_LOCAL_VERIFY_TOKEN", "local-verify-token"),
+        sinch_webhook_secret: env_or("CTWA_LOCAL_SINCH_SECRET", "local-sinch-secret"),
+        max_body_bytes: ctwa_shared::config::DEFAULT_MAX_WEBHOOK_BODY_BYTES,
+        inbox_ttl_days: 30,
+    };
+    let clients = Clients::from_env().await;
+    let stack = start(&clients, cfg.clone()).await?;
+
+    let now = ctwa_shared::time::now_millis();
+    let account = Account {
+        id: DEMO_ACCOUNT.into(),
+        name: "Demo business".into(),
+        waba_id: Some(DEMO_WABA_ID.into()),
+        phone_number_ids: vec![DEMO_PHONE_NUMBER_ID.into()],
+        sinch_app_id: Some(DEMO_SINCH_APP_ID.into()),
+        created_at_ms: now,
+    };
+    match stack.data.create_account(&account).await {
+        Ok(()) | Err(StoreError::Conflict(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let (api_key, record) = generate_key(DEMO_ACCOUNT, now)?;
+    stack.data.put_api_key(&record).await?;
+
+    let state_dir = PathBuf::from(env_or("CTWA_STATE_DIR", ".ctwa"));
+    std::fs::create_dir_all(&state_dir)?;
+    let details = serde_json::json!({
+        "base_url": stack.base_url(),
+        "api_key": api_key,
+        "account_id": DEMO_ACCOUNT,
+        "app_secret": cfg.app_secret,
+        "verify_token": cfg.verify_token,
+        "sinch_webhook_secret": cfg.sinch_webhook_secret,
+        "phone_number_id": DEMO_PHONE_NUMBER_ID,
+        "waba_id": DEMO_WABA_ID,
+        "sinch_app_id": DEMO_SINCH_APP_ID,
+        "inbox_table": cfg.inbox_table,
+        "data_table": cfg.data_table,
+    });
+    let path = state_dir.join("local.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&details)?)?;
+    println!("ctwa local stack listening on {}", stack.base_url());
+    println!("connection details (demo account, API key, secrets): {}", path.display());
+    println!("walkthrough: README.md, section \"Run it locally\". Ctrl-C stops.");
+
+    tokio::signal::ctrl_c().await?;
+    println!("stopping");
+    stack.stop().await;
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! Typed configuration read from the environment once, at cold start, failing fast with a
+//! message that names the variable. AWS endpoints and credentials come from the standard
+//! SDK environment (`AWS_ENDPOINT_URL*`, `AWS_REGION`, ...), never from variables of ours.
+
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {0} is required")]
+    Missing(&'static str),
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+fn required(name: &'static str) -> Result<String, ConfigError> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
+        _ => Err(ConfigError::Missing(name)),
+    }
+}
+
+fn number<T: std::str::FromStr>(name: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
+            name,
+            reason: e.to_string(),
+        }),
+        _ => Ok(default),
+    }
+}
+
+/// Default webhook body limit: 4 MiB. Base64 (API Gateway) makes it 5.3 MB, inside
+/// Lambda's 6 MB synchronous payload limit; Meta's batches of up to 1000 updates fit.
+pub const DEFAULT_MAX_WEBHOOK_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub inbox_table: String,
+    /// Secrets Manager id (ARN or name) of the deployment secret: JSON with `app_secret`,
+    /// `verify_token` and optionally `sinch_webhook_secret`.
+    pub webhook_secret_id: String,
+    pub inbox_ttl: Duration,
+    pub max_body_bytes: usize,
+    pub sinch_max_skew: Duration,
+    pub secrets_cache_ttl: Duration,
+}
+
+impl WebhookConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let ttl_days: u64 = number("INBOX_TTL_DAYS", 30)?;
+        let max_body_bytes: usize = number("MAX_WEBHOOK_BODY_BYTES", DEFAULT_MAX_WEBHOOK_BODY_BYTES)?;
+        if max_body_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                name: "MAX_WEBHOOK_BODY_BYTES",
+                reason: "must be greater than 0".into(),
+            });
+        }
+        Ok(Self {
+            inbox_table: required("INBOX_TABLE")?,
+            webhook_secret_id: required("WEBHOOK_SECRET_ID")?,
+            inbox_ttl: Duration::from_secs(ttl_days * 86_400),
+            max_body_bytes,
+            sinch_max_skew: Duration::from_secs(number("SINCH_MAX_SKEW_SECONDS", 300)?),
+            secrets_cache_ttl: Duration::from_secs(number("SECRETS_CACHE_TTL_SECONDS", 300)?),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DataConfig {
+    pub data_table: String,
+}
+
+impl DataConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            data_table: required("DATA_TABLE")?,
+        })
+    }
+}
+
+/// Builds the AWS SDK configuration from the standard environment.
+pub async fn aws_sdk_config() -> aws_config::SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}

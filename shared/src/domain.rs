@@ -1,0 +1,275 @@
+//! Domain types: what a click, a conversation, a customer and an account are, parsed
+//! once so a value of the type is known-good everywhere after.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The channel a message came in through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// Meta's WhatsApp Cloud API webhook.
+    Cloud,
+    /// Sinch Conversation API callback.
+    Sinch,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Cloud => "cloud",
+            Channel::Sinch => "sinch",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "cloud" => Some(Channel::Cloud),
+            "sinch" => Some(Channel::Sinch),
+            _ => None,
+        }
+    }
+}
+
+/// Where an inbound webhook is routed: Meta's `phone_number_id` or Sinch's `app_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Route {
+    PhoneNumberId(String),
+    SinchApp(String),
+}
+
+impl Route {
+    pub fn key(&self) -> String {
+        match self {
+            Route::PhoneNumberId(id) => format!("pnid:{id}"),
+            Route::SinchApp(id) => format!("sinch:{id}"),
+        }
+    }
+    pub fn parse(key: &str) -> Option<Self> {
+        if let Some(id) = key.strip_prefix("pnid:") {
+            return (!id.is_empty()).then(|| Route::PhoneNumberId(id.to_string()));
+        }
+        if let Some(id) = key.strip_prefix("sinch:") {
+            return (!id.is_empty()).then(|| Route::SinchApp(id.to_string()));
+        }
+        None
+    }
+    /// The business line the conversation is with (phone number id, or the Sinch app).
+    pub fn business_id(&self) -> &str {
+        match self {
+            Route::PhoneNumberId(id) | Route::SinchApp(id) => id,
+        }
+    }
+}
+
+/// The ad data Meta attaches to the first message after a Click-to-WhatsApp tap.
+/// `ctwa_clid` is absent for WhatsApp Status placements and is never filled from
+/// `source_id`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Referral {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctwa_clid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headline: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
+    /// Older (On-Premises API) shape: `"image": {"id": ...}` instead of `image_url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub welcome_message: Option<String>,
+}
+
+/// The customer side of a conversation: the phone (`wa_id`) when Meta gives it, else the
+/// business-scoped user id. Customers are keyed on `wa_id`, falling back to `user_id`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Customer {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wa_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl Customer {
+    /// `wa:<digits>` or `u:<user id>`; `None` when the message names no customer at all.
+    pub fn key(&self) -> Option<String> {
+        if let Some(w) = self.wa_id.as_deref().and_then(phone_digits) {
+            return Some(format!("wa:{w}"));
+        }
+        self.user_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| format!("u:{u}"))
+    }
+}
+
+/// One inbound customer message, whatever the channel, as the capture step needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundMessage {
+    pub channel: Channel,
+    pub message_id: String,
+    pub route: Route,
+    pub customer: Customer,
+    /// When the customer sent it (unix millis): Meta's `timestamp`, Sinch's `event_time`;
+    /// the time we received it when the payload has none.
+    pub sent_at_ms: i64,
+    pub message_type: Option<String>,
+    pub referral: Option<Referral>,
+}
+
+/// Deterministic conversation id: one business line x one customer within one account.
+/// Deterministic so that concurrent first messages all land on the same record.
+pub fn conversation_id(account_id: &str, business_id: &str, customer_key: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(account_id.as_bytes());
+    h.update([0]);
+    h.update(business_id.as_bytes());
+    h.update([0]);
+    h.update(customer_key.as_bytes());
+    format!("c_{}", &hex::encode(h.finalize())[..24])
+}
+
+/// Digits of a phone number given as E.164 with or without `+`, with spaces, dashes,
+/// dots or brackets; `None` unless 6 to 15 digits remain (E.164 allows at most 15).
+pub fn phone_digits(raw: &str) -> Option<String> {
+    let mut out = String::with_capacity(raw.len());
+    for (i, c) in raw.trim().chars().enumerate() {
+        match c {
+            '0'..='9' => out.push(c),
+            '+' if i == 0 => {}
+            ' ' | '-' | '.' | '(' | ')' => {}
+            _ => return None,
+        }
+    }
+    (6..=15).contains(&out.len()).then_some(out)
+}
+
+/// A click as kept in the customer's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Click {
+    pub conversation_id: String,
+    pub message_id: String,
+    pub channel: Channel,
+    pub clicked_at_ms: i64,
+    pub referral: Referral,
+}
+
+/// First-touch attribution captured on a conversation (one-shot).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirstTouch {
+    pub ctwa_clid: String,
+    pub captured_at_ms: i64,
+    pub clicked_at_ms: i64,
+    pub message_id: String,
+    pub referral: Referral,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conversation {
+    pub id: String,
+    pub account_id: String,
+    pub channel: Channel,
+    pub business_id: String,
+    pub customer_key: String,
+    pub customer: Customer,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub first_touch: Option<FirstTouch>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub waba_id: Option<String>,
+    #[serde(default)]
+    pub phone_number_ids: Vec<String>,
+    #[serde(default)]
+    pub sinch_app_id: Option<String>,
+    pub created_at_ms: i64,
+}
+
+impl Account {
+    pub fn routes(&self) -> Vec<Route> {
+        let mut r: Vec<Route> = self
+            .phone_number_ids
+            .iter()
+            .map(|p| Route::PhoneNumberId(p.clone()))
+            .collect();
+        if let Some(app) = &self.sinch_app_id {
+            r.push(Route::SinchApp(app.clone()));
+        }
+        r
+    }
+}
+
+/// A Meta-detected event in a CTWA chat (`automatic_events` webhook field).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutomaticEvent {
+    pub id: String,
+    pub event_name: String,
+    pub occurred_at_ms: i64,
+    pub ctwa_clid: Option<String>,
+    pub custom_data: Option<serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phone_digits_accepts_common_spellings() {
+        for s in ["+91 98765-43210", "919876543210", "+91 (98765) 43210", " 91.98765.43210 "] {
+            assert_eq!(phone_digits(s).as_deref(), Some("919876543210"), "{s}");
+        }
+        for s in ["", "+", "12345", "1234567890123456", "91abc", "9+1234567", "++919876543210"] {
+            assert_eq!(phone_digits(s), None, "{s}");
+        }
+    }
+
+    #[test]
+    fn customer_key_prefers_phone_then_user_id() {
+        let both = Customer { wa_id: Some("16505551234".into()), user_id: Some("US.1".into()), name: None };
+        assert_eq!(both.key().as_deref(), Some("wa:16505551234"));
+        let user = Customer { wa_id: None, user_id: Some("US.1".into()), name: None };
+        assert_eq!(user.key().as_deref(), Some("u:US.1"));
+        assert_eq!(Customer::default().key(), None);
+    }
+
+    #[test]
+    fn conversation_ids_are_stable_and_distinct() {
+        let a = conversation_id("acct", "pn1", "wa:1");
+        assert_eq!(a, conversation_id("acct", "pn1", "wa:1"));
+        assert_ne!(a, conversation_id("acct2", "pn1", "wa:1"));
+        assert_ne!(a, conversation_id("acct", "pn2", "wa:1"));
+        assert_eq!(a.len(), 26);
+        // No ambiguity from concatenation.
+        assert_ne!(conversation_id("ab", "c", "d"), conversation_id("a", "bc", "d"));
+    }
+
+    #[test]
+    fn routes_round_trip() {
+        for r in [Route::PhoneNumberId("1".into()), Route::SinchApp("A".into())] {
+            assert_eq!(Route::parse(&r.key()), Some(r));
+        }
+        assert_eq!(Route::parse("pnid:"), None);
+        assert_eq!(Route::parse("x:1"), None);
+    }
+}

@@ -1,0 +1,127 @@
+//! The one place where errors become HTTP answers.
+//!
+//! Expected failures (bad input, unknown ids, wrong keys) are `ApiError` values with a
+//! 4xx status and a JSON body that says what is wrong. Anything else is `Internal`: the
+//! caller gets an opaque 500 and the cause goes to the log, never to the response.
+
+use crate::http::ApiResponse;
+use http::StatusCode;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("internal error: {0}")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    pub fn bad_request(msg: impl Into<String>) -> Self {
+        Self::BadRequest(msg.into())
+    }
+    pub fn unauthorized(msg: impl Into<String>) -> Self {
+        Self::Unauthorized(msg.into())
+    }
+    pub fn not_found(msg: impl Into<String>) -> Self {
+        Self::NotFound(msg.into())
+    }
+    pub fn internal(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Internal(err.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The answer the caller sees. 500s are opaque; their cause is logged here.
+    pub fn into_response(self) -> ApiResponse {
+        let status = self.status();
+        let message = match &self {
+            Self::Internal(cause) => {
+                tracing::error!(error = %cause, "internal error");
+                "internal error".to_string()
+            }
+            other => other.to_string(),
+        };
+        let mut resp = ApiResponse::json(
+            status,
+            &json!({"error": {"code": self.code(), "message": message}}),
+        );
+        if let Self::Unauthorized(_) = self {
+            resp.headers.push(("www-authenticate", "Bearer".to_string()));
+        }
+        resp
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::internal(e)
+    }
+}
+
+impl From<crate::secrets::SecretError> for ApiError {
+    fn from(e: crate::secrets::SecretError) -> Self {
+        Self::internal(e)
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_are_opaque() {
+        let resp = ApiError::internal("db password is hunter2").into_response();
+        assert_eq!(resp.status, StatusCode::INTERNAL_SERVER_ERROR);
+        let body = String::from_utf8(resp.body).unwrap();
+        assert!(!body.contains("hunter2"), "{body}");
+        assert!(body.contains("\"internal\""));
+    }
+
+    #[test]
+    fn client_errors_say_what_is_wrong() {
+        let resp = ApiError::PayloadTooLarge { limit: 10 }.into_response();
+        assert_eq!(resp.status, StatusCode::PAYLOAD_TOO_LARGE);
+        let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+        assert_eq!(v["error"]["code"], "payload_too_large");
+        assert_eq!(v["error"]["message"], "request body is larger than 10 bytes");
+    }
+}

@@ -1,0 +1,130 @@
+//! The read API: `GET /v1/conversations?phone=` (or `?user_id=`) and
+//! `GET /v1/conversations/{id}`, answering the captured first touch (`metadata`, as in
+//! seed 002) and the click history, newest first. A key sees only its own account: any
+//! other id answers 404, as if it did not exist.
+
+use crate::auth::authenticate;
+use crate::domain::{Click, Conversation, phone_digits};
+use crate::error::{ApiError, ApiResult};
+use crate::http::{ApiRequest, ApiResponse};
+use crate::store::{Accounts, Conversations};
+use crate::time::rfc3339_millis;
+use http::{Method, StatusCode};
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+
+/// Clicks returned per conversation.
+pub const CLICK_HISTORY_LIMIT: usize = 100;
+
+pub struct ApiDeps {
+    pub accounts: Arc<dyn Accounts>,
+    pub conversations: Arc<dyn Conversations>,
+}
+
+pub async fn handle(deps: &ApiDeps, req: ApiRequest) -> ApiResponse {
+    let path = super::route_path(&req.path).to_string();
+    let result = match path.strip_prefix("/v1/conversations") {
+        Some("") => match req.method {
+            Method::GET => list_conversations(deps, &req).await,
+            _ => Err(ApiError::MethodNotAllowed),
+        },
+        Some(rest) if rest.starts_with('/') && !rest[1..].contains('/') => match req.method {
+            Method::GET => get_conversation(deps, &req, &rest[1..]).await,
+            _ => Err(ApiError::MethodNotAllowed),
+        },
+        _ => Err(ApiError::not_found(format!("no route for {} {}", req.method, req.path))),
+    };
+    result.unwrap_or_else(ApiError::into_response)
+}
+
+async fn list_conversations(deps: &ApiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
+    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    let customer_key = match (req.query_param("phone"), req.query_param("user_id")) {
+        (Some(p), _) => format!(
+            "wa:{}",
+            phone_digits(p).ok_or_else(|| ApiError::bad_request(
+                "phone must be an E.164 number, with or without +, 6 to 15 digits"
+            ))?
+        ),
+        (None, Some(u)) if !u.trim().is_empty() && u.len() <= 256 => format!("u:{}", u.trim()),
+        _ => return Err(ApiError::bad_request("query parameter phone (E.164) or user_id is required")),
+    };
+    let convs = deps
+        .conversations
+        .conversations_for_customer(&account_id, &customer_key)
+        .await?;
+    let mut out = Vec::with_capacity(convs.len());
+    for c in convs {
+        let clicks = deps.conversations.clicks_for_conversation(&c.id, CLICK_HISTORY_LIMIT).await?;
+        out.push(conversation_view(&c, &clicks));
+    }
+    Ok(ApiResponse::json(StatusCode::OK, &json!({ "conversations": out })))
+}
+
+async fn get_conversation(deps: &ApiDeps, req: &ApiRequest, id: &str) -> ApiResult<ApiResponse> {
+    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    let not_found = || ApiError::not_found(format!("conversation {id} not found"));
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(not_found());
+    }
+    let conv = match deps.conversations.get_conversation(id).await? {
+        Some(c) if c.account_id == account_id => c,
+        _ => return Err(not_found()),
+    };
+    let clicks = deps.conversations.clicks_for_conversation(id, CLICK_HISTORY_LIMIT).await?;
+    Ok(ApiResponse::json(StatusCode::OK, &conversation_view(&conv, &clicks)))
+}
+
+fn put(m: &mut Map<String, Value>, k: &str, v: &Option<String>) {
+    if let Some(v) = v {
+        m.insert(k.into(), Value::String(v.clone()));
+    }
+}
+
+/// The public shape of a conversation.
+pub fn conversation_view(c: &Conversation, clicks: &[Click]) -> Value {
+    let mut metadata = Map::new();
+    if let Some(ft) = &c.first_touch {
+        let r = &ft.referral;
+        metadata.insert("ctwa_clid".into(), json!(ft.ctwa_clid));
+        metadata.insert("ctwa_captured_at".into(), json!(rfc3339_millis(ft.captured_at_ms)));
+        metadata.insert("ctwa_clicked_at".into(), json!(rfc3339_millis(ft.clicked_at_ms)));
+        metadata.insert("ctwa_message_id".into(), json!(ft.message_id));
+        put(&mut metadata, "ctwa_source_id", &r.source_id);
+        put(&mut metadata, "ctwa_source_url", &r.source_url);
+        put(&mut metadata, "ctwa_source_type", &r.source_type);
+        put(&mut metadata, "ctwa_headline", &r.headline);
+        put(&mut metadata, "ctwa_body", &r.body);
+        put(&mut metadata, "ctwa_media_type", &r.media_type);
+        put(&mut metadata, "ctwa_image_url", &r.image_url);
+        put(&mut metadata, "ctwa_image_id", &r.image_id);
+        put(&mut metadata, "ctwa_video_url", &r.video_url);
+        put(&mut metadata, "ctwa_thumbnail_url", &r.thumbnail_url);
+        put(&mut metadata, "ctwa_welcome_message", &r.welcome_message);
+    }
+    let clicks: Vec<Value> = clicks.iter().map(click_view).collect();
+    json!({
+        "id": c.id,
+        "channel": c.channel.as_str(),
+        "business_id": c.business_id,
+        "customer": c.customer,
+        "created_at": rfc3339_millis(c.created_at_ms),
+        "updated_at": rfc3339_millis(c.updated_at_ms),
+        "metadata": metadata,
+        "clicks": clicks,
+    })
+}
+
+pub fn click_view(k: &Click) -> Value {
+    let mut v = json!({
+        "message_id": k.message_id,
+        "clicked_at": rfc3339_millis(k.clicked_at_ms),
+        "ctwa_clid": k.referral.ctwa_clid,
+    });
+    if let (Value::Object(m), Ok(Value::Object(r))) = (&mut v, serde_json::to_value(&k.referral)) {
+        for (key, val) in r {
+            m.entry(key).or_insert(val);
+        }
+    }
+    v
+}

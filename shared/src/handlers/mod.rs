@@ -1,0 +1,10 @@
+//! HTTP handlers: plain async functions over the ports, shared by the Lambda binaries and
+//! the local server.
+pub mod api;
+pub mod webhook;
+
+/// Normalises a request path for routing (no trailing slash, never empty).
+pub(crate) fn route_path(path: &str) -> &str {
+    let p = path.trim_end_matches('/');
+    if p.is_empty() { "/" } else { p }
+}

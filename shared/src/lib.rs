@@ -1,0 +1,39 @@
+//! Shared crate of the CTWA attribution backend: Meta and Sinch webhook types, the domain
+//! (conversations, clicks, accounts), storage and secrets ports with their DynamoDB /
+//! Secrets Manager adapters and in-memory fakes, configuration, and the one mapping from
+//! errors to HTTP answers. The Lambda binaries under `functions/` only wire these together.
+
+pub mod auth;
+pub mod capture;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod meta;
+pub mod secrets;
+pub mod signature;
+pub mod sinch;
+pub mod store;
+pub mod stream;
+pub mod tables;
+pub mod handlers;
+pub mod time;
+
+/// Runs futures with at most `limit` in flight; results in completion order.
+pub async fn run_bounded<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+    limit: usize,
+) -> Vec<F::Output> {
+    use futures_util::StreamExt;
+    let mut pending = futures.into_iter();
+    let mut running = futures_util::stream::FuturesUnordered::new();
+    running.extend(pending.by_ref().take(limit.max(1)));
+    let mut out = Vec::new();
+    while let Some(r) = running.next().await {
+        out.push(r);
+        if let Some(f) = pending.next() {
+            running.push(f);
+        }
+    }
+    out
+}

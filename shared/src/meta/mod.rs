@@ -1,0 +1,2 @@
+//! Meta types. `webhook`: the WhatsApp Cloud API webhook envelope and messages.
+pub mod webhook;

@@ -1,0 +1,460 @@
+//! WhatsApp Cloud API webhooks: the envelope Meta POSTs, split into inbox items (one per
+//! inbound message and per automatic event), and the parse of a stored message back
+//! into an [`InboundMessage`] for the capture step.
+//!
+//! The envelope is parsed with borrowed raw values: each message is stored exactly as
+//! Meta sent it, and only the few fields we need are decoded.
+
+use crate::domain::{AutomaticEvent, Channel, Customer, InboundMessage, Referral, Route};
+use crate::store::{InboxItem, InboxKind};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+#[derive(Debug, Deserialize)]
+struct Envelope<'a> {
+    object: String,
+    #[serde(borrow, default)]
+    entry: Vec<Entry<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Entry<'a> {
+    #[serde(default)]
+    id: Option<serde_json::Value>,
+    #[serde(borrow, default)]
+    changes: Vec<Change<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Change<'a> {
+    field: String,
+    #[serde(borrow)]
+    value: Option<&'a RawValue>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Metadata {
+    #[serde(default)]
+    phone_number_id: Option<String>,
+}
+
+/// `value` of a `messages` or `automatic_events` change.
+#[derive(Debug, Deserialize)]
+struct MessagesValue<'a> {
+    #[serde(default)]
+    metadata: Option<Metadata>,
+    #[serde(borrow, default)]
+    contacts: Vec<&'a RawValue>,
+    #[serde(borrow, default)]
+    messages: Vec<&'a RawValue>,
+    #[serde(default)]
+    statuses: Vec<serde::de::IgnoredAny>,
+    #[serde(default)]
+    errors: Vec<serde_json::Value>,
+    #[serde(borrow, default)]
+    automatic_events: Vec<&'a RawValue>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MessageHead {
+    id: String,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    from_user_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ContactHead {
+    #[serde(default)]
+    wa_id: Option<String>,
+    #[serde(default)]
+    user_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct EventHead {
+    id: String,
+}
+
+/// What one webhook POST amounts to.
+#[derive(Debug, Default)]
+pub struct ParsedWebhook {
+    /// Messages and automatic events to store once each.
+    pub items: Vec<InboxItem>,
+    /// Delivery statuses (sent, delivered, read, failed...): acknowledged, not stored.
+    pub statuses: usize,
+    /// `value.errors[]` entries: acknowledged and logged.
+    pub errors: Vec<serde_json::Value>,
+    /// Other `field`s (account_update, message_template_status_update, ...): acknowledged.
+    pub other_fields: Vec<String>,
+    /// `object` was not `whatsapp_business_account`: acknowledged, nothing read.
+    pub foreign_object: Option<String>,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookParseError {
+    #[error("body is not valid JSON: {0}")]
+    Json(String),
+    #[error("{0}")]
+    Shape(String),
+}
+
+/// Splits a Cloud API webhook body into inbox items. Every message must carry an `id`
+/// and every messages change a `metadata.phone_number_id`; otherwise the whole POST is
+/// refused (nothing stored) so that nothing is half-accepted.
+pub fn parse_cloud_webhook(
+    body: &[u8],
+    received_at_ms: i64,
+    expires_at: i64,
+) -> Result<ParsedWebhook, WebhookParseError> {
+    let env: Envelope<'_> = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            WebhookParseError::Shape(format!("not a WhatsApp webhook envelope: {e}"))
+        } else {
+            WebhookParseError::Json(e.to_string())
+        }
+    })?;
+    let mut out = ParsedWebhook::default();
+    if env.object != "whatsapp_business_account" {
+        out.foreign_object = Some(env.object);
+        return Ok(out);
+    }
+    for entry in env.entry {
+        let waba_id = entry.id.as_ref().and_then(|v| match v {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        });
+        for change in entry.changes {
+            match change.field.as_str() {
+                "messages" | "automatic_events" => {}
+                _ => {
+                    out.other_fields.push(change.field);
+                    continue;
+                }
+            }
+            let Some(raw) = change.value else {
+                return Err(WebhookParseError::Shape(format!("{} change without a value", change.field)));
+            };
+            let value: MessagesValue<'_> = serde_json::from_str(raw.get())
+                .map_err(|e| WebhookParseError::Shape(format!("{} value: {e}", change.field)))?;
+            out.statuses += value.statuses.len();
+            out.errors.extend(value.errors);
+            if value.messages.is_empty() && value.automatic_events.is_empty() {
+                continue;
+            }
+            let pnid = value
+                .metadata
+                .and_then(|m| m.phone_number_id)
+                .filter(|p| !p.trim().is_empty())
+                .ok_or_else(|| WebhookParseError::Shape("messages without metadata.phone_number_id".into()))?;
+            let route = Route::PhoneNumberId(pnid);
+            let contacts: Vec<(ContactHead, &RawValue)> = value
+                .contacts
+                .iter()
+                .filter_map(|c| serde_json::from_str::<ContactHead>(c.get()).ok().map(|h| (h, *c)))
+                .collect();
+            for m in value.messages {
+                let head: MessageHead = serde_json::from_str(m.get())
+                    .map_err(|e| WebhookParseError::Shape(format!("message: {e}")))?;
+                if head.id.trim().is_empty() {
+                    return Err(WebhookParseError::Shape("message with an empty id".into()));
+                }
+                let contact = match_contact(&contacts, &head).map(|c| c.get().to_string());
+                out.items.push(InboxItem {
+                    id: format!("wa:{}", head.id),
+                    kind: InboxKind::Message,
+                    channel: Channel::Cloud,
+                    route: route.clone(),
+                    waba_id: waba_id.clone(),
+                    payload: m.get().to_string(),
+                    contact,
+                    received_at_ms,
+                    expires_at,
+                });
+            }
+            for ev in value.automatic_events {
+                let head: EventHead = serde_json::from_str(ev.get())
+                    .map_err(|e| WebhookParseError::Shape(format!("automatic event: {e}")))?;
+                if head.id.trim().is_empty() {
+                    return Err(WebhookParseError::Shape("automatic event with an empty id".into()));
+                }
+                out.items.push(InboxItem {
+                    id: format!("wa-ae:{}", head.id),
+                    kind: InboxKind::AutomaticEvent,
+                    channel: Channel::Cloud,
+                    route: route.clone(),
+                    waba_id: waba_id.clone(),
+                    payload: ev.get().to_string(),
+                    contact: None,
+                    received_at_ms,
+                    expires_at,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn match_contact<'a>(contacts: &[(ContactHead, &'a RawValue)], m: &MessageHead) -> Option<&'a RawValue> {
+    let by_phone = m.from.as_deref().and_then(|from| {
+        contacts
+            .iter()
+            .find(|(h, _)| h.wa_id.as_deref() == Some(from))
+    });
+    let by_user = || {
+        m.from_user_id.as_deref().and_then(|u| {
+            contacts
+                .iter()
+                .find(|(h, _)| h.user_id.as_deref() == Some(u))
+        })
+    };
+    by_phone
+        .or_else(by_user)
+        .or(if contacts.len() == 1 { contacts.first() } else { None })
+        .map(|(_, raw)| *raw)
+}
+
+// ---- the capture side: a stored Cloud API message back into the domain ----
+
+#[derive(Debug, Deserialize)]
+struct CloudMessage {
+    id: String,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    from_user_id: Option<String>,
+    #[serde(default)]
+    timestamp: Option<serde_json::Value>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    referral: Option<CloudReferral>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct CloudReferral {
+    #[serde(default)]
+    ctwa_clid: Option<String>,
+    #[serde(default)]
+    source_id: Option<String>,
+    #[serde(default)]
+    source_url: Option<String>,
+    #[serde(default)]
+    source_type: Option<String>,
+    #[serde(default)]
+    headline: Option<String>,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    image_url: Option<String>,
+    #[serde(default)]
+    image: Option<MediaRef>,
+    #[serde(default)]
+    video_url: Option<String>,
+    #[serde(default)]
+    thumbnail_url: Option<String>,
+    #[serde(default)]
+    welcome_message: Option<WelcomeMessage>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct MediaRef {
+    #[serde(default)]
+    id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct WelcomeMessage {
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct CloudContact {
+    #[serde(default)]
+    wa_id: Option<String>,
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    profile: Option<Profile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Profile {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
+impl From<CloudReferral> for Referral {
+    fn from(r: CloudReferral) -> Self {
+        Referral {
+            ctwa_clid: non_empty(r.ctwa_clid),
+            source_id: non_empty(r.source_id),
+            source_url: non_empty(r.source_url),
+            source_type: non_empty(r.source_type),
+            headline: non_empty(r.headline),
+            body: non_empty(r.body),
+            media_type: non_empty(r.media_type),
+            image_url: non_empty(r.image_url),
+            image_id: non_empty(r.image.and_then(|i| i.id)),
+            video_url: non_empty(r.video_url),
+            thumbnail_url: non_empty(r.thumbnail_url),
+            welcome_message: non_empty(r.welcome_message.and_then(|w| w.text)),
+        }
+    }
+}
+
+/// Unix seconds as Meta sends them (a string, sometimes a number) into millis.
+fn meta_timestamp_ms(v: &Option<serde_json::Value>) -> Option<i64> {
+    let secs = match v.as_ref()? {
+        serde_json::Value::String(s) => s.trim().parse::<i64>().ok()?,
+        serde_json::Value::Number(n) => n.as_i64()?,
+        _ => return None,
+    };
+    (secs > 0).then(|| secs.saturating_mul(1000))
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("stored message is unreadable: {0}")]
+pub struct StoredMessageError(pub String);
+
+/// A stored Cloud API message (and its contact) as the domain sees it.
+pub fn cloud_inbound(item: &InboxItem) -> Result<InboundMessage, StoredMessageError> {
+    let m: CloudMessage =
+        serde_json::from_str(&item.payload).map_err(|e| StoredMessageError(e.to_string()))?;
+    let contact: CloudContact = item
+        .contact
+        .as_deref()
+        .and_then(|c| serde_json::from_str(c).ok())
+        .unwrap_or_default();
+    let customer = Customer {
+        wa_id: non_empty(contact.wa_id.or(m.from)),
+        user_id: non_empty(contact.user_id.or(m.from_user_id)),
+        name: non_empty(contact.profile.and_then(|p| p.name)),
+    };
+    Ok(InboundMessage {
+        channel: Channel::Cloud,
+        message_id: m.id,
+        route: item.route.clone(),
+        customer,
+        sent_at_ms: meta_timestamp_ms(&m.timestamp).unwrap_or(item.received_at_ms),
+        message_type: m.kind,
+        referral: m.referral.map(Referral::from),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct CloudAutomaticEvent {
+    id: String,
+    #[serde(default)]
+    event_name: Option<String>,
+    #[serde(default)]
+    timestamp: Option<serde_json::Value>,
+    #[serde(default)]
+    ctwa_clid: Option<String>,
+    #[serde(default)]
+    custom_data: Option<serde_json::Value>,
+}
+
+pub fn cloud_automatic_event(item: &InboxItem) -> Result<AutomaticEvent, StoredMessageError> {
+    let e: CloudAutomaticEvent =
+        serde_json::from_str(&item.payload).map_err(|e| StoredMessageError(e.to_string()))?;
+    Ok(AutomaticEvent {
+        id: e.id,
+        event_name: non_empty(e.event_name).unwrap_or_else(|| "unknown".into()),
+        occurred_at_ms: meta_timestamp_ms(&e.timestamp).unwrap_or(item.received_at_ms),
+        ctwa_clid: non_empty(e.ctwa_clid),
+        custom_data: e.custom_data,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CTWA: &str = r#"{"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"value":{
+ "messaging_product":"whatsapp",
+ "metadata":{"display_phone_number":"15550783881","phone_number_id":"1204727649384372"},
+ "contacts":[{"profile":{"name":"Sheena Nelson"},"wa_id":"16505551234","user_id":"US.13491208655302741918"}],
+ "messages":[{"referral":{"source_url":"https://fb.me/3cr4Wqqkv","source_id":"120226305854810726",
+   "source_type":"ad","body":"Summer Succulents are here!","headline":"Chat with us",
+   "media_type":"image","image_url":"https://scontent.xx.fbcdn.net/v/t45.1",
+   "ctwa_clid":"Aff-n8ZTODiE79d22KtAwQKj9e_mIEOOj27v",
+   "welcome_message":{"text":"Hi there! Let us know how we can help!"}},
+  "from":"16505551234","id":"wamid.HBgLMTY1","timestamp":"1750275992",
+  "text":{"body":"Can I get more info about this?"},"type":"text"}]},
+ "field":"messages"}]}]}"#;
+
+    #[test]
+    fn ctwa_message_round_trip() {
+        let p = parse_cloud_webhook(CTWA.as_bytes(), 5, 9).unwrap();
+        assert_eq!(p.items.len(), 1);
+        let item = &p.items[0];
+        assert_eq!(item.id, "wa:wamid.HBgLMTY1");
+        assert_eq!(item.waba_id.as_deref(), Some("102290129340398"));
+        assert_eq!(item.route, Route::PhoneNumberId("1204727649384372".into()));
+        assert!(item.payload.starts_with("{\"referral\""), "raw kept as sent");
+        let m = cloud_inbound(item).unwrap();
+        assert_eq!(m.customer.wa_id.as_deref(), Some("16505551234"));
+        assert_eq!(m.customer.user_id.as_deref(), Some("US.13491208655302741918"));
+        assert_eq!(m.customer.name.as_deref(), Some("Sheena Nelson"));
+        assert_eq!(m.sent_at_ms, 1_750_275_992_000);
+        let r = m.referral.unwrap();
+        assert_eq!(r.ctwa_clid.as_deref(), Some("Aff-n8ZTODiE79d22KtAwQKj9e_mIEOOj27v"));
+        assert_eq!(r.source_id.as_deref(), Some("120226305854810726"));
+        assert_eq!(r.welcome_message.as_deref(), Some("Hi there! Let us know how we can help!"));
+    }
+
+    #[test]
+    fn missing_clid_is_never_filled_from_source_id() {
+        let body = CTWA.replace("\"ctwa_clid\":\"Aff-n8ZTODiE79d22KtAwQKj9e_mIEOOj27v\",", "");
+        let p = parse_cloud_webhook(body.as_bytes(), 5, 9).unwrap();
+        let r = cloud_inbound(&p.items[0]).unwrap().referral.unwrap();
+        assert_eq!(r.ctwa_clid, None);
+        assert_eq!(r.source_id.as_deref(), Some("120226305854810726"));
+    }
+
+    #[test]
+    fn legacy_image_id_is_tolerated() {
+        let body = CTWA.replace(
+            "\"image_url\":\"https://scontent.xx.fbcdn.net/v/t45.1\"",
+            "\"image\":{\"id\":\"IMG1\"}",
+        );
+        let p = parse_cloud_webhook(body.as_bytes(), 5, 9).unwrap();
+        let r = cloud_inbound(&p.items[0]).unwrap().referral.unwrap();
+        assert_eq!(r.image_id.as_deref(), Some("IMG1"));
+        assert_eq!(r.image_url, None);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_store() {
+        assert!(matches!(parse_cloud_webhook(b"{nope", 0, 0), Err(WebhookParseError::Json(_))));
+        assert!(matches!(parse_cloud_webhook(b"[]", 0, 0), Err(WebhookParseError::Shape(_))));
+        let no_id = CTWA.replace("\"id\":\"wamid.HBgLMTY1\",", "");
+        assert!(matches!(parse_cloud_webhook(no_id.as_bytes(), 0, 0), Err(WebhookParseError::Shape(_))));
+        let no_pnid = CTWA.replace("\"phone_number_id\":\"1204727649384372\"", "\"x\":1");
+        assert!(matches!(parse_cloud_webhook(no_pnid.as_bytes(), 0, 0), Err(WebhookParseError::Shape(_))));
+    }
+
+    #[test]
+    fn other_objects_and_fields_are_acknowledged() {
+        let p = parse_cloud_webhook(br#"{"object":"page","entry":[]}"#, 0, 0).unwrap();
+        assert_eq!(p.foreign_object.as_deref(), Some("page"));
+        let p = parse_cloud_webhook(
+            br#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"account_update","value":{"event":"VERIFIED_ACCOUNT"}}]}]}"#,
+            0,
+            0,
+        )
+        .unwrap();
+        assert_eq!(p.other_fields, vec!["account_update".to_string()]);
+        assert!(p.items.is_empty());
+    }
+}

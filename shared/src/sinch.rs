@@ -1,0 +1,219 @@
+//! Sinch Conversation API callbacks (MESSAGE_INBOUND trigger). The click data arrives as
+//! escaped JSON in the STRING `message.metadata`:
+//! `"{\"referral\":{\"source_type\":\"ad\",...,\"ctwa_clid\":\"...\"}}"`.
+
+use crate::domain::{Channel, Customer, InboundMessage, Referral, Route};
+use crate::meta::webhook::{CloudReferral, StoredMessageError, WebhookParseError};
+use crate::store::{InboxItem, InboxKind};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+struct Callback {
+    #[serde(default)]
+    app_id: Option<String>,
+    #[serde(default)]
+    event_time: Option<String>,
+    #[serde(default)]
+    message: Option<Message>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Message {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    direction: Option<String>,
+    #[serde(default)]
+    channel_identity: Option<ChannelIdentity>,
+    #[serde(default)]
+    contact_id: Option<String>,
+    #[serde(default)]
+    metadata: Option<serde_json::Value>,
+    #[serde(default)]
+    contact_message: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChannelIdentity {
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    identity: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Metadata {
+    #[serde(default)]
+    referral: Option<CloudReferral>,
+}
+
+/// What one Sinch callback amounts to.
+#[derive(Debug)]
+pub enum SinchCallback {
+    /// An inbound message to store once.
+    Inbound(Box<InboxItem>),
+    /// Any other callback (delivery reports, events, outbound echoes): acknowledged.
+    Ignored(String),
+}
+
+/// Parses a Sinch callback body. An inbound message must carry `app_id` and `message.id`.
+pub fn parse_sinch_callback(
+    body: &[u8],
+    received_at_ms: i64,
+    expires_at: i64,
+) -> Result<SinchCallback, WebhookParseError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| WebhookParseError::Json(e.to_string()))?;
+    let Some(obj) = value.as_object() else {
+        return Err(WebhookParseError::Shape("a Sinch callback is a JSON object".into()));
+    };
+    if !obj.contains_key("message") {
+        let kind = obj
+            .keys()
+            .find(|k| !matches!(k.as_str(), "app_id" | "accepted_time" | "event_time" | "project_id" | "message_metadata" | "correlation_id"))
+            .cloned()
+            .unwrap_or_else(|| "unknown".into());
+        return Ok(SinchCallback::Ignored(kind));
+    }
+    let cb: Callback = serde_json::from_value(value)
+        .map_err(|e| WebhookParseError::Shape(format!("Sinch callback: {e}")))?;
+    let msg = cb
+        .message
+        .ok_or_else(|| WebhookParseError::Shape("message is null".into()))?;
+    if let Some(dir) = msg.direction.as_deref()
+        && dir != "TO_APP"
+    {
+        return Ok(SinchCallback::Ignored(format!("message direction {dir}")));
+    }
+    let id = msg
+        .id
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| WebhookParseError::Shape("message.id is required".into()))?;
+    let app_id = cb
+        .app_id
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| WebhookParseError::Shape("app_id is required".into()))?;
+    Ok(SinchCallback::Inbound(Box::new(InboxItem {
+        id: format!("sinch:{id}"),
+        kind: InboxKind::Message,
+        channel: Channel::Sinch,
+        route: Route::SinchApp(app_id),
+        waba_id: None,
+        // The whole callback, as Sinch sent it.
+        payload: String::from_utf8_lossy(body).into_owned(),
+        contact: None,
+        received_at_ms,
+        expires_at,
+    })))
+}
+
+/// The referral inside Sinch's `metadata` string; `None` when absent or unreadable.
+pub fn referral_from_metadata(metadata: &serde_json::Value) -> Option<Referral> {
+    let parsed: Metadata = match metadata {
+        serde_json::Value::String(s) if !s.trim().is_empty() => serde_json::from_str(s).ok()?,
+        serde_json::Value::Object(_) => serde_json::from_value(metadata.clone()).ok()?,
+        _ => return None,
+    };
+    parsed.referral.map(Referral::from)
+}
+
+/// A stored Sinch callback as the domain sees it.
+pub fn sinch_inbound(item: &InboxItem) -> Result<InboundMessage, StoredMessageError> {
+    let cb: Callback =
+        serde_json::from_str(&item.payload).map_err(|e| StoredMessageError(e.to_string()))?;
+    let msg = cb
+        .message
+        .ok_or_else(|| StoredMessageError("no message".into()))?;
+    let id = msg.id.ok_or_else(|| StoredMessageError("no message id".into()))?;
+    let identity = msg.channel_identity.as_ref();
+    let is_whatsapp = identity
+        .and_then(|c| c.channel.as_deref())
+        .is_none_or(|c| c.eq_ignore_ascii_case("WHATSAPP"));
+    let wa_id = identity
+        .and_then(|c| c.identity.clone())
+        .filter(|_| is_whatsapp)
+        .and_then(|i| crate::domain::phone_digits(&i));
+    let customer = Customer {
+        wa_id,
+        user_id: msg.contact_id.filter(|c| !c.trim().is_empty()),
+        name: None,
+    };
+    let sent_at_ms = cb
+        .event_time
+        .as_deref()
+        .and_then(crate::time::parse_rfc3339_millis)
+        .unwrap_or(item.received_at_ms);
+    let message_type = msg
+        .contact_message
+        .as_ref()
+        .and_then(|m| m.keys().next().cloned());
+    Ok(InboundMessage {
+        channel: Channel::Sinch,
+        message_id: id,
+        route: item.route.clone(),
+        customer,
+        sent_at_ms,
+        message_type,
+        referral: msg.metadata.as_ref().and_then(referral_from_metadata),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = r#"{
+  "app_id": "01EB37HMH1M6SV18ASNS3G135H",
+  "accepted_time": "2020-10-01T12:10:55.073703Z",
+  "event_time": "2020-10-01T12:10:53.991Z",
+  "project_id": "c36f3d3d-1513-4edd-ae42-11995557ff61",
+  "message": {
+    "id": "01EKJ1534NWK5R02TGWEJN13HA",
+    "direction": "TO_APP",
+    "contact_message": {"media_card_message": {"url": "https://example.com/x.png", "caption": "Check out my product!"}},
+    "channel_identity": {"channel": "WHATSAPP", "identity": "46712312312", "app_id": ""},
+    "conversation_id": "01EKJ0KSWXMVDF05MG9TQ20S06",
+    "contact_id": "01EKA07N79THJ20WSN6AS30TMW",
+    "metadata": "{\"referral\":{\"source_type\":\"ad\",\"source_id\":\"120226305854810726\",\"source_url\":\"https://fb.me/x\",\"ctwa_clid\":\"CLID-SINCH-1\",\"headline\":\"Our new product\",\"body\":\"This is a great product\"}}",
+    "accept_time": "2020-10-01T12:10:55.060170Z"
+  }
+}"#;
+
+    #[test]
+    fn seed_004_callback() {
+        let SinchCallback::Inbound(item) = parse_sinch_callback(SEED.as_bytes(), 1, 2).unwrap() else {
+            panic!("inbound expected")
+        };
+        assert_eq!(item.id, "sinch:01EKJ1534NWK5R02TGWEJN13HA");
+        assert_eq!(item.route, Route::SinchApp("01EB37HMH1M6SV18ASNS3G135H".into()));
+        let m = sinch_inbound(&item).unwrap();
+        assert_eq!(m.customer.wa_id.as_deref(), Some("46712312312"));
+        assert_eq!(m.customer.user_id.as_deref(), Some("01EKA07N79THJ20WSN6AS30TMW"));
+        assert_eq!(m.sent_at_ms, 1_601_554_253_991);
+        assert_eq!(m.message_type.as_deref(), Some("media_card_message"));
+        let r = m.referral.unwrap();
+        assert_eq!(r.ctwa_clid.as_deref(), Some("CLID-SINCH-1"));
+        assert_eq!(r.headline.as_deref(), Some("Our new product"));
+    }
+
+    #[test]
+    fn bad_metadata_means_no_referral_not_an_error() {
+        let body = SEED.replace(r#""metadata": "{\"referral\""#, r#""metadata": "{\"referral\"[[["#);
+        let SinchCallback::Inbound(item) = parse_sinch_callback(body.as_bytes(), 1, 2).unwrap() else {
+            panic!()
+        };
+        assert_eq!(sinch_inbound(&item).unwrap().referral, None);
+    }
+
+    #[test]
+    fn other_callbacks_are_ignored_and_bad_ones_refused() {
+        let dr = br#"{"app_id":"A","message_delivery_report":{"message_id":"1","status":"DELIVERED"}}"#;
+        assert!(matches!(parse_sinch_callback(dr, 0, 0).unwrap(), SinchCallback::Ignored(k) if k == "message_delivery_report"));
+        let no_id = br#"{"app_id":"A","message":{"direction":"TO_APP"}}"#;
+        assert!(parse_sinch_callback(no_id, 0, 0).is_err());
+        let no_app = br#"{"message":{"id":"1"}}"#;
+        assert!(parse_sinch_callback(no_app, 0, 0).is_err());
+        assert!(parse_sinch_callback(b"\"str\"", 0, 0).is_err());
+        assert!(parse_sinch_callback(b"{", 0, 0).is_err());
+    }
+}

@@ -1,0 +1,564 @@
+//! DynamoDB adapters of the storage ports.
+//!
+//! Inbox table: partition key `pk` (the channel-prefixed message id), stream NEW_IMAGE,
+//! TTL on `expires_at`. Data table (single-table design), keys `pk`/`sk`:
+//!
+//! | item          | pk                        | sk                       | gsi1pk / gsi1sk                         | gsi2pk / gsi2sk                  |
+//! |---------------|---------------------------|--------------------------|-----------------------------------------|----------------------------------|
+//! | conversation  | `CONV#<id>`               | `CONV`                   | `ACCT#<a>#CUST#<key>` / `CONV#<id>`     |                                  |
+//! | click         | `CONV#<id>`               | `CLICK#<ms15>#<msg id>`  | `ACCT#<a>#CUST#<key>` / `CLICK#<ms15>#<msg id>` | `ACCT#<a>#AD#<source id>` / same |
+//! | account       | `ACCT#<id>`               | `ACCOUNT`                |                                         |                                  |
+//! | route         | `ROUTE#<pnid:..|sinch:..>`| `ROUTE`                  |                                         |                                  |
+//! | API key       | `APIKEY#<sha256 hex>`     | `APIKEY`                 |                                         |                                  |
+//! | unrouted item | `UNROUTED#<route>`        | `<ms15>#<inbox id>`      |                                         |                                  |
+//! | auto event    | `ACCT#<a>#AUTOEVENT`      | `<ms15>#<event id>`      |                                         |                                  |
+//!
+//! Conversations and clicks are partitioned per conversation, so no account is a hot key.
+
+use super::*;
+use crate::domain::Referral;
+use crate::time::sortable_millis;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use std::collections::HashMap;
+
+pub type Item = HashMap<String, AttributeValue>;
+
+fn backend<E: std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(e: SdkError<E, R>) -> StoreError {
+    StoreError::Backend(DisplayErrorContext(&e).to_string())
+}
+
+pub fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+pub fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+pub fn get_s(item: &Item, k: &str) -> Option<String> {
+    match item.get(k) {
+        Some(AttributeValue::S(v)) => Some(v.clone()),
+        _ => None,
+    }
+}
+pub fn get_n(item: &Item, k: &str) -> Option<i64> {
+    match item.get(k) {
+        Some(AttributeValue::N(v)) => v.parse().ok(),
+        _ => None,
+    }
+}
+fn req_s(item: &Item, k: &str) -> Result<String, StoreError> {
+    get_s(item, k).ok_or_else(|| StoreError::Corrupt(format!("missing attribute {k}")))
+}
+
+// ---------------------------------------------------------------- inbox
+
+#[derive(Clone)]
+pub struct DynamoInbox {
+    client: Client,
+    table: String,
+}
+
+impl DynamoInbox {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+}
+
+pub fn inbox_item_to_attrs(item: &InboxItem) -> Item {
+    let mut m = Item::new();
+    m.insert("pk".into(), s(&item.id));
+    m.insert("kind".into(), s(item.kind.as_str()));
+    m.insert("channel".into(), s(item.channel.as_str()));
+    m.insert("route".into(), s(item.route.key()));
+    if let Some(w) = &item.waba_id {
+        m.insert("waba_id".into(), s(w));
+    }
+    m.insert("payload".into(), s(&item.payload));
+    if let Some(c) = &item.contact {
+        m.insert("contact".into(), s(c));
+    }
+    m.insert("received_at".into(), n(item.received_at_ms));
+    m.insert("expires_at".into(), n(item.expires_at));
+    m
+}
+
+#[async_trait]
+impl Inbox for DynamoInbox {
+    async fn put_once(&self, item: &InboxItem) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(inbox_item_to_attrs(item)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(backend(e)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- data table
+
+#[derive(Clone)]
+pub struct DynamoData {
+    client: Client,
+    table: String,
+}
+
+impl DynamoData {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+}
+
+fn conv_pk(id: &str) -> String {
+    format!("CONV#{id}")
+}
+fn customer_gsi(account_id: &str, customer_key: &str) -> String {
+    format!("ACCT#{account_id}#CUST#{customer_key}")
+}
+fn click_sk(ms: i64, msg: &str) -> String {
+    format!("CLICK#{}#{msg}", sortable_millis(ms))
+}
+
+/// Builds `SET #a0 = :v0, ...` with every name behind a placeholder, so no attribute
+/// name can collide with DynamoDB's reserved words.
+#[derive(Default)]
+struct SetExpr {
+    parts: Vec<String>,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl SetExpr {
+    fn name(&mut self, attr: &str) -> String {
+        let ph = format!("#a{}", self.names.len());
+        self.names.insert(ph.clone(), attr.to_string());
+        ph
+    }
+    fn value(&mut self, v: AttributeValue) -> String {
+        let ph = format!(":v{}", self.values.len());
+        self.values.insert(ph.clone(), v);
+        ph
+    }
+    fn set(&mut self, attr: &str, v: AttributeValue) {
+        let (nm, vp) = (self.name(attr), self.value(v));
+        self.parts.push(format!("{nm} = {vp}"));
+    }
+    fn set_if_not_exists(&mut self, attr: &str, v: AttributeValue) {
+        let (nm, vp) = (self.name(attr), self.value(v));
+        self.parts.push(format!("{nm} = if_not_exists({nm}, {vp})"));
+    }
+    fn expression(&self) -> String {
+        format!("SET {}", self.parts.join(", "))
+    }
+}
+
+fn referral_json(r: &Referral) -> String {
+    serde_json::to_string(r).unwrap_or_else(|_| "{}".into())
+}
+fn referral_from(item: &Item, k: &str) -> Result<Referral, StoreError> {
+    let raw = req_s(item, k)?;
+    serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt(format!("{k}: {e}")))
+}
+
+fn conversation_from(item: &Item) -> Result<Conversation, StoreError> {
+    let channel = req_s(item, "channel")?;
+    let first_touch = match get_s(item, "ctwa_clid") {
+        Some(clid) => Some(FirstTouch {
+            ctwa_clid: clid,
+            captured_at_ms: get_n(item, "ctwa_captured_at").unwrap_or_default(),
+            clicked_at_ms: get_n(item, "ctwa_clicked_at").unwrap_or_default(),
+            message_id: get_s(item, "ctwa_message_id").unwrap_or_default(),
+            referral: referral_from(item, "ctwa_referral")?,
+        }),
+        None => None,
+    };
+    Ok(Conversation {
+        id: req_s(item, "conversation_id")?,
+        account_id: req_s(item, "account_id")?,
+        channel: Channel::parse(&channel).ok_or_else(|| StoreError::Corrupt(format!("channel {channel}")))?,
+        business_id: req_s(item, "business_id")?,
+        customer_key: req_s(item, "customer_key")?,
+        customer: Customer {
+            wa_id: get_s(item, "wa_id"),
+            user_id: get_s(item, "user_id"),
+            name: get_s(item, "customer_name"),
+        },
+        created_at_ms: get_n(item, "created_at").unwrap_or_default(),
+        updated_at_ms: get_n(item, "updated_at").unwrap_or_default(),
+        first_touch,
+    })
+}
+
+fn click_from(item: &Item) -> Result<Click, StoreError> {
+    let channel = req_s(item, "channel")?;
+    Ok(Click {
+        conversation_id: req_s(item, "conversation_id")?,
+        message_id: req_s(item, "message_id")?,
+        channel: Channel::parse(&channel).ok_or_else(|| StoreError::Corrupt(format!("channel {channel}")))?,
+        clicked_at_ms: get_n(item, "clicked_at").unwrap_or_default(),
+        referral: referral_from(item, "referral")?,
+    })
+}
+
+fn account_from(item: &Item) -> Result<Account, StoreError> {
+    let pnids = match item.get("phone_number_ids") {
+        Some(AttributeValue::L(l)) => l
+            .iter()
+            .filter_map(|v| v.as_s().ok().cloned())
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(Account {
+        id: req_s(item, "account_id")?,
+        name: get_s(item, "account_name").unwrap_or_default(),
+        waba_id: get_s(item, "waba_id"),
+        phone_number_ids: pnids,
+        sinch_app_id: get_s(item, "sinch_app_id"),
+        created_at_ms: get_n(item, "created_at").unwrap_or_default(),
+    })
+}
+
+fn key(pk: String, sk: &str) -> Item {
+    HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
+}
+
+impl DynamoData {
+    async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(out.item)
+    }
+
+    /// A conditional put: `false` when an item with the same key exists.
+    async fn put_new(&self, item: Item) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    /// Every page of a query, up to `limit` items.
+    async fn query(
+        &self,
+        index: Option<&str>,
+        pk_attr: &str,
+        pk: String,
+        sk_attr: &str,
+        sk_prefix: &str,
+        newest_first: bool,
+        limit: usize,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .set_index_name(index.map(str::to_string))
+                .key_condition_expression("#p = :p AND begins_with(#s, :s)")
+                .expression_attribute_names("#p", pk_attr)
+                .expression_attribute_names("#s", sk_attr)
+                .expression_attribute_values(":p", s(pk.clone()))
+                .expression_attribute_values(":s", s(sk_prefix))
+                .scan_index_forward(!newest_first)
+                .limit(i32::try_from(limit.min(1000)).unwrap_or(1000))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(backend)?;
+            out.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(k) if out.len() < limit && !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Accounts for DynamoData {
+    async fn create_account(&self, a: &Account) -> Result<(), StoreError> {
+        let mut item = key(format!("ACCT#{}", a.id), "ACCOUNT");
+        item.insert("account_id".into(), s(&a.id));
+        item.insert("account_name".into(), s(&a.name));
+        if let Some(w) = &a.waba_id {
+            item.insert("waba_id".into(), s(w));
+        }
+        item.insert(
+            "phone_number_ids".into(),
+            AttributeValue::L(a.phone_number_ids.iter().map(s).collect()),
+        );
+        if let Some(app) = &a.sinch_app_id {
+            item.insert("sinch_app_id".into(), s(app));
+        }
+        item.insert("created_at".into(), n(a.created_at_ms));
+        let put = |item: Item| -> Result<TransactWriteItem, StoreError> {
+            let p = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+            Ok(TransactWriteItem::builder().put(p).build())
+        };
+        let mut writes = vec![put(item)?];
+        for r in a.routes() {
+            let mut ri = key(format!("ROUTE#{}", r.key()), "ROUTE");
+            ri.insert("account_id".into(), s(&a.id));
+            writes.push(put(ri)?);
+        }
+        let res = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(writes))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_transaction_canceled_exception()) => Err(
+                StoreError::Conflict(format!(
+                    "account {} or one of its phone number ids / Sinch app is already registered",
+                    a.id
+                )),
+            ),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn get_account(&self, id: &str) -> Result<Option<Account>, StoreError> {
+        self.get(format!("ACCT#{id}"), "ACCOUNT")
+            .await?
+            .map(|i| account_from(&i))
+            .transpose()
+    }
+
+    async fn account_for_route(&self, route: &Route) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .get(format!("ROUTE#{}", route.key()), "ROUTE")
+            .await?
+            .and_then(|i| get_s(&i, "account_id")))
+    }
+
+    async fn put_api_key(&self, k: &ApiKeyRecord) -> Result<(), StoreError> {
+        let mut item = key(format!("APIKEY#{}", k.hash), "APIKEY");
+        item.insert("account_id".into(), s(&k.account_id));
+        item.insert("prefix".into(), s(&k.prefix));
+        item.insert("created_at".into(), n(k.created_at_ms));
+        item.insert("revoked".into(), AttributeValue::Bool(k.revoked));
+        if self.put_new(item).await? {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict("api key exists".into()))
+        }
+    }
+
+    async fn api_key(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let Some(item) = self.get(format!("APIKEY#{hash}"), "APIKEY").await? else {
+            return Ok(None);
+        };
+        Ok(Some(ApiKeyRecord {
+            hash: hash.to_string(),
+            prefix: get_s(&item, "prefix").unwrap_or_default(),
+            account_id: req_s(&item, "account_id")?,
+            created_at_ms: get_n(&item, "created_at").unwrap_or_default(),
+            revoked: matches!(item.get("revoked"), Some(AttributeValue::Bool(true))),
+        }))
+    }
+}
+
+#[async_trait]
+impl Conversations for DynamoData {
+    async fn record_click(&self, rec: &ClickRecord) -> Result<bool, StoreError> {
+        let c = &rec.click;
+        let sk = click_sk(c.clicked_at_ms, &c.message_id);
+        let mut item = key(conv_pk(&c.conversation_id), &sk);
+        item.insert("account_id".into(), s(&rec.account_id));
+        item.insert("customer_key".into(), s(&rec.customer_key));
+        item.insert("conversation_id".into(), s(&c.conversation_id));
+        item.insert("message_id".into(), s(&c.message_id));
+        item.insert("channel".into(), s(c.channel.as_str()));
+        item.insert("clicked_at".into(), n(c.clicked_at_ms));
+        item.insert("referral".into(), s(referral_json(&c.referral)));
+        if let Some(clid) = &c.referral.ctwa_clid {
+            item.insert("ctwa_clid".into(), s(clid));
+        }
+        item.insert("gsi1pk".into(), s(customer_gsi(&rec.account_id, &rec.customer_key)));
+        item.insert("gsi1sk".into(), s(sk.clone()));
+        if let Some(ad) = &c.referral.source_id {
+            item.insert("source_id".into(), s(ad));
+            item.insert("gsi2pk".into(), s(format!("ACCT#{}#AD#{ad}", rec.account_id)));
+            item.insert("gsi2sk".into(), s(sk));
+        }
+        self.put_new(item).await
+    }
+
+    async fn upsert_conversation(
+        &self,
+        c: &ConversationUpsert,
+        first_touch: Option<&FirstTouch>,
+    ) -> Result<FirstTouchOutcome, StoreError> {
+        let base = |e: &mut SetExpr| {
+            e.set("conversation_id", s(&c.id));
+            e.set("account_id", s(&c.account_id));
+            e.set("channel", s(c.channel.as_str()));
+            e.set("business_id", s(&c.business_id));
+            e.set("customer_key", s(&c.customer_key));
+            e.set("gsi1pk", s(customer_gsi(&c.account_id, &c.customer_key)));
+            e.set("gsi1sk", s(conv_pk(&c.id)));
+            e.set("updated_at", n(c.now_ms));
+            e.set_if_not_exists("created_at", n(c.now_ms));
+            if let Some(w) = &c.customer.wa_id {
+                e.set("wa_id", s(w));
+            }
+            if let Some(u) = &c.customer.user_id {
+                e.set("user_id", s(u));
+            }
+            if let Some(nm) = &c.customer.name {
+                e.set("customer_name", s(nm));
+            }
+        };
+        let update = |e: SetExpr, condition: Option<String>| {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(conv_pk(&c.id), "CONV")))
+                .update_expression(e.expression())
+                .set_condition_expression(condition)
+                .set_expression_attribute_names(Some(e.names))
+                .set_expression_attribute_values(Some(e.values))
+                .send()
+        };
+        if let Some(ft) = first_touch {
+            let mut e = SetExpr::default();
+            base(&mut e);
+            e.set("ctwa_clid", s(&ft.ctwa_clid));
+            e.set("ctwa_captured_at", n(ft.captured_at_ms));
+            e.set("ctwa_message_id", s(&ft.message_id));
+            e.set("ctwa_referral", s(referral_json(&ft.referral)));
+            let clid = e.name("ctwa_clid");
+            let at = e.name("ctwa_clicked_at");
+            let mid = e.name("ctwa_message_id");
+            let at_v = e.value(n(ft.clicked_at_ms));
+            e.parts.push(format!("{at} = {at_v}"));
+            let mid_v = e.value(s(&ft.message_id));
+            let cond = format!(
+                "attribute_not_exists({clid}) OR {at} > {at_v} OR ({at} = {at_v} AND {mid} > {mid_v})"
+            );
+            match update(e, Some(cond)).await {
+                Ok(_) => return Ok(FirstTouchOutcome::Captured),
+                Err(err)
+                    if err
+                        .as_service_error()
+                        .is_some_and(|se| se.is_conditional_check_failed_exception()) => {}
+                Err(err) => return Err(backend(err)),
+            }
+        }
+        let mut e = SetExpr::default();
+        base(&mut e);
+        update(e, None).await.map_err(backend)?;
+        Ok(if first_touch.is_some() {
+            FirstTouchOutcome::Kept
+        } else {
+            FirstTouchOutcome::NoClick
+        })
+    }
+
+    async fn get_conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError> {
+        self.get(conv_pk(id), "CONV")
+            .await?
+            .map(|i| conversation_from(&i))
+            .transpose()
+    }
+
+    async fn conversations_for_customer(
+        &self,
+        account_id: &str,
+        customer_key: &str,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        self.query(Some("gsi1"), "gsi1pk", customer_gsi(account_id, customer_key), "gsi1sk", "CONV#", false, 1000)
+            .await?
+            .iter()
+            .map(conversation_from)
+            .collect()
+    }
+
+    async fn clicks_for_conversation(&self, id: &str, limit: usize) -> Result<Vec<Click>, StoreError> {
+        self.query(None, "pk", conv_pk(id), "sk", "CLICK#", true, limit)
+            .await?
+            .iter()
+            .map(click_from)
+            .collect()
+    }
+
+    async fn clicks_for_customer(
+        &self,
+        account_id: &str,
+        customer_key: &str,
+        limit: usize,
+    ) -> Result<Vec<Click>, StoreError> {
+        self.query(Some("gsi1"), "gsi1pk", customer_gsi(account_id, customer_key), "gsi1sk", "CLICK#", true, limit)
+            .await?
+            .iter()
+            .map(click_from)
+            .collect()
+    }
+
+    async fn record_unrouted(&self, it: &InboxItem) -> Result<(), StoreError> {
+        let mut item = key(
+            format!("UNROUTED#{}", it.route.key()),
+            &format!("{}#{}", sortable_millis(it.received_at_ms), it.id),
+        );
+        item.insert("inbox_id".into(), s(&it.id));
+        item.insert("kind".into(), s(it.kind.as_str()));
+        item.insert("channel".into(), s(it.channel.as_str()));
+        item.insert("payload".into(), s(&it.payload));
+        if let Some(c) = &it.contact {
+            item.insert("contact".into(), s(c));
+        }
+        item.insert("received_at".into(), n(it.received_at_ms));
+        self.put_new(item).await.map(|_| ())
+    }
+
+    async fn record_automatic_event(&self, account_id: &str, ev: &AutomaticEvent) -> Result<bool, StoreError> {
+        let mut item = key(
+            format!("ACCT#{account_id}#AUTOEVENT"),
+            &format!("{}#{}", sortable_millis(ev.occurred_at_ms), ev.id),
+        );
+        item.insert("account_id".into(), s(account_id));
+        item.insert("event_id".into(), s(&ev.id));
+        item.insert("event_name".into(), s(&ev.event_name));
+        item.insert("occurred_at".into(), n(ev.occurred_at_ms));
+        if let Some(c) = &ev.ctwa_clid {
+            item.insert("ctwa_clid".into(), s(c));
+        }
+        if let Some(d) = &ev.custom_data {
+            item.insert("custom_data".into(), s(d.to_string()));
+        }
+        self.put_new(item).await
+    }
+}

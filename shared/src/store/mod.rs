@@ -1,0 +1,183 @@
+//! Storage ports (narrow traits the handlers depend on) and their adapters:
+//! [`dynamo`] for DynamoDB, [`memory`] for unit tests of domain logic.
+//!
+//! Every write that can be repeated (Meta retries webhooks for 36 hours; the stream
+//! redelivers batches) is a conditional write, so a repeat is a no-op, not a duplicate.
+
+pub mod dynamo;
+pub mod memory;
+
+use crate::domain::{
+    Account, AutomaticEvent, Channel, Click, Conversation, Customer, FirstTouch, Route,
+};
+use async_trait::async_trait;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was hit (an id or a route that already exists).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A stored item could not be read back into the domain.
+    #[error("corrupt item: {0}")]
+    Corrupt(String),
+    /// The database failed (throttling, network, service error).
+    #[error("storage backend: {0}")]
+    Backend(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboxKind {
+    Message,
+    AutomaticEvent,
+}
+
+impl InboxKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InboxKind::Message => "message",
+            InboxKind::AutomaticEvent => "automatic_event",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "message" => Some(Self::Message),
+            "automatic_event" => Some(Self::AutomaticEvent),
+            _ => None,
+        }
+    }
+}
+
+/// One inbound item exactly as received, keyed by its channel-prefixed id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxItem {
+    /// `wa:<wamid>`, `wa-ae:<event id>` or `sinch:<message id>`.
+    pub id: String,
+    pub kind: InboxKind,
+    pub channel: Channel,
+    pub route: Route,
+    /// The WhatsApp Business Account id of the webhook entry (Cloud API).
+    pub waba_id: Option<String>,
+    /// The raw message (Cloud API) or the whole callback (Sinch), as sent.
+    pub payload: String,
+    /// The raw `contacts[]` entry of the sender (Cloud API).
+    pub contact: Option<String>,
+    pub received_at_ms: i64,
+    /// TTL, unix seconds.
+    pub expires_at: i64,
+}
+
+#[async_trait]
+pub trait Inbox: Send + Sync {
+    /// Stores the item unless an item with its id exists. `true` when newly stored.
+    async fn put_once(&self, item: &InboxItem) -> Result<bool, StoreError>;
+}
+
+/// An API key as stored: only its SHA-256 hash and a short display prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub hash: String,
+    pub prefix: String,
+    pub account_id: String,
+    pub created_at_ms: i64,
+    pub revoked: bool,
+}
+
+#[async_trait]
+pub trait Accounts: Send + Sync {
+    /// Creates the account and claims its routes; `Conflict` when the id exists or a
+    /// phone number id / Sinch app is already claimed by another account.
+    async fn create_account(&self, account: &Account) -> Result<(), StoreError>;
+    async fn get_account(&self, id: &str) -> Result<Option<Account>, StoreError>;
+    async fn account_for_route(&self, route: &Route) -> Result<Option<String>, StoreError>;
+    async fn put_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+    async fn api_key(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+}
+
+/// The conversation fields every message refreshes (never the first touch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationUpsert {
+    pub id: String,
+    pub account_id: String,
+    pub channel: Channel,
+    pub business_id: String,
+    pub customer_key: String,
+    pub customer: Customer,
+    pub now_ms: i64,
+}
+
+/// A click to append to the history (idempotent on conversation + message id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClickRecord {
+    pub account_id: String,
+    pub customer_key: String,
+    pub click: Click,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstTouchOutcome {
+    /// This click is now the conversation's first touch.
+    Captured,
+    /// The conversation already holds an earlier click; nothing about it changed.
+    Kept,
+    /// No click id to capture (plain message, or a Status referral without `ctwa_clid`).
+    NoClick,
+}
+
+#[async_trait]
+pub trait Conversations: Send + Sync {
+    /// Appends a click; `false` when that message's click was already recorded.
+    async fn record_click(&self, click: &ClickRecord) -> Result<bool, StoreError>;
+    /// Creates or refreshes the conversation and, when `first_touch` is given, captures
+    /// it one-shot: it is written only if the conversation has no click id yet, or holds
+    /// one from a later click (messages may be processed out of order; the earliest
+    /// click wins, ties broken by message id). Once set, later clicks never replace it.
+    async fn upsert_conversation(
+        &self,
+        conv: &ConversationUpsert,
+        first_touch: Option<&FirstTouch>,
+    ) -> Result<FirstTouchOutcome, StoreError>;
+    async fn get_conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError>;
+    async fn conversations_for_customer(
+        &self,
+        account_id: &str,
+        customer_key: &str,
+    ) -> Result<Vec<Conversation>, StoreError>;
+    /// The conversation's clicks, newest first.
+    async fn clicks_for_conversation(
+        &self,
+        conversation_id: &str,
+        limit: usize,
+    ) -> Result<Vec<Click>, StoreError>;
+    /// All clicks of a customer across the account's business lines, newest first
+    /// (last-click attribution).
+    async fn clicks_for_customer(
+        &self,
+        account_id: &str,
+        customer_key: &str,
+        limit: usize,
+    ) -> Result<Vec<Click>, StoreError>;
+    /// Keeps an inbound item whose route belongs to no account, for an operator to see.
+    async fn record_unrouted(&self, item: &InboxItem) -> Result<(), StoreError>;
+    async fn record_automatic_event(
+        &self,
+        account_id: &str,
+        event: &AutomaticEvent,
+    ) -> Result<bool, StoreError>;
+}
+
+/// Whether click `a` precedes click `b` for first-touch purposes.
+pub fn click_precedes(a_ms: i64, a_msg: &str, b_ms: i64, b_msg: &str) -> bool {
+    (a_ms, a_msg) < (b_ms, b_msg)
+}
+
+/// First touch of a conversation from a click that has a click id.
+pub fn first_touch_of(click: &Click, now_ms: i64) -> Option<FirstTouch> {
+    let clid = click.referral.ctwa_clid.clone()?;
+    Some(FirstTouch {
+        ctwa_clid: clid,
+        captured_at_ms: now_ms,
+        clicked_at_ms: click.clicked_at_ms,
+        message_id: click.message_id.clone(),
+        referral: click.referral.clone(),
+    })
+}
