@@ -1,0 +1,350 @@
+//! The DynamoDB adapters against DynamoDB Local, each test on freshly named tables.
+
+use aws_sdk_dynamodb::Client;
+use ctwa_shared::domain::{
+    Account, AutomaticEvent, Channel, Click, Customer, Referral, Route, conversation_id,
+};
+use ctwa_shared::store::dynamo::{DynamoData, DynamoInbox};
+use ctwa_shared::store::{
+    Accounts, ApiKeyRecord, ClickRecord, ConversationUpsert, Conversations, FirstTouchOutcome,
+    Inbox, InboxItem, InboxKind, StoreError, first_touch_of,
+};
+use ctwa_shared::tables;
+use ctwa_tests::{clients, unique};
+
+async fn data() -> (Client, DynamoData) {
+    let c = clients().await.dynamodb;
+    let t = unique("data");
+    tables::create_data_table(&c, &t).await.unwrap();
+    (c.clone(), DynamoData::new(c, t))
+}
+
+fn d_table(d: &DynamoData) -> &str {
+    d.table()
+}
+
+fn click(conv: &str, msg: &str, ms: i64, clid: Option<&str>) -> Click {
+    Click {
+        conversation_id: conv.into(),
+        message_id: msg.into(),
+        channel: Channel::Cloud,
+        clicked_at_ms: ms,
+        referral: Referral {
+            ctwa_clid: clid.map(str::to_string),
+            source_id: Some("AD1".into()),
+            source_url: Some("https://fb.me/x".into()),
+            headline: Some("Chat".into()),
+            ..Default::default()
+        },
+    }
+}
+
+fn upsert(id: &str, key: &str, now: i64) -> ConversationUpsert {
+    ConversationUpsert {
+        id: id.into(),
+        account_id: "a1".into(),
+        channel: Channel::Cloud,
+        business_id: "pn1".into(),
+        customer_key: key.into(),
+        customer: Customer {
+            wa_id: Some("16505551234".into()),
+            user_id: None,
+            name: Some("Name".into()),
+        },
+        now_ms: now,
+    }
+}
+
+#[tokio::test]
+async fn inbox_put_is_once_per_id() {
+    let c = clients().await.dynamodb;
+    let t = unique("inbox");
+    tables::create_inbox_table(&c, &t).await.unwrap();
+    tables::create_inbox_table(&c, &t).await.unwrap(); // an existing table is fine
+    let inbox = DynamoInbox::new(c, t);
+    let item = InboxItem {
+        id: "wa:wamid.1".into(),
+        kind: InboxKind::Message,
+        channel: Channel::Cloud,
+        route: Route::PhoneNumberId("1".into()),
+        waba_id: Some("w".into()),
+        payload: "{\"id\":\"wamid.1\"}".into(),
+        contact: None,
+        received_at_ms: 1,
+        expires_at: 2,
+    };
+    assert!(inbox.put_once(&item).await.unwrap());
+    let again = InboxItem {
+        payload: "{\"changed\":true}".into(),
+        ..item.clone()
+    };
+    assert!(!inbox.put_once(&again).await.unwrap());
+}
+
+#[tokio::test]
+async fn accounts_claim_routes_exclusively() {
+    let (_, d) = data().await;
+    let a = Account {
+        id: "a1".into(),
+        name: "A".into(),
+        waba_id: Some("W".into()),
+        phone_number_ids: vec!["p1".into(), "p2".into()],
+        sinch_app_id: Some("S1".into()),
+        created_at_ms: 5,
+    };
+    d.create_account(&a).await.unwrap();
+    assert_eq!(d.get_account("a1").await.unwrap(), Some(a.clone()));
+    assert!(matches!(
+        d.create_account(&a).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let b = Account {
+        id: "b1".into(),
+        phone_number_ids: vec!["p2".into()],
+        sinch_app_id: None,
+        ..a.clone()
+    };
+    assert!(matches!(
+        d.create_account(&b).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        d.get_account("b1").await.unwrap(),
+        None,
+        "nothing half-written"
+    );
+    assert_eq!(
+        d.account_for_route(&Route::PhoneNumberId("p2".into()))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("a1")
+    );
+    assert_eq!(
+        d.account_for_route(&Route::SinchApp("S1".into()))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("a1")
+    );
+    assert_eq!(
+        d.account_for_route(&Route::PhoneNumberId("p9".into()))
+            .await
+            .unwrap(),
+        None
+    );
+
+    let k = ApiKeyRecord {
+        hash: "h".repeat(64),
+        prefix: "ctwa_abcdefg".into(),
+        account_id: "a1".into(),
+        created_at_ms: 1,
+        revoked: false,
+    };
+    d.put_api_key(&k).await.unwrap();
+    assert_eq!(d.api_key(&k.hash).await.unwrap(), Some(k.clone()));
+    assert!(matches!(
+        d.put_api_key(&k).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(d.api_key("nope").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn first_touch_is_one_shot_and_the_earliest_click_wins_under_concurrency() {
+    let (_, d) = data().await;
+    let conv = conversation_id("a1", "pn1", "wa:16505551234");
+    // 50 concurrent captures, timestamps all different, in scrambled order.
+    let tasks = (0..50i64).map(|i| {
+        let d = d.clone();
+        let conv = conv.clone();
+        async move {
+            let ts = 1_000 + (i * 37) % 50;
+            let k = click(&conv, &format!("m{i:02}"), ts, Some(&format!("clid-{ts}")));
+            let ft = first_touch_of(&k, 99).unwrap();
+            d.record_click(&ClickRecord {
+                account_id: "a1".into(),
+                customer_key: "wa:16505551234".into(),
+                click: k,
+            })
+            .await
+            .unwrap();
+            d.upsert_conversation(&upsert(&conv, "wa:16505551234", 99), Some(&ft))
+                .await
+                .unwrap()
+        }
+    });
+    let outcomes = futures_util::future::join_all(tasks).await;
+    assert!(outcomes.iter().any(|o| *o == FirstTouchOutcome::Captured));
+    let c = d.get_conversation(&conv).await.unwrap().unwrap();
+    assert_eq!(c.first_touch.as_ref().unwrap().ctwa_clid, "clid-1000");
+    assert_eq!(c.customer.name.as_deref(), Some("Name"));
+    // Later clicks never replace it; a repeat of the winner is Kept.
+    let later = click(&conv, "m99", 5_000, Some("later"));
+    let o = d
+        .upsert_conversation(
+            &upsert(&conv, "wa:16505551234", 100),
+            first_touch_of(&later, 100).as_ref(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(o, FirstTouchOutcome::Kept);
+    let plain = d
+        .upsert_conversation(&upsert(&conv, "wa:16505551234", 101), None)
+        .await
+        .unwrap();
+    assert_eq!(plain, FirstTouchOutcome::NoClick);
+    let c2 = d.get_conversation(&conv).await.unwrap().unwrap();
+    assert_eq!(c2.first_touch, c.first_touch);
+    assert_eq!(c2.created_at_ms, 99);
+    assert_eq!(c2.updated_at_ms, 101);
+
+    let clicks = d.clicks_for_conversation(&conv, 100).await.unwrap();
+    assert_eq!(clicks.len(), 50);
+    assert!(
+        clicks
+            .windows(2)
+            .all(|w| w[0].clicked_at_ms >= w[1].clicked_at_ms),
+        "newest first"
+    );
+    let two = d
+        .clicks_for_customer("a1", "wa:16505551234", 2)
+        .await
+        .unwrap();
+    assert_eq!(two.len(), 2);
+    assert_eq!(two[0].clicked_at_ms, 1_049);
+}
+
+#[tokio::test]
+async fn equal_timestamps_break_ties_by_message_id() {
+    let (_, d) = data().await;
+    let conv = "c_tie";
+    for m in ["m5", "m1", "m9"] {
+        let k = click(conv, m, 7, Some(m));
+        d.upsert_conversation(&upsert(conv, "wa:1", 1), first_touch_of(&k, 1).as_ref())
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        d.get_conversation(conv)
+            .await
+            .unwrap()
+            .unwrap()
+            .first_touch
+            .unwrap()
+            .ctwa_clid,
+        "m1"
+    );
+}
+
+#[tokio::test]
+async fn clicks_are_idempotent_and_found_by_customer_across_business_lines() {
+    let (_, d) = data().await;
+    let rec = |conv: &str, msg: &str, ms: i64, clid: Option<&str>| ClickRecord {
+        account_id: "a1".into(),
+        customer_key: "wa:1650".into(),
+        click: click(conv, msg, ms, clid),
+    };
+    assert!(
+        d.record_click(&rec("c_line1", "m1", 10, Some("x")))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !d.record_click(&rec("c_line1", "m1", 10, Some("x")))
+            .await
+            .unwrap()
+    );
+    assert!(
+        d.record_click(&rec("c_line2", "m2", 20, None))
+            .await
+            .unwrap()
+    );
+    let all = d.clicks_for_customer("a1", "wa:1650", 10).await.unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|c| c.message_id.as_str())
+            .collect::<Vec<_>>(),
+        ["m2", "m1"]
+    );
+    assert_eq!(
+        all[0].referral.ctwa_clid, None,
+        "a Status click keeps no id"
+    );
+    assert_eq!(all[0].referral.source_id.as_deref(), Some("AD1"));
+    assert!(
+        d.clicks_for_customer("a2", "wa:1650", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn conversations_by_customer_and_user_id_fallback() {
+    let (_, d) = data().await;
+    let mut u = upsert("c_u", "u:US.1", 1);
+    u.customer = Customer {
+        wa_id: None,
+        user_id: Some("US.1".into()),
+        name: None,
+    };
+    d.upsert_conversation(&u, None).await.unwrap();
+    d.upsert_conversation(&upsert("c_w", "wa:1650", 1), None)
+        .await
+        .unwrap();
+    let found = d.conversations_for_customer("a1", "u:US.1").await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].customer.user_id.as_deref(), Some("US.1"));
+    assert_eq!(found[0].customer.wa_id, None);
+    assert_eq!(found[0].first_touch, None);
+    assert!(
+        d.conversations_for_customer("a2", "u:US.1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn automatic_events_and_unrouted_items_are_kept_once() {
+    let (c, d) = data().await;
+    let ev = AutomaticEvent {
+        id: "wamid.E".into(),
+        event_name: "Purchase".into(),
+        occurred_at_ms: 5,
+        ctwa_clid: Some("C".into()),
+        custom_data: Some(serde_json::json!({"currency":"USD","value":12345000})),
+    };
+    assert!(d.record_automatic_event("a1", &ev).await.unwrap());
+    assert!(!d.record_automatic_event("a1", &ev).await.unwrap());
+    let item = InboxItem {
+        id: "wa:wamid.U".into(),
+        kind: InboxKind::Message,
+        channel: Channel::Cloud,
+        route: Route::PhoneNumberId("nobody".into()),
+        waba_id: None,
+        payload: "{}".into(),
+        contact: None,
+        received_at_ms: 3,
+        expires_at: 4,
+    };
+    d.record_unrouted(&item).await.unwrap();
+    d.record_unrouted(&item).await.unwrap();
+    let items = c
+        .scan()
+        .table_name(d_table(&d))
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
+    let count = |prefix: &str| {
+        items
+            .iter()
+            .filter(|i| i["pk"].as_s().is_ok_and(|pk| pk.starts_with(prefix)))
+            .count()
+    };
+    assert_eq!(count("UNROUTED#pnid:nobody"), 1);
+    assert_eq!(count("ACCT#a1#AUTOEVENT"), 1);
+}

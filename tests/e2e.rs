@@ -1,0 +1,368 @@
+//! End to end, over HTTP, exactly as Meta, Sinch and a client backend would call it: the
+//! local stack (same handlers as Lambda) on DynamoDB Local, the Secrets Manager emulator,
+//! and the capture fed from the inbox table's real stream.
+
+use ctwa_tests::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+#[tokio::test]
+async fn verification_handshake_answers_the_challenge() {
+    let app = spawn_app().await;
+    let url = |token: &str| {
+        format!(
+            "{}/webhook?hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token={token}",
+            app.base
+        )
+    };
+    let ok = app
+        .http
+        .get(url(&app.cfg.verify_token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.text().await.unwrap(), "1158201444");
+    let bad = app.http.get(url("wrong")).send().await.unwrap();
+    assert_eq!(bad.status(), 403);
+    let v: Value = bad.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "forbidden");
+    app.stack.stop().await;
+}
+
+#[tokio::test]
+async fn same_signed_webhook_five_times_is_one_item_one_click_one_conversation() {
+    let app = spawn_app().await;
+    let body = ctwa_webhook(
+        FIXTURE_PNID,
+        "wamid.FIVE",
+        "16505551234",
+        Some("CLID-FIVE"),
+        1_750_275_992,
+    );
+    for i in 0..5 {
+        let (status, v) = app.post_webhook(body.clone()).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["stored"], json!(if i == 0 { 1 } else { 0 }), "{v}");
+    }
+    settled("one click", 1, || app.click_count()).await;
+    assert_eq!(app.inbox_count().await, 1);
+    assert_eq!(app.conversation_count().await, 1);
+    let (status, v) = app
+        .get("/v1/conversations?phone=+16505551234", &app.api_key)
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let convs = v["conversations"].as_array().unwrap();
+    assert_eq!(convs.len(), 1);
+    assert_eq!(convs[0]["metadata"]["ctwa_clid"], "CLID-FIVE");
+    assert_eq!(convs[0]["metadata"]["ctwa_source_id"], "120226305854810726");
+    assert_eq!(
+        convs[0]["metadata"]["ctwa_source_url"],
+        "https://fb.me/3cr4Wqqkv"
+    );
+    assert_eq!(convs[0]["metadata"]["ctwa_source_type"], "ad");
+    assert_eq!(convs[0]["metadata"]["ctwa_headline"], "Chat with us");
+    assert_eq!(
+        convs[0]["metadata"]["ctwa_body"],
+        "Summer Succulents are here!"
+    );
+    assert!(
+        convs[0]["metadata"]["ctwa_captured_at"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+    assert_eq!(convs[0]["clicks"].as_array().unwrap().len(), 1);
+    let id = convs[0]["id"].as_str().unwrap();
+    let (status, one) = app
+        .get(&format!("/v1/conversations/{id}"), &app.api_key)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(one["metadata"], convs[0]["metadata"]);
+    app.stack.stop().await;
+}
+
+#[tokio::test]
+async fn fifty_concurrent_first_messages_one_first_touch_fifty_clicks() {
+    let app = spawn_app().await;
+    let base_ts = 1_750_000_000;
+    let posts = (0..50).map(|i| {
+        let body = ctwa_webhook(
+            FIXTURE_PNID,
+            &format!("wamid.C{i:02}"),
+            "919876543210",
+            Some(&format!("CLID-{i:02}")),
+            base_ts + 50 - i,
+        );
+        let app = &app;
+        async move { app.post_webhook(body).await }
+    });
+    for (status, v) in futures_util::future::join_all(posts).await {
+        assert_eq!(status, 200, "{v}");
+    }
+    settled("50 clicks", 50, || app.click_count()).await;
+    assert_eq!(app.inbox_count().await, 50);
+    assert_eq!(app.conversation_count().await, 1);
+    let (_, v) = app
+        .get("/v1/conversations?phone=919876543210", &app.api_key)
+        .await;
+    let convs = v["conversations"].as_array().unwrap();
+    assert_eq!(convs.len(), 1);
+    // The earliest click (i = 49 has the smallest timestamp) is the first touch,
+    // whatever order the stream delivered them in.
+    assert_eq!(convs[0]["metadata"]["ctwa_clid"], "CLID-49");
+    assert_eq!(convs[0]["clicks"].as_array().unwrap().len(), 50);
+    assert_eq!(
+        convs[0]["clicks"][0]["ctwa_clid"], "CLID-00",
+        "history is newest first"
+    );
+    app.stack.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_signature_malformed_json_and_oversized_bodies_store_nothing() {
+    let app = spawn_app_with(AppOptions {
+        max_body_bytes: 32 * 1024,
+        ..Default::default()
+    })
+    .await;
+    let body = ctwa_webhook(
+        FIXTURE_PNID,
+        "wamid.X",
+        "16505551234",
+        Some("C"),
+        1_750_000_000,
+    );
+    let wrong = ctwa_shared::signature::sign_meta("not-the-app-secret", body.as_bytes());
+    let (s, v) = app
+        .post_webhook_with_signature(body.clone().into_bytes(), &wrong)
+        .await;
+    assert_eq!(s, 401, "{v}");
+    assert_eq!(v["error"]["code"], "unauthorized");
+    let (s, _) = app
+        .post_webhook_with_signature(body.clone().into_bytes(), "")
+        .await;
+    assert_eq!(s, 401);
+    let (s, v) = app
+        .post_webhook("{\"object\": \"whatsapp_business_account\", \"entry\": [")
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["code"], "bad_request");
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(40 * 1024));
+    let (s, v) = app.post_webhook(big).await;
+    assert_eq!(s, 413, "{v}");
+    assert_eq!(v["error"]["code"], "payload_too_large");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.inbox_count().await, 0);
+    assert_eq!(app.click_count().await, 0);
+    app.stack.stop().await;
+}
+
+#[tokio::test]
+async fn hostile_inputs_get_4xx_json_never_5xx() {
+    let app = spawn_app().await;
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let bodies: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"null".to_vec(),
+        b"[]".to_vec(),
+        b"\"whatsapp_business_account\"".to_vec(),
+        b"{\"object\":1}".to_vec(),
+        b"{\"object\":\"whatsapp_business_account\",\"entry\":{}}".to_vec(),
+        b"{\"object\":\"whatsapp_business_account\",\"entry\":[{\"changes\":[{\"field\":\"messages\",\"value\":{\"messages\":[{\"id\":7}]}}]}]}".to_vec(),
+        b"{\"object\":\"whatsapp_business_account\",\"entry\":[{\"changes\":[{\"field\":\"messages\",\"value\":{\"metadata\":{\"phone_number_id\":\"1\"},\"messages\":[{\"id\":\"\"}]}}]}]}".to_vec(),
+        deep.into_bytes(),
+        vec![0xff, 0xfe, 0x00, 0x7b],
+    ];
+    for b in bodies {
+        let preview = String::from_utf8_lossy(&b[..b.len().min(60)]).into_owned();
+        let (s, v) = app.post_webhook(b).await;
+        assert!((400..500).contains(&s), "{preview}: {s} {v}");
+        assert!(v["error"]["message"].is_string(), "{preview}: {v}");
+    }
+    for (method, path) in [
+        ("GET", "/"),
+        ("GET", "/v1"),
+        ("DELETE", "/webhook"),
+        ("POST", "/v1/conversations"),
+        ("GET", "/v1/conversations/a/b"),
+    ] {
+        let r = app
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", app.base))
+            .bearer_auth(&app.api_key)
+            .send()
+            .await
+            .unwrap();
+        let s = r.status().as_u16();
+        assert!(s == 404 || s == 405, "{method} {path}: {s}");
+        let v: Value = r.json().await.unwrap();
+        assert!(v["error"]["code"].is_string());
+    }
+    for q in ["?phone=", "?phone=abc", "?phone=%00", "", "?user_id="] {
+        let (s, v) = app
+            .get(&format!("/v1/conversations{q}"), &app.api_key)
+            .await;
+        assert_eq!(s, 400, "{q}: {v}");
+    }
+    let (s, _) = app
+        .get("/v1/conversations?phone=16505551234", "ctwa_not_a_key")
+        .await;
+    assert_eq!(s, 401);
+    app.stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_never_sees_another_accounts_conversations() {
+    let app = spawn_app().await;
+    let (_, other_key) = app.add_account("555000111").await;
+    app.post_webhook(ctwa_webhook(
+        FIXTURE_PNID,
+        "wamid.A1",
+        "16505551234",
+        Some("MINE"),
+        1_750_000_000,
+    ))
+    .await;
+    app.post_webhook(ctwa_webhook(
+        "555000111",
+        "wamid.B1",
+        "16505551234",
+        Some("THEIRS"),
+        1_750_000_000,
+    ))
+    .await;
+    settled("two clicks", 2, || app.click_count()).await;
+    let (_, mine) = app
+        .get("/v1/conversations?phone=16505551234", &app.api_key)
+        .await;
+    let (_, theirs) = app
+        .get("/v1/conversations?phone=16505551234", &other_key)
+        .await;
+    assert_eq!(mine["conversations"].as_array().unwrap().len(), 1);
+    assert_eq!(mine["conversations"][0]["metadata"]["ctwa_clid"], "MINE");
+    assert_eq!(
+        theirs["conversations"][0]["metadata"]["ctwa_clid"],
+        "THEIRS"
+    );
+    let their_id = theirs["conversations"][0]["id"].as_str().unwrap();
+    let (s, v) = app
+        .get(&format!("/v1/conversations/{their_id}"), &app.api_key)
+        .await;
+    assert_eq!(s, 404, "{v}");
+    let (s, _) = app
+        .get(&format!("/v1/conversations/{their_id}"), &other_key)
+        .await;
+    assert_eq!(s, 200);
+    app.stack.stop().await;
+}
+
+#[tokio::test]
+async fn sinch_ctwa_callback_is_captured() {
+    let app = spawn_app().await;
+    let body = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../events/webhooks/sinch/message_inbound_ctwa.json"
+    ))
+    .unwrap();
+    let (s, v) = app.post_sinch(body.clone()).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["stored"], 1);
+    let (s, v) = app.post_sinch(body).await;
+    assert_eq!((s, &v["duplicates"]), (200, &json!(1)));
+    settled("one click", 1, || app.click_count()).await;
+    let (_, v) = app
+        .get("/v1/conversations?phone=46712312312", &app.api_key)
+        .await;
+    let conv = &v["conversations"][0];
+    assert_eq!(conv["channel"], "sinch");
+    assert!(conv["metadata"]["ctwa_clid"].is_string(), "{v}");
+    // An unsigned Sinch callback is refused.
+    let r = app
+        .http
+        .post(format!("{}/webhook/sinch", app.base))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    app.stack.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_phone_number_id_is_acknowledged_and_kept() {
+    let app = spawn_app().await;
+    let (s, _) = app
+        .post_webhook(ctwa_webhook(
+            "999999999",
+            "wamid.UNK",
+            "16505551234",
+            Some("C"),
+            1_750_000_000,
+        ))
+        .await;
+    assert_eq!(s, 200);
+    settled("one unrouted item", 1, || app.count_unrouted()).await;
+    assert_eq!(app.click_count().await, 0);
+    app.stack.stop().await;
+}
+
+#[tokio::test]
+async fn every_meta_and_sinch_fixture_answers_200_and_only_referrals_make_clicks() {
+    let app = spawn_app().await;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../events/webhooks");
+    let mut expected_clicks = 0;
+    let mut files = 0;
+    for sub in ["cloud", "sinch"] {
+        let mut entries: Vec<_> = std::fs::read_dir(format!("{dir}/{sub}"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for path in entries
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        {
+            let body = std::fs::read(&path).unwrap();
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            expected_clicks += referrals_in(sub, &v);
+            let (s, resp) = if sub == "cloud" {
+                app.post_webhook(body).await
+            } else {
+                app.post_sinch(body).await
+            };
+            assert_eq!(s, 200, "{}: {resp}", path.display());
+            files += 1;
+        }
+    }
+    assert!(files >= 40, "fixtures found: {files}");
+    assert!(
+        expected_clicks >= 8,
+        "fixtures with referrals: {expected_clicks}"
+    );
+    settled("a click per referral", expected_clicks, || {
+        app.click_count()
+    })
+    .await;
+    app.stack.stop().await;
+}
+
+/// Messages carrying a referral in a fixture (Cloud API: `messages[].referral`; Sinch:
+/// a `referral` inside the `message.metadata` string).
+fn referrals_in(kind: &str, v: &Value) -> usize {
+    if kind == "sinch" {
+        let meta = v["message"]["metadata"].as_str().unwrap_or("");
+        return usize::from(
+            serde_json::from_str::<Value>(meta).is_ok_and(|m| m.get("referral").is_some()),
+        );
+    }
+    v["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|e| e["changes"].as_array().into_iter().flatten())
+        .filter(|c| c["field"] == "messages")
+        .flat_map(|c| c["value"]["messages"].as_array().into_iter().flatten())
+        .filter(|m| m.get("referral").is_some())
+        .count()
+}

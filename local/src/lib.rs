@@ -161,15 +161,25 @@ pub async fn put_webhook_secret(clients: &Clients, cfg: &LocalConfig) -> Result<
         .await;
     match created {
         Ok(_) => Ok(()),
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_exists_exception()) => clients
-            .secrets
-            .put_secret_value()
-            .secret_id(&cfg.webhook_secret_id)
-            .secret_string(&value)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| StartError(format!("writing secret: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(&e)))),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_exists_exception()) =>
+        {
+            clients
+                .secrets
+                .put_secret_value()
+                .secret_id(&cfg.webhook_secret_id)
+                .secret_string(&value)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    StartError(format!(
+                        "writing secret: {}",
+                        aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+                    ))
+                })
+        }
         Err(e) => Err(StartError(format!(
             "creating secret (is the Secrets Manager emulator running at AWS_ENDPOINT_URL_SECRETS_MANAGER?): {}",
             aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
@@ -182,7 +192,11 @@ pub async fn put_webhook_secret(clients: &Clients, cfg: &LocalConfig) -> Result<
 pub async fn start(clients: &Clients, cfg: LocalConfig) -> Result<Stack, StartError> {
     tables::create_inbox_table(&clients.dynamodb, &cfg.inbox_table)
         .await
-        .map_err(|e| StartError(format!("{e} (is DynamoDB Local running at AWS_ENDPOINT_URL_DYNAMODB?)")))?;
+        .map_err(|e| {
+            StartError(format!(
+                "{e} (is DynamoDB Local running at AWS_ENDPOINT_URL_DYNAMODB?)"
+            ))
+        })?;
     tables::create_data_table(&clients.dynamodb, &cfg.data_table)
         .await
         .map_err(|e| StartError(e.to_string()))?;
@@ -205,13 +219,18 @@ pub async fn start(clients: &Clients, cfg: LocalConfig) -> Result<Stack, StartEr
         )),
         config: webhook_config,
     });
-    let api_deps = Arc::new(api::ApiDeps { accounts: data.clone(), conversations: data.clone() });
+    let api_deps = Arc::new(api::ApiDeps {
+        accounts: data.clone(),
+        conversations: data.clone(),
+    });
     let capture = Arc::new(CaptureDeps::new(data.clone(), data.clone()));
 
     let listener = TcpListener::bind(cfg.bind)
         .await
         .map_err(|e| StartError(format!("binding {}: {e}", cfg.bind)))?;
-    let addr = listener.local_addr().map_err(|e| StartError(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError(e.to_string()))?;
     let (tx, rx) = watch::channel(false);
 
     let feeder = stream::StreamFeeder::new(
@@ -223,8 +242,20 @@ pub async fn start(clients: &Clients, cfg: LocalConfig) -> Result<Stack, StartEr
     .await
     .map_err(|e| StartError(format!("inbox stream: {e}")))?;
     let feeder_task = tokio::spawn(feeder.run(rx.clone()));
-    let server_task = tokio::spawn(serve(listener, webhook_deps, api_deps, cfg.max_body_bytes, rx));
-    Ok(Stack { addr, data, capture, shutdown: tx, tasks: vec![server_task, feeder_task] })
+    let server_task = tokio::spawn(serve(
+        listener,
+        webhook_deps,
+        api_deps,
+        cfg.max_body_bytes,
+        rx,
+    ));
+    Ok(Stack {
+        addr,
+        data,
+        capture,
+        shutdown: tx,
+        tasks: vec![server_task, feeder_task],
+    })
 }
 
 async fn serve(
@@ -249,7 +280,9 @@ async fn serve(
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let (webhook, api) = (webhook.clone(), api.clone());
-                async move { Ok::<_, std::convert::Infallible>(dispatch(&webhook, &api, max_body, req).await) }
+                async move {
+                    Ok::<_, std::convert::Infallible>(dispatch(&webhook, &api, max_body, req).await)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -305,10 +338,19 @@ mod tests {
     fn routing_is_api_gateway_like() {
         assert_eq!(route("GET", "/webhook").unwrap(), Function::Webhook);
         assert_eq!(route("POST", "/webhook/sinch").unwrap(), Function::Webhook);
-        assert_eq!(route("GET", "/v1/conversations/c_1").unwrap(), Function::Api);
+        assert_eq!(
+            route("GET", "/v1/conversations/c_1").unwrap(),
+            Function::Api
+        );
         assert_eq!(route("GET", "/v1/conversations/").unwrap(), Function::Api);
-        assert!(matches!(route("DELETE", "/webhook"), Err(ApiError::MethodNotAllowed)));
-        assert!(matches!(route("GET", "/v1/conversations/a/b"), Err(ApiError::NotFound(_))));
+        assert!(matches!(
+            route("DELETE", "/webhook"),
+            Err(ApiError::MethodNotAllowed)
+        ));
+        assert!(matches!(
+            route("GET", "/v1/conversations/a/b"),
+            Err(ApiError::NotFound(_))
+        ));
         assert!(matches!(route("GET", "/nope"), Err(ApiError::NotFound(_))));
     }
 }

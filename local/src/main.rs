@@ -14,15 +14,19 @@ pub const DEMO_PHONE_NUMBER_ID: &str = "1204727649384372";
 pub const DEMO_SINCH_APP_ID: &str = "01EB37HMH1M6SV18ASNS3G135H";
 
 fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_string())
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,aws_config=warn,aws_smithy_runtime=warn,hyper=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                "info,aws_config=warn,aws_smithy_runtime=warn,hyper=warn".into()
+            }),
         )
         .with_target(false)
         .init();
@@ -77,7 +81,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = state_dir.join("local.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&details)?)?;
     println!("ctwa local stack listening on {}", stack.base_url());
-    println!("connection details (demo account, API key, secrets): {}", path.display());
+    println!(
+        "connection details (demo account, API key, secrets): {}",
+        path.display()
+    );
     println!("walkthrough: README.md, section \"Run it locally\". Ctrl-C stops.");
 
     tokio::signal::ctrl_c().await?;

@@ -23,16 +23,23 @@ pub struct StreamFeeder {
     deps: Arc<CaptureDeps>,
 }
 
-fn err<E: std::error::Error>(e: aws_sdk_dynamodbstreams::error::SdkError<E, aws_sdk_dynamodbstreams::config::http::HttpResponse>) -> String
-where
-    E: Send + Sync + 'static,
-{
-    aws_sdk_dynamodbstreams::error::DisplayErrorContext(&e).to_string()
+fn err<E: std::error::Error + Send + Sync + 'static>(
+    e: aws_sdk_dynamodbstreams::error::SdkError<
+        E,
+        aws_sdk_dynamodbstreams::config::http::HttpResponse,
+    >,
+) -> String {
+    match e.as_service_error() {
+        Some(se) => se.to_string(),
+        None => aws_sdk_dynamodbstreams::error::DisplayErrorContext(&e).to_string(),
+    }
 }
 
 /// DynamoDB JSON of one attribute, as in Lambda's stream event.
 pub fn attr_json(v: &AttributeValue) -> Value {
-    let b64 = |b: &aws_sdk_dynamodbstreams::primitives::Blob| base64::engine::general_purpose::STANDARD.encode(b.as_ref());
+    let b64 = |b: &aws_sdk_dynamodbstreams::primitives::Blob| {
+        base64::engine::general_purpose::STANDARD.encode(b.as_ref())
+    };
     match v {
         AttributeValue::S(s) => json!({ "S": s }),
         AttributeValue::N(n) => json!({ "N": n }),
@@ -63,7 +70,10 @@ pub fn record_json(r: &Record, stream_arn: &str) -> Value {
         if let Some(img) = &d.new_image {
             ddb.insert("NewImage".into(), Value::Object(image_json(img)));
         }
-        ddb.insert("SequenceNumber".into(), json!(d.sequence_number.clone().unwrap_or_default()));
+        ddb.insert(
+            "SequenceNumber".into(),
+            json!(d.sequence_number.clone().unwrap_or_default()),
+        );
         if let Some(t) = &d.stream_view_type {
             ddb.insert("StreamViewType".into(), json!(t.as_str()));
         }
@@ -99,7 +109,11 @@ impl StreamFeeder {
             .table
             .and_then(|t| t.latest_stream_arn)
             .ok_or_else(|| format!("table {table} has no stream"))?;
-        Ok(Self { streams, stream_arn, deps })
+        Ok(Self {
+            streams,
+            stream_arn,
+            deps,
+        })
     }
 
     async fn shards(&self) -> Result<Vec<String>, String> {
@@ -114,8 +128,15 @@ impl StreamFeeder {
                 .send()
                 .await
                 .map_err(err)?;
-            let Some(desc) = out.stream_description else { break };
-            ids.extend(desc.shards.unwrap_or_default().into_iter().filter_map(|s| s.shard_id));
+            let Some(desc) = out.stream_description else {
+                break;
+            };
+            ids.extend(
+                desc.shards
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|s| s.shard_id),
+            );
             match desc.last_evaluated_shard_id {
                 Some(last) => start = Some(last),
                 None => break,
@@ -126,7 +147,10 @@ impl StreamFeeder {
 
     /// Delivers one batch like Lambda with ReportBatchItemFailures.
     async fn deliver(&self, records: &[Record]) {
-        let mut pending: Vec<Value> = records.iter().map(|r| record_json(r, &self.stream_arn)).collect();
+        let mut pending: Vec<Value> = records
+            .iter()
+            .map(|r| record_json(r, &self.stream_arn))
+            .collect();
         let mut backoff = Duration::from_millis(100);
         for attempt in 1..=MAX_ATTEMPTS {
             let event: StreamEvent = match serde_json::from_value(json!({ "Records": pending })) {
@@ -148,12 +172,19 @@ impl StreamFeeder {
                     .is_some_and(|s| failed.contains(s))
             });
             let Some(i) = first_failed else { return };
-            tracing::warn!(attempt, remaining = pending.len() - i, "capture reported failures; retrying from the earliest");
+            tracing::warn!(
+                attempt,
+                remaining = pending.len() - i,
+                "capture reported failures; retrying from the earliest"
+            );
             pending.drain(..i);
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
-        tracing::error!(records = pending.len(), "capture still failing after {MAX_ATTEMPTS} attempts; records dropped (in AWS: sent to the dead-letter queue)");
+        tracing::error!(
+            records = pending.len(),
+            "capture still failing after {MAX_ATTEMPTS} attempts; records dropped (in AWS: sent to the dead-letter queue)"
+        );
     }
 
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
@@ -199,10 +230,21 @@ impl StreamFeeder {
                     }
                 }
                 let Some(it) = st.iter.clone() else { continue };
-                match self.streams.get_records().shard_iterator(it).limit(BATCH).send().await {
+                match self
+                    .streams
+                    .get_records()
+                    .shard_iterator(it)
+                    .limit(BATCH)
+                    .send()
+                    .await
+                {
                     Ok(out) => {
                         let records = out.records.unwrap_or_default();
-                        if let Some(last) = records.last().and_then(|r| r.dynamodb.as_ref()).and_then(|d| d.sequence_number.clone()) {
+                        if let Some(last) = records
+                            .last()
+                            .and_then(|r| r.dynamodb.as_ref())
+                            .and_then(|d| d.sequence_number.clone())
+                        {
                             got_any = true;
                             self.deliver(&records).await;
                             st.last_seq = Some(last);
@@ -211,9 +253,17 @@ impl StreamFeeder {
                         st.closed = st.iter.is_none();
                     }
                     Err(e) => {
-                        // An expired iterator or a passing failure: re-open after the last
-                        // record delivered.
-                        tracing::warn!(%shard, error = %err(e), "get records");
+                        // An expired iterator, a shard DynamoDB Local has not filled yet
+                        // (TrimmedDataAccessException), or a passing failure: re-open after
+                        // the last record delivered.
+                        if e.as_service_error().is_some_and(|se| {
+                            se.is_trimmed_data_access_exception()
+                                || se.is_expired_iterator_exception()
+                        }) {
+                            tracing::debug!(%shard, error = %err(e), "get records; re-opening the shard");
+                        } else {
+                            tracing::warn!(%shard, error = %err(e), "get records; re-opening the shard");
+                        }
                         st.iter = None;
                     }
                 }

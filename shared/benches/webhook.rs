@@ -35,23 +35,31 @@ fn bench(c: &mut Criterion) {
         let b = body(n);
         let sig = sign_meta(SECRET, &b);
         group.throughput(Throughput::Bytes(b.len() as u64));
-        group.bench_with_input(BenchmarkId::new("verify_parse_extract", label), &b, |bench, b| {
-            bench.iter(|| {
-                verify_meta(SECRET, Some(&sig), b).unwrap();
-                let parsed = parse_cloud_webhook(b, 0, 0).unwrap();
-                let mut clicks = 0;
-                for item in &parsed.items {
-                    clicks += usize::from(cloud_inbound(item).unwrap().referral.is_some());
-                }
-                black_box(clicks)
-            })
-        });
-        group.bench_with_input(BenchmarkId::new("baseline_hmac_plus_serde_value", label), &b, |bench, b| {
-            bench.iter(|| {
-                verify_meta(SECRET, Some(&sig), b).unwrap();
-                black_box(serde_json::from_slice::<serde_json::Value>(b).unwrap())
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("verify_parse_extract", label),
+            &b,
+            |bench, b| {
+                bench.iter(|| {
+                    verify_meta(SECRET, Some(&sig), b).unwrap();
+                    let parsed = parse_cloud_webhook(b, 0, 0).unwrap();
+                    let mut clicks = 0;
+                    for item in &parsed.items {
+                        clicks += usize::from(cloud_inbound(item).unwrap().referral.is_some());
+                    }
+                    black_box(clicks)
+                })
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("baseline_hmac_plus_serde_value", label),
+            &b,
+            |bench, b| {
+                bench.iter(|| {
+                    verify_meta(SECRET, Some(&sig), b).unwrap();
+                    black_box(serde_json::from_slice::<serde_json::Value>(b).unwrap())
+                })
+            },
+        );
         eprintln!("{label}: body is {} bytes, {n} messages", b.len());
     }
     group.finish();

@@ -15,7 +15,10 @@ pub fn hash_key(key: &str) -> String {
 }
 
 /// A new key (`ctwa_` + 43 base64url characters) and its record for `account_id`.
-pub fn generate_key(account_id: &str, now_ms: i64) -> Result<(String, ApiKeyRecord), getrandom::Error> {
+pub fn generate_key(
+    account_id: &str,
+    now_ms: i64,
+) -> Result<(String, ApiKeyRecord), getrandom::Error> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)?;
     let key = format!(
@@ -36,11 +39,13 @@ pub fn generate_key(account_id: &str, now_ms: i64) -> Result<(String, ApiKeyReco
 pub fn presented_key(req: &ApiRequest) -> Result<String, ApiError> {
     let header = req
         .header("authorization")
-        .ok_or_else(|| ApiError::unauthorized("missing Authorization header (use: Bearer <api key>)"))?
+        .ok_or_else(|| {
+            ApiError::unauthorized("missing Authorization header (use: Bearer <api key>)")
+        })?
         .trim();
-    let (scheme, rest) = header
-        .split_once(' ')
-        .ok_or_else(|| ApiError::unauthorized("malformed Authorization header (use: Bearer <api key>)"))?;
+    let (scheme, rest) = header.split_once(' ').ok_or_else(|| {
+        ApiError::unauthorized("malformed Authorization header (use: Bearer <api key>)")
+    })?;
     let cred = rest.trim();
     let key = if scheme.eq_ignore_ascii_case("bearer") {
         cred.to_string()
@@ -60,7 +65,9 @@ pub fn presented_key(req: &ApiRequest) -> Result<String, ApiError> {
             }
         }
     } else {
-        return Err(ApiError::unauthorized("unsupported Authorization scheme (use: Bearer <api key>)"));
+        return Err(ApiError::unauthorized(
+            "unsupported Authorization scheme (use: Bearer <api key>)",
+        ));
     };
     if key.is_empty() || key.len() > 256 {
         return Err(ApiError::unauthorized("invalid API key"));
@@ -102,7 +109,11 @@ mod tests {
             format!("Basic {}", b64.encode(format!("user:{key}"))),
             format!("Basic {}", b64.encode(format!("{key}:"))),
         ] {
-            assert_eq!(authenticate(&store, &req(&h)).await.unwrap(), "acct1", "{h}");
+            assert_eq!(
+                authenticate(&store, &req(&h)).await.unwrap(),
+                "acct1",
+                "{h}"
+            );
         }
         for h in ["", "Bearer", "Bearer nope", "Token abc", "Basic !!!"] {
             let e = authenticate(&store, &req(h)).await.unwrap_err();
@@ -118,6 +129,10 @@ mod tests {
         let (key, mut rec) = generate_key("a", 0).unwrap();
         rec.revoked = true;
         store.put_api_key(&rec).await.unwrap();
-        assert!(authenticate(&store, &req(&format!("Bearer {key}"))).await.is_err());
+        assert!(
+            authenticate(&store, &req(&format!("Bearer {key}")))
+                .await
+                .is_err()
+        );
     }
 }

@@ -23,7 +23,9 @@ pub enum Outcome {
         click_recorded: bool,
         first_touch: FirstTouchOutcome,
     },
-    AutomaticEvent { new: bool },
+    AutomaticEvent {
+        new: bool,
+    },
     /// Its phone number id / Sinch app belongs to no account: kept for an operator.
     Unrouted,
     /// It can never be processed (unreadable, no customer id): logged, raw kept in the inbox.
@@ -55,7 +57,11 @@ impl CaptureDeps {
         {
             let cache = self.routes.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((at, acct)) = cache.get(route) {
-                let ttl = if acct.is_some() { self.route_ttl } else { self.route_ttl / 10 };
+                let ttl = if acct.is_some() {
+                    self.route_ttl
+                } else {
+                    self.route_ttl / 10
+                };
                 if at.elapsed() < ttl {
                     return Ok(acct.clone());
                 }
@@ -71,7 +77,11 @@ impl CaptureDeps {
 }
 
 /// Processes one inbox item. `Err` only for failures worth retrying (storage errors).
-pub async fn process_item(deps: &CaptureDeps, item: &InboxItem, now_ms: i64) -> Result<Outcome, StoreError> {
+pub async fn process_item(
+    deps: &CaptureDeps,
+    item: &InboxItem,
+    now_ms: i64,
+) -> Result<Outcome, StoreError> {
     let Some(account_id) = deps.account_for(&item.route).await? else {
         tracing::warn!(inbox_id = %item.id, route = %item.route.key(), "webhook for a phone number id / Sinch app that belongs to no account; kept as unrouted");
         deps.conversations.record_unrouted(item).await?;
@@ -80,7 +90,10 @@ pub async fn process_item(deps: &CaptureDeps, item: &InboxItem, now_ms: i64) -> 
     if item.kind == InboxKind::AutomaticEvent {
         return match cloud_automatic_event(item) {
             Ok(ev) => {
-                let new = deps.conversations.record_automatic_event(&account_id, &ev).await?;
+                let new = deps
+                    .conversations
+                    .record_automatic_event(&account_id, &ev)
+                    .await?;
                 Ok(Outcome::AutomaticEvent { new })
             }
             Err(e) => Ok(skip(item, e.to_string())),
@@ -95,7 +108,10 @@ pub async fn process_item(deps: &CaptureDeps, item: &InboxItem, now_ms: i64) -> 
         Err(e) => return Ok(skip(item, e.to_string())),
     };
     let Some(customer_key) = msg.customer.key() else {
-        return Ok(skip(item, "message names no customer (no wa_id, no user_id)".into()));
+        return Ok(skip(
+            item,
+            "message names no customer (no wa_id, no user_id)".into(),
+        ));
     };
     let conv_id = conversation_id(&account_id, msg.route.business_id(), &customer_key);
     let mut click_recorded = false;
@@ -170,22 +186,36 @@ pub async fn handle_stream_event(deps: &CaptureDeps, event: StreamEvent) -> Batc
                 }
             }
     });
-    let results: Vec<(String, Result<Outcome, StoreError>)> = crate::run_bounded(work, deps.concurrency).await;
+    let results: Vec<(String, Result<Outcome, StoreError>)> =
+        crate::run_bounded(work, deps.concurrency).await;
     let mut failures = Vec::new();
     let (mut clicks, mut captured) = (0usize, 0usize);
     for (seq, r) in results {
         match r {
-            Ok(Outcome::Message { click_recorded, first_touch, .. }) => {
+            Ok(Outcome::Message {
+                click_recorded,
+                first_touch,
+                ..
+            }) => {
                 clicks += usize::from(click_recorded);
                 captured += usize::from(first_touch == FirstTouchOutcome::Captured);
             }
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(sequence_number = %seq, error = %e, "record failed; the stream will redeliver it");
-                failures.push(BatchItemFailure { item_identifier: seq });
+                failures.push(BatchItemFailure {
+                    item_identifier: seq,
+                });
             }
         }
     }
-    tracing::info!(clicks, first_touches = captured, failures = failures.len(), "capture batch done");
-    BatchResponse { batch_item_failures: failures }
+    tracing::info!(
+        clicks,
+        first_touches = captured,
+        failures = failures.len(),
+        "capture batch done"
+    );
+    BatchResponse {
+        batch_item_failures: failures,
+    }
 }

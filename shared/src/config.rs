@@ -24,10 +24,12 @@ where
     T::Err: std::fmt::Display,
 {
     match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
-            name,
-            reason: e.to_string(),
-        }),
+        Ok(v) if !v.trim().is_empty() => {
+            v.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
+                name,
+                reason: e.to_string(),
+            })
+        }
         _ => Ok(default),
     }
 }
@@ -51,7 +53,8 @@ pub struct WebhookConfig {
 impl WebhookConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         let ttl_days: u64 = number("INBOX_TTL_DAYS", 30)?;
-        let max_body_bytes: usize = number("MAX_WEBHOOK_BODY_BYTES", DEFAULT_MAX_WEBHOOK_BODY_BYTES)?;
+        let max_body_bytes: usize =
+            number("MAX_WEBHOOK_BODY_BYTES", DEFAULT_MAX_WEBHOOK_BODY_BYTES)?;
         if max_body_bytes == 0 {
             return Err(ConfigError::Invalid {
                 name: "MAX_WEBHOOK_BODY_BYTES",

@@ -236,19 +236,40 @@ mod tests {
 
     #[test]
     fn phone_digits_accepts_common_spellings() {
-        for s in ["+91 98765-43210", "919876543210", "+91 (98765) 43210", " 91.98765.43210 "] {
+        for s in [
+            "+91 98765-43210",
+            "919876543210",
+            "+91 (98765) 43210",
+            " 91.98765.43210 ",
+        ] {
             assert_eq!(phone_digits(s).as_deref(), Some("919876543210"), "{s}");
         }
-        for s in ["", "+", "12345", "1234567890123456", "91abc", "9+1234567", "++919876543210"] {
+        for s in [
+            "",
+            "+",
+            "12345",
+            "1234567890123456",
+            "91abc",
+            "9+1234567",
+            "++919876543210",
+        ] {
             assert_eq!(phone_digits(s), None, "{s}");
         }
     }
 
     #[test]
     fn customer_key_prefers_phone_then_user_id() {
-        let both = Customer { wa_id: Some("16505551234".into()), user_id: Some("US.1".into()), name: None };
+        let both = Customer {
+            wa_id: Some("16505551234".into()),
+            user_id: Some("US.1".into()),
+            name: None,
+        };
         assert_eq!(both.key().as_deref(), Some("wa:16505551234"));
-        let user = Customer { wa_id: None, user_id: Some("US.1".into()), name: None };
+        let user = Customer {
+            wa_id: None,
+            user_id: Some("US.1".into()),
+            name: None,
+        };
         assert_eq!(user.key().as_deref(), Some("u:US.1"));
         assert_eq!(Customer::default().key(), None);
     }
@@ -261,12 +282,18 @@ mod tests {
         assert_ne!(a, conversation_id("acct", "pn2", "wa:1"));
         assert_eq!(a.len(), 26);
         // No ambiguity from concatenation.
-        assert_ne!(conversation_id("ab", "c", "d"), conversation_id("a", "bc", "d"));
+        assert_ne!(
+            conversation_id("ab", "c", "d"),
+            conversation_id("a", "bc", "d")
+        );
     }
 
     #[test]
     fn routes_round_trip() {
-        for r in [Route::PhoneNumberId("1".into()), Route::SinchApp("A".into())] {
+        for r in [
+            Route::PhoneNumberId("1".into()),
+            Route::SinchApp("A".into()),
+        ] {
             assert_eq!(Route::parse(&r.key()), Some(r));
         }
         assert_eq!(Route::parse("pnid:"), None);

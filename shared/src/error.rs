@@ -83,7 +83,8 @@ impl ApiError {
             &json!({"error": {"code": self.code(), "message": message}}),
         );
         if let Self::Unauthorized(_) = self {
-            resp.headers.push(("www-authenticate", "Bearer".to_string()));
+            resp.headers
+                .push(("www-authenticate", "Bearer".to_string()));
         }
         resp
     }
@@ -122,6 +123,9 @@ mod tests {
         assert_eq!(resp.status, StatusCode::PAYLOAD_TOO_LARGE);
         let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
         assert_eq!(v["error"]["code"], "payload_too_large");
-        assert_eq!(v["error"]["message"], "request body is larger than 10 bytes");
+        assert_eq!(
+            v["error"]["message"],
+            "request body is larger than 10 bytes"
+        );
     }
 }

@@ -8,6 +8,7 @@ pub mod capture;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod handlers;
 pub mod http;
 pub mod meta;
 pub mod secrets;
@@ -16,7 +17,6 @@ pub mod sinch;
 pub mod store;
 pub mod stream;
 pub mod tables;
-pub mod handlers;
 pub mod time;
 
 /// Runs futures with at most `limit` in flight; results in completion order.

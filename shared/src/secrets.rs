@@ -38,10 +38,14 @@ impl SecretSource for AwsSecrets {
     async fn get_secret(&self, id: &str) -> Result<String, SecretError> {
         let res = self.client.get_secret_value().secret_id(id).send().await;
         match res {
-            Ok(out) => out
-                .secret_string
-                .ok_or_else(|| SecretError::Malformed { id: id.into(), reason: "no SecretString".into() }),
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_resource_not_found_exception()) => {
+            Ok(out) => out.secret_string.ok_or_else(|| SecretError::Malformed {
+                id: id.into(),
+                reason: "no SecretString".into(),
+            }),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_resource_not_found_exception()) =>
+            {
                 Err(SecretError::NotFound(id.into()))
             }
             Err(e) => Err(SecretError::Backend(
@@ -75,7 +79,8 @@ impl MemorySecrets {
 #[async_trait]
 impl SecretSource for MemorySecrets {
     async fn get_secret(&self, id: &str) -> Result<String, SecretError> {
-        self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.values
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -94,12 +99,19 @@ pub struct CachedSecrets {
 
 impl CachedSecrets {
     pub fn new(inner: Arc<dyn SecretSource>, ttl: Duration) -> Self {
-        Self { inner, ttl, cache: Mutex::new(HashMap::new()) }
+        Self {
+            inner,
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
     /// Drops the cached value, e.g. after a signature mismatch, so a just-rotated secret
     /// is fetched again.
     pub fn invalidate(&self, id: &str) {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 }
 
@@ -141,15 +153,23 @@ impl WebhookSecrets {
         let s: WebhookSecrets = serde_json::from_str(&raw).map_err(|e| SecretError::Malformed {
             id: id.into(),
             // serde's message names the field, never the value.
-            reason: format!("expected JSON with app_secret and verify_token: {}", e.classify_name()),
+            reason: format!(
+                "expected JSON with app_secret and verify_token: {}",
+                e.classify_name()
+            ),
         })?;
         if s.app_secret.is_empty() || s.verify_token.is_empty() {
-            return Err(SecretError::Malformed { id: id.into(), reason: "empty app_secret or verify_token".into() });
+            return Err(SecretError::Malformed {
+                id: id.into(),
+                reason: "empty app_secret or verify_token".into(),
+            });
         }
         Ok(s)
     }
     pub fn sinch_secret(&self) -> Option<&str> {
-        self.sinch_webhook_secret.as_deref().filter(|s| !s.is_empty())
+        self.sinch_webhook_secret
+            .as_deref()
+            .filter(|s| !s.is_empty())
     }
 }
 
@@ -189,7 +209,10 @@ mod tests {
     #[tokio::test]
     async fn malformed_secret_never_echoes_its_value() {
         let src = MemorySecrets::with("w", r#"{"app_secret":"TOPSECRET"}"#);
-        let err = WebhookSecrets::load(&src, "w").await.unwrap_err().to_string();
+        let err = WebhookSecrets::load(&src, "w")
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("TOPSECRET"), "{err}");
         let ok = MemorySecrets::with("w", r#"{"app_secret":"a","verify_token":"b"}"#);
         let s = WebhookSecrets::load(&ok, "w").await.unwrap();

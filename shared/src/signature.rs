@@ -27,7 +27,11 @@ fn mac(key: &[u8]) -> HmacSha256 {
 }
 
 /// Meta: `X-Hub-Signature-256: sha256=<lowercase hex HMAC-SHA256(app_secret, raw body)>`.
-pub fn verify_meta(app_secret: &str, header: Option<&str>, body: &[u8]) -> Result<(), SignatureError> {
+pub fn verify_meta(
+    app_secret: &str,
+    header: Option<&str>,
+    body: &[u8],
+) -> Result<(), SignatureError> {
     const H: &str = "x-hub-signature-256";
     let header = header.ok_or(SignatureError::Missing(H))?.trim();
     let hex_sig = header
@@ -39,7 +43,8 @@ pub fn verify_meta(app_secret: &str, header: Option<&str>, body: &[u8]) -> Resul
     let expected = hex::decode(hex_sig).map_err(|_| SignatureError::Malformed(H))?;
     let mut m = mac(app_secret.as_bytes());
     m.update(body);
-    m.verify_slice(&expected).map_err(|_| SignatureError::Mismatch)
+    m.verify_slice(&expected)
+        .map_err(|_| SignatureError::Mismatch)
 }
 
 /// Signs like Meta does (for tests, the local walkthrough and `ctwa webhook simulate`).
@@ -72,9 +77,15 @@ pub fn verify_sinch(
     now_secs: i64,
     max_skew_secs: i64,
 ) -> Result<(), SignatureError> {
-    let sig = h.signature.ok_or(SignatureError::Missing(SINCH_SIGNATURE))?.trim();
+    let sig = h
+        .signature
+        .ok_or(SignatureError::Missing(SINCH_SIGNATURE))?
+        .trim();
     let nonce = h.nonce.ok_or(SignatureError::Missing(SINCH_NONCE))?.trim();
-    let ts_text = h.timestamp.ok_or(SignatureError::Missing(SINCH_TIMESTAMP))?.trim();
+    let ts_text = h
+        .timestamp
+        .ok_or(SignatureError::Missing(SINCH_TIMESTAMP))?
+        .trim();
     if let Some(alg) = h.algorithm
         && !alg.trim().eq_ignore_ascii_case("HmacSHA256")
     {
@@ -95,7 +106,8 @@ pub fn verify_sinch(
     m.update(nonce.as_bytes());
     m.update(b".");
     m.update(ts_text.as_bytes());
-    m.verify_slice(&expected).map_err(|_| SignatureError::Mismatch)
+    m.verify_slice(&expected)
+        .map_err(|_| SignatureError::Mismatch)
 }
 
 /// Signs like Sinch does; returns the base64 signature.
@@ -119,18 +131,41 @@ mod tests {
         let h = "sha256=88aab3ede8d3adf94d26ab90d3bafd4a2083070c3bcce9c014ee04a443847c0b";
         assert_eq!(sign_meta("secret", b"hello"), h);
         assert_eq!(verify_meta("secret", Some(h), b"hello"), Ok(()));
-        assert_eq!(verify_meta("secret", Some(h), b"hello!"), Err(SignatureError::Mismatch));
-        assert_eq!(verify_meta("other", Some(h), b"hello"), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify_meta("secret", Some(h), b"hello!"),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_meta("other", Some(h), b"hello"),
+            Err(SignatureError::Mismatch)
+        );
     }
 
     #[test]
     fn meta_rejects_missing_and_malformed() {
-        assert!(matches!(verify_meta("s", None, b"x"), Err(SignatureError::Missing(_))));
-        for bad in ["", "sha1=abc", "sha256=", "sha256=zz", &format!("sha256={}", "g".repeat(64))] {
-            assert!(matches!(verify_meta("s", Some(bad), b"x"), Err(SignatureError::Malformed(_))), "{bad}");
+        assert!(matches!(
+            verify_meta("s", None, b"x"),
+            Err(SignatureError::Missing(_))
+        ));
+        for bad in [
+            "",
+            "sha1=abc",
+            "sha256=",
+            "sha256=zz",
+            &format!("sha256={}", "g".repeat(64)),
+        ] {
+            assert!(
+                matches!(
+                    verify_meta("s", Some(bad), b"x"),
+                    Err(SignatureError::Malformed(_))
+                ),
+                "{bad}"
+            );
         }
         // Upper-case hex from a sloppy client still decodes; the bytes must match.
-        let sig = sign_meta("s", b"x").to_uppercase().replace("SHA256=", "sha256=");
+        let sig = sign_meta("s", b"x")
+            .to_uppercase()
+            .replace("SHA256=", "sha256=");
         assert_eq!(verify_meta("s", Some(&sig), b"x"), Ok(()));
     }
 
@@ -145,13 +180,37 @@ mod tests {
             algorithm: Some("HmacSHA256"),
         };
         assert_eq!(verify_sinch("sec", h, body, 1_700_000_100, 300), Ok(()));
-        assert_eq!(verify_sinch("sec", h, body, 1_700_000_301, 300), Err(SignatureError::Stale));
-        assert_eq!(verify_sinch("bad", h, body, 1_700_000_000, 300), Err(SignatureError::Mismatch));
-        let other_nonce = SinchHeaders { nonce: Some("n2"), ..h };
-        assert_eq!(verify_sinch("sec", other_nonce, body, 1_700_000_000, 300), Err(SignatureError::Mismatch));
-        let md5 = SinchHeaders { algorithm: Some("HmacMD5"), ..h };
-        assert_eq!(verify_sinch("sec", md5, body, 1_700_000_000, 300), Err(SignatureError::Algorithm));
-        let none = SinchHeaders { signature: None, ..h };
-        assert!(matches!(verify_sinch("sec", none, body, 1_700_000_000, 300), Err(SignatureError::Missing(_))));
+        assert_eq!(
+            verify_sinch("sec", h, body, 1_700_000_301, 300),
+            Err(SignatureError::Stale)
+        );
+        assert_eq!(
+            verify_sinch("bad", h, body, 1_700_000_000, 300),
+            Err(SignatureError::Mismatch)
+        );
+        let other_nonce = SinchHeaders {
+            nonce: Some("n2"),
+            ..h
+        };
+        assert_eq!(
+            verify_sinch("sec", other_nonce, body, 1_700_000_000, 300),
+            Err(SignatureError::Mismatch)
+        );
+        let md5 = SinchHeaders {
+            algorithm: Some("HmacMD5"),
+            ..h
+        };
+        assert_eq!(
+            verify_sinch("sec", md5, body, 1_700_000_000, 300),
+            Err(SignatureError::Algorithm)
+        );
+        let none = SinchHeaders {
+            signature: None,
+            ..h
+        };
+        assert!(matches!(
+            verify_sinch("sec", none, body, 1_700_000_000, 300),
+            Err(SignatureError::Missing(_))
+        ));
     }
 }

@@ -65,12 +65,24 @@ pub fn parse_sinch_callback(
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| WebhookParseError::Json(e.to_string()))?;
     let Some(obj) = value.as_object() else {
-        return Err(WebhookParseError::Shape("a Sinch callback is a JSON object".into()));
+        return Err(WebhookParseError::Shape(
+            "a Sinch callback is a JSON object".into(),
+        ));
     };
     if !obj.contains_key("message") {
         let kind = obj
             .keys()
-            .find(|k| !matches!(k.as_str(), "app_id" | "accepted_time" | "event_time" | "project_id" | "message_metadata" | "correlation_id"))
+            .find(|k| {
+                !matches!(
+                    k.as_str(),
+                    "app_id"
+                        | "accepted_time"
+                        | "event_time"
+                        | "project_id"
+                        | "message_metadata"
+                        | "correlation_id"
+                )
+            })
             .cloned()
             .unwrap_or_else(|| "unknown".into());
         return Ok(SinchCallback::Ignored(kind));
@@ -124,7 +136,9 @@ pub fn sinch_inbound(item: &InboxItem) -> Result<InboundMessage, StoredMessageEr
     let msg = cb
         .message
         .ok_or_else(|| StoredMessageError("no message".into()))?;
-    let id = msg.id.ok_or_else(|| StoredMessageError("no message id".into()))?;
+    let id = msg
+        .id
+        .ok_or_else(|| StoredMessageError("no message id".into()))?;
     let identity = msg.channel_identity.as_ref();
     let is_whatsapp = identity
         .and_then(|c| c.channel.as_deref())
@@ -181,14 +195,21 @@ mod tests {
 
     #[test]
     fn seed_004_callback() {
-        let SinchCallback::Inbound(item) = parse_sinch_callback(SEED.as_bytes(), 1, 2).unwrap() else {
+        let SinchCallback::Inbound(item) = parse_sinch_callback(SEED.as_bytes(), 1, 2).unwrap()
+        else {
             panic!("inbound expected")
         };
         assert_eq!(item.id, "sinch:01EKJ1534NWK5R02TGWEJN13HA");
-        assert_eq!(item.route, Route::SinchApp("01EB37HMH1M6SV18ASNS3G135H".into()));
+        assert_eq!(
+            item.route,
+            Route::SinchApp("01EB37HMH1M6SV18ASNS3G135H".into())
+        );
         let m = sinch_inbound(&item).unwrap();
         assert_eq!(m.customer.wa_id.as_deref(), Some("46712312312"));
-        assert_eq!(m.customer.user_id.as_deref(), Some("01EKA07N79THJ20WSN6AS30TMW"));
+        assert_eq!(
+            m.customer.user_id.as_deref(),
+            Some("01EKA07N79THJ20WSN6AS30TMW")
+        );
         assert_eq!(m.sent_at_ms, 1_601_554_253_991);
         assert_eq!(m.message_type.as_deref(), Some("media_card_message"));
         let r = m.referral.unwrap();
@@ -198,8 +219,12 @@ mod tests {
 
     #[test]
     fn bad_metadata_means_no_referral_not_an_error() {
-        let body = SEED.replace(r#""metadata": "{\"referral\""#, r#""metadata": "{\"referral\"[[["#);
-        let SinchCallback::Inbound(item) = parse_sinch_callback(body.as_bytes(), 1, 2).unwrap() else {
+        let body = SEED.replace(
+            r#""metadata": "{\"referral\""#,
+            r#""metadata": "{\"referral\"[[["#,
+        );
+        let SinchCallback::Inbound(item) = parse_sinch_callback(body.as_bytes(), 1, 2).unwrap()
+        else {
             panic!()
         };
         assert_eq!(sinch_inbound(&item).unwrap().referral, None);
@@ -207,8 +232,11 @@ mod tests {
 
     #[test]
     fn other_callbacks_are_ignored_and_bad_ones_refused() {
-        let dr = br#"{"app_id":"A","message_delivery_report":{"message_id":"1","status":"DELIVERED"}}"#;
-        assert!(matches!(parse_sinch_callback(dr, 0, 0).unwrap(), SinchCallback::Ignored(k) if k == "message_delivery_report"));
+        let dr =
+            br#"{"app_id":"A","message_delivery_report":{"message_id":"1","status":"DELIVERED"}}"#;
+        assert!(
+            matches!(parse_sinch_callback(dr, 0, 0).unwrap(), SinchCallback::Ignored(k) if k == "message_delivery_report")
+        );
         let no_id = br#"{"app_id":"A","message":{"direction":"TO_APP"}}"#;
         assert!(parse_sinch_callback(no_id, 0, 0).is_err());
         let no_app = br#"{"message":{"id":"1"}}"#;

@@ -19,9 +19,17 @@ pub struct StreamRecord {
     pub event_id: String,
     #[serde(rename = "eventName", default)]
     pub event_name: String,
-    #[serde(rename = "eventSource", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "eventSource",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub event_source: Option<String>,
-    #[serde(rename = "eventSourceARN", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "eventSourceARN",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub event_source_arn: Option<String>,
     #[serde(default)]
     pub dynamodb: StreamData,
@@ -35,7 +43,11 @@ pub struct StreamData {
     pub new_image: Option<Map<String, Value>>,
     #[serde(rename = "SequenceNumber", default)]
     pub sequence_number: String,
-    #[serde(rename = "StreamViewType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "StreamViewType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stream_view_type: Option<String>,
 }
 
@@ -98,7 +110,13 @@ pub fn image_of(item: &InboxItem) -> Map<String, Value> {
     if let Some(c) = &item.contact {
         put_s("contact", c);
     }
-    m.insert("received_at".into(), serde_json::json!({"N": item.received_at_ms.to_string()}));
-    m.insert("expires_at".into(), serde_json::json!({"N": item.expires_at.to_string()}));
+    m.insert(
+        "received_at".into(),
+        serde_json::json!({"N": item.received_at_ms.to_string()}),
+    );
+    m.insert(
+        "expires_at".into(),
+        serde_json::json!({"N": item.expires_at.to_string()}),
+    );
     m
 }

@@ -5,13 +5,15 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType, TimeToLiveSpecification,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+    TimeToLiveSpecification,
 };
 
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 
 /// `(index name, partition key, sort key)` of the data table's global secondary indexes.
-pub const DATA_INDEXES: [(&str, &str, &str); 2] = [("gsi1", "gsi1pk", "gsi1sk"), ("gsi2", "gsi2pk", "gsi2sk")];
+pub const DATA_INDEXES: [(&str, &str, &str); 2] =
+    [("gsi1", "gsi1pk", "gsi1sk"), ("gsi2", "gsi2pk", "gsi2sk")];
 
 fn attr(name: &str) -> AttributeDefinition {
     AttributeDefinition::builder()
@@ -51,7 +53,18 @@ pub async fn create_inbox_table(client: &Client, name: &str) -> Result<(), Table
                 .build()
                 .expect("stream_enabled is set"),
         );
-    finish(client, name, req.send().await.map(|_| ()).map_err(|e| (e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()), DisplayErrorContext(&e).to_string()))).await
+    finish(
+        client,
+        name,
+        req.send().await.map(|_| ()).map_err(|e| {
+            (
+                e.as_service_error()
+                    .is_some_and(|s| s.is_resource_in_use_exception()),
+                DisplayErrorContext(&e).to_string(),
+            )
+        }),
+    )
+    .await
 }
 
 /// Creates the data table with its two indexes and TTL.
@@ -73,16 +86,38 @@ pub async fn create_data_table(client: &Client, name: &str) -> Result<(), TableE
                     .index_name(index)
                     .key_schema(key(pk, KeyType::Hash))
                     .key_schema(key(sk, KeyType::Range))
-                    .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::All)
+                            .build(),
+                    )
                     .build()
                     .expect("name, keys and projection are set"),
             );
     }
-    finish(client, name, req.send().await.map(|_| ()).map_err(|e| (e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()), DisplayErrorContext(&e).to_string()))).await
+    finish(
+        client,
+        name,
+        req.send().await.map(|_| ()).map_err(|e| {
+            (
+                e.as_service_error()
+                    .is_some_and(|s| s.is_resource_in_use_exception()),
+                DisplayErrorContext(&e).to_string(),
+            )
+        }),
+    )
+    .await
 }
 
-async fn finish(client: &Client, name: &str, created: Result<(), (bool, String)>) -> Result<(), TableError> {
-    let err = |reason: String| TableError { table: name.into(), reason };
+async fn finish(
+    client: &Client,
+    name: &str,
+    created: Result<(), (bool, String)>,
+) -> Result<(), TableError> {
+    let err = |reason: String| TableError {
+        table: name.into(),
+        reason,
+    };
     match created {
         Ok(()) => {
             client

@@ -35,7 +35,10 @@ mod tests {
 
     #[test]
     fn formats_like_the_seed() {
-        assert_eq!(rfc3339_millis(1_777_281_524_991), "2026-04-27T09:18:44.991Z");
+        assert_eq!(
+            rfc3339_millis(1_777_281_524_991),
+            "2026-04-27T09:18:44.991Z"
+        );
         assert_eq!(
             parse_rfc3339_millis("2020-10-01T12:10:53.991Z"),
             Some(1_601_554_253_991)

@@ -1,0 +1,308 @@
+//! Test support: each test gets the real stack (the local server, the stream feeder, the
+//! very handlers Lambda runs) on a free port, against DynamoDB Local and the Secrets
+//! Manager emulator, with its own freshly named tables, secret and account.
+//!
+//! The servers are started by `scripts/test.sh` (README command 2), which also sets the
+//! standard AWS SDK environment pointing at them.
+
+use ctwa_local::{Clients, LocalConfig, Stack, start};
+use ctwa_shared::auth::generate_key;
+use ctwa_shared::domain::Account;
+use ctwa_shared::signature::{sign_meta, sign_sinch};
+use ctwa_shared::store::Accounts;
+use serde_json::Value;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+pub const FIXTURE_PNID: &str = "1204727649384372";
+pub const FIXTURE_SINCH_APP: &str = "01EB37HMH1M6SV18ASNS3G135H";
+
+/// Refuses to run without the local servers' environment: the SDK would otherwise look
+/// for credentials on the instance-metadata address, which must never be contacted.
+pub fn require_local_env() {
+    for var in [
+        "AWS_ENDPOINT_URL_DYNAMODB",
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+        "AWS_REGION",
+        "AWS_ACCESS_KEY_ID",
+    ] {
+        assert!(
+            std::env::var_os(var).is_some(),
+            "{var} is not set: run the tests with scripts/test.sh (README command 2), which starts DynamoDB Local and the Secrets Manager emulator"
+        );
+    }
+    assert_eq!(
+        std::env::var("AWS_EC2_METADATA_DISABLED").as_deref(),
+        Ok("true"),
+        "AWS_EC2_METADATA_DISABLED=true is required (scripts/test.sh sets it)"
+    );
+}
+
+pub fn unique(prefix: &str) -> String {
+    let mut b = [0u8; 6];
+    getrandom::fill(&mut b).expect("random bytes");
+    format!("{prefix}-{}", hex::encode(b))
+}
+
+pub async fn clients() -> Clients {
+    require_local_env();
+    Clients::from_env().await
+}
+
+pub struct TestApp {
+    pub stack: Stack,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub clients: Clients,
+    pub cfg: LocalConfig,
+    pub account_id: String,
+    pub api_key: String,
+}
+
+pub struct AppOptions {
+    pub phone_number_id: String,
+    pub sinch_app_id: String,
+    pub max_body_bytes: usize,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            phone_number_id: FIXTURE_PNID.into(),
+            sinch_app_id: FIXTURE_SINCH_APP.into(),
+            max_body_bytes: ctwa_shared::config::DEFAULT_MAX_WEBHOOK_BODY_BYTES,
+        }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(AppOptions::default()).await
+}
+
+pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
+    let clients = clients().await;
+    let cfg = LocalConfig {
+        bind: ([127, 0, 0, 1], 0).into(),
+        inbox_table: unique("inbox"),
+        data_table: unique("data"),
+        webhook_secret_id: unique("webhook-secret"),
+        app_secret: unique("app-secret"),
+        verify_token: unique("verify"),
+        sinch_webhook_secret: unique("sinch"),
+        max_body_bytes: opts.max_body_bytes,
+        inbox_ttl_days: 30,
+    };
+    let stack = start(&clients, cfg.clone())
+        .await
+        .expect("local stack starts");
+    let account_id = unique("acct");
+    stack
+        .data
+        .create_account(&Account {
+            id: account_id.clone(),
+            name: "Test business".into(),
+            waba_id: Some("102290129340398".into()),
+            phone_number_ids: vec![opts.phone_number_id.clone()],
+            sinch_app_id: Some(opts.sinch_app_id.clone()),
+            created_at_ms: 0,
+        })
+        .await
+        .expect("account");
+    let (api_key, rec) = generate_key(&account_id, 0).expect("key");
+    stack.data.put_api_key(&rec).await.expect("api key");
+    TestApp {
+        base: stack.base_url(),
+        stack,
+        http: reqwest::Client::new(),
+        clients,
+        cfg,
+        account_id,
+        api_key,
+    }
+}
+
+impl TestApp {
+    /// Another account (with its own key) on the same tables.
+    pub async fn add_account(&self, phone_number_id: &str) -> (String, String) {
+        let id = unique("acct");
+        self.stack
+            .data
+            .create_account(&Account {
+                id: id.clone(),
+                name: "Other business".into(),
+                waba_id: None,
+                phone_number_ids: vec![phone_number_id.into()],
+                sinch_app_id: None,
+                created_at_ms: 0,
+            })
+            .await
+            .expect("account");
+        let (key, rec) = generate_key(&id, 0).expect("key");
+        self.stack.data.put_api_key(&rec).await.expect("api key");
+        (id, key)
+    }
+
+    pub async fn post_webhook(&self, body: impl Into<Vec<u8>>) -> (u16, Value) {
+        let body = body.into();
+        let sig = sign_meta(&self.cfg.app_secret, &body);
+        self.post_webhook_with_signature(body, &sig).await
+    }
+
+    pub async fn post_webhook_with_signature(&self, body: Vec<u8>, sig: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/webhook", self.base))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", sig)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_sinch(&self, body: impl Into<Vec<u8>>) -> (u16, Value) {
+        let body = body.into();
+        let ts = ctwa_shared::time::now_secs().to_string();
+        let nonce = unique("nonce");
+        let sig = sign_sinch(&self.cfg.sinch_webhook_secret, &body, &nonce, &ts);
+        let r = self
+            .http
+            .post(format!("{}/webhook/sinch", self.base))
+            .header("content-type", "application/json")
+            .header("x-sinch-webhook-signature", sig)
+            .header("x-sinch-webhook-signature-nonce", nonce)
+            .header("x-sinch-webhook-signature-timestamp", ts)
+            .header("x-sinch-webhook-signature-algorithm", "HmacSHA256")
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn inbox_count(&self) -> usize {
+        self.count_items_sk(&self.cfg.inbox_table, "").await
+    }
+    pub async fn click_count(&self) -> usize {
+        self.count_items_sk(&self.cfg.data_table, "CLICK#").await
+    }
+    pub async fn count_unrouted(&self) -> usize {
+        let mut n = 0;
+        let out = self
+            .clients
+            .dynamodb
+            .scan()
+            .table_name(&self.cfg.data_table)
+            .send()
+            .await
+            .expect("scan");
+        for i in out.items() {
+            if i.get("pk")
+                .and_then(|v| v.as_s().ok())
+                .is_some_and(|pk| pk.starts_with("UNROUTED#"))
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+    pub async fn conversation_count(&self) -> usize {
+        self.count_items_sk(&self.cfg.data_table, "CONV").await
+    }
+
+    /// Items of a table whose sort key starts with `sk_prefix` ("" counts every item,
+    /// with or without a sort key). Tests only: a scan.
+    async fn count_items_sk(&self, table: &str, sk_prefix: &str) -> usize {
+        let mut n = 0;
+        let mut start = None;
+        loop {
+            let out = self
+                .clients
+                .dynamodb
+                .scan()
+                .table_name(table)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .expect("scan");
+            n += out
+                .items()
+                .iter()
+                .filter(|i| {
+                    sk_prefix.is_empty()
+                        || i.get("sk")
+                            .and_then(|v| v.as_s().ok())
+                            .is_some_and(|sk| sk.starts_with(sk_prefix))
+                })
+                .count();
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        n
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The stream feeder is asynchronous: after the last write, give it time to settle and
+/// check that a count stays where it is.
+pub async fn settled<F, Fut>(what: &str, expected: usize, mut count: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = usize>,
+{
+    eventually(what, Duration::from_secs(30), || {
+        let f = count();
+        async move { (f.await == expected).then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(count().await, expected, "{what}: changed after settling");
+}
+
+/// A Cloud API webhook with one CTWA (or plain, when `clid` and `source` are None) message.
+pub fn ctwa_webhook(pnid: &str, wamid: &str, wa_id: &str, clid: Option<&str>, ts: i64) -> String {
+    let mut referral = serde_json::json!({"source_url":"https://fb.me/3cr4Wqqkv","source_id":"120226305854810726","source_type":"ad","headline":"Chat with us","body":"Summer Succulents are here!","media_type":"image","image_url":"https://scontent.xx.fbcdn.net/v/t45.1"});
+    if let Some(c) = clid {
+        referral["ctwa_clid"] = Value::String(c.into());
+    }
+    serde_json::json!({"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"field":"messages","value":{
+        "messaging_product":"whatsapp","metadata":{"display_phone_number":"15550783881","phone_number_id":pnid},
+        "contacts":[{"profile":{"name":"Sheena Nelson"},"wa_id":wa_id}],
+        "messages":[{"from":wa_id,"id":wamid,"timestamp":ts.to_string(),"type":"text","text":{"body":"Can I get more info?"},"referral":referral}]}}]}]})
+    .to_string()
+}

@@ -11,8 +11,14 @@ async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
     let config = DataConfig::from_env()?;
     let sdk = aws_sdk_config().await;
-    let data = Arc::new(DynamoData::new(aws_sdk_dynamodb::Client::new(&sdk), &config.data_table));
-    let deps = Arc::new(ApiDeps { accounts: data.clone(), conversations: data });
+    let data = Arc::new(DynamoData::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        &config.data_table,
+    ));
+    let deps = Arc::new(ApiDeps {
+        accounts: data.clone(),
+        conversations: data,
+    });
     lambda_http::run(service_fn(move |req: Request| {
         let deps = deps.clone();
         async move { Ok::<_, Error>(into_lambda(handle(&deps, from_lambda(req)).await)) }

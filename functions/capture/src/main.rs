@@ -11,7 +11,10 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = DataConfig::from_env()?;
     let sdk = aws_sdk_config().await;
-    let data = Arc::new(DynamoData::new(aws_sdk_dynamodb::Client::new(&sdk), &config.data_table));
+    let data = Arc::new(DynamoData::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        &config.data_table,
+    ));
     let deps = Arc::new(CaptureDeps::new(data.clone(), data));
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<StreamEvent>| {
         let deps = deps.clone();

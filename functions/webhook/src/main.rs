@@ -14,8 +14,14 @@ async fn main() -> Result<(), Error> {
     let sdk = aws_sdk_config().await;
     let secrets = AwsSecrets::new(aws_sdk_secretsmanager::Client::new(&sdk));
     let deps = Arc::new(WebhookDeps {
-        inbox: Arc::new(DynamoInbox::new(aws_sdk_dynamodb::Client::new(&sdk), &config.inbox_table)),
-        secrets: Arc::new(CachedSecrets::new(Arc::new(secrets), config.secrets_cache_ttl)),
+        inbox: Arc::new(DynamoInbox::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            &config.inbox_table,
+        )),
+        secrets: Arc::new(CachedSecrets::new(
+            Arc::new(secrets),
+            config.secrets_cache_ttl,
+        )),
         config,
     });
     lambda_http::run(service_fn(move |req: Request| {

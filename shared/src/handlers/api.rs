@@ -32,7 +32,10 @@ pub async fn handle(deps: &ApiDeps, req: ApiRequest) -> ApiResponse {
             Method::GET => get_conversation(deps, &req, &rest[1..]).await,
             _ => Err(ApiError::MethodNotAllowed),
         },
-        _ => Err(ApiError::not_found(format!("no route for {} {}", req.method, req.path))),
+        _ => Err(ApiError::not_found(format!(
+            "no route for {} {}",
+            req.method, req.path
+        ))),
     };
     result.unwrap_or_else(ApiError::into_response)
 }
@@ -47,7 +50,11 @@ async fn list_conversations(deps: &ApiDeps, req: &ApiRequest) -> ApiResult<ApiRe
             ))?
         ),
         (None, Some(u)) if !u.trim().is_empty() && u.len() <= 256 => format!("u:{}", u.trim()),
-        _ => return Err(ApiError::bad_request("query parameter phone (E.164) or user_id is required")),
+        _ => {
+            return Err(ApiError::bad_request(
+                "query parameter phone (E.164) or user_id is required",
+            ));
+        }
     };
     let convs = deps
         .conversations
@@ -55,24 +62,37 @@ async fn list_conversations(deps: &ApiDeps, req: &ApiRequest) -> ApiResult<ApiRe
         .await?;
     let mut out = Vec::with_capacity(convs.len());
     for c in convs {
-        let clicks = deps.conversations.clicks_for_conversation(&c.id, CLICK_HISTORY_LIMIT).await?;
+        let clicks = deps
+            .conversations
+            .clicks_for_conversation(&c.id, CLICK_HISTORY_LIMIT)
+            .await?;
         out.push(conversation_view(&c, &clicks));
     }
-    Ok(ApiResponse::json(StatusCode::OK, &json!({ "conversations": out })))
+    Ok(ApiResponse::json(
+        StatusCode::OK,
+        &json!({ "conversations": out }),
+    ))
 }
 
 async fn get_conversation(deps: &ApiDeps, req: &ApiRequest, id: &str) -> ApiResult<ApiResponse> {
     let account_id = authenticate(deps.accounts.as_ref(), req).await?;
     let not_found = || ApiError::not_found(format!("conversation {id} not found"));
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
         return Err(not_found());
     }
     let conv = match deps.conversations.get_conversation(id).await? {
         Some(c) if c.account_id == account_id => c,
         _ => return Err(not_found()),
     };
-    let clicks = deps.conversations.clicks_for_conversation(id, CLICK_HISTORY_LIMIT).await?;
-    Ok(ApiResponse::json(StatusCode::OK, &conversation_view(&conv, &clicks)))
+    let clicks = deps
+        .conversations
+        .clicks_for_conversation(id, CLICK_HISTORY_LIMIT)
+        .await?;
+    Ok(ApiResponse::json(
+        StatusCode::OK,
+        &conversation_view(&conv, &clicks),
+    ))
 }
 
 fn put(m: &mut Map<String, Value>, k: &str, v: &Option<String>) {
@@ -87,8 +107,14 @@ pub fn conversation_view(c: &Conversation, clicks: &[Click]) -> Value {
     if let Some(ft) = &c.first_touch {
         let r = &ft.referral;
         metadata.insert("ctwa_clid".into(), json!(ft.ctwa_clid));
-        metadata.insert("ctwa_captured_at".into(), json!(rfc3339_millis(ft.captured_at_ms)));
-        metadata.insert("ctwa_clicked_at".into(), json!(rfc3339_millis(ft.clicked_at_ms)));
+        metadata.insert(
+            "ctwa_captured_at".into(),
+            json!(rfc3339_millis(ft.captured_at_ms)),
+        );
+        metadata.insert(
+            "ctwa_clicked_at".into(),
+            json!(rfc3339_millis(ft.clicked_at_ms)),
+        );
         metadata.insert("ctwa_message_id".into(), json!(ft.message_id));
         put(&mut metadata, "ctwa_source_id", &r.source_id);
         put(&mut metadata, "ctwa_source_url", &r.source_url);

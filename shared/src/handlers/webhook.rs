@@ -28,7 +28,10 @@ pub async fn handle(deps: &WebhookDeps, req: ApiRequest) -> ApiResponse {
         (&Method::POST, "/webhook") => receive_cloud(deps, &req).await,
         (&Method::POST, "/webhook/sinch") => receive_sinch(deps, &req).await,
         (_, "/webhook" | "/webhook/sinch") => Err(ApiError::MethodNotAllowed),
-        _ => Err(ApiError::not_found(format!("no route for {} {}", req.method, req.path))),
+        _ => Err(ApiError::not_found(format!(
+            "no route for {} {}",
+            req.method, req.path
+        ))),
     };
     result.unwrap_or_else(ApiError::into_response)
 }
@@ -52,17 +55,24 @@ async fn verify_subscription(deps: &WebhookDeps, req: &ApiRequest) -> ApiResult<
     let s = secrets(deps).await?;
     if mode != Some("subscribe") || !constant_time_eq(token.as_bytes(), s.verify_token.as_bytes()) {
         tracing::warn!("webhook verification refused (mode or verify token mismatch)");
-        return Err(ApiError::Forbidden("verification failed: hub.mode must be subscribe and hub.verify_token must match".into()));
+        return Err(ApiError::Forbidden(
+            "verification failed: hub.mode must be subscribe and hub.verify_token must match"
+                .into(),
+        ));
     }
     match challenge {
         Some(c) if !c.is_empty() && c.len() <= 512 => Ok(ApiResponse::text(StatusCode::OK, c)),
-        _ => Err(ApiError::bad_request("hub.challenge is required (1 to 512 characters)")),
+        _ => Err(ApiError::bad_request(
+            "hub.challenge is required (1 to 512 characters)",
+        )),
     }
 }
 
 fn check_size(deps: &WebhookDeps, req: &ApiRequest) -> ApiResult<()> {
     if req.body.len() > deps.config.max_body_bytes {
-        return Err(ApiError::PayloadTooLarge { limit: deps.config.max_body_bytes });
+        return Err(ApiError::PayloadTooLarge {
+            limit: deps.config.max_body_bytes,
+        });
     }
     Ok(())
 }
@@ -101,7 +111,8 @@ async fn receive_cloud(deps: &WebhookDeps, req: &ApiRequest) -> ApiResult<ApiRes
     signature::verify_meta(&s.app_secret, req.header("x-hub-signature-256"), &req.body)
         .map_err(signature_error)?;
     let now_ms = crate::time::now_millis();
-    let parsed = parse_cloud_webhook(&req.body, now_ms, expiry(deps, now_ms)).map_err(parse_error)?;
+    let parsed =
+        parse_cloud_webhook(&req.body, now_ms, expiry(deps, now_ms)).map_err(parse_error)?;
     if let Some(obj) = &parsed.foreign_object {
         tracing::info!(object = %obj, "webhook for another object type acknowledged and ignored");
     }
@@ -132,8 +143,12 @@ async fn receive_sinch(deps: &WebhookDeps, req: &ApiRequest) -> ApiResult<ApiRes
     check_size(deps, req)?;
     let s = secrets(deps).await?;
     let Some(secret) = s.sinch_secret() else {
-        tracing::error!("a Sinch callback arrived but no sinch_webhook_secret is configured; refused");
-        return Err(ApiError::unauthorized("Sinch callbacks are not enabled on this deployment (no webhook secret configured)"));
+        tracing::error!(
+            "a Sinch callback arrived but no sinch_webhook_secret is configured; refused"
+        );
+        return Err(ApiError::unauthorized(
+            "Sinch callbacks are not enabled on this deployment (no webhook secret configured)",
+        ));
     };
     let headers = SinchHeaders {
         signature: req.header(signature::SINCH_SIGNATURE),
@@ -156,7 +171,10 @@ async fn receive_sinch(deps: &WebhookDeps, req: &ApiRequest) -> ApiResult<ApiRes
         }
         SinchCallback::Ignored(kind) => {
             tracing::info!(%kind, "sinch callback acknowledged and ignored");
-            Ok(ApiResponse::json(StatusCode::OK, &json!({"received": 0, "ignored": kind})))
+            Ok(ApiResponse::json(
+                StatusCode::OK,
+                &json!({"received": 0, "ignored": kind}),
+            ))
         }
     }
 }

@@ -135,7 +135,10 @@ pub fn parse_cloud_webhook(
                 }
             }
             let Some(raw) = change.value else {
-                return Err(WebhookParseError::Shape(format!("{} change without a value", change.field)));
+                return Err(WebhookParseError::Shape(format!(
+                    "{} change without a value",
+                    change.field
+                )));
             };
             let value: MessagesValue<'_> = serde_json::from_str(raw.get())
                 .map_err(|e| WebhookParseError::Shape(format!("{} value: {e}", change.field)))?;
@@ -148,12 +151,18 @@ pub fn parse_cloud_webhook(
                 .metadata
                 .and_then(|m| m.phone_number_id)
                 .filter(|p| !p.trim().is_empty())
-                .ok_or_else(|| WebhookParseError::Shape("messages without metadata.phone_number_id".into()))?;
+                .ok_or_else(|| {
+                    WebhookParseError::Shape("messages without metadata.phone_number_id".into())
+                })?;
             let route = Route::PhoneNumberId(pnid);
             let contacts: Vec<(ContactHead, &RawValue)> = value
                 .contacts
                 .iter()
-                .filter_map(|c| serde_json::from_str::<ContactHead>(c.get()).ok().map(|h| (h, *c)))
+                .filter_map(|c| {
+                    serde_json::from_str::<ContactHead>(c.get())
+                        .ok()
+                        .map(|h| (h, *c))
+                })
                 .collect();
             for m in value.messages {
                 let head: MessageHead = serde_json::from_str(m.get())
@@ -178,7 +187,9 @@ pub fn parse_cloud_webhook(
                 let head: EventHead = serde_json::from_str(ev.get())
                     .map_err(|e| WebhookParseError::Shape(format!("automatic event: {e}")))?;
                 if head.id.trim().is_empty() {
-                    return Err(WebhookParseError::Shape("automatic event with an empty id".into()));
+                    return Err(WebhookParseError::Shape(
+                        "automatic event with an empty id".into(),
+                    ));
                 }
                 out.items.push(InboxItem {
                     id: format!("wa-ae:{}", head.id),
@@ -197,7 +208,10 @@ pub fn parse_cloud_webhook(
     Ok(out)
 }
 
-fn match_contact<'a>(contacts: &[(ContactHead, &'a RawValue)], m: &MessageHead) -> Option<&'a RawValue> {
+fn match_contact<'a>(
+    contacts: &[(ContactHead, &'a RawValue)],
+    m: &MessageHead,
+) -> Option<&'a RawValue> {
     let by_phone = m.from.as_deref().and_then(|from| {
         contacts
             .iter()
@@ -212,7 +226,11 @@ fn match_contact<'a>(contacts: &[(ContactHead, &'a RawValue)], m: &MessageHead) 
     };
     by_phone
         .or_else(by_user)
-        .or(if contacts.len() == 1 { contacts.first() } else { None })
+        .or(if contacts.len() == 1 {
+            contacts.first()
+        } else {
+            None
+        })
         .map(|(_, raw)| *raw)
 }
 
@@ -401,21 +419,36 @@ mod tests {
         assert_eq!(item.id, "wa:wamid.HBgLMTY1");
         assert_eq!(item.waba_id.as_deref(), Some("102290129340398"));
         assert_eq!(item.route, Route::PhoneNumberId("1204727649384372".into()));
-        assert!(item.payload.starts_with("{\"referral\""), "raw kept as sent");
+        assert!(
+            item.payload.starts_with("{\"referral\""),
+            "raw kept as sent"
+        );
         let m = cloud_inbound(item).unwrap();
         assert_eq!(m.customer.wa_id.as_deref(), Some("16505551234"));
-        assert_eq!(m.customer.user_id.as_deref(), Some("US.13491208655302741918"));
+        assert_eq!(
+            m.customer.user_id.as_deref(),
+            Some("US.13491208655302741918")
+        );
         assert_eq!(m.customer.name.as_deref(), Some("Sheena Nelson"));
         assert_eq!(m.sent_at_ms, 1_750_275_992_000);
         let r = m.referral.unwrap();
-        assert_eq!(r.ctwa_clid.as_deref(), Some("Aff-n8ZTODiE79d22KtAwQKj9e_mIEOOj27v"));
+        assert_eq!(
+            r.ctwa_clid.as_deref(),
+            Some("Aff-n8ZTODiE79d22KtAwQKj9e_mIEOOj27v")
+        );
         assert_eq!(r.source_id.as_deref(), Some("120226305854810726"));
-        assert_eq!(r.welcome_message.as_deref(), Some("Hi there! Let us know how we can help!"));
+        assert_eq!(
+            r.welcome_message.as_deref(),
+            Some("Hi there! Let us know how we can help!")
+        );
     }
 
     #[test]
     fn missing_clid_is_never_filled_from_source_id() {
-        let body = CTWA.replace("\"ctwa_clid\":\"Aff-n8ZTODiE79d22KtAwQKj9e_mIEOOj27v\",", "");
+        let body = CTWA.replace(
+            "\"ctwa_clid\":\"Aff-n8ZTODiE79d22KtAwQKj9e_mIEOOj27v\",",
+            "",
+        );
         let p = parse_cloud_webhook(body.as_bytes(), 5, 9).unwrap();
         let r = cloud_inbound(&p.items[0]).unwrap().referral.unwrap();
         assert_eq!(r.ctwa_clid, None);
@@ -436,12 +469,24 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_store() {
-        assert!(matches!(parse_cloud_webhook(b"{nope", 0, 0), Err(WebhookParseError::Json(_))));
-        assert!(matches!(parse_cloud_webhook(b"[]", 0, 0), Err(WebhookParseError::Shape(_))));
+        assert!(matches!(
+            parse_cloud_webhook(b"{nope", 0, 0),
+            Err(WebhookParseError::Json(_))
+        ));
+        assert!(matches!(
+            parse_cloud_webhook(b"[]", 0, 0),
+            Err(WebhookParseError::Shape(_))
+        ));
         let no_id = CTWA.replace("\"id\":\"wamid.HBgLMTY1\",", "");
-        assert!(matches!(parse_cloud_webhook(no_id.as_bytes(), 0, 0), Err(WebhookParseError::Shape(_))));
+        assert!(matches!(
+            parse_cloud_webhook(no_id.as_bytes(), 0, 0),
+            Err(WebhookParseError::Shape(_))
+        ));
         let no_pnid = CTWA.replace("\"phone_number_id\":\"1204727649384372\"", "\"x\":1");
-        assert!(matches!(parse_cloud_webhook(no_pnid.as_bytes(), 0, 0), Err(WebhookParseError::Shape(_))));
+        assert!(matches!(
+            parse_cloud_webhook(no_pnid.as_bytes(), 0, 0),
+            Err(WebhookParseError::Shape(_))
+        ));
     }
 
     #[test]

@@ -25,7 +25,9 @@ use std::collections::HashMap;
 
 pub type Item = HashMap<String, AttributeValue>;
 
-fn backend<E: std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(e: SdkError<E, R>) -> StoreError {
+fn backend<E: std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(
+    e: SdkError<E, R>,
+) -> StoreError {
     StoreError::Backend(DisplayErrorContext(&e).to_string())
 }
 
@@ -61,7 +63,10 @@ pub struct DynamoInbox {
 
 impl DynamoInbox {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        Self {
+            client,
+            table: table.into(),
+        }
     }
 }
 
@@ -96,7 +101,12 @@ impl Inbox for DynamoInbox {
             .await;
         match res {
             Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(backend(e)),
         }
     }
@@ -112,7 +122,13 @@ pub struct DynamoData {
 
 impl DynamoData {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+    pub fn table(&self) -> &str {
+        &self.table
     }
 }
 
@@ -182,7 +198,8 @@ fn conversation_from(item: &Item) -> Result<Conversation, StoreError> {
     Ok(Conversation {
         id: req_s(item, "conversation_id")?,
         account_id: req_s(item, "account_id")?,
-        channel: Channel::parse(&channel).ok_or_else(|| StoreError::Corrupt(format!("channel {channel}")))?,
+        channel: Channel::parse(&channel)
+            .ok_or_else(|| StoreError::Corrupt(format!("channel {channel}")))?,
         business_id: req_s(item, "business_id")?,
         customer_key: req_s(item, "customer_key")?,
         customer: Customer {
@@ -201,7 +218,8 @@ fn click_from(item: &Item) -> Result<Click, StoreError> {
     Ok(Click {
         conversation_id: req_s(item, "conversation_id")?,
         message_id: req_s(item, "message_id")?,
-        channel: Channel::parse(&channel).ok_or_else(|| StoreError::Corrupt(format!("channel {channel}")))?,
+        channel: Channel::parse(&channel)
+            .ok_or_else(|| StoreError::Corrupt(format!("channel {channel}")))?,
         clicked_at_ms: get_n(item, "clicked_at").unwrap_or_default(),
         referral: referral_from(item, "referral")?,
     })
@@ -209,10 +227,7 @@ fn click_from(item: &Item) -> Result<Click, StoreError> {
 
 fn account_from(item: &Item) -> Result<Account, StoreError> {
     let pnids = match item.get("phone_number_ids") {
-        Some(AttributeValue::L(l)) => l
-            .iter()
-            .filter_map(|v| v.as_s().ok().cloned())
-            .collect(),
+        Some(AttributeValue::L(l)) => l.iter().filter_map(|v| v.as_s().ok().cloned()).collect(),
         _ => Vec::new(),
     };
     Ok(Account {
@@ -254,7 +269,12 @@ impl DynamoData {
             .await;
         match res {
             Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(backend(e)),
         }
     }
@@ -340,12 +360,15 @@ impl Accounts for DynamoData {
             .await;
         match res {
             Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_transaction_canceled_exception()) => Err(
-                StoreError::Conflict(format!(
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_transaction_canceled_exception()) =>
+            {
+                Err(StoreError::Conflict(format!(
                     "account {} or one of its phone number ids / Sinch app is already registered",
                     a.id
-                )),
-            ),
+                )))
+            }
             Err(e) => Err(backend(e)),
         }
     }
@@ -407,11 +430,17 @@ impl Conversations for DynamoData {
         if let Some(clid) = &c.referral.ctwa_clid {
             item.insert("ctwa_clid".into(), s(clid));
         }
-        item.insert("gsi1pk".into(), s(customer_gsi(&rec.account_id, &rec.customer_key)));
+        item.insert(
+            "gsi1pk".into(),
+            s(customer_gsi(&rec.account_id, &rec.customer_key)),
+        );
         item.insert("gsi1sk".into(), s(sk.clone()));
         if let Some(ad) = &c.referral.source_id {
             item.insert("source_id".into(), s(ad));
-            item.insert("gsi2pk".into(), s(format!("ACCT#{}#AD#{ad}", rec.account_id)));
+            item.insert(
+                "gsi2pk".into(),
+                s(format!("ACCT#{}#AD#{ad}", rec.account_id)),
+            );
             item.insert("gsi2sk".into(), s(sk));
         }
         self.put_new(item).await
@@ -500,14 +529,26 @@ impl Conversations for DynamoData {
         account_id: &str,
         customer_key: &str,
     ) -> Result<Vec<Conversation>, StoreError> {
-        self.query(Some("gsi1"), "gsi1pk", customer_gsi(account_id, customer_key), "gsi1sk", "CONV#", false, 1000)
-            .await?
-            .iter()
-            .map(conversation_from)
-            .collect()
+        self.query(
+            Some("gsi1"),
+            "gsi1pk",
+            customer_gsi(account_id, customer_key),
+            "gsi1sk",
+            "CONV#",
+            false,
+            1000,
+        )
+        .await?
+        .iter()
+        .map(conversation_from)
+        .collect()
     }
 
-    async fn clicks_for_conversation(&self, id: &str, limit: usize) -> Result<Vec<Click>, StoreError> {
+    async fn clicks_for_conversation(
+        &self,
+        id: &str,
+        limit: usize,
+    ) -> Result<Vec<Click>, StoreError> {
         self.query(None, "pk", conv_pk(id), "sk", "CLICK#", true, limit)
             .await?
             .iter()
@@ -521,11 +562,19 @@ impl Conversations for DynamoData {
         customer_key: &str,
         limit: usize,
     ) -> Result<Vec<Click>, StoreError> {
-        self.query(Some("gsi1"), "gsi1pk", customer_gsi(account_id, customer_key), "gsi1sk", "CLICK#", true, limit)
-            .await?
-            .iter()
-            .map(click_from)
-            .collect()
+        self.query(
+            Some("gsi1"),
+            "gsi1pk",
+            customer_gsi(account_id, customer_key),
+            "gsi1sk",
+            "CLICK#",
+            true,
+            limit,
+        )
+        .await?
+        .iter()
+        .map(click_from)
+        .collect()
     }
 
     async fn record_unrouted(&self, it: &InboxItem) -> Result<(), StoreError> {
@@ -544,7 +593,11 @@ impl Conversations for DynamoData {
         self.put_new(item).await.map(|_| ())
     }
 
-    async fn record_automatic_event(&self, account_id: &str, ev: &AutomaticEvent) -> Result<bool, StoreError> {
+    async fn record_automatic_event(
+        &self,
+        account_id: &str,
+        ev: &AutomaticEvent,
+    ) -> Result<bool, StoreError> {
         let mut item = key(
             format!("ACCT#{account_id}#AUTOEVENT"),
             &format!("{}#{}", sortable_millis(ev.occurred_at_ms), ev.id),

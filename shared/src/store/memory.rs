@@ -55,7 +55,10 @@ impl Accounts for MemoryStore {
         let mut accounts = lock(&self.accounts);
         let mut routes = lock(&self.routes);
         if accounts.contains_key(&account.id) {
-            return Err(StoreError::Conflict(format!("account {} exists", account.id)));
+            return Err(StoreError::Conflict(format!(
+                "account {} exists",
+                account.id
+            )));
         }
         for r in account.routes() {
             if routes.contains_key(&r) {
@@ -124,7 +127,12 @@ impl Conversations for MemoryStore {
         };
         let replace = match &conv.first_touch {
             None => true,
-            Some(cur) => click_precedes(ft.clicked_at_ms, &ft.message_id, cur.clicked_at_ms, &cur.message_id),
+            Some(cur) => click_precedes(
+                ft.clicked_at_ms,
+                &ft.message_id,
+                cur.clicked_at_ms,
+                &cur.message_id,
+            ),
         };
         if replace {
             conv.first_touch = Some(ft.clone());
@@ -152,10 +160,20 @@ impl Conversations for MemoryStore {
         Ok(v)
     }
 
-    async fn clicks_for_conversation(&self, id: &str, limit: usize) -> Result<Vec<Click>, StoreError> {
+    async fn clicks_for_conversation(
+        &self,
+        id: &str,
+        limit: usize,
+    ) -> Result<Vec<Click>, StoreError> {
         Ok(lock(&self.clicks)
             .get(id)
-            .map(|m| m.values().rev().take(limit).map(|r| r.click.clone()).collect())
+            .map(|m| {
+                m.values()
+                    .rev()
+                    .take(limit)
+                    .map(|r| r.click.clone())
+                    .collect()
+            })
             .unwrap_or_default())
     }
 
@@ -184,7 +202,11 @@ impl Conversations for MemoryStore {
         Ok(())
     }
 
-    async fn record_automatic_event(&self, account_id: &str, ev: &AutomaticEvent) -> Result<bool, StoreError> {
+    async fn record_automatic_event(
+        &self,
+        account_id: &str,
+        ev: &AutomaticEvent,
+    ) -> Result<bool, StoreError> {
         let mut evs = lock(&self.automatic_events);
         if evs.iter().any(|(a, e)| a == account_id && e.id == ev.id) {
             return Ok(false);
