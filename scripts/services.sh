@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts (if not already up) the real local servers the stack and the tests use:
-#   DynamoDB Local (official jar, Java 17, in memory)  on 127.0.0.1:${CTWA_DYNAMODB_PORT:-8000}
-#   moto's server (Secrets Manager emulator)            on 127.0.0.1:${CTWA_SECRETS_PORT:-5000}
+#   DynamoDB Local (official jar, Java 17, in memory)  on 127.0.0.1:${CTWA_DYNAMODB_PORT:-18000}
+#   moto's server (Secrets Manager emulator)            on 127.0.0.1:${CTWA_SECRETS_PORT:-15000}
 # and writes .ctwa/env: the standard AWS SDK variables that point at them (dummy
 # credentials, a region, AWS_EC2_METADATA_DISABLED so the SDK never probes the
 # instance-metadata address). `scripts/services.sh stop` stops what it started.
@@ -9,15 +9,18 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 state="$root/.ctwa"; run="$state/run"; logs="$state/logs"
 mkdir -p "$run" "$logs"
-ddb_port="${CTWA_DYNAMODB_PORT:-8000}"
-sm_port="${CTWA_SECRETS_PORT:-5000}"
+ddb_port="${CTWA_DYNAMODB_PORT:-18000}"
+sm_port="${CTWA_SECRETS_PORT:-15000}"
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 stop() {
   for name in dynamodb secrets; do
     if [ -f "$run/$name.pid" ]; then
-      kill "$(cat "$run/$name.pid")" 2>/dev/null || true
+      pid="$(cat "$run/$name.pid")"
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
       rm -f "$run/$name.pid"
     fi
   done

@@ -175,7 +175,7 @@ async fn first_touch_is_one_shot_and_the_earliest_click_wins_under_concurrency()
         }
     });
     let outcomes = futures_util::future::join_all(tasks).await;
-    assert!(outcomes.iter().any(|o| *o == FirstTouchOutcome::Captured));
+    assert!(outcomes.contains(&FirstTouchOutcome::Captured));
     let c = d.get_conversation(&conv).await.unwrap().unwrap();
     assert_eq!(c.first_touch.as_ref().unwrap().ctwa_clid, "clid-1000");
     assert_eq!(c.customer.name.as_deref(), Some("Name"));

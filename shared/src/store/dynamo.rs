@@ -240,6 +240,36 @@ fn account_from(item: &Item) -> Result<Account, StoreError> {
     })
 }
 
+/// `pk_attr = pk AND begins_with(sk_attr, sk_prefix)` on the table or an index.
+struct KeyQuery<'a> {
+    index: Option<&'a str>,
+    pk_attr: &'a str,
+    pk: String,
+    sk_attr: &'a str,
+    sk_prefix: &'a str,
+}
+
+impl<'a> KeyQuery<'a> {
+    fn table(pk: String, sk_prefix: &'a str) -> Self {
+        Self {
+            index: None,
+            pk_attr: "pk",
+            pk,
+            sk_attr: "sk",
+            sk_prefix,
+        }
+    }
+    fn gsi1(pk: String, sk_prefix: &'a str) -> Self {
+        Self {
+            index: Some("gsi1"),
+            pk_attr: "gsi1pk",
+            pk,
+            sk_attr: "gsi1sk",
+            sk_prefix,
+        }
+    }
+}
+
 fn key(pk: String, sk: &str) -> Item {
     HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
 }
@@ -282,14 +312,17 @@ impl DynamoData {
     /// Every page of a query, up to `limit` items.
     async fn query(
         &self,
-        index: Option<&str>,
-        pk_attr: &str,
-        pk: String,
-        sk_attr: &str,
-        sk_prefix: &str,
+        q: KeyQuery<'_>,
         newest_first: bool,
         limit: usize,
     ) -> Result<Vec<Item>, StoreError> {
+        let KeyQuery {
+            index,
+            pk_attr,
+            pk,
+            sk_attr,
+            sk_prefix,
+        } = q;
         let mut out = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -530,11 +563,7 @@ impl Conversations for DynamoData {
         customer_key: &str,
     ) -> Result<Vec<Conversation>, StoreError> {
         self.query(
-            Some("gsi1"),
-            "gsi1pk",
-            customer_gsi(account_id, customer_key),
-            "gsi1sk",
-            "CONV#",
+            KeyQuery::gsi1(customer_gsi(account_id, customer_key), "CONV#"),
             false,
             1000,
         )
@@ -549,7 +578,7 @@ impl Conversations for DynamoData {
         id: &str,
         limit: usize,
     ) -> Result<Vec<Click>, StoreError> {
-        self.query(None, "pk", conv_pk(id), "sk", "CLICK#", true, limit)
+        self.query(KeyQuery::table(conv_pk(id), "CLICK#"), true, limit)
             .await?
             .iter()
             .map(click_from)
@@ -563,11 +592,7 @@ impl Conversations for DynamoData {
         limit: usize,
     ) -> Result<Vec<Click>, StoreError> {
         self.query(
-            Some("gsi1"),
-            "gsi1pk",
-            customer_gsi(account_id, customer_key),
-            "gsi1sk",
-            "CLICK#",
+            KeyQuery::gsi1(customer_gsi(account_id, customer_key), "CLICK#"),
             true,
             limit,
         )

@@ -5,6 +5,9 @@ use super::*;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
+/// Per conversation id: (clicked_at, message id) -> click.
+type ClickHistory = HashMap<String, BTreeMap<(i64, String), ClickRecord>>;
+
 #[derive(Default)]
 pub struct MemoryStore {
     inbox: Mutex<BTreeMap<String, InboxItem>>,
@@ -12,8 +15,7 @@ pub struct MemoryStore {
     routes: Mutex<HashMap<Route, String>>,
     keys: Mutex<HashMap<String, ApiKeyRecord>>,
     conversations: Mutex<HashMap<String, Conversation>>,
-    /// conversation id -> (clicked_at, message id) -> click
-    clicks: Mutex<HashMap<String, BTreeMap<(i64, String), ClickRecord>>>,
+    clicks: Mutex<ClickHistory>,
     pub unrouted: Mutex<Vec<InboxItem>>,
     pub automatic_events: Mutex<Vec<(String, AutomaticEvent)>>,
 }
