@@ -222,3 +222,26 @@ fn template_tables_match_the_code() {
         }
     }
 }
+
+#[tokio::test]
+async fn inbox_insert_stream_event_captures_the_click() {
+    let store = Arc::new(MemoryStore::new());
+    store
+        .create_account(&ctwa_shared::domain::Account {
+            id: "demo".into(),
+            name: "Demo".into(),
+            waba_id: None,
+            phone_number_ids: vec!["1204727649384372".into()],
+            sinch_app_id: None,
+            created_at_ms: 0,
+        })
+        .await
+        .unwrap();
+    let deps = CaptureDeps::new(store.clone(), store.clone());
+    let path = format!("{}/../events/dynamodb-stream-inbox-insert.json", env!("CARGO_MANIFEST_DIR"));
+    let ev: StreamEvent = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let resp = handle_stream_event(&deps, ev).await;
+    assert!(resp.batch_item_failures.is_empty());
+    assert_eq!(store.click_count(), 1);
+    assert_eq!(store.conversation_count(), 1);
+}
