@@ -238,7 +238,10 @@ async fn inbox_insert_stream_event_captures_the_click() {
         .await
         .unwrap();
     let deps = CaptureDeps::new(store.clone(), store.clone());
-    let path = format!("{}/../events/dynamodb-stream-inbox-insert.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../events/dynamodb-stream-inbox-insert.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let ev: StreamEvent = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let resp = handle_stream_event(&deps, ev).await;
     assert!(resp.batch_item_failures.is_empty());

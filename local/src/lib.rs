@@ -9,8 +9,9 @@ use bytes::Bytes;
 use ctwa_shared::capture::CaptureDeps;
 use ctwa_shared::config::WebhookConfig;
 use ctwa_shared::error::ApiError;
-use ctwa_shared::handlers::{api, webhook};
+use ctwa_shared::handlers::{api, connect, webhook};
 use ctwa_shared::http::{ApiRequest, ApiResponse, parse_query};
+use ctwa_shared::meta::connection::MetaDeps;
 use ctwa_shared::secrets::{AwsSecrets, CachedSecrets};
 use ctwa_shared::store::dynamo::{DynamoData, DynamoInbox};
 use ctwa_shared::tables;
@@ -28,6 +29,7 @@ use tokio::sync::watch;
 pub enum Function {
     Webhook,
     Api,
+    Connect,
 }
 
 /// The HTTP API routes, exactly those of template.yaml (a test compares them).
@@ -37,6 +39,9 @@ pub const ROUTES: &[(&str, &str, Function)] = &[
     ("POST", "/webhook/sinch", Function::Webhook),
     ("GET", "/v1/conversations", Function::Api),
     ("GET", "/v1/conversations/{id}", Function::Api),
+    ("POST", "/v1/oauth/exchange-code", Function::Connect),
+    ("POST", "/v1/oauth/refresh-token", Function::Connect),
+    ("GET", "/v1/status", Function::Connect),
 ];
 
 fn path_matches(pattern: &str, path: &str) -> bool {
@@ -87,6 +92,10 @@ pub struct LocalConfig {
     pub sinch_webhook_secret: String,
     pub max_body_bytes: usize,
     pub inbox_ttl_days: u64,
+    /// `META_GRAPH_URL` for the functions (the simulator, or a real Graph API).
+    pub graph_url: String,
+    pub meta_app_id: String,
+    pub token_secret_prefix: String,
 }
 
 pub struct Clients {
@@ -119,6 +128,7 @@ pub struct Stack {
     pub addr: SocketAddr,
     pub data: Arc<DynamoData>,
     pub capture: Arc<CaptureDeps>,
+    pub connect: Arc<connect::ConnectDeps>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -223,6 +233,23 @@ pub async fn start(clients: &Clients, cfg: LocalConfig) -> Result<Stack, StartEr
         accounts: data.clone(),
         conversations: data.clone(),
     });
+    let aws_secrets = Arc::new(AwsSecrets::new(clients.secrets.clone()));
+    let connect_deps = Arc::new(connect::ConnectDeps {
+        accounts: data.clone(),
+        meta: MetaDeps {
+            graph: ctwa_shared::graph::GraphClient::new(&cfg.graph_url, Duration::from_secs(10))
+                .map_err(|e| StartError(format!("Graph client: {e}")))?,
+            connections: data.clone(),
+            secrets: Arc::new(CachedSecrets::new(
+                aws_secrets.clone(),
+                Duration::from_secs(5),
+            )),
+            secret_writer: aws_secrets,
+            app_secret_id: cfg.webhook_secret_id.clone(),
+            app_id: cfg.meta_app_id.clone(),
+            token_secret_prefix: cfg.token_secret_prefix.clone(),
+        },
+    });
     let capture = Arc::new(CaptureDeps::new(data.clone(), data.clone()));
 
     let listener = TcpListener::bind(cfg.bind)
@@ -242,26 +269,32 @@ pub async fn start(clients: &Clients, cfg: LocalConfig) -> Result<Stack, StartEr
     .await
     .map_err(|e| StartError(format!("inbox stream: {e}")))?;
     let feeder_task = tokio::spawn(feeder.run(rx.clone()));
-    let server_task = tokio::spawn(serve(
-        listener,
-        webhook_deps,
-        api_deps,
-        cfg.max_body_bytes,
-        rx,
-    ));
+    let functions = Arc::new(Functions {
+        webhook: webhook_deps,
+        api: api_deps,
+        connect: connect_deps.clone(),
+    });
+    let server_task = tokio::spawn(serve(listener, functions, cfg.max_body_bytes, rx));
     Ok(Stack {
         addr,
         data,
         capture,
+        connect: connect_deps,
         shutdown: tx,
         tasks: vec![server_task, feeder_task],
     })
 }
 
-async fn serve(
-    listener: TcpListener,
+/// Every function's dependencies, built once like each Lambda's cold start.
+struct Functions {
     webhook: Arc<webhook::WebhookDeps>,
     api: Arc<api::ApiDeps>,
+    connect: Arc<connect::ConnectDeps>,
+}
+
+async fn serve(
+    listener: TcpListener,
+    functions: Arc<Functions>,
     max_body: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -276,12 +309,12 @@ async fn serve(
             },
             _ = shutdown.changed() => return,
         };
-        let (webhook, api) = (webhook.clone(), api.clone());
+        let functions = functions.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
-                let (webhook, api) = (webhook.clone(), api.clone());
+                let functions = functions.clone();
                 async move {
-                    Ok::<_, std::convert::Infallible>(dispatch(&webhook, &api, max_body, req).await)
+                    Ok::<_, std::convert::Infallible>(dispatch(&functions, max_body, req).await)
                 }
             });
             let _ = hyper::server::conn::http1::Builder::new()
@@ -292,8 +325,7 @@ async fn serve(
 }
 
 async fn dispatch(
-    webhook_deps: &webhook::WebhookDeps,
-    api_deps: &api::ApiDeps,
+    functions: &Functions,
     max_body: usize,
     req: hyper::Request<Incoming>,
 ) -> hyper::Response<Full<Bytes>> {
@@ -311,8 +343,9 @@ async fn dispatch(
                     body: collected.to_bytes(),
                 };
                 match function {
-                    Function::Webhook => webhook::handle(webhook_deps, req).await,
-                    Function::Api => api::handle(api_deps, req).await,
+                    Function::Webhook => webhook::handle(&functions.webhook, req).await,
+                    Function::Api => api::handle(&functions.api, req).await,
+                    Function::Connect => connect::handle(&functions.connect, req).await,
                 }
             }
         },

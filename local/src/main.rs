@@ -43,6 +43,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         sinch_webhook_secret: env_or("CTWA_LOCAL_SINCH_SECRET", "local-sinch-secret"),
         max_body_bytes: ctwa_shared::config::DEFAULT_MAX_WEBHOOK_BODY_BYTES,
         inbox_ttl_days: 30,
+        graph_url: String::new(),
+        meta_app_id: env_or("META_APP_ID", "1234567890"),
+        token_secret_prefix: env_or("TOKEN_SECRET_PREFIX", "ctwa/local/meta-token/"),
+    };
+    // The Meta Graph API: META_GRAPH_URL when set, else the simulator, in process.
+    let mut cfg = cfg;
+    let sim = match std::env::var("META_GRAPH_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        Some(url) => {
+            cfg.graph_url = url;
+            None
+        }
+        None => {
+            let port: u16 = env_or("CTWA_GRAPH_SIM_PORT", "0")
+                .parse()
+                .map_err(|_| "CTWA_GRAPH_SIM_PORT must be a port number")?;
+            let sim = graph_sim::start(
+                ([127, 0, 0, 1], port).into(),
+                graph_sim::SimConfig {
+                    app_id: cfg.meta_app_id.clone(),
+                    app_secret: cfg.app_secret.clone(),
+                },
+            )
+            .await?;
+            cfg.graph_url = sim.graph_url();
+            Some(sim)
+        }
     };
     let clients = Clients::from_env().await;
     let stack = start(&clients, cfg.clone()).await?;
@@ -78,6 +107,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "inbox_table": cfg.inbox_table,
         "data_table": cfg.data_table,
     });
+    // A connectable demo: an authorization code as Meta's OAuth dialog would return it,
+    // with every required scope and the demo WABA (single-use; mint more at the control URL).
+    let oauth_code = sim.as_ref().map(|s| {
+        s.sim.create_code(&serde_json::json!({
+            "scopes": ctwa_shared::meta::connection::REQUIRED_SCOPES,
+            "waba_id": DEMO_WABA_ID,
+            "ttl_seconds": 86_400,
+        }))["code"]
+            .clone()
+    });
+    let mut details = details;
+    details["meta_graph_url"] = serde_json::json!(cfg.graph_url);
+    details["meta_app_id"] = serde_json::json!(cfg.meta_app_id);
+    if let (Some(s), Some(code)) = (&sim, oauth_code) {
+        details["graph_sim_control_url"] = serde_json::json!(s.control_url());
+        details["oauth_code"] = code;
+    }
     let path = state_dir.join("local.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&details)?)?;
     println!("ctwa local stack listening on {}", stack.base_url());

@@ -89,3 +89,31 @@ impl DataConfig {
 pub async fn aws_sdk_config() -> aws_config::SdkConfig {
     aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
 }
+
+/// The connect and token-refresh functions.
+#[derive(Debug, Clone)]
+pub struct ConnectConfig {
+    pub data_table: String,
+    /// The deployment secret holding the Meta `app_secret` (the webhook secret).
+    pub app_secret_id: String,
+    pub meta_app_id: String,
+    /// Token secrets are named `<prefix><account id>`.
+    pub token_secret_prefix: String,
+    pub secrets_cache_ttl: Duration,
+    /// Scheduled refresh: tokens expiring within this many days are refreshed.
+    pub refresh_within_days: i64,
+}
+
+impl ConnectConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let prefix = required("TOKEN_SECRET_PREFIX")?;
+        Ok(Self {
+            data_table: required("DATA_TABLE")?,
+            app_secret_id: required("WEBHOOK_SECRET_ID")?,
+            meta_app_id: required("META_APP_ID")?,
+            token_secret_prefix: prefix,
+            secrets_cache_ttl: Duration::from_secs(number("SECRETS_CACHE_TTL_SECONDS", 300)?),
+            refresh_within_days: number("REFRESH_WITHIN_DAYS", 10)?,
+        })
+    }
+}

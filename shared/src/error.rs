@@ -24,6 +24,15 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// Any other answer with its own status and code, and optional details merged into
+    /// the error object (e.g. the missing scopes, or Meta's error).
+    #[error("{message}")]
+    Status {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+        details: Option<serde_json::Value>,
+    },
     #[error("internal error: {0}")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -42,8 +51,35 @@ impl ApiError {
         Self::Internal(err.into())
     }
 
+    pub fn status_with(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self::Status {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    pub fn with_details(self, details: serde_json::Value) -> Self {
+        match self {
+            Self::Status {
+                status,
+                code,
+                message,
+                ..
+            } => Self::Status {
+                status,
+                code,
+                message,
+                details: Some(details),
+            },
+            other => other,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
+            Self::Status { status, .. } => *status,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -57,6 +93,7 @@ impl ApiError {
 
     pub fn code(&self) -> &'static str {
         match self {
+            Self::Status { code, .. } => code,
             Self::BadRequest(_) => "bad_request",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
@@ -78,10 +115,18 @@ impl ApiError {
             }
             other => other.to_string(),
         };
-        let mut resp = ApiResponse::json(
-            status,
-            &json!({"error": {"code": self.code(), "message": message}}),
-        );
+        let mut error = json!({"code": self.code(), "message": message});
+        if let Self::Status {
+            details: Some(serde_json::Value::Object(d)),
+            ..
+        } = &self
+            && let serde_json::Value::Object(e) = &mut error
+        {
+            for (k, v) in d {
+                e.entry(k.clone()).or_insert(v.clone());
+            }
+        }
+        let mut resp = ApiResponse::json(status, &json!({ "error": error }));
         if let Self::Unauthorized(_) = self {
             resp.headers
                 .push(("www-authenticate", "Bearer".to_string()));

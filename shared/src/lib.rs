@@ -8,6 +8,7 @@ pub mod capture;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod graph;
 pub mod handlers;
 pub mod http;
 pub mod meta;

@@ -23,6 +23,12 @@ pub trait SecretSource: Send + Sync {
     async fn get_secret(&self, id: &str) -> Result<String, SecretError>;
 }
 
+/// Writing secrets (a new version when the secret exists).
+#[async_trait]
+pub trait SecretWriter: Send + Sync {
+    async fn put_secret(&self, id: &str, value: &str) -> Result<(), SecretError>;
+}
+
 pub struct AwsSecrets {
     client: aws_sdk_secretsmanager::Client,
 }
@@ -51,6 +57,40 @@ impl SecretSource for AwsSecrets {
             Err(e) => Err(SecretError::Backend(
                 aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
             )),
+        }
+    }
+}
+
+#[async_trait]
+impl SecretWriter for AwsSecrets {
+    /// A new version of an existing secret (the common case, a refresh), or the secret
+    /// created when it does not exist yet.
+    async fn put_secret(&self, id: &str, value: &str) -> Result<(), SecretError> {
+        let ctx = |e: &dyn std::fmt::Display| SecretError::Backend(e.to_string());
+        let put = self
+            .client
+            .put_secret_value()
+            .secret_id(id)
+            .secret_string(value)
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_resource_not_found_exception()) =>
+            {
+                self.client
+                    .create_secret()
+                    .name(id)
+                    .description("Meta access token of one account (ctwa)")
+                    .secret_string(value)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| ctx(&aws_sdk_secretsmanager::error::DisplayErrorContext(&e)))
+            }
+            Err(e) => Err(ctx(&aws_sdk_secretsmanager::error::DisplayErrorContext(&e))),
         }
     }
 }
@@ -87,6 +127,14 @@ impl SecretSource for MemorySecrets {
             .get(id)
             .cloned()
             .ok_or_else(|| SecretError::NotFound(id.into()))
+    }
+}
+
+#[async_trait]
+impl SecretWriter for MemorySecrets {
+    async fn put_secret(&self, id: &str, value: &str) -> Result<(), SecretError> {
+        self.set(id, value);
+        Ok(())
     }
 }
 

@@ -51,6 +51,7 @@ pub async fn clients() -> Clients {
 
 pub struct TestApp {
     pub stack: Stack,
+    pub sim: graph_sim::RunningSim,
     pub base: String,
     pub http: reqwest::Client,
     pub clients: Clients,
@@ -91,7 +92,21 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         sinch_webhook_secret: unique("sinch"),
         max_body_bytes: opts.max_body_bytes,
         inbox_ttl_days: 30,
+        graph_url: String::new(),
+        meta_app_id: "1234567890".into(),
+        token_secret_prefix: format!("{}/", unique("meta-token")),
     };
+    let sim = graph_sim::start(
+        ([127, 0, 0, 1], 0).into(),
+        graph_sim::SimConfig {
+            app_id: cfg.meta_app_id.clone(),
+            app_secret: cfg.app_secret.clone(),
+        },
+    )
+    .await
+    .expect("graph simulator starts");
+    let mut cfg = cfg;
+    cfg.graph_url = sim.graph_url();
     let stack = start(&clients, cfg.clone())
         .await
         .expect("local stack starts");
@@ -113,6 +128,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
     TestApp {
         base: stack.base_url(),
         stack,
+        sim,
         http: reqwest::Client::new(),
         clients,
         cfg,
@@ -122,6 +138,29 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
 }
 
 impl TestApp {
+    /// An authorization code from the simulated OAuth dialog.
+    pub fn oauth_code(&self, scopes: &[&str], waba_id: &str) -> String {
+        self.sim
+            .sim
+            .create_code(&serde_json::json!({"scopes": scopes, "waba_id": waba_id}))["code"]
+            .as_str()
+            .expect("code")
+            .to_string()
+    }
+
+    pub async fn post_json(&self, path: &str, key: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     /// Another account (with its own key) on the same tables.
     pub async fn add_account(&self, phone_number_id: &str) -> (String, String) {
         let id = unique("acct");

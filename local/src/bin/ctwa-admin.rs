@@ -43,10 +43,18 @@ fn parse(argv: impl Iterator<Item = String>) -> Result<Args, String> {
 
 impl Args {
     fn one(&self, name: &str) -> Option<String> {
-        self.flags.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        self.flags
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
     }
     fn all(&self, name: &str) -> Vec<String> {
-        self.flags.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect()
+        self.flags
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
     fn required(&self, name: &str) -> Result<String, String> {
         self.one(name)
@@ -56,8 +64,15 @@ impl Args {
 }
 
 fn valid_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        return Err(format!("invalid id {id:?}: 1 to 64 letters, digits, - or _"));
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(format!(
+            "invalid id {id:?}: 1 to 64 letters, digits, - or _"
+        ));
     }
     Ok(())
 }
@@ -82,7 +97,9 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
                 sinch_app_id: args.one("sinch-app-id"),
                 created_at_ms: ctwa_shared::time::now_millis(),
             };
-            data.create_account(&account).await.map_err(|e| e.to_string())?;
+            data.create_account(&account)
+                .await
+                .map_err(|e| e.to_string())?;
             serde_json::to_value(&account).map_err(|e| e.to_string())
         }
         ["account", "show"] => {
@@ -93,13 +110,21 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         }
         ["api-key", "create"] => {
             let account = args.required("account")?;
-            if data.get_account(&account).await.map_err(|e| e.to_string())?.is_none() {
+            if data
+                .get_account(&account)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none()
+            {
                 return Err(format!("account {account} not found"));
             }
-            let (key, rec) = generate_key(&account, ctwa_shared::time::now_millis()).map_err(|e| e.to_string())?;
+            let (key, rec) = generate_key(&account, ctwa_shared::time::now_millis())
+                .map_err(|e| e.to_string())?;
             data.put_api_key(&rec).await.map_err(|e| e.to_string())?;
-            Ok(serde_json::json!({"account_id": account, "api_key": key, "prefix": rec.prefix,
-                "note": "shown once: only its hash is stored"}))
+            Ok(
+                serde_json::json!({"account_id": account, "api_key": key, "prefix": rec.prefix,
+                "note": "shown once: only its hash is stored"}),
+            )
         }
         _ => Err(USAGE.to_string()),
     }

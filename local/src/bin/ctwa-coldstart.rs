@@ -31,12 +31,17 @@ struct RuntimeApi {
     answered: Notify,
 }
 
-async fn serve_one(api: Arc<RuntimeApi>, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+async fn serve_one(
+    api: Arc<RuntimeApi>,
+    req: hyper::Request<Incoming>,
+) -> hyper::Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     if req.method() == hyper::Method::GET && path == "/2018-06-01/runtime/invocation/next" {
         let event = {
             let mut run = api.run.lock().unwrap_or_else(|p| p.into_inner());
-            if run.served { None } else {
+            if run.served {
+                None
+            } else {
                 run.served = true;
                 Some(run.event.clone())
             }
@@ -55,23 +60,46 @@ async fn serve_one(api: Arc<RuntimeApi>, req: hyper::Request<Incoming>) -> hyper
             .header("content-type", "application/json")
             .header("lambda-runtime-aws-request-id", "coldstart-1")
             .header("lambda-runtime-deadline-ms", deadline.to_string())
-            .header("lambda-runtime-invoked-function-arn", "arn:aws:lambda:us-east-1:000000000000:function:coldstart")
-            .header("lambda-runtime-trace-id", "Root=1-00000000-000000000000000000000000")
+            .header(
+                "lambda-runtime-invoked-function-arn",
+                "arn:aws:lambda:us-east-1:000000000000:function:coldstart",
+            )
+            .header(
+                "lambda-runtime-trace-id",
+                "Root=1-00000000-000000000000000000000000",
+            )
             .body(Full::new(event))
             .unwrap_or_default();
     }
-    if req.method() == hyper::Method::POST && (path.ends_with("/response") || path.ends_with("/error")) {
+    if req.method() == hyper::Method::POST
+        && (path.ends_with("/response") || path.ends_with("/error"))
+    {
         let at = Instant::now();
-        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         let mut run = api.run.lock().unwrap_or_else(|p| p.into_inner());
         run.answered_at = Some(at);
-        let kind = if path.ends_with("/error") { "error: " } else { "" };
+        let kind = if path.ends_with("/error") {
+            "error: "
+        } else {
+            ""
+        };
         run.answer = Some(format!("{kind}{}", String::from_utf8_lossy(&body)));
         drop(run);
         api.answered.notify_one();
-        return hyper::Response::builder().status(202).body(Full::new(Bytes::new())).unwrap_or_default();
+        return hyper::Response::builder()
+            .status(202)
+            .body(Full::new(Bytes::new()))
+            .unwrap_or_default();
     }
-    hyper::Response::builder().status(404).body(Full::new(Bytes::new())).unwrap_or_default()
+    hyper::Response::builder()
+        .status(404)
+        .body(Full::new(Bytes::new()))
+        .unwrap_or_default()
 }
 
 fn peak_rss_kb(pid: u32) -> Option<u64> {
@@ -109,7 +137,9 @@ async fn main() -> ExitCode {
                 }
             }
             _ => {
-                eprintln!("usage: ctwa-coldstart --bin PATH --event FILE [--runs N] [--env K=V]...");
+                eprintln!(
+                    "usage: ctwa-coldstart --bin PATH --event FILE [--runs N] [--env K=V]..."
+                );
                 return ExitCode::from(2);
             }
         }
@@ -130,7 +160,10 @@ async fn main() -> ExitCode {
     let mut answer = String::new();
     for _ in 0..runs {
         let api = Arc::new(RuntimeApi {
-            run: Mutex::new(Run { event: event.clone(), ..Default::default() }),
+            run: Mutex::new(Run {
+                event: event.clone(),
+                ..Default::default()
+            }),
             answered: Notify::new(),
         });
         let listener = match TcpListener::bind("127.0.0.1:0").await {
@@ -144,7 +177,9 @@ async fn main() -> ExitCode {
         let server_api = api.clone();
         let server = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let api = server_api.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {

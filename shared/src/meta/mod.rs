@@ -1,2 +1,3 @@
 //! Meta types. `webhook`: the WhatsApp Cloud API webhook envelope and messages.
+pub mod connection;
 pub mod webhook;

@@ -17,6 +17,7 @@ pub struct MemoryStore {
     conversations: Mutex<HashMap<String, Conversation>>,
     clicks: Mutex<ClickHistory>,
     pub unrouted: Mutex<Vec<InboxItem>>,
+    connections: Mutex<HashMap<String, MetaConnection>>,
     pub automatic_events: Mutex<Vec<(String, AutomaticEvent)>>,
 }
 
@@ -215,6 +216,29 @@ impl Conversations for MemoryStore {
         }
         evs.push((account_id.to_string(), ev.clone()));
         Ok(true)
+    }
+}
+
+#[async_trait]
+impl Connections for MemoryStore {
+    async fn put_connection(&self, c: &MetaConnection) -> Result<(), StoreError> {
+        lock(&self.connections).insert(c.account_id.clone(), c.clone());
+        Ok(())
+    }
+    async fn get_connection(&self, account_id: &str) -> Result<Option<MetaConnection>, StoreError> {
+        Ok(lock(&self.connections).get(account_id).cloned())
+    }
+    async fn connections_expiring_before(
+        &self,
+        before: i64,
+    ) -> Result<Vec<MetaConnection>, StoreError> {
+        let mut v: Vec<MetaConnection> = lock(&self.connections)
+            .values()
+            .filter(|c| c.expires_at.is_some_and(|e| e < before))
+            .cloned()
+            .collect();
+        v.sort_by_key(|c| c.expires_at);
+        Ok(v)
     }
 }
 

@@ -165,6 +165,61 @@ pub trait Conversations: Send + Sync {
     ) -> Result<bool, StoreError>;
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionStatus {
+    Connected,
+    /// The token is expired or revoked: the business must reconnect (exchange a new code).
+    Broken,
+}
+
+impl ConnectionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connected => "connected",
+            Self::Broken => "broken",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "connected" => Some(Self::Connected),
+            "broken" => Some(Self::Broken),
+            _ => None,
+        }
+    }
+}
+
+/// An account's Meta connection: metadata only. The token itself lives in Secrets
+/// Manager under `secret_id`, never in the table.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MetaConnection {
+    pub account_id: String,
+    pub status: ConnectionStatus,
+    /// `USER`, `SYSTEM_USER`, ... as `debug_token` says.
+    pub token_type: Option<String>,
+    pub scopes: Vec<String>,
+    pub waba_id: Option<String>,
+    /// Unix seconds; `None` for a token that never expires.
+    pub expires_at: Option<i64>,
+    pub connected_at_ms: i64,
+    pub refreshed_at_ms: Option<i64>,
+    /// The last refresh failure (Meta's message), if any.
+    pub last_error: Option<String>,
+    pub secret_id: String,
+}
+
+#[async_trait]
+pub trait Connections: Send + Sync {
+    async fn put_connection(&self, c: &MetaConnection) -> Result<(), StoreError>;
+    async fn get_connection(&self, account_id: &str) -> Result<Option<MetaConnection>, StoreError>;
+    /// Connections whose token expires before `before` (unix seconds), soonest first.
+    /// Never-expiring tokens are not listed.
+    async fn connections_expiring_before(
+        &self,
+        before: i64,
+    ) -> Result<Vec<MetaConnection>, StoreError>;
+}
+
 /// Whether click `a` precedes click `b` for first-touch purposes.
 pub fn click_precedes(a_ms: i64, a_msg: &str, b_ms: i64, b_msg: &str) -> bool {
     (a_ms, a_msg) < (b_ms, b_msg)

@@ -1,0 +1,31 @@
+//! Token-refresh Lambda (EventBridge schedule): wiring only. Refreshes every Meta token
+//! expiring within REFRESH_WITHIN_DAYS, carries on past failures, and reports the run as
+//! a CloudWatch Embedded Metric Format line (the failures alarm reads it).
+use ctwa_shared::config::{ConnectConfig, aws_sdk_config};
+use ctwa_shared::meta::connection::{RefreshReport, meta_deps, refresh_due, refresh_metrics_line};
+use ctwa_shared::store::dynamo::DynamoData;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use std::sync::Arc;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = ConnectConfig::from_env()?;
+    let sdk = aws_sdk_config().await;
+    let data = Arc::new(DynamoData::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        &config.data_table,
+    ));
+    let deps = Arc::new(meta_deps(&config, &sdk, data)?);
+    let within = config.refresh_within_days * 86_400;
+    lambda_runtime::run(service_fn(move |_: LambdaEvent<serde_json::Value>| {
+        let deps = deps.clone();
+        async move {
+            let now = ctwa_shared::time::now_millis();
+            let report: RefreshReport = refresh_due(&deps, within, now).await?;
+            println!("{}", refresh_metrics_line(&report, now));
+            Ok::<_, Error>(report)
+        }
+    }))
+    .await
+}

@@ -1,0 +1,639 @@
+//! A Meta Graph API simulator for tests and the local run, served in place of
+//! `META_GRAPH_URL`. It answers with Meta's shapes and error bodies
+//! (`{"error":{"message","type","code","error_subcode","fbtrace_id"}}`), keeps what it
+//! received for tests to read, and takes faults to inject.
+//!
+//! Graph endpoints (under any version prefix, e.g. `/v25.0`):
+//! - `GET|POST /oauth/access_token` — code exchange (single-use codes that expire,
+//!   `redirect_uri` checked) and `grant_type=fb_exchange_token` (long-lived token;
+//!   an expired or revoked token is refused with code 190).
+//! - `GET /debug_token?input_token=` — introspection, app token as `access_token`
+//!   (query) or `Authorization: Bearer`.
+//!
+//! Control endpoints (`/_sim/...`, JSON):
+//! - `POST /_sim/oauth/codes {scopes, waba_id?, redirect_uri?, ttl_seconds?, token_type?, token_expires_in?}` -> `{code}`
+//! - `POST /_sim/tokens {scopes, waba_id?, type?, expires_in?}` -> `{access_token}` (0 = never expires)
+//! - `POST /_sim/tokens/revoke {access_token}`, `POST /_sim/tokens/expire {access_token}`
+//! - `POST /_sim/faults {path_prefix?, status?, code?, error_subcode?, message?, times?, delay_ms?, is_transient?}`
+//! - `GET /_sim/requests` -> every Graph request received; `POST /_sim/reset`
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+pub const DEFAULT_VERSION: &str = "v25.0";
+/// Long-lived user tokens last about 60 days.
+pub const LONG_LIVED_SECONDS: i64 = 5_183_944;
+/// Tokens from a code exchange last one to two hours.
+pub const SHORT_LIVED_SECONDS: i64 = 5_400;
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub app_id: String,
+    pub app_secret: String,
+}
+
+#[derive(Debug, Clone)]
+struct Grant {
+    scopes: Vec<String>,
+    waba_id: Option<String>,
+    redirect_uri: Option<String>,
+    expires_at: i64,
+    used: bool,
+    token_type: String,
+    token_expires_in: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+struct TokenInfo {
+    kind: String,
+    scopes: Vec<String>,
+    waba_id: Option<String>,
+    issued_at: i64,
+    /// 0 = never expires.
+    expires_at: i64,
+    revoked: bool,
+    user_id: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Fault {
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    #[serde(default = "default_fault_status")]
+    pub status: u16,
+    #[serde(default)]
+    pub code: Option<i64>,
+    #[serde(default)]
+    pub error_subcode: Option<i64>,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub is_transient: Option<bool>,
+    #[serde(default = "default_times")]
+    pub times: u32,
+    #[serde(default)]
+    pub delay_ms: u64,
+}
+
+fn default_fault_status() -> u16 {
+    500
+}
+fn default_times() -> u32 {
+    1
+}
+
+#[derive(Default)]
+struct State {
+    grants: HashMap<String, Grant>,
+    tokens: HashMap<String, TokenInfo>,
+    requests: Vec<Value>,
+    faults: VecDeque<Fault>,
+    counter: u64,
+}
+
+pub struct Simulator {
+    config: SimConfig,
+    state: Mutex<State>,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+fn graph_error(
+    status: u16,
+    code: i64,
+    subcode: Option<i64>,
+    kind: &str,
+    message: &str,
+) -> (u16, Value) {
+    let mut e = json!({
+        "message": message,
+        "type": kind,
+        "code": code,
+        "fbtrace_id": fbtrace(),
+    });
+    if let Some(s) = subcode {
+        e["error_subcode"] = json!(s);
+    }
+    (status, json!({ "error": e }))
+}
+
+fn fbtrace() -> String {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    format!("A{}", hex::encode(b))
+}
+
+fn token_error(subcode: i64, message: &str) -> (u16, Value) {
+    graph_error(400, 190, Some(subcode), "OAuthException", message)
+}
+
+impl Simulator {
+    pub fn new(config: SimConfig) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn mint(&self, st: &mut State, prefix: &str) -> String {
+        st.counter += 1;
+        let mut b = [0u8; 16];
+        let _ = getrandom::fill(&mut b);
+        format!("{prefix}{}{}", st.counter, hex::encode(b))
+    }
+
+    /// Creates an authorization code as Meta's OAuth dialog would hand it to the browser.
+    pub fn create_code(&self, req: &Value) -> Value {
+        let mut st = self.lock();
+        let code = self.mint(&mut st, "AQB");
+        let grant = Grant {
+            scopes: strings(&req["scopes"]),
+            waba_id: req["waba_id"].as_str().map(str::to_string),
+            redirect_uri: req["redirect_uri"].as_str().map(str::to_string),
+            expires_at: now() + req["ttl_seconds"].as_i64().unwrap_or(600),
+            used: false,
+            token_type: req["token_type"].as_str().unwrap_or("USER").to_string(),
+            token_expires_in: req["token_expires_in"].as_i64(),
+        };
+        st.grants.insert(code.clone(), grant);
+        json!({ "code": code })
+    }
+
+    /// Creates a token directly (e.g. a system-user token minted in Business Manager).
+    pub fn create_token(&self, req: &Value) -> Value {
+        let mut st = self.lock();
+        let token = self.mint(&mut st, "EAAG");
+        let expires_in = req["expires_in"].as_i64().unwrap_or(LONG_LIVED_SECONDS);
+        let info = TokenInfo {
+            kind: req["type"].as_str().unwrap_or("USER").to_string(),
+            scopes: strings(&req["scopes"]),
+            waba_id: req["waba_id"].as_str().map(str::to_string),
+            issued_at: now(),
+            expires_at: if expires_in == 0 {
+                0
+            } else {
+                now() + expires_in
+            },
+            revoked: false,
+            user_id: "10000000000001".into(),
+        };
+        st.tokens.insert(token.clone(), info);
+        json!({ "access_token": token, "expires_in": expires_in })
+    }
+
+    pub fn revoke(&self, token: &str) -> bool {
+        self.lock()
+            .tokens
+            .get_mut(token)
+            .map(|t| t.revoked = true)
+            .is_some()
+    }
+
+    pub fn expire(&self, token: &str) -> bool {
+        self.lock()
+            .tokens
+            .get_mut(token)
+            .map(|t| t.expires_at = now() - 1)
+            .is_some()
+    }
+
+    pub fn add_fault(&self, f: Fault) {
+        self.lock().faults.push_back(f);
+    }
+
+    /// Every Graph request received so far: method, path, query, body.
+    pub fn requests(&self) -> Vec<Value> {
+        self.lock().requests.clone()
+    }
+
+    /// Every token the simulator has issued (tests look for them in logs).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.lock().tokens.keys().cloned().collect()
+    }
+
+    pub fn reset(&self) {
+        *self.lock() = State::default();
+    }
+
+    fn take_fault(&self, path: &str) -> Option<Fault> {
+        let mut st = self.lock();
+        let i = st
+            .faults
+            .iter()
+            .position(|f| f.path_prefix.as_deref().is_none_or(|p| path.starts_with(p)))?;
+        let f = st.faults.get_mut(i)?;
+        let out = f.clone();
+        f.times = f.times.saturating_sub(1);
+        if f.times == 0 {
+            st.faults.remove(i);
+        }
+        Some(out)
+    }
+
+    fn check_app(&self, params: &HashMap<String, String>) -> Option<(u16, Value)> {
+        if params.get("client_id").map(String::as_str) != Some(self.config.app_id.as_str()) {
+            return Some(graph_error(
+                400,
+                101,
+                None,
+                "OAuthException",
+                "Error validating application. Invalid application ID.",
+            ));
+        }
+        if params.get("client_secret").map(String::as_str) != Some(self.config.app_secret.as_str())
+        {
+            return Some(graph_error(
+                400,
+                1,
+                None,
+                "OAuthException",
+                "Error validating client secret.",
+            ));
+        }
+        None
+    }
+
+    fn access_token(&self, params: &HashMap<String, String>) -> (u16, Value) {
+        if let Some(e) = self.check_app(params) {
+            return e;
+        }
+        if params.get("grant_type").map(String::as_str) == Some("fb_exchange_token") {
+            let Some(old) = params.get("fb_exchange_token") else {
+                return graph_error(
+                    400,
+                    100,
+                    None,
+                    "OAuthException",
+                    "Missing fb_exchange_token parameter.",
+                );
+            };
+            let mut st = self.lock();
+            let Some(info) = st.tokens.get(old).cloned() else {
+                return token_error(
+                    190,
+                    "Invalid OAuth access token - Cannot parse access token",
+                );
+            };
+            if info.revoked {
+                return token_error(
+                    460,
+                    "Error validating access token: The session has been invalidated because the user changed their password or Facebook has changed the session for security reasons.",
+                );
+            }
+            if info.expires_at != 0 && info.expires_at <= now() {
+                return token_error(463, "Error validating access token: Session has expired.");
+            }
+            let token = self.mint(&mut st, "EAAG");
+            let expires_in = if info.expires_at == 0 {
+                0
+            } else {
+                LONG_LIVED_SECONDS
+            };
+            st.tokens.insert(
+                token.clone(),
+                TokenInfo {
+                    issued_at: now(),
+                    expires_at: if expires_in == 0 {
+                        0
+                    } else {
+                        now() + expires_in
+                    },
+                    ..info
+                },
+            );
+            return (
+                200,
+                json!({"access_token": token, "token_type": "bearer", "expires_in": expires_in}),
+            );
+        }
+        let Some(code) = params.get("code") else {
+            return graph_error(400, 100, None, "OAuthException", "Missing code parameter.");
+        };
+        let mut st = self.lock();
+        let Some(grant) = st.grants.get(code).cloned() else {
+            return graph_error(
+                400,
+                100,
+                Some(36007),
+                "OAuthException",
+                "Invalid verification code format.",
+            );
+        };
+        if grant.used {
+            return graph_error(
+                400,
+                100,
+                Some(36009),
+                "OAuthException",
+                "This authorization code has been used.",
+            );
+        }
+        if grant.expires_at <= now() {
+            return graph_error(
+                400,
+                100,
+                Some(36007),
+                "OAuthException",
+                "Code was invalid or expired. ",
+            );
+        }
+        if let Some(uri) = &grant.redirect_uri
+            && params.get("redirect_uri") != Some(uri)
+        {
+            return graph_error(
+                400,
+                100,
+                Some(36008),
+                "OAuthException",
+                "Error validating verification code. Please make sure your redirect_uri is identical to the one you used in the OAuth dialog request",
+            );
+        }
+        if let Some(g) = st.grants.get_mut(code) {
+            g.used = true;
+        }
+        let token = self.mint(&mut st, "EAAG");
+        let expires_in = grant.token_expires_in.unwrap_or(SHORT_LIVED_SECONDS);
+        st.tokens.insert(
+            token.clone(),
+            TokenInfo {
+                kind: grant.token_type,
+                scopes: grant.scopes,
+                waba_id: grant.waba_id,
+                issued_at: now(),
+                expires_at: if expires_in == 0 {
+                    0
+                } else {
+                    now() + expires_in
+                },
+                revoked: false,
+                user_id: "10000000000001".into(),
+            },
+        );
+        (
+            200,
+            json!({"access_token": token, "token_type": "bearer", "expires_in": expires_in}),
+        )
+    }
+
+    fn debug_token(&self, params: &HashMap<String, String>, bearer: Option<&str>) -> (u16, Value) {
+        let app_token = format!("{}|{}", self.config.app_id, self.config.app_secret);
+        let presented = params.get("access_token").map(String::as_str).or(bearer);
+        let st = self.lock();
+        let app_ok = presented == Some(app_token.as_str())
+            || presented
+                .and_then(|t| st.tokens.get(t))
+                .is_some_and(|t| !t.revoked);
+        if !app_ok {
+            return token_error(190, "Invalid OAuth access token signature.");
+        }
+        let Some(input) = params.get("input_token") else {
+            return graph_error(
+                400,
+                100,
+                None,
+                "OAuthException",
+                "The parameter input_token is required",
+            );
+        };
+        let Some(info) = st.tokens.get(input) else {
+            return (
+                200,
+                json!({"data": {"is_valid": false, "scopes": [], "error": {"code": 190, "message": "Invalid OAuth access token."}}}),
+            );
+        };
+        let valid = !info.revoked && (info.expires_at == 0 || info.expires_at > now());
+        let mut granular = Vec::new();
+        for s in &info.scopes {
+            let mut g = json!({"scope": s});
+            if s.starts_with("whatsapp_business")
+                && let Some(w) = &info.waba_id
+            {
+                g["target_ids"] = json!([w]);
+            }
+            granular.push(g);
+        }
+        let mut data = json!({
+            "app_id": self.config.app_id,
+            "type": info.kind,
+            "application": "ctwa-sim",
+            "data_access_expires_at": if info.expires_at == 0 { 0 } else { info.issued_at + 90 * 86_400 },
+            "expires_at": info.expires_at,
+            "is_valid": valid,
+            "issued_at": info.issued_at,
+            "scopes": info.scopes,
+            "granular_scopes": granular,
+            "user_id": info.user_id,
+        });
+        if !valid {
+            data["error"] = json!({"code": 190, "subcode": if info.revoked { 460 } else { 463 }, "message": "Error validating access token."});
+        }
+        (200, json!({ "data": data }))
+    }
+
+    /// Routes one request: Graph endpoints (after the version segment) and `/_sim/...`.
+    pub async fn handle(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        headers: &hyper::HeaderMap,
+        body: &[u8],
+    ) -> (u16, Value) {
+        let body_json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        if let Some(ctl) = path.strip_prefix("/_sim") {
+            return match (method, ctl) {
+                ("POST", "/oauth/codes") => (200, self.create_code(&body_json)),
+                ("POST", "/tokens") => (200, self.create_token(&body_json)),
+                ("POST", "/tokens/revoke") => {
+                    let ok = self.revoke(body_json["access_token"].as_str().unwrap_or_default());
+                    (if ok { 200 } else { 404 }, json!({"success": ok}))
+                }
+                ("POST", "/tokens/expire") => {
+                    let ok = self.expire(body_json["access_token"].as_str().unwrap_or_default());
+                    (if ok { 200 } else { 404 }, json!({"success": ok}))
+                }
+                ("POST", "/faults") => match serde_json::from_value::<Fault>(body_json) {
+                    Ok(f) => {
+                        self.add_fault(f);
+                        (200, json!({"success": true}))
+                    }
+                    Err(e) => (400, json!({"error": e.to_string()})),
+                },
+                ("GET", "/requests") => (200, json!({"requests": self.requests()})),
+                ("POST", "/reset") => {
+                    self.reset();
+                    (200, json!({"success": true}))
+                }
+                _ => (404, json!({"error": "unknown simulator control route"})),
+            };
+        }
+        // Strip the version segment (`/v25.0/...`).
+        let rest = match path.strip_prefix('/').and_then(|p| p.split_once('/')) {
+            Some((v, rest)) if v.starts_with('v') && v[1..].contains('.') => format!("/{rest}"),
+            _ => path.to_string(),
+        };
+        let mut params: HashMap<String, String> = form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let is_form = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+        if is_form {
+            params.extend(form_urlencoded::parse(body).into_owned());
+        } else if let Value::Object(m) = &body_json {
+            for (k, v) in m {
+                params.insert(
+                    k.clone(),
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string()),
+                );
+            }
+        }
+        self.lock().requests.push(json!({
+            "method": method,
+            "path": rest,
+            "params": params,
+        }));
+        if let Some(f) = self.take_fault(&rest) {
+            if f.delay_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(f.delay_ms)).await;
+            }
+            if f.status != 200 {
+                let code = f.code.unwrap_or(if f.status >= 500 { 2 } else { 1 });
+                let (status, mut body) = graph_error(
+                    f.status,
+                    code,
+                    f.error_subcode,
+                    "OAuthException",
+                    f.message.as_deref().unwrap_or(
+                        "An unexpected error has occurred. Please retry your request later.",
+                    ),
+                );
+                if let Some(t) = f.is_transient {
+                    body["error"]["is_transient"] = json!(t);
+                }
+                return (status, body);
+            }
+        }
+        let bearer = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("OAuth "))
+            });
+        match (method, rest.as_str()) {
+            ("GET" | "POST", "/oauth/access_token") => self.access_token(&params),
+            ("GET", "/debug_token") => self.debug_token(&params, bearer),
+            _ => graph_error(
+                400,
+                100,
+                Some(33),
+                "GraphMethodException",
+                &format!(
+                    "Unsupported {} request. Object with ID '{}' does not exist, cannot be loaded due to missing permissions, or does not support this operation.",
+                    method.to_lowercase(),
+                    rest.trim_start_matches('/')
+                ),
+            ),
+        }
+    }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub struct RunningSim {
+    pub addr: SocketAddr,
+    pub sim: Arc<Simulator>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningSim {
+    /// The value for `META_GRAPH_URL`.
+    pub fn graph_url(&self) -> String {
+        format!("http://{}/{DEFAULT_VERSION}", self.addr)
+    }
+    pub fn control_url(&self) -> String {
+        format!("http://{}/_sim", self.addr)
+    }
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+/// Serves the simulator on `addr` (port 0 for any free port).
+pub async fn start(addr: SocketAddr, config: SimConfig) -> std::io::Result<RunningSim> {
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let sim = Simulator::new(config);
+    let s = sim.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let s = s.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                    let s = s.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = Limited::new(body, 8 << 20)
+                            .collect()
+                            .await
+                            .map(|c| c.to_bytes())
+                            .unwrap_or_default();
+                        let (status, v) = s
+                            .handle(
+                                parts.method.as_str(),
+                                parts.uri.path(),
+                                parts.uri.query().unwrap_or(""),
+                                &parts.headers,
+                                &body,
+                            )
+                            .await;
+                        let resp = hyper::Response::builder()
+                            .status(status)
+                            .header("content-type", "application/json; charset=UTF-8")
+                            .header("x-fb-trace-id", fbtrace())
+                            .body(Full::new(Bytes::from(v.to_string())))
+                            .unwrap_or_default();
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(RunningSim { addr, sim, task })
+}

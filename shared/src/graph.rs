@@ -1,0 +1,374 @@
+//! The one Graph API client. Every Meta call goes through `META_GRAPH_URL` (default
+//! `https://graph.facebook.com/v25.0`), so tests and the local run point it at the
+//! simulator. Errors keep Meta's body (`code`, `error_subcode`, `message`, `fbtrace_id`)
+//! and say whether they are worth retrying (meta-api.md section 7). Tokens travel as
+//! [`Token`], whose `Debug` never shows the value; no URL is ever logged.
+
+use serde::Deserialize;
+use std::time::Duration;
+
+pub const DEFAULT_GRAPH_URL: &str = "https://graph.facebook.com/v25.0";
+
+/// A Meta access token. `Debug`/`Display` are redacted; `expose` is explicit.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(***)")
+    }
+}
+
+/// The Meta app (id and secret) the OAuth calls are made for.
+#[derive(Clone)]
+pub struct AppCredentials {
+    pub app_id: String,
+    pub app_secret: String,
+}
+
+impl std::fmt::Debug for AppCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "AppCredentials {{ app_id: {:?}, app_secret: *** }}",
+            self.app_id
+        )
+    }
+}
+
+/// Meta's error body: `{"error":{...}}`.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+pub struct GraphErrorBody {
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub code: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_subcode: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_user_title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_user_msg: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fbtrace_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_transient: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorEnvelope {
+    error: GraphErrorBody,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GraphError {
+    #[error("Meta answered {status}: (#{}) {}", .error.code, .error.message)]
+    Api {
+        status: u16,
+        error: Box<GraphErrorBody>,
+    },
+    #[error("Meta could not be reached: {0}")]
+    Transport(String),
+    #[error("Meta's answer could not be read: {0}")]
+    Decode(String),
+}
+
+impl GraphError {
+    pub fn code(&self) -> Option<i64> {
+        match self {
+            GraphError::Api { error, .. } => Some(error.code),
+            _ => None,
+        }
+    }
+
+    /// Codes 1, 2, 4, 17, 32, 341, 368, 613, 80000-80014, HTTP 5xx, timeouts,
+    /// `is_transient: true`. Never 190 (token), 10/200-299 (permissions), 100.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            GraphError::Transport(_) => true,
+            GraphError::Decode(_) => false,
+            GraphError::Api { status, error } => {
+                if matches!(error.code, 190 | 10 | 100 | 200..=299) {
+                    return false;
+                }
+                error.is_transient == Some(true)
+                    || *status >= 500
+                    || matches!(
+                        error.code,
+                        1 | 2 | 4 | 17 | 32 | 341 | 368 | 613 | 80_000..=80_014
+                    )
+            }
+        }
+    }
+
+    /// Code 190: the token is invalid, expired or revoked; the user must reconnect.
+    pub fn is_token_error(&self) -> bool {
+        self.code() == Some(190)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    pub token_type: Option<String>,
+    /// Seconds; absent or 0 for tokens that do not expire.
+    #[serde(default)]
+    pub expires_in: Option<i64>,
+}
+
+impl TokenResponse {
+    pub fn token(&self) -> Token {
+        Token(self.access_token.clone())
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+pub struct GranularScope {
+    pub scope: String,
+    #[serde(default)]
+    pub target_ids: Vec<String>,
+}
+
+/// `GET /debug_token` -> `data`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+pub struct TokenInfo {
+    #[serde(default)]
+    pub app_id: Option<String>,
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub is_valid: bool,
+    /// Unix seconds; 0 = never (UNCONFIRMED by Meta, see meta-api.md section 4).
+    #[serde(default)]
+    pub expires_at: i64,
+    #[serde(default)]
+    pub data_access_expires_at: Option<i64>,
+    #[serde(default)]
+    pub issued_at: Option<i64>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub granular_scopes: Vec<GranularScope>,
+    #[serde(default)]
+    pub user_id: Option<String>,
+}
+
+impl TokenInfo {
+    /// The WABA id: the first target of `whatsapp_business_management`.
+    pub fn waba_id(&self) -> Option<String> {
+        self.granular_scopes
+            .iter()
+            .find(|g| g.scope == "whatsapp_business_management")
+            .and_then(|g| g.target_ids.first().cloned())
+    }
+    pub fn expires(&self) -> Option<i64> {
+        (self.expires_at > 0).then_some(self.expires_at)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct DebugEnvelope {
+    data: TokenInfo,
+}
+
+#[derive(Clone)]
+pub struct GraphClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl GraphClient {
+    pub fn new(base_url: &str, timeout: Duration) -> Result<Self, GraphError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+            .map_err(|e| GraphError::Transport(e.to_string()))?;
+        Ok(Self {
+            http,
+            base: base_url.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// From `META_GRAPH_URL` (default Meta's v25.0), 10 s per request.
+    pub fn from_env() -> Result<Self, GraphError> {
+        let base = std::env::var("META_GRAPH_URL")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_GRAPH_URL.to_string());
+        Self::new(&base, Duration::from_secs(10))
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    async fn read<T: serde::de::DeserializeOwned>(
+        resp: Result<reqwest::Response, reqwest::Error>,
+    ) -> Result<T, GraphError> {
+        // reqwest's error text can carry the URL (and so a query token): keep only its kind.
+        let resp = resp.map_err(|e| GraphError::Transport(transport_kind(&e)))?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| GraphError::Transport(transport_kind(&e)))?;
+        if !(200..300).contains(&status) {
+            return Err(match serde_json::from_slice::<ErrorEnvelope>(&bytes) {
+                Ok(env) => GraphError::Api {
+                    status,
+                    error: Box::new(env.error),
+                },
+                Err(_) => GraphError::Api {
+                    status,
+                    error: Box::new(GraphErrorBody {
+                        message: format!("HTTP {status} without a Graph error body"),
+                        code: if status >= 500 { 2 } else { 1 },
+                        ..Default::default()
+                    }),
+                },
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| GraphError::Decode(e.to_string()))
+    }
+
+    /// `GET /oauth/access_token?client_id&redirect_uri&client_secret&code`. Not retried:
+    /// codes are single-use.
+    pub async fn exchange_code(
+        &self,
+        app: &AppCredentials,
+        code: &str,
+        redirect_uri: Option<&str>,
+    ) -> Result<TokenResponse, GraphError> {
+        let mut q = vec![
+            ("client_id", app.app_id.as_str()),
+            ("client_secret", app.app_secret.as_str()),
+            ("code", code),
+        ];
+        if let Some(r) = redirect_uri {
+            q.push(("redirect_uri", r));
+        }
+        let resp = self
+            .http
+            .get(format!("{}/oauth/access_token", self.base))
+            .query(&q)
+            .send()
+            .await;
+        Self::read(resp).await
+    }
+
+    /// `GET /oauth/access_token?grant_type=fb_exchange_token` (long-lived token, refresh).
+    pub async fn exchange_long_lived(
+        &self,
+        app: &AppCredentials,
+        token: &Token,
+    ) -> Result<TokenResponse, GraphError> {
+        let q = [
+            ("grant_type", "fb_exchange_token"),
+            ("client_id", app.app_id.as_str()),
+            ("client_secret", app.app_secret.as_str()),
+            ("fb_exchange_token", token.expose()),
+        ];
+        let resp = self
+            .http
+            .get(format!("{}/oauth/access_token", self.base))
+            .query(&q)
+            .send()
+            .await;
+        Self::read(resp).await
+    }
+
+    /// `GET /debug_token?input_token=`, with the app token as bearer.
+    pub async fn debug_token(
+        &self,
+        app: &AppCredentials,
+        token: &Token,
+    ) -> Result<TokenInfo, GraphError> {
+        let app_token = format!("{}|{}", app.app_id, app.app_secret);
+        let resp = self
+            .http
+            .get(format!("{}/debug_token", self.base))
+            .query(&[("input_token", token.expose())])
+            .bearer_auth(app_token)
+            .send()
+            .await;
+        Self::read::<DebugEnvelope>(resp).await.map(|d| d.data)
+    }
+}
+
+fn transport_kind(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timeout".into()
+    } else if e.is_connect() {
+        "connection failed".into()
+    } else {
+        "request failed".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16, code: i64, transient: Option<bool>) -> GraphError {
+        GraphError::Api {
+            status,
+            error: Box::new(GraphErrorBody {
+                code,
+                is_transient: transient,
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn retryable_codes_follow_meta() {
+        for c in [1, 2, 4, 17, 32, 341, 368, 613, 80_000, 80_014] {
+            assert!(api(400, c, None).is_retryable(), "{c}");
+        }
+        for c in [190, 10, 100, 200, 299, 80_015] {
+            assert!(!api(400, c, None).is_retryable(), "{c}");
+        }
+        assert!(api(503, 9999, None).is_retryable());
+        assert!(
+            !api(500, 190, None).is_retryable(),
+            "a token error is never retried"
+        );
+        assert!(api(400, 9999, Some(true)).is_retryable());
+        assert!(GraphError::Transport("timeout".into()).is_retryable());
+        assert!(api(400, 190, None).is_token_error());
+    }
+
+    #[test]
+    fn tokens_never_print() {
+        let t = Token::new("EAAGsecret");
+        assert_eq!(format!("{t:?}"), "Token(***)");
+        let app = AppCredentials {
+            app_id: "1".into(),
+            app_secret: "s3cr3t".into(),
+        };
+        assert!(!format!("{app:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn waba_from_granular_scopes() {
+        let info: TokenInfo = serde_json::from_str(
+            r#"{"is_valid":true,"expires_at":0,"scopes":["a"],"granular_scopes":[{"scope":"ads_management","target_ids":["1"]},{"scope":"whatsapp_business_management","target_ids":["W1","W2"]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(info.waba_id().as_deref(), Some("W1"));
+        assert_eq!(info.expires(), None);
+    }
+}

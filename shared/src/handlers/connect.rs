@@ -1,0 +1,213 @@
+//! The Meta connection routes: `POST /v1/oauth/exchange-code`,
+//! `POST /v1/oauth/refresh-token` and `GET /v1/status` (the seed CLI's default).
+
+use crate::auth::authenticate;
+use crate::error::{ApiError, ApiResult};
+use crate::graph::GraphError;
+use crate::http::{ApiRequest, ApiResponse};
+use crate::meta::connection::{ConnectError, MetaDeps, RefreshOutcome, exchange_code, refresh};
+use crate::store::{Accounts, ConnectionStatus};
+use crate::time::rfc3339_millis;
+use http::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// JSON request bodies of the client API are small.
+pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
+
+pub struct ConnectDeps {
+    pub accounts: Arc<dyn Accounts>,
+    pub meta: MetaDeps,
+}
+
+pub async fn handle(deps: &ConnectDeps, req: ApiRequest) -> ApiResponse {
+    let path = super::route_path(&req.path);
+    let result = match (&req.method, path) {
+        (&Method::POST, "/v1/oauth/exchange-code") => exchange(deps, &req).await,
+        (&Method::POST, "/v1/oauth/refresh-token") => refresh_token(deps, &req).await,
+        (&Method::GET, "/v1/status") => status(deps, &req).await,
+        (_, "/v1/oauth/exchange-code" | "/v1/oauth/refresh-token" | "/v1/status") => {
+            Err(ApiError::MethodNotAllowed)
+        }
+        _ => Err(ApiError::not_found(format!(
+            "no route for {} {}",
+            req.method, req.path
+        ))),
+    };
+    result.unwrap_or_else(ApiError::into_response)
+}
+
+/// Parses a JSON body strictly: size-limited, an object, no unknown fields.
+pub fn json_body<T: serde::de::DeserializeOwned>(req: &ApiRequest) -> ApiResult<T> {
+    if req.body.len() > MAX_JSON_BODY_BYTES {
+        return Err(ApiError::PayloadTooLarge {
+            limit: MAX_JSON_BODY_BYTES,
+        });
+    }
+    let body: &[u8] = if req.body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &req.body
+    };
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExchangeBody {
+    code: String,
+    #[serde(default)]
+    redirect_uri: Option<String>,
+    #[serde(default)]
+    granted_scopes: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmptyBody {}
+
+fn meta_error_details(e: &GraphError) -> Value {
+    match e {
+        GraphError::Api { status, error } => json!({"meta_status": status, "meta_error": error}),
+        other => json!({"meta_error": {"message": other.to_string()}}),
+    }
+}
+
+/// The one mapping of connection failures to answers.
+fn connect_error(e: ConnectError) -> ApiError {
+    match e {
+        ConnectError::InvalidCode(cause) => {
+            ApiError::status_with(StatusCode::BAD_REQUEST, "invalid_code", "Invalid code").with_details(json!({
+                "hint": "codes are single-use and expire within minutes: restart the OAuth dialog for a fresh code",
+                "meta_error": meta_error_details(&cause)["meta_error"],
+            }))
+        }
+        ConnectError::MissingScopes(missing) => ApiError::status_with(
+            StatusCode::BAD_REQUEST,
+            "missing_scopes",
+            format!("Required scopes missing: {}", missing.join(", ")),
+        )
+        .with_details(json!({ "missing_scopes": missing })),
+        ConnectError::NotConnected => ApiError::status_with(
+            StatusCode::CONFLICT,
+            "meta_not_connected",
+            "Meta is not connected for this account: run exchange-code first",
+        ),
+        ConnectError::TokenInvalid(cause) => ApiError::status_with(
+            StatusCode::UNAUTHORIZED,
+            "meta_token_invalid",
+            "The stored Meta token is expired or revoked: reconnect with a fresh code (exchange-code)",
+        )
+        .with_details(cause.as_ref().map(meta_error_details).unwrap_or_else(|| json!({}))),
+        ConnectError::Meta(cause) => {
+            ApiError::status_with(StatusCode::BAD_GATEWAY, "meta_error", format!("Meta refused the request: {cause}"))
+                .with_details(meta_error_details(&cause))
+        }
+        ConnectError::Store(e) => ApiError::from(e),
+        ConnectError::Secret(e) => ApiError::from(e),
+    }
+}
+
+fn expires_view(expires_at: Option<i64>) -> Value {
+    match expires_at {
+        Some(s) => json!(rfc3339_millis(s.saturating_mul(1000))),
+        None => Value::Null,
+    }
+}
+
+async fn exchange(deps: &ConnectDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
+    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    let body: ExchangeBody = json_body(req)?;
+    let code = body.code.trim();
+    if code.is_empty() || code.len() > 2048 {
+        return Err(ApiError::bad_request(
+            "code is required (the ?code= Meta appended to your redirect URI)",
+        ));
+    }
+    if let Some(uri) = &body.redirect_uri
+        && !(uri.starts_with("https://") || uri.starts_with("http://"))
+    {
+        return Err(ApiError::bad_request(
+            "redirect_uri must be an http(s) URL, the one registered on the Meta app",
+        ));
+    }
+    let conn = exchange_code(
+        &deps.meta,
+        &account_id,
+        code,
+        body.redirect_uri.as_deref(),
+        body.granted_scopes.as_deref(),
+        crate::time::now_millis(),
+    )
+    .await
+    .map_err(connect_error)?;
+    Ok(ApiResponse::json(
+        StatusCode::OK,
+        &json!({
+            "success": true,
+            "connected": true,
+            "waba_id": conn.waba_id,
+            "token_type": conn.token_type,
+            "expires_at": expires_view(conn.expires_at),
+            "scopes": conn.scopes,
+        }),
+    ))
+}
+
+async fn refresh_token(deps: &ConnectDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
+    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    let _: EmptyBody = json_body(req)?;
+    let outcome = refresh(&deps.meta, &account_id, crate::time::now_millis())
+        .await
+        .map_err(connect_error)?;
+    let body = match outcome {
+        RefreshOutcome::Refreshed { expires_at } => {
+            json!({"success": true, "refreshed": true, "expires_at": expires_view(expires_at)})
+        }
+        RefreshOutcome::NeverExpires => {
+            json!({"success": true, "refreshed": false, "reason": "token_never_expires", "expires_at": null})
+        }
+    };
+    Ok(ApiResponse::json(StatusCode::OK, &body))
+}
+
+async fn status(deps: &ConnectDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
+    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    let account = deps.accounts.get_account(&account_id).await?;
+    let conn = deps.meta.connections.get_connection(&account_id).await?;
+    let now_s = crate::time::now_secs();
+    let (connected, state) = match &conn {
+        None => (false, "not_connected"),
+        Some(c) if c.status == ConnectionStatus::Broken => (false, "broken"),
+        Some(c) if c.expires_at.is_some_and(|e| e <= now_s) => (false, "expired"),
+        Some(_) => (true, "connected"),
+    };
+    let meta = conn.as_ref().map(|c| {
+        json!({
+            "status": state,
+            "token_type": c.token_type,
+            "expires_at": expires_view(c.expires_at),
+            "expires_in_days": c.expires_at.map(|e| (e - now_s) / 86_400),
+            "scopes": c.scopes,
+            "connected_at": rfc3339_millis(c.connected_at_ms),
+            "refreshed_at": c.refreshed_at_ms.map(rfc3339_millis),
+            "last_error": c.last_error,
+        })
+    });
+    Ok(ApiResponse::json(
+        StatusCode::OK,
+        &json!({
+            "success": true,
+            "account_id": account_id,
+            "connected": connected,
+            "status": state,
+            "waba_id": conn.as_ref().and_then(|c| c.waba_id.clone()).or(account.as_ref().and_then(|a| a.waba_id.clone())),
+            "phone_number_ids": account.as_ref().map(|a| a.phone_number_ids.clone()).unwrap_or_default(),
+            "meta": meta,
+            "dataset_id": Value::Null,
+            "capi": {"configured": false, "connected": connected},
+        }),
+    ))
+}

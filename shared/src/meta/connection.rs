@@ -1,0 +1,344 @@
+//! An account's Meta connection: OAuth code exchange, the long-lived token kept in
+//! Secrets Manager (one secret per account, a new version on change), refresh, and the
+//! token read through an in-process cache by every function that calls Meta.
+//!
+//! The token never reaches a response, a log line or the table; the table keeps only
+//! metadata ([`MetaConnection`]).
+
+use crate::graph::{AppCredentials, GraphClient, GraphError, Token, TokenInfo};
+use crate::secrets::{CachedSecrets, SecretError, SecretSource, SecretWriter, WebhookSecrets};
+use crate::store::{ConnectionStatus, Connections, MetaConnection, StoreError};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Scopes a connection must have (seed 001 and meta-api.md sections 3 and 6).
+pub const REQUIRED_SCOPES: [&str; 4] = [
+    "ads_management",
+    "pages_show_list",
+    "whatsapp_business_management",
+    "whatsapp_business_manage_events",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("Invalid code")]
+    InvalidCode(#[source] GraphError),
+    #[error("Required scopes missing: {}", .0.join(", "))]
+    MissingScopes(Vec<String>),
+    #[error("Meta is not connected for this account: run exchange-code first")]
+    NotConnected,
+    #[error("the stored Meta token is expired or revoked: reconnect (exchange a new code)")]
+    TokenInvalid(#[source] Option<GraphError>),
+    #[error("Meta refused the request: {0}")]
+    Meta(#[from] GraphError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+}
+
+/// What is stored in the account's token secret.
+#[derive(Serialize, Deserialize)]
+struct StoredToken {
+    access_token: String,
+    #[serde(default)]
+    expires_at: Option<i64>,
+    #[serde(default)]
+    token_type: Option<String>,
+}
+
+pub struct MetaDeps {
+    pub graph: GraphClient,
+    pub connections: Arc<dyn Connections>,
+    /// Reads (cached): the deployment secret (app secret) and the token secrets.
+    pub secrets: Arc<CachedSecrets>,
+    pub secret_writer: Arc<dyn SecretWriter>,
+    /// The deployment secret holding `app_secret`.
+    pub app_secret_id: String,
+    pub app_id: String,
+    /// Token secrets are named `<prefix><account id>`.
+    pub token_secret_prefix: String,
+}
+
+impl MetaDeps {
+    pub fn token_secret_id(&self, account_id: &str) -> String {
+        format!("{}{account_id}", self.token_secret_prefix)
+    }
+
+    async fn app(&self) -> Result<AppCredentials, SecretError> {
+        let s = WebhookSecrets::load(self.secrets.as_ref(), &self.app_secret_id).await?;
+        Ok(AppCredentials {
+            app_id: self.app_id.clone(),
+            app_secret: s.app_secret,
+        })
+    }
+
+    async fn store_token(
+        &self,
+        account_id: &str,
+        token: &Token,
+        info: &TokenInfo,
+    ) -> Result<String, SecretError> {
+        let id = self.token_secret_id(account_id);
+        let value = serde_json::to_string(&StoredToken {
+            access_token: token.expose().to_string(),
+            expires_at: info.expires(),
+            token_type: info.kind.clone(),
+        })
+        .map_err(|e| SecretError::Malformed {
+            id: id.clone(),
+            reason: e.to_string(),
+        })?;
+        self.secret_writer.put_secret(&id, &value).await?;
+        self.secrets.invalidate(&id);
+        Ok(id)
+    }
+
+    /// The account's current token (cached for the cache TTL; a refresh in this process
+    /// is seen at once, in others within the TTL).
+    pub async fn token(&self, account_id: &str) -> Result<Token, ConnectError> {
+        let conn = self.connections.get_connection(account_id).await?;
+        let conn = conn.ok_or(ConnectError::NotConnected)?;
+        if conn.status == ConnectionStatus::Broken {
+            return Err(ConnectError::TokenInvalid(None));
+        }
+        let raw = self.secrets.get_secret(&conn.secret_id).await?;
+        let stored: StoredToken =
+            serde_json::from_str(&raw).map_err(|_| SecretError::Malformed {
+                id: conn.secret_id.clone(),
+                reason: "expected JSON with access_token".into(),
+            })?;
+        Ok(Token::new(stored.access_token))
+    }
+
+    /// Drops the cached token (after Meta answered 190 with it, say).
+    pub fn forget_token(&self, account_id: &str) {
+        self.secrets.invalidate(&self.token_secret_id(account_id));
+    }
+}
+
+fn missing_scopes(granted: &[String]) -> Vec<String> {
+    REQUIRED_SCOPES
+        .iter()
+        .filter(|s| !granted.iter().any(|g| g == *s))
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Finishes the OAuth flow: code -> token -> long-lived token -> introspection ->
+/// scopes checked -> token in Secrets Manager -> metadata in the table.
+pub async fn exchange_code(
+    deps: &MetaDeps,
+    account_id: &str,
+    code: &str,
+    redirect_uri: Option<&str>,
+    granted_scopes: Option<&[String]>,
+    now_ms: i64,
+) -> Result<MetaConnection, ConnectError> {
+    if let Some(granted) = granted_scopes {
+        let missing = missing_scopes(granted);
+        if !missing.is_empty() {
+            return Err(ConnectError::MissingScopes(missing));
+        }
+    }
+    let app = deps.app().await?;
+    let short = deps
+        .graph
+        .exchange_code(&app, code, redirect_uri)
+        .await
+        .map_err(|e| match e.code() {
+            // 100 (with subcodes 36007/36008/36009: malformed, redirect mismatch, used) and
+            // 190: the code cannot be exchanged.
+            Some(100 | 190) => ConnectError::InvalidCode(e),
+            _ => ConnectError::Meta(e),
+        })?;
+    let long = deps.graph.exchange_long_lived(&app, &short.token()).await?;
+    let token = long.token();
+    let info = deps.graph.debug_token(&app, &token).await?;
+    if !info.is_valid {
+        return Err(ConnectError::InvalidCode(GraphError::Decode(
+            "token is not valid".into(),
+        )));
+    }
+    let missing = missing_scopes(&info.scopes);
+    if !missing.is_empty() {
+        return Err(ConnectError::MissingScopes(missing));
+    }
+    let secret_id = deps.store_token(account_id, &token, &info).await?;
+    let conn = MetaConnection {
+        account_id: account_id.to_string(),
+        status: ConnectionStatus::Connected,
+        token_type: info.kind.clone(),
+        scopes: info.scopes.clone(),
+        waba_id: info.waba_id(),
+        expires_at: info.expires(),
+        connected_at_ms: now_ms,
+        refreshed_at_ms: None,
+        last_error: None,
+        secret_id,
+    };
+    deps.connections.put_connection(&conn).await?;
+    tracing::info!(account_id, expires_at = ?conn.expires_at, waba_id = ?conn.waba_id, "Meta connected");
+    Ok(conn)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum RefreshOutcome {
+    Refreshed {
+        expires_at: Option<i64>,
+    },
+    /// System-user tokens that never expire are left alone.
+    NeverExpires,
+}
+
+/// Refreshes the account's token. A token Meta refuses (190) marks the connection
+/// broken and answers [`ConnectError::TokenInvalid`]; other failures are recorded as
+/// `last_error` and returned.
+pub async fn refresh(
+    deps: &MetaDeps,
+    account_id: &str,
+    now_ms: i64,
+) -> Result<RefreshOutcome, ConnectError> {
+    let mut conn = deps
+        .connections
+        .get_connection(account_id)
+        .await?
+        .ok_or(ConnectError::NotConnected)?;
+    if conn.status == ConnectionStatus::Broken {
+        return Err(ConnectError::TokenInvalid(None));
+    }
+    if conn.expires_at.is_none() {
+        return Ok(RefreshOutcome::NeverExpires);
+    }
+    let app = deps.app().await?;
+    let current = deps.token(account_id).await?;
+    let result = async {
+        let fresh = deps.graph.exchange_long_lived(&app, &current).await?;
+        let token = fresh.token();
+        let info = deps.graph.debug_token(&app, &token).await?;
+        Ok::<_, GraphError>((token, info))
+    }
+    .await;
+    match result {
+        Ok((token, info)) => {
+            deps.store_token(account_id, &token, &info).await?;
+            conn.expires_at = info.expires();
+            conn.scopes = info.scopes.clone();
+            conn.token_type = info.kind.clone().or(conn.token_type);
+            conn.waba_id = info.waba_id().or(conn.waba_id);
+            conn.refreshed_at_ms = Some(now_ms);
+            conn.last_error = None;
+            deps.connections.put_connection(&conn).await?;
+            tracing::info!(account_id, expires_at = ?conn.expires_at, "Meta token refreshed");
+            Ok(RefreshOutcome::Refreshed {
+                expires_at: conn.expires_at,
+            })
+        }
+        Err(e) if e.is_token_error() => {
+            conn.status = ConnectionStatus::Broken;
+            conn.last_error = Some(e.to_string());
+            deps.connections.put_connection(&conn).await?;
+            deps.forget_token(account_id);
+            tracing::warn!(account_id, error = %e, "Meta token refused: connection marked broken");
+            Err(ConnectError::TokenInvalid(Some(e)))
+        }
+        Err(e) => {
+            conn.last_error = Some(e.to_string());
+            deps.connections.put_connection(&conn).await?;
+            tracing::warn!(account_id, error = %e, "Meta token refresh failed");
+            Err(ConnectError::Meta(e))
+        }
+    }
+}
+
+/// What one scheduled refresh run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct RefreshReport {
+    pub checked: usize,
+    pub refreshed: usize,
+    pub broken: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub failures: Vec<String>,
+}
+
+/// Refreshes every token expiring within `within_secs`, carrying on past failures.
+pub async fn refresh_due(
+    deps: &MetaDeps,
+    within_secs: i64,
+    now_ms: i64,
+) -> Result<RefreshReport, StoreError> {
+    let due = deps
+        .connections
+        .connections_expiring_before(now_ms / 1000 + within_secs)
+        .await?;
+    let mut report = RefreshReport::default();
+    for conn in due {
+        report.checked += 1;
+        if conn.status == ConnectionStatus::Broken {
+            report.skipped += 1;
+            continue;
+        }
+        match refresh(deps, &conn.account_id, now_ms).await {
+            Ok(RefreshOutcome::Refreshed { .. }) => report.refreshed += 1,
+            Ok(RefreshOutcome::NeverExpires) => report.skipped += 1,
+            Err(ConnectError::TokenInvalid(_)) => {
+                report.broken += 1;
+                report
+                    .failures
+                    .push(format!("{}: token expired or revoked", conn.account_id));
+            }
+            Err(e) => {
+                report.failed += 1;
+                report.failures.push(format!("{}: {e}", conn.account_id));
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Builds the Meta dependencies from configuration and the AWS SDK config, once per
+/// cold start (shared by the connect and token-refresh functions).
+pub fn meta_deps(
+    config: &crate::config::ConnectConfig,
+    sdk: &aws_config::SdkConfig,
+    connections: Arc<dyn Connections>,
+) -> Result<MetaDeps, GraphError> {
+    let aws = Arc::new(crate::secrets::AwsSecrets::new(
+        aws_sdk_secretsmanager::Client::new(sdk),
+    ));
+    Ok(MetaDeps {
+        graph: GraphClient::from_env()?,
+        connections,
+        secrets: Arc::new(CachedSecrets::new(aws.clone(), config.secrets_cache_ttl)),
+        secret_writer: aws,
+        app_secret_id: config.app_secret_id.clone(),
+        app_id: config.meta_app_id.clone(),
+        token_secret_prefix: config.token_secret_prefix.clone(),
+    })
+}
+
+/// The scheduled run's report as a CloudWatch Embedded Metric Format line
+/// (namespace `ctwa`, metrics `TokenRefreshFailures`, `TokensRefreshed`, `TokensBroken`).
+pub fn refresh_metrics_line(report: &RefreshReport, now_ms: i64) -> String {
+    serde_json::json!({
+        "_aws": {
+            "Timestamp": now_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": "ctwa",
+                "Dimensions": [[]],
+                "Metrics": [
+                    {"Name": "TokenRefreshFailures", "Unit": "Count"},
+                    {"Name": "TokensRefreshed", "Unit": "Count"},
+                    {"Name": "TokensBroken", "Unit": "Count"}
+                ]
+            }]
+        },
+        "TokenRefreshFailures": report.failed + report.broken,
+        "TokensRefreshed": report.refreshed,
+        "TokensBroken": report.broken,
+        "report": report,
+    })
+    .to_string()
+}
