@@ -21,10 +21,10 @@ if [ -z "$jar" ]; then
 fi
 
 venv="$tools/venv"
-if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/cfn-lint" ]; then
+if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/cfn-lint" ] || ! "$venv/bin/python" -c "import facebook_business" 2>/dev/null; then
   echo "deps: installing moto[server] and cfn-lint into $venv" >&2
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5,<6' 'cfn-lint>=1,<2' >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5,<6' 'cfn-lint>=1,<2' 'facebook_business>=20' >&2
 fi
 echo "DYNAMODB_LOCAL_JAR=$jar"
 echo "VENV=$venv"

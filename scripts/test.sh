@@ -16,7 +16,7 @@ trap cleanup EXIT
 . .ctwa/env
 log="$root/.ctwa/logs/cargo-test.log"
 status=0
-cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
 echo "== cfn-lint template.yaml"
 .ctwa/tools/venv/bin/cfn-lint template.yaml || status=$?
 echo

@@ -14,8 +14,17 @@
 //! - `POST /_sim/oauth/codes {scopes, waba_id?, redirect_uri?, ttl_seconds?, token_type?, token_expires_in?}` -> `{code}`
 //! - `POST /_sim/tokens {scopes, waba_id?, type?, expires_in?}` -> `{access_token}` (0 = never expires)
 //! - `POST /_sim/tokens/revoke {access_token}`, `POST /_sim/tokens/expire {access_token}`
-//! - `POST /_sim/faults {path_prefix?, status?, code?, error_subcode?, message?, times?, delay_ms?, is_transient?}`
-//! - `GET /_sim/requests` -> every Graph request received; `POST /_sim/reset`
+//! - `POST /_sim/faults {path?, status?, code?, error_subcode?, message?, times?, delay_ms?, is_transient?}`
+//!   (the next `times` requests whose path contains `path` fail that way; status 200
+//!   with `delay_ms` only slows them down)
+//! - `GET|POST /{waba}/dataset` — the WABA's dataset (`{"data":[{"id"}]}` / `{"id"}`),
+//!   a valid token with `whatsapp_business_manage_events` required.
+//! - `POST /{dataset}/events` — Conversions API for Business Messaging with Meta's
+//!   validation: allowed event names (subcode 2804066), `action_source`,
+//!   `messaging_channel`, `whatsapp_business_account_id`, `ctwa_clid` (2804087),
+//!   `event_time` within 7 days, 1000 events at most; one bad event rejects the batch.
+//! - `GET /_sim/requests` -> every Graph request received; `GET /_sim/events` -> every
+//!   event accepted; `POST /_sim/reset`
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -66,8 +75,9 @@ struct TokenInfo {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Fault {
-    #[serde(default)]
-    pub path_prefix: Option<String>,
+    /// The fault applies to requests whose path (after the version) contains this.
+    #[serde(default, alias = "path_prefix")]
+    pub path: Option<String>,
     #[serde(default = "default_fault_status")]
     pub status: u16,
     #[serde(default)]
@@ -98,7 +108,29 @@ struct State {
     requests: Vec<Value>,
     faults: VecDeque<Fault>,
     counter: u64,
+    /// WABA id -> dataset id.
+    datasets: HashMap<String, String>,
+    /// Every event accepted by `POST /{dataset}/events`, with its dataset and test code.
+    events: Vec<Value>,
 }
+
+/// Meta's business-messaging allowlist.
+pub const ALLOWED_EVENTS: [&str; 14] = [
+    "Purchase",
+    "LeadSubmitted",
+    "InitiateCheckout",
+    "AddToCart",
+    "ViewContent",
+    "OrderCreated",
+    "OrderShipped",
+    "OrderDelivered",
+    "OrderCanceled",
+    "OrderReturned",
+    "CartAbandoned",
+    "QualifiedLead",
+    "RatingProvided",
+    "ReviewProvided",
+];
 
 pub struct Simulator {
     config: SimConfig,
@@ -219,6 +251,10 @@ impl Simulator {
         self.lock().faults.push_back(f);
     }
 
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
     /// Every Graph request received so far: method, path, query, body.
     pub fn requests(&self) -> Vec<Value> {
         self.lock().requests.clone()
@@ -227,6 +263,220 @@ impl Simulator {
     /// Every token the simulator has issued (tests look for them in logs).
     pub fn issued_tokens(&self) -> Vec<String> {
         self.lock().tokens.keys().cloned().collect()
+    }
+
+    /// Every event Meta accepted (what "reached Meta").
+    pub fn received_events(&self) -> Vec<Value> {
+        self.lock().events.clone()
+    }
+
+    /// Datasets created so far: (WABA id, dataset id).
+    pub fn datasets(&self) -> Vec<(String, String)> {
+        self.lock()
+            .datasets
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    fn valid_token<'a>(
+        &self,
+        st: &'a State,
+        token: Option<&str>,
+    ) -> Result<&'a TokenInfo, (u16, Value)> {
+        let Some(t) = token else {
+            return Err(graph_error(
+                400,
+                104,
+                None,
+                "OAuthException",
+                "An access token is required to request this resource.",
+            ));
+        };
+        match st.tokens.get(t) {
+            None => Err(token_error(
+                190,
+                "Invalid OAuth access token - Cannot parse access token",
+            )),
+            Some(i) if i.revoked => Err(token_error(
+                460,
+                "Error validating access token: The session has been invalidated.",
+            )),
+            Some(i) if i.expires_at != 0 && i.expires_at <= now() => Err(token_error(
+                463,
+                "Error validating access token: Session has expired.",
+            )),
+            Some(i) => Ok(i),
+        }
+    }
+
+    fn dataset(&self, method: &str, waba: &str, token: Option<&str>) -> (u16, Value) {
+        let mut st = self.lock();
+        let info = match self.valid_token(&st, token) {
+            Ok(i) => i.clone(),
+            Err(e) => return e,
+        };
+        if !info
+            .scopes
+            .iter()
+            .any(|s| s == "whatsapp_business_manage_events")
+        {
+            return graph_error(
+                403,
+                200,
+                None,
+                "OAuthException",
+                "(#200) Permissions error: whatsapp_business_manage_events is required",
+            );
+        }
+        if info.waba_id.as_deref().is_some_and(|w| w != waba) {
+            return graph_error(
+                400,
+                100,
+                Some(33),
+                "GraphMethodException",
+                &format!(
+                    "Unsupported {} request. Object with ID '{waba}' does not exist, cannot be loaded due to missing permissions, or does not support this operation.",
+                    method.to_lowercase()
+                ),
+            );
+        }
+        match method {
+            "GET" => match st.datasets.get(waba) {
+                Some(id) => (200, json!({"data": [{"id": id}]})),
+                None => (200, json!({"data": []})),
+            },
+            _ => {
+                if let Some(id) = st.datasets.get(waba) {
+                    return (200, json!({"id": id}));
+                }
+                st.counter += 1;
+                let id = format!("{}", 880_000_000_000_000u64 + st.counter);
+                st.datasets.insert(waba.to_string(), id.clone());
+                (200, json!({"id": id}))
+            }
+        }
+    }
+
+    fn events(&self, dataset: &str, body: &Value, token: Option<&str>) -> (u16, Value) {
+        let mut st = self.lock();
+        if let Err(e) = self.valid_token(&st, token) {
+            return e;
+        }
+        if !st.datasets.values().any(|d| d == dataset) {
+            return graph_error(
+                400,
+                100,
+                Some(33),
+                "GraphMethodException",
+                &format!(
+                    "Unsupported post request. Object with ID '{dataset}' does not exist, cannot be loaded due to missing permissions, or does not support this operation."
+                ),
+            );
+        }
+        let data = match &body["data"] {
+            Value::Array(a) if !a.is_empty() => a.clone(),
+            Value::String(s) => match serde_json::from_str::<Value>(s) {
+                Ok(Value::Array(a)) if !a.is_empty() => a,
+                _ => {
+                    return graph_error(
+                        400,
+                        100,
+                        None,
+                        "OAuthException",
+                        "(#100) The parameter data is required",
+                    );
+                }
+            },
+            _ => {
+                return graph_error(
+                    400,
+                    100,
+                    None,
+                    "OAuthException",
+                    "(#100) The parameter data is required",
+                );
+            }
+        };
+        if data.len() > 1000 {
+            return graph_error(
+                400,
+                100,
+                None,
+                "OAuthException",
+                "(#100) You can only send up to 1000 events per request.",
+            );
+        }
+        let now_s = now();
+        for (i, e) in data.iter().enumerate() {
+            let invalid = |subcode: i64, msg: &str| {
+                let (status, mut v) = graph_error(
+                    400,
+                    100,
+                    Some(subcode),
+                    "OAuthException",
+                    "Invalid parameter",
+                );
+                v["error"]["error_user_title"] = json!(msg);
+                v["error"]["error_user_msg"] = json!(format!("event {i}: {msg}"));
+                (status, v)
+            };
+            let name = e["event_name"].as_str().unwrap_or_default();
+            if !ALLOWED_EVENTS.contains(&name) {
+                return invalid(2_804_066, "Messaging Event Invalid Event Type");
+            }
+            if e["action_source"] != "business_messaging" || e["messaging_channel"] != "whatsapp" {
+                return invalid(
+                    2_804_050,
+                    "Messaging Event Invalid Action Source or Messaging Channel",
+                );
+            }
+            if e["user_data"]["whatsapp_business_account_id"]
+                .as_str()
+                .is_none_or(str::is_empty)
+            {
+                return invalid(
+                    2_804_019,
+                    "Messaging Event Missing WhatsApp Business Account Id",
+                );
+            }
+            if e["user_data"]["ctwa_clid"]
+                .as_str()
+                .is_none_or(str::is_empty)
+            {
+                return invalid(2_804_087, "Messaging Event Invalid Ctwa Clid");
+            }
+            let Some(t) = e["event_time"].as_i64() else {
+                return invalid(2_804_003, "Invalid Event Time");
+            };
+            if t < now_s - 7 * 86_400 {
+                return invalid(
+                    2_804_003,
+                    "Event Timestamp Too Old: event_time must be within the last 7 days",
+                );
+            }
+            if t > now_s + 600 {
+                return invalid(2_804_004, "Event Timestamp In The Future");
+            }
+            if name == "Purchase"
+                && (e["custom_data"]["currency"].as_str().is_none()
+                    || !e["custom_data"]["value"].is_number())
+            {
+                return invalid(
+                    2_804_008,
+                    "Purchase events need custom_data.currency and custom_data.value",
+                );
+            }
+        }
+        let test_code = body["test_event_code"].as_str().map(str::to_string);
+        for e in &data {
+            st.events
+                .push(json!({"dataset_id": dataset, "test_event_code": test_code, "event": e}));
+        }
+        (
+            200,
+            json!({"events_received": data.len(), "messages": [], "fbtrace_id": fbtrace()}),
+        )
     }
 
     pub fn reset(&self) {
@@ -238,7 +488,7 @@ impl Simulator {
         let i = st
             .faults
             .iter()
-            .position(|f| f.path_prefix.as_deref().is_none_or(|p| path.starts_with(p)))?;
+            .position(|f| f.path.as_deref().is_none_or(|p| path.contains(p)))?;
         let f = st.faults.get_mut(i)?;
         let out = f.clone();
         f.times = f.times.saturating_sub(1);
@@ -477,7 +727,12 @@ impl Simulator {
                     }
                     Err(e) => (400, json!({"error": e.to_string()})),
                 },
+                ("POST", "/faults/clear") => {
+                    self.clear_faults();
+                    (200, json!({"success": true}))
+                }
                 ("GET", "/requests") => (200, json!({"requests": self.requests()})),
+                ("GET", "/events") => (200, json!({"events": self.received_events()})),
                 ("POST", "/reset") => {
                     self.reset();
                     (200, json!({"success": true}))
@@ -542,9 +797,13 @@ impl Simulator {
                 v.strip_prefix("Bearer ")
                     .or_else(|| v.strip_prefix("OAuth "))
             });
-        match (method, rest.as_str()) {
-            ("GET" | "POST", "/oauth/access_token") => self.access_token(&params),
-            ("GET", "/debug_token") => self.debug_token(&params, bearer),
+        let token = params.get("access_token").map(String::as_str).or(bearer);
+        let segments: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
+        match (method, segments.as_slice()) {
+            ("GET" | "POST", ["oauth", "access_token"]) => self.access_token(&params),
+            ("GET", ["debug_token"]) => self.debug_token(&params, bearer),
+            ("GET" | "POST", [waba, "dataset"]) => self.dataset(method, waba, token),
+            ("POST", [dataset, "events"]) => self.events(dataset, &body_json, token),
             _ => graph_error(
                 400,
                 100,

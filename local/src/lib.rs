@@ -6,10 +6,11 @@
 pub mod stream;
 
 use bytes::Bytes;
+use ctwa_shared::capi::{CapiDeps, RetryPolicy};
 use ctwa_shared::capture::CaptureDeps;
 use ctwa_shared::config::WebhookConfig;
 use ctwa_shared::error::ApiError;
-use ctwa_shared::handlers::{api, connect, webhook};
+use ctwa_shared::handlers::{api, capi, connect, webhook};
 use ctwa_shared::http::{ApiRequest, ApiResponse, parse_query};
 use ctwa_shared::meta::connection::MetaDeps;
 use ctwa_shared::secrets::{AwsSecrets, CachedSecrets};
@@ -30,6 +31,8 @@ pub enum Function {
     Webhook,
     Api,
     Connect,
+    Dataset,
+    Conversions,
 }
 
 /// The HTTP API routes, exactly those of template.yaml (a test compares them).
@@ -42,6 +45,14 @@ pub const ROUTES: &[(&str, &str, Function)] = &[
     ("POST", "/v1/oauth/exchange-code", Function::Connect),
     ("POST", "/v1/oauth/refresh-token", Function::Connect),
     ("GET", "/v1/status", Function::Connect),
+    ("GET", "/v1/dataset", Function::Dataset),
+    ("POST", "/v1/dataset", Function::Dataset),
+    ("GET", "/v1/capi", Function::Dataset),
+    ("POST", "/v1/capi", Function::Dataset),
+    ("POST", "/v1/conversions", Function::Conversions),
+    ("POST", "/v1/conversions/batch", Function::Conversions),
+    ("GET", "/v1/conversions", Function::Conversions),
+    ("POST", "/v1/triggers", Function::Conversions),
 ];
 
 fn path_matches(pattern: &str, path: &str) -> bool {
@@ -96,6 +107,9 @@ pub struct LocalConfig {
     pub graph_url: String,
     pub meta_app_id: String,
     pub token_secret_prefix: String,
+    pub retry_policy: RetryPolicy,
+    /// How often the resend job runs (`None`: never; tests call it directly).
+    pub resend_every: Option<Duration>,
 }
 
 pub struct Clients {
@@ -129,6 +143,7 @@ pub struct Stack {
     pub data: Arc<DynamoData>,
     pub capture: Arc<CaptureDeps>,
     pub connect: Arc<connect::ConnectDeps>,
+    pub capi: Arc<CapiDeps>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -236,7 +251,7 @@ pub async fn start(clients: &Clients, cfg: LocalConfig) -> Result<Stack, StartEr
     let aws_secrets = Arc::new(AwsSecrets::new(clients.secrets.clone()));
     let connect_deps = Arc::new(connect::ConnectDeps {
         accounts: data.clone(),
-        meta: MetaDeps {
+        meta: Arc::new(MetaDeps {
             graph: ctwa_shared::graph::GraphClient::new(&cfg.graph_url, Duration::from_secs(10))
                 .map_err(|e| StartError(format!("Graph client: {e}")))?,
             connections: data.clone(),
@@ -248,7 +263,15 @@ pub async fn start(clients: &Clients, cfg: LocalConfig) -> Result<Stack, StartEr
             app_secret_id: cfg.webhook_secret_id.clone(),
             app_id: cfg.meta_app_id.clone(),
             token_secret_prefix: cfg.token_secret_prefix.clone(),
-        },
+        }),
+    });
+    let capi_deps = Arc::new(CapiDeps {
+        accounts: data.clone(),
+        conversations: data.clone(),
+        store: data.clone(),
+        meta: connect_deps.meta.clone(),
+        policy: cfg.retry_policy.clone(),
+        audit_ttl_days: None,
     });
     let capture = Arc::new(CaptureDeps::new(data.clone(), data.clone()));
 
@@ -273,15 +296,21 @@ pub async fn start(clients: &Clients, cfg: LocalConfig) -> Result<Stack, StartEr
         webhook: webhook_deps,
         api: api_deps,
         connect: connect_deps.clone(),
+        capi: capi_deps.clone(),
     });
+    let resend_task = match cfg.resend_every {
+        Some(every) => tokio::spawn(resend_loop(capi_deps.clone(), every, rx.clone())),
+        None => tokio::spawn(async {}),
+    };
     let server_task = tokio::spawn(serve(listener, functions, cfg.max_body_bytes, rx));
     Ok(Stack {
         addr,
         data,
         capture,
         connect: connect_deps,
+        capi: capi_deps,
         shutdown: tx,
-        tasks: vec![server_task, feeder_task],
+        tasks: vec![server_task, feeder_task, resend_task],
     })
 }
 
@@ -290,6 +319,22 @@ struct Functions {
     webhook: Arc<webhook::WebhookDeps>,
     api: Arc<api::ApiDeps>,
     connect: Arc<connect::ConnectDeps>,
+    capi: Arc<CapiDeps>,
+}
+
+/// The resend schedule (EventBridge in AWS): pending conversions are sent again.
+async fn resend_loop(deps: Arc<CapiDeps>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        match ctwa_shared::capi::resend_due(&deps, ctwa_shared::time::now_millis(), 500).await {
+            Ok(r) if r.due > 0 => tracing::info!(?r, "resend run"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "resend run failed"),
+        }
+    }
 }
 
 async fn serve(
@@ -346,6 +391,8 @@ async fn dispatch(
                     Function::Webhook => webhook::handle(&functions.webhook, req).await,
                     Function::Api => api::handle(&functions.api, req).await,
                     Function::Connect => connect::handle(&functions.connect, req).await,
+                    Function::Dataset => capi::handle_dataset(&functions.capi, req).await,
+                    Function::Conversions => capi::handle_conversions(&functions.capi, req).await,
                 }
             }
         },

@@ -46,6 +46,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         graph_url: String::new(),
         meta_app_id: env_or("META_APP_ID", "1234567890"),
         token_secret_prefix: env_or("TOKEN_SECRET_PREFIX", "ctwa/local/meta-token/"),
+        retry_policy: Default::default(),
+        resend_every: Some(std::time::Duration::from_secs(10)),
     };
     // The Meta Graph API: META_GRAPH_URL when set, else the simulator, in process.
     let mut cfg = cfg;

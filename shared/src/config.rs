@@ -117,3 +117,21 @@ impl ConnectConfig {
         })
     }
 }
+
+/// The dataset, conversions and resend functions: the connect settings plus these.
+#[derive(Debug, Clone)]
+pub struct CapiSettings {
+    pub connect: ConnectConfig,
+    /// Audit rows expire after this many days; unset or 0 keeps them forever.
+    pub audit_ttl_days: Option<i64>,
+}
+
+impl CapiSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let days: i64 = number("AUDIT_TTL_DAYS", 0)?;
+        Ok(Self {
+            connect: ConnectConfig::from_env()?,
+            audit_ttl_days: (days > 0).then_some(days),
+        })
+    }
+}

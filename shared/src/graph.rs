@@ -308,6 +308,86 @@ impl GraphClient {
     }
 }
 
+/// `POST /{dataset}/events` -> this.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+pub struct EventsResponse {
+    #[serde(default)]
+    pub events_received: i64,
+    #[serde(default)]
+    pub messages: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub fbtrace_id: Option<String>,
+}
+
+/// `GET /{waba}/dataset`: `{"id"}` or `{"data":[{"id"}]}` (the shape is UNCONFIRMED:
+/// both are accepted).
+#[derive(Debug, Deserialize)]
+struct DatasetLookup {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    data: Vec<DatasetRef>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DatasetRef {
+    id: String,
+}
+
+impl GraphClient {
+    /// The WABA's dataset, if it has one.
+    pub async fn get_dataset(
+        &self,
+        waba_id: &str,
+        token: &Token,
+    ) -> Result<Option<String>, GraphError> {
+        let resp = self
+            .http
+            .get(format!("{}/{waba_id}/dataset", self.base))
+            .bearer_auth(token.expose())
+            .send()
+            .await;
+        let d: DatasetLookup = Self::read(resp).await?;
+        Ok(d.id.or_else(|| d.data.into_iter().next().map(|r| r.id)))
+    }
+
+    /// Creates the WABA's dataset (Meta returns the existing one if there is one).
+    pub async fn create_dataset(&self, waba_id: &str, token: &Token) -> Result<String, GraphError> {
+        let resp = self
+            .http
+            .post(format!("{}/{waba_id}/dataset", self.base))
+            .bearer_auth(token.expose())
+            .json(&serde_json::json!({}))
+            .send()
+            .await;
+        let d: DatasetLookup = Self::read(resp).await?;
+        d.id.or_else(|| d.data.into_iter().next().map(|r| r.id))
+            .ok_or_else(|| GraphError::Decode("no dataset id in the answer".into()))
+    }
+
+    /// `POST /{dataset}/events` with up to 1000 events.
+    pub async fn send_events(
+        &self,
+        dataset_id: &str,
+        events: &[serde_json::Value],
+        test_event_code: Option<&str>,
+        token: &Token,
+    ) -> Result<EventsResponse, GraphError> {
+        let mut body = serde_json::json!({ "data": events });
+        if let Some(code) = test_event_code {
+            body["test_event_code"] = serde_json::json!(code);
+        }
+        let resp = self
+            .http
+            .post(format!("{}/{dataset_id}/events", self.base))
+            .bearer_auth(token.expose())
+            .json(&body)
+            .send()
+            .await;
+        Self::read(resp).await
+    }
+}
+
 fn transport_kind(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timeout".into()

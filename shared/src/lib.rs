@@ -4,6 +4,7 @@
 //! errors to HTTP answers. The Lambda binaries under `functions/` only wire these together.
 
 pub mod auth;
+pub mod capi;
 pub mod capture;
 pub mod config;
 pub mod domain;

@@ -95,6 +95,12 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         graph_url: String::new(),
         meta_app_id: "1234567890".into(),
         token_secret_prefix: format!("{}/", unique("meta-token")),
+        retry_policy: ctwa_shared::capi::RetryPolicy {
+            budget: std::time::Duration::from_secs(3),
+            resend_delay: std::time::Duration::from_millis(500),
+            ..Default::default()
+        },
+        resend_every: None,
     };
     let sim = graph_sim::start(
         ([127, 0, 0, 1], 0).into(),

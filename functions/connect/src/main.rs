@@ -18,7 +18,7 @@ async fn main() -> Result<(), Error> {
     ));
     let deps = Arc::new(ConnectDeps {
         accounts: data.clone(),
-        meta: meta_deps(&config, &sdk, data)?,
+        meta: Arc::new(meta_deps(&config, &sdk, data)?),
     });
     lambda_http::run(service_fn(move |req: Request| {
         let deps = deps.clone();

@@ -18,7 +18,7 @@ pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
 
 pub struct ConnectDeps {
     pub accounts: Arc<dyn Accounts>,
-    pub meta: MetaDeps,
+    pub meta: Arc<MetaDeps>,
 }
 
 pub async fn handle(deps: &ConnectDeps, req: ApiRequest) -> ApiResponse {

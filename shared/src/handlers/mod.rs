@@ -1,6 +1,7 @@
 //! HTTP handlers: plain async functions over the ports, shared by the Lambda binaries and
 //! the local server.
 pub mod api;
+pub mod capi;
 pub mod connect;
 pub mod webhook;
 

@@ -745,3 +745,226 @@ impl Connections for DynamoData {
         Ok(out)
     }
 }
+
+// ---------------------------------------------------------------- CAPI config and events
+
+const DUE_INDEX_PK: &str = "DUE_EVENTS";
+
+fn event_pk(account_id: &str, event_id: &str) -> String {
+    format!("EVT#{account_id}#{event_id}")
+}
+
+fn event_item(r: &EventRecord) -> Result<Item, StoreError> {
+    let mut item = key(event_pk(&r.account_id, &r.event_id), "EVT");
+    // The whole record as JSON, plus the attributes keys, indexes and conditions need.
+    let json = serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    item.insert("record".into(), s(json));
+    item.insert("account_id".into(), s(&r.account_id));
+    item.insert("event_id".into(), s(&r.event_id));
+    item.insert("status".into(), s(r.status.as_str()));
+    item.insert("lease_id".into(), s(&r.lease_id));
+    item.insert("gsi1pk".into(), s(format!("ACCT#{}#EVENTS", r.account_id)));
+    item.insert(
+        "gsi1sk".into(),
+        s(format!(
+            "{}#{}",
+            sortable_millis(r.created_at_ms),
+            r.event_id
+        )),
+    );
+    if let (false, Some(next)) = (r.status.is_final(), r.next_attempt_at_ms) {
+        item.insert("next_attempt_at".into(), n(next));
+        item.insert("gsi2pk".into(), s(DUE_INDEX_PK));
+        item.insert(
+            "gsi2sk".into(),
+            s(format!(
+                "{}#{}#{}",
+                sortable_millis(next),
+                r.account_id,
+                r.event_id
+            )),
+        );
+    }
+    if let Some(e) = r.expires_at {
+        item.insert("expires_at".into(), n(e));
+    }
+    Ok(item)
+}
+
+fn event_from(item: &Item) -> Result<EventRecord, StoreError> {
+    let json = req_s(item, "record")?;
+    serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(format!("event record: {e}")))
+}
+
+fn is_condition_failed<R>(
+    e: &SdkError<aws_sdk_dynamodb::operation::put_item::PutItemError, R>,
+) -> bool {
+    e.as_service_error()
+        .is_some_and(|se| se.is_conditional_check_failed_exception())
+}
+
+#[async_trait]
+impl CapiStore for DynamoData {
+    async fn get_capi(&self, account_id: &str) -> Result<Option<CapiConfig>, StoreError> {
+        let Some(item) = self.get(format!("ACCT#{account_id}"), "CAPI").await? else {
+            return Ok(None);
+        };
+        let json = req_s(&item, "config")?;
+        serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(format!("capi config: {e}")))
+    }
+
+    async fn put_capi(&self, account_id: &str, config: &CapiConfig) -> Result<(), StoreError> {
+        let mut item = key(format!("ACCT#{account_id}"), "CAPI");
+        let json = serde_json::to_string(config).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        item.insert("config".into(), s(json));
+        if let Some(d) = &config.dataset_id {
+            item.insert("dataset_id".into(), s(d));
+        }
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn claim_event(&self, rec: &EventRecord) -> Result<bool, StoreError> {
+        self.put_new(event_item(rec)?).await
+    }
+
+    async fn get_event(
+        &self,
+        account_id: &str,
+        event_id: &str,
+    ) -> Result<Option<EventRecord>, StoreError> {
+        self.get(event_pk(account_id, event_id), "EVT")
+            .await?
+            .map(|i| event_from(&i))
+            .transpose()
+    }
+
+    async fn save_event(&self, rec: &EventRecord, lease_id: &str) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(event_item(rec)?))
+            .condition_expression("lease_id = :l")
+            .expression_attribute_values(":l", s(lease_id))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn lease_event(
+        &self,
+        rec: &EventRecord,
+        new_lease_id: &str,
+        lease_until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut taken = rec.clone();
+        taken.lease_id = new_lease_id.to_string();
+        taken.status = EventStatus::InFlight;
+        taken.next_attempt_at_ms = Some(lease_until_ms);
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(event_item(&taken)?))
+            .condition_expression("lease_id = :l AND #st IN (:p, :f)")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":l", s(&rec.lease_id))
+            .expression_attribute_values(":p", s(EventStatus::Pending.as_str()))
+            .expression_attribute_values(":f", s(EventStatus::InFlight.as_str()))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn due_events(&self, now_ms: i64, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("gsi2")
+            .key_condition_expression("gsi2pk = :p AND gsi2sk < :t")
+            .expression_attribute_values(":p", s(DUE_INDEX_PK))
+            .expression_attribute_values(":t", s(sortable_millis(now_ms)))
+            .limit(i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000))
+            .send()
+            .await
+            .map_err(backend)?;
+        out.items
+            .unwrap_or_default()
+            .iter()
+            .map(event_from)
+            .collect()
+    }
+
+    async fn list_events(
+        &self,
+        account_id: &str,
+        limit: usize,
+        cursor: Option<&str>,
+        status: Option<EventStatus>,
+    ) -> Result<(Vec<EventRecord>, Option<String>), StoreError> {
+        let limit = limit.clamp(1, 200);
+        let gsi1pk = format!("ACCT#{account_id}#EVENTS");
+        let mut start: Option<Item> = cursor.map(|c| {
+            let (gsi1sk, event_id) = c.split_once('|').unwrap_or((c, ""));
+            let mut k = key(event_pk(account_id, event_id), "EVT");
+            k.insert("gsi1pk".into(), s(&gsi1pk));
+            k.insert("gsi1sk".into(), s(gsi1sk));
+            k
+        });
+        let mut items = Vec::new();
+        loop {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name("gsi1")
+                .key_condition_expression("gsi1pk = :p")
+                .expression_attribute_values(":p", s(&gsi1pk))
+                .scan_index_forward(false)
+                .limit(i32::try_from(limit).unwrap_or(200))
+                .set_exclusive_start_key(start.take());
+            if let Some(st) = status {
+                q = q
+                    .filter_expression("#st = :st")
+                    .expression_attribute_names("#st", "status")
+                    .expression_attribute_values(":st", s(st.as_str()));
+            }
+            let page = q.send().await.map_err(backend)?;
+            for item in page.items.unwrap_or_default() {
+                items.push(item);
+                if items.len() == limit {
+                    break;
+                }
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() && items.len() < limit => start = Some(k),
+                _ => break,
+            }
+        }
+        let records: Vec<EventRecord> = items.iter().map(event_from).collect::<Result<_, _>>()?;
+        // A next page exists when this one is full; the cursor is the last row's key.
+        let next = (items.len() == limit)
+            .then(|| items.last())
+            .flatten()
+            .and_then(|i| Some(format!("{}|{}", get_s(i, "gsi1sk")?, get_s(i, "event_id")?)));
+        Ok((records, next))
+    }
+}

@@ -220,6 +220,118 @@ pub trait Connections: Send + Sync {
     ) -> Result<Vec<MetaConnection>, StoreError>;
 }
 
+/// The CAPI configuration of an account (seed 001's `capi` object).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CapiConfig {
+    pub dataset_id: Option<String>,
+    pub lead_event_enabled: bool,
+    pub lead_event_trigger: Option<String>,
+    pub lead_event_tag: Option<String>,
+    pub purchase_event_enabled: bool,
+    pub purchase_event_trigger: Option<String>,
+    pub purchase_event_tag: Option<String>,
+    pub purchase_event_currency: Option<String>,
+    pub purchase_event_value: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventStatus {
+    /// Claimed and being sent now (a lease: if the sender dies, the resend job takes over).
+    InFlight,
+    Delivered,
+    /// Meta was unavailable: the resend job sends it again with the same event id.
+    Pending,
+    Failed,
+}
+
+impl EventStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InFlight => "in_flight",
+            Self::Delivered => "delivered",
+            Self::Pending => "pending",
+            Self::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "in_flight" => Some(Self::InFlight),
+            "delivered" => Some(Self::Delivered),
+            "pending" => Some(Self::Pending),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Delivered | Self::Failed)
+    }
+}
+
+/// One conversion send: the dedup record (keyed by account + event id) and the audit row.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EventRecord {
+    pub account_id: String,
+    pub event_id: String,
+    pub event_name: String,
+    pub conversation_id: Option<String>,
+    pub ctwa_clid: String,
+    pub dataset_id: String,
+    pub status: EventStatus,
+    pub attempts: u32,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    /// Unix seconds, as sent to Meta.
+    pub event_time: i64,
+    pub events_received: Option<i64>,
+    pub fbtrace_id: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub error: Option<serde_json::Value>,
+    /// The `data[]` entry sent to Meta (hashed PII only), kept for resends.
+    pub payload: String,
+    pub test_event_code: Option<String>,
+    /// When the resend job may take it (in flight: the lease's end; pending: the next try).
+    pub next_attempt_at_ms: Option<i64>,
+    /// Who holds the record now; writes are conditional on it.
+    pub lease_id: String,
+    pub warnings: Vec<String>,
+    /// TTL (unix seconds) when audit rows are not kept forever.
+    pub expires_at: Option<i64>,
+}
+
+#[async_trait]
+pub trait CapiStore: Send + Sync {
+    async fn get_capi(&self, account_id: &str) -> Result<Option<CapiConfig>, StoreError>;
+    async fn put_capi(&self, account_id: &str, config: &CapiConfig) -> Result<(), StoreError>;
+    /// Creates the record unless the account already has one with this event id
+    /// (`false`): the dedup gate before any Meta call.
+    async fn claim_event(&self, rec: &EventRecord) -> Result<bool, StoreError>;
+    async fn get_event(
+        &self,
+        account_id: &str,
+        event_id: &str,
+    ) -> Result<Option<EventRecord>, StoreError>;
+    /// Writes the record if `lease_id` still holds it; `false` when another sender took it over.
+    async fn save_event(&self, rec: &EventRecord, lease_id: &str) -> Result<bool, StoreError>;
+    /// Takes over a due record (pending, or in flight past its lease) with a new lease.
+    async fn lease_event(
+        &self,
+        rec: &EventRecord,
+        new_lease_id: &str,
+        lease_until_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Records due for a (re)send, oldest first.
+    async fn due_events(&self, now_ms: i64, limit: usize) -> Result<Vec<EventRecord>, StoreError>;
+    /// The audit trail, newest first; `cursor` continues a previous page.
+    async fn list_events(
+        &self,
+        account_id: &str,
+        limit: usize,
+        cursor: Option<&str>,
+        status: Option<EventStatus>,
+    ) -> Result<(Vec<EventRecord>, Option<String>), StoreError>;
+}
+
 /// Whether click `a` precedes click `b` for first-touch purposes.
 pub fn click_precedes(a_ms: i64, a_msg: &str, b_ms: i64, b_msg: &str) -> bool {
     (a_ms, a_msg) < (b_ms, b_msg)

@@ -1,0 +1,637 @@
+//! Conversions API for Business Messaging over HTTP against the Graph simulator:
+//! dataset provisioning, sends keyed by the click, dedup under concurrency, retries,
+//! pending + scheduled resend, failures, batch, triggers and the audit trail.
+
+use ctwa_shared::capi::pii::sha256_hex;
+use ctwa_shared::capi::resend_due;
+use ctwa_shared::meta::connection::REQUIRED_SCOPES;
+use ctwa_tests::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const WABA: &str = "102290129340398";
+
+/// A connected account with a dataset and one captured click for `phone`.
+async fn ready_app(phone: &str, clid: &str) -> TestApp {
+    let app = spawn_app().await;
+    let code = app.oauth_code(&REQUIRED_SCOPES, WABA);
+    let (s, v) = app
+        .post_json(
+            "/v1/oauth/exchange-code",
+            &app.api_key,
+            json!({"code": code}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = app.post_json("/v1/dataset", &app.api_key, json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    click(&app, phone, clid, ctwa_shared::time::now_secs() - 3600).await;
+    app
+}
+
+async fn click(app: &TestApp, phone: &str, clid: &str, ts: i64) {
+    let before = app.click_count().await;
+    let wamid = format!("wamid.{}", unique("m"));
+    let (s, v) = app
+        .post_webhook(ctwa_webhook(FIXTURE_PNID, &wamid, phone, Some(clid), ts))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    settled("click captured", before + 1, || app.click_count()).await;
+}
+
+fn events_at_meta(app: &TestApp) -> Vec<Value> {
+    app.sim.sim.received_events()
+}
+
+fn fault(app: &TestApp, v: Value) {
+    app.sim.sim.add_fault(serde_json::from_value(v).unwrap());
+}
+
+#[tokio::test]
+async fn dataset_is_get_first_idempotent() {
+    let app = spawn_app().await;
+    let (s, v) = app.post_json("/v1/dataset", &app.api_key, json!({})).await;
+    assert_eq!(s, 503, "not connected yet: {v}");
+    let code = app.oauth_code(&REQUIRED_SCOPES, WABA);
+    app.post_json(
+        "/v1/oauth/exchange-code",
+        &app.api_key,
+        json!({"code": code}),
+    )
+    .await;
+    let (s, first) = app.post_json("/v1/dataset", &app.api_key, json!({})).await;
+    assert_eq!((s, &first["created"]), (200, &json!(true)), "{first}");
+    let (s, second) = app.post_json("/v1/dataset", &app.api_key, json!({})).await;
+    assert_eq!((s, &second["created"]), (200, &json!(false)));
+    assert_eq!(first["dataset_id"], second["dataset_id"]);
+    let posts = |app: &TestApp| {
+        app.sim
+            .sim
+            .requests()
+            .iter()
+            .filter(|r| r["method"] == "POST" && r["path"].as_str().unwrap().ends_with("/dataset"))
+            .count()
+    };
+    assert_eq!(posts(&app), 1, "one POST /{{waba}}/dataset at most");
+    let calls = app.sim.sim.requests().len();
+    let (s, v) = app.get("/v1/dataset", &app.api_key).await;
+    assert_eq!((s, &v["dataset_id"]), (200, &first["dataset_id"]));
+    assert_eq!(
+        app.sim.sim.requests().len(),
+        calls,
+        "GET /v1/dataset does not call Meta"
+    );
+    // A dataset that already exists at Meta is found by the GET, not created again.
+    let other = spawn_app().await;
+    let code = other.oauth_code(&REQUIRED_SCOPES, WABA);
+    other
+        .post_json(
+            "/v1/oauth/exchange-code",
+            &other.api_key,
+            json!({"code": code}),
+        )
+        .await;
+    other.sim.sim.create_token(&json!({})); // unrelated noise
+    let (_, v) = other
+        .post_json(
+            "/v1/dataset",
+            &other.api_key,
+            json!({"dataset_id": "1234567"}),
+        )
+        .await;
+    assert_eq!(
+        (v["dataset_id"].as_str(), v["created"].as_bool()),
+        (Some("1234567"), Some(false))
+    );
+    app.stack.stop().await;
+    other.stack.stop().await;
+}
+
+#[tokio::test]
+async fn metas_refusal_of_the_dataset_is_a_422_with_metas_error() {
+    let app = spawn_app().await;
+    let code = app.oauth_code(&REQUIRED_SCOPES, WABA);
+    app.post_json(
+        "/v1/oauth/exchange-code",
+        &app.api_key,
+        json!({"code": code}),
+    )
+    .await;
+    fault(
+        &app,
+        json!({"path": "/dataset", "status": 400, "code": 100, "message": "(#100) Invalid parameter", "times": 1}),
+    );
+    let (s, v) = app.post_json("/v1/dataset", &app.api_key, json!({})).await;
+    assert_eq!(s, 422, "{v}");
+    assert_eq!(v["error"]["meta_error"]["code"], 100);
+    assert!(v["error"]["hint"].as_str().unwrap().contains("verified"));
+    app.stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_purchase_by_phone_reaches_meta_keyed_by_the_most_recent_click() {
+    let app = ready_app("919876543210", "CLID-OLD").await;
+    click(
+        &app,
+        "919876543210",
+        "CLID-NEW",
+        ctwa_shared::time::now_secs() - 60,
+    )
+    .await;
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions",
+            &app.api_key,
+            json!({"phone": "+91 98765-43210", "event_name": "Purchase", "currency": "INR", "value": 1499, "email": " Buyer@Example.com", "test_event_code": "TEST12345"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["success"], true);
+    assert_eq!(v["ctwa_clid"], "CLID-NEW");
+    assert_eq!(v["events_received"], 1);
+    assert_eq!(v["attribution"]["model"], "last_click");
+    assert!(v["fbtrace_id"].is_string() && v["event_id"].as_str().unwrap().starts_with("ctwa_"));
+    let at_meta = events_at_meta(&app);
+    assert_eq!(at_meta.len(), 1);
+    let e = &at_meta[0]["event"];
+    assert_eq!(at_meta[0]["test_event_code"], "TEST12345");
+    assert_eq!(e["action_source"], "business_messaging");
+    assert_eq!(e["messaging_channel"], "whatsapp");
+    assert_eq!(e["event_name"], "Purchase");
+    assert_eq!(e["user_data"]["whatsapp_business_account_id"], WABA);
+    assert_eq!(
+        e["user_data"]["ctwa_clid"], "CLID-NEW",
+        "never hashed, the most recent click"
+    );
+    assert_eq!(e["user_data"]["ph"], json!([sha256_hex("919876543210")]));
+    assert_eq!(
+        e["user_data"]["em"],
+        json!([sha256_hex("buyer@example.com")])
+    );
+    assert_eq!(
+        e["custom_data"],
+        json!({"currency": "INR", "value": 1499.0})
+    );
+    let (_, audit) = app.get("/v1/conversions?limit=10", &app.api_key).await;
+    let row = &audit["events"][0];
+    assert_eq!(
+        (row["status"].as_str(), row["event_name"].as_str()),
+        (Some("delivered"), Some("Purchase"))
+    );
+    assert_eq!(row["events_received"], 1);
+    assert!(
+        row["fbtrace_id"].is_string()
+            && row["duration_ms"].is_number()
+            && row["conversation_id"].is_string()
+    );
+    app.stack.stop().await;
+}
+
+#[tokio::test]
+async fn no_click_is_a_no_op_and_bad_input_is_400() {
+    let app = ready_app("16505551234", "CLID-1").await;
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions",
+            &app.api_key,
+            json!({"phone": "+15550000000", "event_name": "Lead"}),
+        )
+        .await;
+    assert_eq!(
+        (s, v),
+        (
+            200,
+            json!({"success": false, "reason": "no_ctwa_click_id_for_phone"})
+        )
+    );
+    assert!(events_at_meta(&app).is_empty());
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions",
+            &app.api_key,
+            json!({"phone": "16505551234", "event_name": "Contact"}),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("LeadSubmitted"),
+        "{v}"
+    );
+    for (body, what) in [
+        (
+            json!({"phone": "16505551234", "event_name": "Purchase"}),
+            "currency",
+        ),
+        (
+            json!({"phone": "16505551234", "event_name": "Purchase", "currency": "RUPEES", "value": 1}),
+            "ISO 4217",
+        ),
+        (
+            json!({"phone": "16505551234", "event_name": "Lead", "event_time": ctwa_shared::time::now_secs() - 8 * 86_400}),
+            "7 days",
+        ),
+        (
+            json!({"phone": "16505551234", "event_name": "Lead", "email": "not-an-email"}),
+            "email",
+        ),
+        (
+            json!({"phone": "16505551234", "event_name": "Lead", "event_id": "has spaces"}),
+            "event_id",
+        ),
+        (json!({"event_name": "Lead"}), "conversation_id or phone"),
+        (
+            json!({"phone": "16505551234", "event_name": "Lead", "surprise": 1}),
+            "unknown field",
+        ),
+    ] {
+        let (s, v) = app
+            .post_json("/v1/conversions", &app.api_key, body.clone())
+            .await;
+        assert_eq!(s, 400, "{body}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(what),
+            "{body}: {v}"
+        );
+    }
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions",
+            &app.api_key,
+            json!({"conversation_id": "c_000000000000000000000000", "event_name": "Lead"}),
+        )
+        .await;
+    assert_eq!(s, 404, "{v}");
+    assert!(events_at_meta(&app).is_empty());
+    // The alias Lead -> LeadSubmitted, and by conversation id.
+    let (_, list) = app
+        .get("/v1/conversations?phone=16505551234", &app.api_key)
+        .await;
+    let cid = list["conversations"][0]["id"].as_str().unwrap().to_string();
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions",
+            &app.api_key,
+            json!({"conversationId": cid, "eventName": "Lead"}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["event_name"].as_str()),
+        (200, Some("LeadSubmitted")),
+        "{v}"
+    );
+    app.stack.stop().await;
+}
+
+#[tokio::test]
+async fn an_old_click_is_sent_with_a_warning() {
+    let app = ready_app("16505559999", "CLID-RECENT").await;
+    // Another customer whose only click is 10 days old.
+    click(
+        &app,
+        "16505558888",
+        "CLID-OLD",
+        ctwa_shared::time::now_secs() - 10 * 86_400,
+    )
+    .await;
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions",
+            &app.api_key,
+            json!({"phone": "16505558888", "event_name": "LeadSubmitted"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        v["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("7-day attribution window"),
+        "{v}"
+    );
+    app.stack.stop().await;
+}
+
+#[tokio::test]
+async fn twenty_concurrent_sends_of_one_event_id_reach_meta_once() {
+    let app = ready_app("16505551234", "CLID-1").await;
+    // Slow Meta down so that the duplicates really overlap the first send.
+    fault(
+        &app,
+        json!({"path": "/events", "status": 200, "delay_ms": 300, "times": 1}),
+    );
+    let body = json!({"phone": "16505551234", "event_name": "Purchase", "currency": "USD", "value": 10, "event_id": "order-1499"});
+    let sends = (0..20).map(|_| app.post_json("/v1/conversions", &app.api_key, body.clone()));
+    let answers = futures_util::future::join_all(sends).await;
+    assert_eq!(
+        events_at_meta(&app).len(),
+        1,
+        "exactly one event reached Meta"
+    );
+    let dups = answers
+        .iter()
+        .filter(|(_, v)| v["duplicate"] == true)
+        .count();
+    assert_eq!(dups, 19);
+    for (s, v) in &answers {
+        assert_eq!(*s, 200, "{v}");
+        assert_eq!(
+            v["status"], "delivered",
+            "duplicates answer with the first outcome: {v}"
+        );
+        assert_eq!(v["event_id"], "order-1499");
+    }
+    app.stack.stop().await;
+}
+
+#[tokio::test]
+async fn meta_failing_three_times_with_code_2_then_answering_delivers_once() {
+    let app = ready_app("16505551234", "CLID-1").await;
+    fault(
+        &app,
+        json!({"path": "/events", "status": 500, "code": 2, "times": 3}),
+    );
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions",
+            &app.api_key,
+            json!({"phone": "16505551234", "event_name": "Lead"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["attempts"], 4);
+    assert_eq!(events_at_meta(&app).len(), 1);
+    app.stack.stop().await;
+}
+
+#[tokio::test]
+async fn meta_down_longer_than_the_call_leaves_it_pending_and_the_resend_delivers_once() {
+    let app = ready_app("16505551234", "CLID-1").await;
+    fault(
+        &app,
+        json!({"path": "/events", "status": 503, "times": 1000}),
+    );
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions",
+            &app.api_key,
+            json!({"phone": "16505551234", "event_name": "Lead", "event_id": "lead-42"}),
+        )
+        .await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["status"], "pending");
+    assert!(events_at_meta(&app).is_empty());
+    let (_, pending) = app
+        .get("/v1/conversions?status=pending", &app.api_key)
+        .await;
+    assert_eq!(pending["events"].as_array().unwrap().len(), 1);
+    // Still down: the resend leaves it pending.
+    let later = ctwa_shared::time::now_millis() + 3_600_000;
+    let r = resend_due(&app.stack.capi, later, 100).await.unwrap();
+    assert_eq!((r.delivered, r.pending), (0, 1), "{r:?}");
+    // Meta recovers.
+    app.sim.sim.clear_faults();
+    let r = resend_due(&app.stack.capi, later + 3_600_000 * 24, 100)
+        .await
+        .unwrap();
+    assert_eq!(r.delivered, 1, "{r:?}");
+    let r = resend_due(&app.stack.capi, later + 3_600_000 * 48, 100)
+        .await
+        .unwrap();
+    assert_eq!(r.due, 0);
+    let at_meta = events_at_meta(&app);
+    assert_eq!(at_meta.len(), 1);
+    assert_eq!(at_meta[0]["event"]["event_id"], "lead-42");
+    let (_, row) = app
+        .get("/v1/conversions?status=delivered", &app.api_key)
+        .await;
+    assert_eq!(row["events"][0]["event_id"], "lead-42");
+    // The client retrying the same event id now gets the delivered outcome, no new send.
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions",
+            &app.api_key,
+            json!({"phone": "16505551234", "event_name": "Lead", "event_id": "lead-42"}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["duplicate"].as_bool(), v["status"].as_str()),
+        (200, Some(true), Some("delivered"))
+    );
+    assert_eq!(events_at_meta(&app).len(), 1);
+    app.stack.stop().await;
+}
+
+#[tokio::test]
+async fn permanent_and_token_errors_fail_with_a_reason() {
+    let app = ready_app("16505551234", "CLID-1").await;
+    fault(
+        &app,
+        json!({"path": "/events", "status": 400, "code": 100, "error_subcode": 2804087, "message": "Invalid parameter", "times": 1}),
+    );
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions",
+            &app.api_key,
+            json!({"phone": "16505551234", "event_name": "Lead"}),
+        )
+        .await;
+    assert_eq!(s, 422, "{v}");
+    assert_eq!(v["status"], "failed");
+    assert_eq!(v["error"]["meta_error"]["error_subcode"], 2804087);
+    assert_eq!(v["attempts"], 1, "never retried");
+    // Revoke the token: the send fails, the connection is marked broken.
+    let token = app.stack.connect.meta.token(&app.account_id).await.unwrap();
+    app.sim.sim.revoke(token.expose());
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions",
+            &app.api_key,
+            json!({"phone": "16505551234", "event_name": "Lead"}),
+        )
+        .await;
+    assert_eq!(s, 503, "{v}");
+    let (_, st) = app.get("/v1/status", &app.api_key).await;
+    assert_eq!(st["status"], "broken");
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions",
+            &app.api_key,
+            json!({"phone": "16505551234", "event_name": "Lead"}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (503, Some("meta_token_invalid"))
+    );
+    assert!(events_at_meta(&app).is_empty());
+    let (_, failed) = app.get("/v1/conversions?status=failed", &app.api_key).await;
+    assert_eq!(failed["events"].as_array().unwrap().len(), 2);
+    app.stack.stop().await;
+}
+
+#[tokio::test]
+async fn batch_sends_the_valid_events_in_one_request_and_answers_each() {
+    let app = ready_app("16505551234", "CLID-1").await;
+    click(
+        &app,
+        "16505552222",
+        "CLID-2",
+        ctwa_shared::time::now_secs() - 100,
+    )
+    .await;
+    let before = app.sim.sim.requests().len();
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions/batch",
+            &app.api_key,
+            json!({"events": [
+                {"phone": "16505551234", "event_name": "Lead", "event_id": "b-1"},
+                {"phone": "16505552222", "event_name": "Purchase", "currency": "USD", "value": 5, "event_id": "b-2"},
+                {"phone": "16505551234", "event_name": "NotAnEvent"},
+                {"phone": "15550000000", "event_name": "Lead"},
+                {"phone": "16505552222", "event_name": "AddToCart", "event_id": "b-1"}
+            ]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let r = v["results"].as_array().unwrap();
+    assert_eq!(r.len(), 5);
+    assert_eq!(
+        (r[0]["status"].as_str(), r[1]["status"].as_str()),
+        (Some("delivered"), Some("delivered"))
+    );
+    assert_eq!(r[2]["status"], "invalid");
+    assert_eq!(r[3]["reason"], "no_ctwa_click_id_for_phone");
+    assert_eq!(r[4]["status"], "invalid", "duplicate event id in one batch");
+    let sends: Vec<_> = app.sim.sim.requests()[before..]
+        .iter()
+        .filter(|r| r["path"].as_str().unwrap().ends_with("/events"))
+        .cloned()
+        .collect();
+    assert_eq!(sends.len(), 1, "one Meta request for the batch");
+    assert_eq!(events_at_meta(&app).len(), 2);
+    let (s, _) = app
+        .post_json("/v1/conversions/batch", &app.api_key, json!({"events": []}))
+        .await;
+    assert_eq!(s, 400);
+    app.stack.stop().await;
+}
+
+#[tokio::test]
+async fn capi_config_and_triggers() {
+    let app = ready_app("919876543210", "CLID-T").await;
+    let (_, v) = app.get("/v1/capi", &app.api_key).await;
+    assert_eq!(v["capi"]["connected"], true);
+    assert!(v["capi"]["dataset_id"].is_string());
+    let (s, v) = app
+        .post_json(
+            "/v1/capi",
+            &app.api_key,
+            json!({"lead_event_enabled": false, "lead_event_trigger": "form_submitted", "lead_event_tag": "lead",
+                   "purchase_event_enabled": true, "purchase_event_trigger": "order_placed", "purchase_event_tag": "buyer",
+                   "purchase_event_currency": "inr", "purchase_event_value": 0}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["capi"]["purchase_event_currency"], "INR");
+    // Partial: only what is given changes.
+    let (_, v) = app
+        .post_json(
+            "/v1/capi",
+            &app.api_key,
+            json!({"purchase_event_value": 999}),
+        )
+        .await;
+    assert_eq!(
+        (
+            v["capi"]["purchase_event_trigger"].as_str(),
+            v["capi"]["purchase_event_value"].as_f64()
+        ),
+        (Some("order_placed"), Some(999.0))
+    );
+    let (_, v) = app
+        .post_json(
+            "/v1/triggers",
+            &app.api_key,
+            json!({"trigger": "nope", "phone": "919876543210"}),
+        )
+        .await;
+    assert_eq!(v["reason"], "unknown_trigger");
+    let (_, v) = app
+        .post_json(
+            "/v1/triggers",
+            &app.api_key,
+            json!({"trigger": "form_submitted", "phone": "919876543210"}),
+        )
+        .await;
+    assert_eq!(v["reason"], "trigger_disabled");
+    assert!(events_at_meta(&app).is_empty());
+    let (s, v) = app
+        .post_json(
+            "/v1/triggers",
+            &app.api_key,
+            json!({"trigger": "order_placed", "phone": "+919876543210", "value": 1499}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["event_name"], "Purchase");
+    let e = &events_at_meta(&app)[0]["event"];
+    assert_eq!(
+        e["custom_data"],
+        json!({"currency": "INR", "value": 1499.0})
+    );
+    let (s, _) = app
+        .post_json(
+            "/v1/capi",
+            &app.api_key,
+            json!({"purchase_event_currency": "XYZ"}),
+        )
+        .await;
+    assert_eq!(s, 400);
+    app.stack.stop().await;
+}
+
+#[tokio::test]
+async fn audit_trail_pages_newest_first() {
+    let app = ready_app("16505551234", "CLID-1").await;
+    for i in 0..3 {
+        let (s, _) = app
+            .post_json(
+                "/v1/conversions",
+                &app.api_key,
+                json!({"phone": "16505551234", "event_name": "Lead", "event_id": format!("p-{i}")}),
+            )
+            .await;
+        assert_eq!(s, 200);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (_, page1) = app.get("/v1/conversions?limit=2", &app.api_key).await;
+    let ids: Vec<&str> = page1["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["p-2", "p-1"]);
+    let cursor = page1["next_cursor"].as_str().unwrap();
+    let (s, page2) = app
+        .get(
+            &format!(
+                "/v1/conversions?limit=2&cursor={}",
+                cursor.replace('#', "%23").replace('|', "%7C")
+            ),
+            &app.api_key,
+        )
+        .await;
+    assert_eq!(s, 200, "{page2}");
+    assert_eq!(page2["events"][0]["event_id"], "p-0");
+    assert_eq!(page2["events"].as_array().unwrap().len(), 1);
+    for q in ["limit=0", "limit=abc", "status=lost", "cursor=zzz"] {
+        let (s, _) = app.get(&format!("/v1/conversions?{q}"), &app.api_key).await;
+        assert_eq!(s, 400, "{q}");
+    }
+    app.stack.stop().await;
+}
