@@ -190,6 +190,11 @@ async fn refresh_replaces_the_token_and_the_next_read_uses_it_without_restart() 
     let second = app.stack.connect.meta.token(&app.account_id).await.unwrap();
     assert_ne!(first, second);
     assert_eq!(second.expose(), stored["access_token"].as_str().unwrap());
+    // Another function's next read uses the new token at once, with no restart.
+    assert_eq!(
+        app.stack.capi.meta.token(&app.account_id).await.unwrap(),
+        second
+    );
     app.stack.stop().await;
 }
 

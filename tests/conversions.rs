@@ -39,6 +39,10 @@ async fn click(app: &TestApp, phone: &str, clid: &str, ts: i64) {
     settled("click captured", before + 1, || app.click_count()).await;
 }
 
+fn soon() -> std::time::Instant {
+    std::time::Instant::now() + Duration::from_secs(120)
+}
+
 fn events_at_meta(app: &TestApp) -> Vec<Value> {
     app.sim.sim.received_events()
 }
@@ -389,15 +393,17 @@ async fn meta_down_longer_than_the_call_leaves_it_pending_and_the_resend_deliver
     assert_eq!(pending["events"].as_array().unwrap().len(), 1);
     // Still down: the resend leaves it pending.
     let later = ctwa_shared::time::now_millis() + 3_600_000;
-    let r = resend_due(&app.stack.capi, later, 100).await.unwrap();
+    let r = resend_due(&app.stack.capi, later, 100, soon())
+        .await
+        .unwrap();
     assert_eq!((r.delivered, r.pending), (0, 1), "{r:?}");
     // Meta recovers.
     app.sim.sim.clear_faults();
-    let r = resend_due(&app.stack.capi, later + 3_600_000 * 24, 100)
+    let r = resend_due(&app.stack.capi, later + 3_600_000 * 24, 100, soon())
         .await
         .unwrap();
     assert_eq!(r.delivered, 1, "{r:?}");
-    let r = resend_due(&app.stack.capi, later + 3_600_000 * 48, 100)
+    let r = resend_due(&app.stack.capi, later + 3_600_000 * 48, 100, soon())
         .await
         .unwrap();
     assert_eq!(r.due, 0);
@@ -632,6 +638,57 @@ async fn audit_trail_pages_newest_first() {
     for q in ["limit=0", "limit=abc", "status=lost", "cursor=zzz"] {
         let (s, _) = app.get(&format!("/v1/conversions?{q}"), &app.api_key).await;
         assert_eq!(s, 400, "{q}");
+    }
+    app.stack.stop().await;
+}
+
+#[tokio::test]
+async fn one_bad_event_does_not_fail_the_rest_of_a_batch_and_test_codes_never_mix() {
+    let app = ready_app("16505551234", "CLID-1").await;
+    click(
+        &app,
+        "16505553333",
+        "INVALID-unknown-to-meta",
+        ctwa_shared::time::now_secs() - 100,
+    )
+    .await;
+    click(
+        &app,
+        "16505554444",
+        "CLID-4",
+        ctwa_shared::time::now_secs() - 100,
+    )
+    .await;
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions/batch",
+            &app.api_key,
+            json!({"events": [
+                {"phone": "16505551234", "event_name": "Lead", "event_id": "m-1"},
+                {"phone": "16505553333", "event_name": "Lead", "event_id": "m-2"},
+                {"phone": "16505554444", "event_name": "Lead", "event_id": "m-3"},
+                {"phone": "16505554444", "event_name": "AddToCart", "event_id": "m-4", "test_event_code": "TEST1"}
+            ]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let r = v["results"].as_array().unwrap();
+    let statuses: Vec<&str> = r.iter().map(|x| x["status"].as_str().unwrap()).collect();
+    assert_eq!(
+        statuses,
+        ["delivered", "failed", "delivered", "delivered"],
+        "{v}"
+    );
+    assert_eq!(r[1]["error"]["meta_error"]["error_subcode"], 2804087);
+    let at_meta = events_at_meta(&app);
+    assert_eq!(at_meta.len(), 3);
+    for e in &at_meta {
+        let is_test = e["event"]["event_id"] == "m-4";
+        assert_eq!(
+            e["test_event_code"].as_str() == Some("TEST1"),
+            is_test,
+            "{e}"
+        );
     }
     app.stack.stop().await;
 }

@@ -360,10 +360,22 @@ impl Simulator {
 
     fn events(&self, dataset: &str, body: &Value, token: Option<&str>) -> (u16, Value) {
         let mut st = self.lock();
-        if let Err(e) = self.valid_token(&st, token) {
-            return e;
-        }
-        if !st.datasets.values().any(|d| d == dataset) {
+        let info = match self.valid_token(&st, token) {
+            Ok(i) => i.clone(),
+            Err(e) => return e,
+        };
+        let owner = st
+            .datasets
+            .iter()
+            .find(|(_, d)| *d == dataset)
+            .map(|(w, _)| w.clone());
+        // A token that cannot reach the dataset (another business's): code 100 subcode 33.
+        if owner.is_none()
+            || info
+                .waba_id
+                .as_ref()
+                .is_some_and(|w| Some(w) != owner.as_ref())
+        {
             return graph_error(
                 400,
                 100,
@@ -440,9 +452,11 @@ impl Simulator {
                     "Messaging Event Missing WhatsApp Business Account Id",
                 );
             }
+            // Meta refuses click ids it does not know; the simulator treats ids that
+            // start with INVALID as unknown.
             if e["user_data"]["ctwa_clid"]
                 .as_str()
-                .is_none_or(str::is_empty)
+                .is_none_or(|c| c.is_empty() || c.starts_with("INVALID"))
             {
                 return invalid(2_804_087, "Messaging Event Invalid Ctwa Clid");
             }

@@ -251,6 +251,7 @@ pub async fn start(clients: &Clients, cfg: LocalConfig) -> Result<Stack, StartEr
     let aws_secrets = Arc::new(AwsSecrets::new(clients.secrets.clone()));
     let connect_deps = Arc::new(connect::ConnectDeps {
         accounts: data.clone(),
+        capi: data.clone(),
         meta: Arc::new(MetaDeps {
             graph: ctwa_shared::graph::GraphClient::new(&cfg.graph_url, Duration::from_secs(10))
                 .map_err(|e| StartError(format!("Graph client: {e}")))?,
@@ -265,11 +266,28 @@ pub async fn start(clients: &Clients, cfg: LocalConfig) -> Result<Stack, StartEr
             token_secret_prefix: cfg.token_secret_prefix.clone(),
         }),
     });
+    // Like the separate Lambdas in AWS: the CAPI functions have their own secrets cache
+    // (with the production TTL), so a refresh made by the connect function reaches them
+    // through the connection's token version, not through a shared cache.
+    let capi_secrets = Arc::new(AwsSecrets::new(clients.secrets.clone()));
+    let capi_meta = Arc::new(MetaDeps {
+        graph: ctwa_shared::graph::GraphClient::new(&cfg.graph_url, Duration::from_secs(10))
+            .map_err(|e| StartError(format!("Graph client: {e}")))?,
+        connections: data.clone(),
+        secrets: Arc::new(CachedSecrets::new(
+            capi_secrets.clone(),
+            Duration::from_secs(300),
+        )),
+        secret_writer: capi_secrets,
+        app_secret_id: cfg.webhook_secret_id.clone(),
+        app_id: cfg.meta_app_id.clone(),
+        token_secret_prefix: cfg.token_secret_prefix.clone(),
+    });
     let capi_deps = Arc::new(CapiDeps {
         accounts: data.clone(),
         conversations: data.clone(),
         store: data.clone(),
-        meta: connect_deps.meta.clone(),
+        meta: capi_meta,
         policy: cfg.retry_policy.clone(),
         audit_ttl_days: None,
     });
@@ -329,7 +347,10 @@ async fn resend_loop(deps: Arc<CapiDeps>, every: Duration, mut shutdown: watch::
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,
         }
-        match ctwa_shared::capi::resend_due(&deps, ctwa_shared::time::now_millis(), 500).await {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        match ctwa_shared::capi::resend_due(&deps, ctwa_shared::time::now_millis(), 500, deadline)
+            .await
+        {
             Ok(r) if r.due > 0 => tracing::info!(?r, "resend run"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "resend run failed"),

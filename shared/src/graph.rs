@@ -118,7 +118,7 @@ impl GraphError {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 pub struct TokenResponse {
     access_token: String,
     #[serde(default)]
@@ -126,6 +126,16 @@ pub struct TokenResponse {
     /// Seconds; absent or 0 for tokens that do not expire.
     #[serde(default)]
     pub expires_in: Option<i64>,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("access_token", &"***")
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
 }
 
 impl TokenResponse {
@@ -235,7 +245,14 @@ impl GraphClient {
                     status,
                     error: Box::new(GraphErrorBody {
                         message: format!("HTTP {status} without a Graph error body"),
-                        code: if status >= 500 { 2 } else { 1 },
+                        // 5xx: Meta's "temporary" code 2; 408/429: rate limit 4; any
+                        // other status without a Graph body (a proxy, a wrong URL) is
+                        // not retried.
+                        code: match status {
+                            500.. => 2,
+                            408 | 429 => 4,
+                            _ => 0,
+                        },
                         ..Default::default()
                     }),
                 },

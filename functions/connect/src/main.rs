@@ -18,6 +18,7 @@ async fn main() -> Result<(), Error> {
     ));
     let deps = Arc::new(ConnectDeps {
         accounts: data.clone(),
+        capi: data.clone(),
         meta: Arc::new(meta_deps(&config, &sdk, data)?),
     });
     lambda_http::run(service_fn(move |req: Request| {

@@ -12,11 +12,14 @@ async fn main() -> Result<(), Error> {
     let settings = CapiSettings::from_env()?;
     let sdk = aws_sdk_config().await;
     let deps = Arc::new(capi_deps(&settings, &sdk)?);
-    lambda_runtime::run(service_fn(move |_: LambdaEvent<serde_json::Value>| {
+    lambda_runtime::run(service_fn(move |ev: LambdaEvent<serde_json::Value>| {
         let deps = deps.clone();
         async move {
             let now = ctwa_shared::time::now_millis();
-            let report = resend_due(&deps, now, 500).await?;
+            // Stop sending in time: the invocation's own deadline (epoch millis).
+            let left_ms = (ev.context.deadline as i64 - now).max(0) as u64;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_millis(left_ms);
+            let report = resend_due(&deps, now, 500, deadline).await?;
             println!(
                 "{}",
                 serde_json::json!({

@@ -135,17 +135,22 @@ pub async fn provision_dataset(
     }
     let waba = waba_for(deps, account_id).await?;
     let token = deps.meta.token(account_id).await?;
-    let (dataset_id, created) = match deps.meta.graph.get_dataset(&waba, &token).await {
-        Ok(Some(id)) => (id, false),
-        Ok(None) => (
-            deps.meta
-                .graph
-                .create_dataset(&waba, &token)
-                .await
-                .map_err(|e| dataset_error(deps, account_id, e))?,
-            true,
-        ),
-        Err(e) => return Err(dataset_error(deps, account_id, e)),
+    let found = match deps.meta.graph.get_dataset(&waba, &token).await {
+        Ok(Some(id)) => Ok((id, false)),
+        Ok(None) => deps
+            .meta
+            .graph
+            .create_dataset(&waba, &token)
+            .await
+            .map(|id| (id, true)),
+        Err(e) => Err(e),
+    };
+    let (dataset_id, created) = match found {
+        Ok(v) => v,
+        Err(e) => {
+            dataset_token_refused(deps, account_id, &token, &e).await;
+            return Err(dataset_error(deps, account_id, e));
+        }
     };
     config.dataset_id = Some(dataset_id.clone());
     deps.store.put_capi(account_id, &config).await?;
@@ -161,6 +166,13 @@ fn dataset_error(deps: &CapiDeps, account_id: &str, e: GraphError) -> CapiError 
         deps.meta.forget_token(account_id);
     }
     CapiError::DatasetRefused(e)
+}
+
+/// After Meta refused the token during provisioning: the connection is broken.
+async fn dataset_token_refused(deps: &CapiDeps, account_id: &str, token: &Token, e: &GraphError) {
+    if e.is_token_error() {
+        mark_broken(deps, account_id, token, e).await;
+    }
 }
 
 // ------------------------------------------------------------------ the click
@@ -219,6 +231,7 @@ pub struct SendResult {
     pub duplicate: bool,
 }
 
+#[derive(Clone)]
 enum Attempt {
     Delivered(EventsResponse),
     Failed(GraphError),
@@ -332,11 +345,28 @@ fn settle(
     }
 }
 
-async fn mark_broken(deps: &CapiDeps, account_id: &str, e: &GraphError) {
+/// Marks the connection broken after Meta refused its token, unless the token was
+/// replaced (refresh or reconnect) since `token` was read.
+async fn mark_broken(deps: &CapiDeps, account_id: &str, token: &Token, e: &GraphError) {
     if let Ok(Some(mut conn)) = deps.meta.connections.get_connection(account_id).await {
+        if deps
+            .meta
+            .token(account_id)
+            .await
+            .is_ok_and(|current| &current != token)
+        {
+            deps.meta.forget_token(account_id);
+            return;
+        }
+        let expected = conn.token_version;
         conn.status = ConnectionStatus::Broken;
         conn.last_error = Some(e.to_string());
-        if let Err(err) = deps.meta.connections.put_connection(&conn).await {
+        if let Err(err) = deps
+            .meta
+            .connections
+            .update_connection(&conn, expected)
+            .await
+        {
             tracing::error!(account_id, error = %err, "could not mark the Meta connection broken");
         }
     }
@@ -398,29 +428,116 @@ async fn first_outcome(
 ) -> Result<EventRecord, CapiError> {
     let deadline = std::time::Instant::now() + deps.policy.budget;
     loop {
-        let rec = deps
-            .store
-            .get_event(account_id, event_id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("event {event_id} vanished")))?;
-        if rec.status != EventStatus::InFlight || std::time::Instant::now() >= deadline {
-            return Ok(rec);
+        let rec = deps.store.get_event(account_id, event_id).await?;
+        match rec {
+            Some(r) if r.status != EventStatus::InFlight => return Ok(r),
+            Some(r) if std::time::Instant::now() >= deadline => return Ok(r),
+            None if std::time::Instant::now() >= deadline => {
+                return Err(StoreError::Corrupt(format!(
+                    "event {event_id} was claimed but cannot be read"
+                ))
+                .into());
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-/// Claims the records (dedup), sends the new ones in one request (up to 1000), and
-/// settles every record. Results are in the order of `records`.
+/// Saves a settled record, retrying passing storage errors: the send already happened,
+/// so giving up here would let the resend job send it again.
+async fn save_settled(deps: &CapiDeps, rec: &EventRecord, lease: &str) -> Result<(), StoreError> {
+    let mut wait = Duration::from_millis(50);
+    for attempt in 1..=5 {
+        match deps.store.save_event(rec, lease).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {
+                tracing::warn!(event_id = %rec.event_id, "event was taken over by the resend job before this send settled");
+                return Ok(());
+            }
+            Err(e) if attempt < 5 => {
+                tracing::warn!(event_id = %rec.event_id, error = %e, "saving the outcome failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Sends one group (same dataset and test code). A permanent refusal of a request with
+/// several events is split in halves and re-sent, so that one bad event does not fail
+/// the others (Meta rejects a whole request for one invalid event).
+/// A record with how its send ended: the attempt, attempts made, milliseconds taken.
+type Settled = (EventRecord, Attempt, u32, i64);
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+fn send_group<'a>(
+    deps: &'a CapiDeps,
+    account_id: &'a str,
+    token: &'a Token,
+    group: Vec<EventRecord>,
+) -> BoxFuture<'a, Vec<Settled>> {
+    Box::pin(async move {
+        let payloads: Vec<Value> = group
+            .iter()
+            .map(|r| serde_json::from_str(&r.payload).unwrap_or(Value::Null))
+            .collect();
+        let started = std::time::Instant::now();
+        let out = Outgoing {
+            account_id,
+            dataset_id: &group[0].dataset_id,
+            events: &payloads,
+            test_event_code: group[0].test_event_code.as_deref(),
+            token: token.clone(),
+        };
+        let (attempt, attempts) = send_with_retries(deps, out).await;
+        let ms = started.elapsed().as_millis() as i64;
+        if let Attempt::Failed(e) = &attempt
+            && group.len() > 1
+            && !e.is_retryable()
+            && !e.is_token_error()
+        {
+            let mut group = group;
+            let right = group.split_off(group.len() / 2);
+            let mut results = send_group(deps, account_id, token, group).await;
+            results.extend(send_group(deps, account_id, token, right).await);
+            for r in &mut results {
+                r.2 += attempts;
+            }
+            return results;
+        }
+        group
+            .into_iter()
+            .map(|r| (r, attempt.clone(), attempts, ms))
+            .collect()
+    })
+}
+
+/// Claims the records (dedup), sends the new ones (one request per dataset and test
+/// code, up to 1000 events each), and settles every record. Results are in the order
+/// of `records`.
 pub async fn deliver(
     deps: &CapiDeps,
     records: Vec<EventRecord>,
 ) -> Result<Vec<SendResult>, CapiError> {
-    let mut results: Vec<Option<SendResult>> = vec![None; records.len()];
-    let mut claimed: Vec<(usize, EventRecord)> = Vec::new();
-    for (i, rec) in records.into_iter().enumerate() {
-        if deps.store.claim_event(&rec).await? {
-            claimed.push((i, rec));
+    let n = records.len();
+    let mut claims = Vec::with_capacity(n);
+    for rec in &records {
+        claims.push(deps.store.claim_event(rec));
+    }
+    let claimed_flags: Vec<Result<bool, StoreError>> = futures_util::future::join_all(claims).await;
+    let mut results: Vec<Option<SendResult>> = vec![None; n];
+    // Grouped by (dataset, test event code): those never share a request.
+    type GroupKey = (String, Option<String>);
+    let mut groups: Vec<(GroupKey, Vec<(usize, EventRecord)>)> = Vec::new();
+    for (i, (rec, claimed)) in records.into_iter().zip(claimed_flags).enumerate() {
+        if claimed? {
+            let k = (rec.dataset_id.clone(), rec.test_event_code.clone());
+            match groups.iter_mut().find(|(gk, _)| *gk == k) {
+                Some((_, g)) => g.push((i, rec)),
+                None => groups.push((k, vec![(i, rec)])),
+            }
         } else {
             let first = first_outcome(deps, &rec.account_id, &rec.event_id).await?;
             results[i] = Some(SendResult {
@@ -429,31 +546,17 @@ pub async fn deliver(
             });
         }
     }
-    if let Some((_, first)) = claimed.first() {
-        let account_id = first.account_id.clone();
-        let dataset_id = first.dataset_id.clone();
-        let test_code = first.test_event_code.clone();
+    for (_, group) in groups {
+        let account_id = group[0].1.account_id.clone();
         let token = match deps.meta.token(&account_id).await {
             Ok(t) => Some(t),
             Err(ConnectError::TokenInvalid(_)) | Err(ConnectError::NotConnected) => None,
             Err(e) => return Err(e.into()),
         };
-        let payloads: Vec<Value> = claimed
-            .iter()
-            .map(|(_, r)| serde_json::from_str(&r.payload).unwrap_or(Value::Null))
-            .collect();
-        let started = std::time::Instant::now();
-        let (attempt, attempts) = match &token {
-            Some(t) => {
-                let out = Outgoing {
-                    account_id: &account_id,
-                    dataset_id: &dataset_id,
-                    events: &payloads,
-                    test_event_code: test_code.as_deref(),
-                    token: t.clone(),
-                };
-                send_with_retries(deps, out).await
-            }
+        let indexes: Vec<usize> = group.iter().map(|(i, _)| *i).collect();
+        let recs: Vec<EventRecord> = group.into_iter().map(|(_, r)| r).collect();
+        let outcomes = match &token {
+            Some(t) => send_group(deps, &account_id, t, recs).await,
             None => {
                 let error = crate::graph::GraphErrorBody {
                     message:
@@ -462,40 +565,42 @@ pub async fn deliver(
                     code: 190,
                     ..Default::default()
                 };
-                (
-                    Attempt::Failed(GraphError::Api {
-                        status: 401,
-                        error: Box::new(error),
-                    }),
-                    0,
-                )
+                let e = GraphError::Api {
+                    status: 401,
+                    error: Box::new(error),
+                };
+                recs.into_iter()
+                    .map(|r| (r, Attempt::Failed(e.clone()), 0, 0))
+                    .collect()
             }
         };
-        let duration_ms = started.elapsed().as_millis() as i64;
-        let now_ms = crate::time::now_millis();
-        if let Attempt::Failed(e) = &attempt
-            && e.is_token_error()
-            && token.is_some()
+        if let Some(t) = &token
+            && outcomes
+                .iter()
+                .any(|(_, a, _, _)| matches!(a, Attempt::Failed(e) if e.is_token_error()))
+            && let Some((_, Attempt::Failed(e), _, _)) = outcomes
+                .iter()
+                .find(|(_, a, _, _)| matches!(a, Attempt::Failed(_)))
         {
-            mark_broken(deps, &account_id, e).await;
+            mark_broken(deps, &account_id, t, e).await;
         }
-        for (i, mut rec) in claimed {
+        let now_ms = crate::time::now_millis();
+        // `send_group` keeps the order of the records it was given.
+        for (i, (mut rec, attempt, attempts, ms)) in indexes.into_iter().zip(outcomes) {
             let lease = rec.lease_id.clone();
             rec.attempts += attempts;
             match &attempt {
-                Attempt::Delivered(r) => settle(deps, &mut rec, Ok(r), duration_ms, now_ms),
-                Attempt::Failed(e) => settle(deps, &mut rec, Err(e), duration_ms, now_ms),
+                Attempt::Delivered(r) => settle(deps, &mut rec, Ok(r), ms, now_ms),
+                Attempt::Failed(e) => settle(deps, &mut rec, Err(e), ms, now_ms),
             }
-            if !deps.store.save_event(&rec, &lease).await? {
-                tracing::warn!(event_id = %rec.event_id, "event was taken over by the resend job before this send settled");
-            }
+            save_settled(deps, &rec, &lease).await?;
             tracing::info!(
                 account_id = %rec.account_id,
                 event_id = %rec.event_id,
                 event_name = %rec.event_name,
                 status = rec.status.as_str(),
                 attempts = rec.attempts,
-                duration_ms,
+                duration_ms = ms,
                 "conversion settled"
             );
             results[i] = Some(SendResult {
@@ -515,101 +620,133 @@ pub struct ResendReport {
     pub pending: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// Records left for the next run (deadline reached, or Meta kept failing).
+    pub deferred: usize,
+    pub errors: usize,
 }
 
+/// Stop a run after this many sends in a row failed transiently: Meta is down.
+const RESEND_BREAKER: usize = 3;
+
 /// Sends every due event again (pending ones, and in-flight ones whose sender died),
-/// one at a time, with the same event id.
+/// one at a time, with the same event id, until `deadline`. One event's failure never
+/// stops the run.
 pub async fn resend_due(
     deps: &CapiDeps,
     now_ms: i64,
     limit: usize,
+    deadline: std::time::Instant,
 ) -> Result<ResendReport, CapiError> {
     let due = deps.store.due_events(now_ms, limit).await?;
     let mut report = ResendReport {
         due: due.len(),
         ..Default::default()
     };
-    for rec in due {
-        let lease = lease_id();
-        let until = now_ms + deps.policy.lease.as_millis() as i64;
-        if !deps.store.lease_event(&rec, &lease, until).await? {
-            report.skipped += 1;
+    let mut transient_in_a_row = 0;
+    for candidate in due {
+        // Each send may take the whole budget: stop in time, and stop when Meta is down.
+        if std::time::Instant::now() + deps.policy.budget + Duration::from_secs(2) > deadline
+            || transient_in_a_row >= RESEND_BREAKER
+        {
+            report.deferred += 1;
             continue;
         }
-        let mut rec = EventRecord {
-            lease_id: lease.clone(),
-            status: EventStatus::InFlight,
-            next_attempt_at_ms: Some(until),
-            ..rec
-        };
-        let now_s = crate::time::now_secs();
-        if rec.event_time < now_s - MAX_EVENT_AGE_SECS {
-            rec.status = EventStatus::Failed;
-            rec.next_attempt_at_ms = None;
-            rec.updated_at_ms = crate::time::now_millis();
-            rec.error = Some(
-                json!({"message": "event_time is older than 7 days: Meta would refuse it; not sent", "last_error": rec.error}),
-            );
-            deps.store.save_event(&rec, &lease).await?;
-            report.failed += 1;
-            continue;
-        }
-        let token = match deps.meta.token(&rec.account_id).await {
-            Ok(t) => t,
-            Err(ConnectError::TokenInvalid(_)) | Err(ConnectError::NotConnected) => {
-                rec.status = EventStatus::Failed;
-                rec.next_attempt_at_ms = None;
-                rec.updated_at_ms = crate::time::now_millis();
-                rec.error = Some(
-                    json!({"message": "Meta is not connected or the token is invalid: reconnect (exchange-code)"}),
-                );
-                deps.store.save_event(&rec, &lease).await?;
-                report.failed += 1;
-                continue;
+        match resend_one(deps, candidate, now_ms).await {
+            Ok(Some(EventStatus::Delivered)) => {
+                report.delivered += 1;
+                transient_in_a_row = 0;
             }
-            Err(e) => return Err(e.into()),
-        };
-        let payload: Value = serde_json::from_str(&rec.payload).unwrap_or(Value::Null);
-        let started = std::time::Instant::now();
-        let out = Outgoing {
-            account_id: &rec.account_id,
-            dataset_id: &rec.dataset_id,
-            events: std::slice::from_ref(&payload),
-            test_event_code: rec.test_event_code.as_deref(),
-            token,
-        };
-        let (attempt, attempts) = send_with_retries(deps, out).await;
-        rec.attempts += attempts;
-        let now = crate::time::now_millis();
-        match &attempt {
-            Attempt::Delivered(r) => settle(
-                deps,
-                &mut rec,
-                Ok(r),
-                started.elapsed().as_millis() as i64,
-                now,
-            ),
-            Attempt::Failed(e) => {
-                if e.is_token_error() {
-                    mark_broken(deps, &rec.account_id, e).await;
-                }
-                settle(
-                    deps,
-                    &mut rec,
-                    Err(e),
-                    started.elapsed().as_millis() as i64,
-                    now,
-                )
+            Ok(Some(EventStatus::Pending)) => {
+                report.pending += 1;
+                transient_in_a_row += 1;
             }
-        }
-        deps.store.save_event(&rec, &lease).await?;
-        match rec.status {
-            EventStatus::Delivered => report.delivered += 1,
-            EventStatus::Pending => report.pending += 1,
-            _ => report.failed += 1,
+            Ok(Some(_)) => report.failed += 1,
+            Ok(None) => report.skipped += 1,
+            Err(e) => {
+                report.errors += 1;
+                tracing::error!(error = %e, "resending one event failed; carrying on");
+            }
         }
     }
     Ok(report)
+}
+
+/// Resends one due event; `None` when it was not (or no longer) due.
+async fn resend_one(
+    deps: &CapiDeps,
+    candidate: EventRecord,
+    now_ms: i64,
+) -> Result<Option<EventStatus>, CapiError> {
+    // The index copy may lag: take over the record as it is now.
+    let Some(rec) = deps
+        .store
+        .get_event(&candidate.account_id, &candidate.event_id)
+        .await?
+    else {
+        return Ok(None);
+    };
+    if rec.status.is_final() || rec.next_attempt_at_ms.is_none_or(|t| t > now_ms) {
+        return Ok(None);
+    }
+    let lease = lease_id();
+    let until = now_ms + deps.policy.lease.as_millis() as i64;
+    if !deps.store.lease_event(&rec, &lease, until).await? {
+        return Ok(None);
+    }
+    let mut rec = EventRecord {
+        lease_id: lease.clone(),
+        status: EventStatus::InFlight,
+        next_attempt_at_ms: Some(until),
+        ..rec
+    };
+    let fail = |rec: &mut EventRecord, message: Value| {
+        rec.status = EventStatus::Failed;
+        rec.next_attempt_at_ms = None;
+        rec.updated_at_ms = crate::time::now_millis();
+        rec.error = Some(message);
+    };
+    if rec.event_time < crate::time::now_secs() - MAX_EVENT_AGE_SECS {
+        let last = rec.error.clone();
+        fail(
+            &mut rec,
+            json!({"message": "event_time is older than 7 days: Meta would refuse it; not sent", "last_error": last}),
+        );
+        save_settled(deps, &rec, &lease).await?;
+        return Ok(Some(rec.status));
+    }
+    let token = match deps.meta.token(&rec.account_id).await {
+        Ok(t) => t,
+        Err(ConnectError::TokenInvalid(_)) | Err(ConnectError::NotConnected) => {
+            fail(
+                &mut rec,
+                json!({"message": "Meta is not connected or the token is invalid: reconnect (exchange-code)"}),
+            );
+            save_settled(deps, &rec, &lease).await?;
+            return Ok(Some(rec.status));
+        }
+        Err(e) => {
+            // Leave it due again after the lease; report the error.
+            return Err(e.into());
+        }
+    };
+    let account_id = rec.account_id.clone();
+    let mut outcome = send_group(deps, &account_id, &token, vec![rec]).await;
+    let Some((mut rec, attempt, attempts, ms)) = outcome.pop() else {
+        return Ok(None);
+    };
+    rec.attempts += attempts;
+    let now = crate::time::now_millis();
+    match &attempt {
+        Attempt::Delivered(r) => settle(deps, &mut rec, Ok(r), ms, now),
+        Attempt::Failed(e) => {
+            if e.is_token_error() {
+                mark_broken(deps, &rec.account_id, &token, e).await;
+            }
+            settle(deps, &mut rec, Err(e), ms, now)
+        }
+    }
+    save_settled(deps, &rec, &lease).await?;
+    Ok(Some(rec.status))
 }
 
 /// The CAPI config as the API shows it (seed 001's `capi` object).

@@ -81,6 +81,18 @@ fn capi_error(e: CapiError) -> ApiError {
             "no_dataset",
             "No dataset for this account: POST /v1/dataset (or set dataset_id with POST /v1/capi)",
         ),
+        CapiError::DatasetRefused(g) if g.is_token_error() => ApiError::status_with(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "meta_token_invalid",
+            "Meta refused the stored token: reconnect with a fresh code (exchange-code)",
+        )
+        .with_details(json!({"meta_error": meta_error(&g)})),
+        CapiError::DatasetRefused(g) if g.is_retryable() => ApiError::status_with(
+            StatusCode::BAD_GATEWAY,
+            "meta_unavailable",
+            format!("Meta did not answer the dataset call: {g}; try again"),
+        )
+        .with_details(json!({"meta_error": meta_error(&g)})),
         CapiError::DatasetRefused(g) => {
             let hint = if g.code() == Some(100) {
                 "(#100) Invalid parameter usually means the WhatsApp Business Account is not verified yet: complete business verification in Meta Business Manager"
@@ -433,6 +445,12 @@ async fn prepare(
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let attribution = match (&b.conversation_id, &b.phone) {
         (Some(cid), _) => {
+            if cid.is_empty()
+                || cid.len() > 64
+                || !cid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                return Err(ApiError::not_found(format!("conversation {cid} not found")));
+            }
             let conv = deps.conversations.get_conversation(cid).await?;
             if conv.is_none_or(|c| c.account_id != ctx.account_id) {
                 return Err(ApiError::not_found(format!("conversation {cid} not found")));
@@ -649,7 +667,7 @@ async fn send_batch(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse>
                 if b.event_id.is_none() {
                     b.event_id = Some(new_event_id());
                 }
-                if !seen.insert(b.event_id.clone().unwrap_or_default()) {
+                if !seen.insert(b.event_id.as_deref().unwrap_or_default().trim().to_string()) {
                     Err(ApiError::bad_request(
                         "event_id appears twice in this batch",
                     ))

@@ -6,7 +6,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::graph::GraphError;
 use crate::http::{ApiRequest, ApiResponse};
 use crate::meta::connection::{ConnectError, MetaDeps, RefreshOutcome, exchange_code, refresh};
-use crate::store::{Accounts, ConnectionStatus};
+use crate::store::{Accounts, CapiStore, ConnectionStatus};
 use crate::time::rfc3339_millis;
 use http::{Method, StatusCode};
 use serde::Deserialize;
@@ -19,6 +19,8 @@ pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
 pub struct ConnectDeps {
     pub accounts: Arc<dyn Accounts>,
     pub meta: Arc<MetaDeps>,
+    /// For the status: the dataset and the CAPI config summary.
+    pub capi: Arc<dyn CapiStore>,
 }
 
 pub async fn handle(deps: &ConnectDeps, req: ApiRequest) -> ApiResponse {
@@ -177,6 +179,7 @@ async fn status(deps: &ConnectDeps, req: &ApiRequest) -> ApiResult<ApiResponse> 
     let account_id = authenticate(deps.accounts.as_ref(), req).await?;
     let account = deps.accounts.get_account(&account_id).await?;
     let conn = deps.meta.connections.get_connection(&account_id).await?;
+    let capi = deps.capi.get_capi(&account_id).await?.unwrap_or_default();
     let now_s = crate::time::now_secs();
     let (connected, state) = match &conn {
         None => (false, "not_connected"),
@@ -206,8 +209,8 @@ async fn status(deps: &ConnectDeps, req: &ApiRequest) -> ApiResult<ApiResponse> 
             "waba_id": conn.as_ref().and_then(|c| c.waba_id.clone()).or(account.as_ref().and_then(|a| a.waba_id.clone())),
             "phone_number_ids": account.as_ref().map(|a| a.phone_number_ids.clone()).unwrap_or_default(),
             "meta": meta,
-            "dataset_id": Value::Null,
-            "capi": {"configured": false, "connected": connected},
+            "dataset_id": capi.dataset_id,
+            "capi": crate::capi::capi_view(&capi, connected),
         }),
     ))
 }

@@ -45,6 +45,9 @@ struct StoredToken {
     expires_at: Option<i64>,
     #[serde(default)]
     token_type: Option<String>,
+    /// Equals the connection's `token_version` when this is the current token.
+    #[serde(default)]
+    version: i64,
 }
 
 pub struct MetaDeps {
@@ -78,12 +81,14 @@ impl MetaDeps {
         account_id: &str,
         token: &Token,
         info: &TokenInfo,
+        version: i64,
     ) -> Result<String, SecretError> {
         let id = self.token_secret_id(account_id);
         let value = serde_json::to_string(&StoredToken {
             access_token: token.expose().to_string(),
             expires_at: info.expires(),
             token_type: info.kind.clone(),
+            version,
         })
         .map_err(|e| SecretError::Malformed {
             id: id.clone(),
@@ -164,7 +169,7 @@ pub async fn exchange_code(
     if !missing.is_empty() {
         return Err(ConnectError::MissingScopes(missing));
     }
-    let secret_id = deps.store_token(account_id, &token, &info).await?;
+    let secret_id = deps.store_token(account_id, &token, &info, now_ms).await?;
     let conn = MetaConnection {
         account_id: account_id.to_string(),
         status: ConnectionStatus::Connected,
@@ -176,6 +181,7 @@ pub async fn exchange_code(
         refreshed_at_ms: None,
         last_error: None,
         secret_id,
+        token_version: now_ms,
     };
     deps.connections.put_connection(&conn).await?;
     tracing::info!(account_id, expires_at = ?conn.expires_at, waba_id = ?conn.waba_id, "Meta connected");
@@ -220,16 +226,25 @@ pub async fn refresh(
         Ok::<_, GraphError>((token, info))
     }
     .await;
+    let expected = conn.token_version;
+    // A version newer than the current one, even within the same millisecond.
+    let version = now_ms.max(expected + 1);
     match result {
         Ok((token, info)) => {
-            deps.store_token(account_id, &token, &info).await?;
+            deps.store_token(account_id, &token, &info, version).await?;
+            conn.token_version = version;
             conn.expires_at = info.expires();
             conn.scopes = info.scopes.clone();
             conn.token_type = info.kind.clone().or(conn.token_type);
             conn.waba_id = info.waba_id().or(conn.waba_id);
             conn.refreshed_at_ms = Some(now_ms);
             conn.last_error = None;
-            deps.connections.put_connection(&conn).await?;
+            if !deps.connections.update_connection(&conn, expected).await? {
+                tracing::warn!(
+                    account_id,
+                    "the connection changed during the refresh (reconnected?); its metadata was kept"
+                );
+            }
             tracing::info!(account_id, expires_at = ?conn.expires_at, "Meta token refreshed");
             Ok(RefreshOutcome::Refreshed {
                 expires_at: conn.expires_at,
@@ -238,14 +253,16 @@ pub async fn refresh(
         Err(e) if e.is_token_error() => {
             conn.status = ConnectionStatus::Broken;
             conn.last_error = Some(e.to_string());
-            deps.connections.put_connection(&conn).await?;
+            // Not if the business reconnected meanwhile: that new token is fine.
+            if deps.connections.update_connection(&conn, expected).await? {
+                tracing::warn!(account_id, error = %e, "Meta token refused: connection marked broken");
+            }
             deps.forget_token(account_id);
-            tracing::warn!(account_id, error = %e, "Meta token refused: connection marked broken");
             Err(ConnectError::TokenInvalid(Some(e)))
         }
         Err(e) => {
             conn.last_error = Some(e.to_string());
-            deps.connections.put_connection(&conn).await?;
+            deps.connections.update_connection(&conn, expected).await?;
             tracing::warn!(account_id, error = %e, "Meta token refresh failed");
             Err(ConnectError::Meta(e))
         }

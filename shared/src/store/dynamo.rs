@@ -282,6 +282,8 @@ impl DynamoData {
             .get_item()
             .table_name(&self.table)
             .set_key(Some(key(pk, sk)))
+            // Dedup losers, leases and connection checks read right after a write.
+            .consistent_read(true)
             .send()
             .await
             .map_err(backend)?;
@@ -660,52 +662,79 @@ fn connection_from(item: &Item) -> Result<MetaConnection, StoreError> {
         refreshed_at_ms: get_n(item, "refreshed_at"),
         last_error: get_s(item, "last_error"),
         secret_id: req_s(item, "secret_id")?,
+        token_version: get_n(item, "token_version").unwrap_or_default(),
     })
 }
 
 const CONNECTIONS_INDEX_PK: &str = "META_CONNECTIONS";
 
+fn connection_item(c: &MetaConnection) -> Item {
+    let mut item = key(format!("ACCT#{}", c.account_id), "META_CONNECTION");
+    item.insert("account_id".into(), s(&c.account_id));
+    item.insert("status".into(), s(c.status.as_str()));
+    if let Some(t) = &c.token_type {
+        item.insert("token_type".into(), s(t));
+    }
+    item.insert(
+        "scopes".into(),
+        AttributeValue::L(c.scopes.iter().map(s).collect()),
+    );
+    if let Some(w) = &c.waba_id {
+        item.insert("waba_id".into(), s(w));
+    }
+    if let Some(e) = c.expires_at {
+        // Not `expires_at`: that name is the table's TTL attribute.
+        item.insert("expires_at_s".into(), n(e));
+        item.insert("gsi2pk".into(), s(CONNECTIONS_INDEX_PK));
+        item.insert(
+            "gsi2sk".into(),
+            s(format!("{:015}#{}", e.max(0), c.account_id)),
+        );
+    }
+    item.insert("connected_at".into(), n(c.connected_at_ms));
+    if let Some(r) = c.refreshed_at_ms {
+        item.insert("refreshed_at".into(), n(r));
+    }
+    if let Some(e) = &c.last_error {
+        item.insert("last_error".into(), s(e));
+    }
+    item.insert("secret_id".into(), s(&c.secret_id));
+    item.insert("token_version".into(), n(c.token_version));
+    item
+}
+
 #[async_trait]
 impl Connections for DynamoData {
     async fn put_connection(&self, c: &MetaConnection) -> Result<(), StoreError> {
-        let mut item = key(format!("ACCT#{}", c.account_id), "META_CONNECTION");
-        item.insert("account_id".into(), s(&c.account_id));
-        item.insert("status".into(), s(c.status.as_str()));
-        if let Some(t) = &c.token_type {
-            item.insert("token_type".into(), s(t));
-        }
-        item.insert(
-            "scopes".into(),
-            AttributeValue::L(c.scopes.iter().map(s).collect()),
-        );
-        if let Some(w) = &c.waba_id {
-            item.insert("waba_id".into(), s(w));
-        }
-        if let Some(e) = c.expires_at {
-            // Not `expires_at`: that name is the table's TTL attribute.
-            item.insert("expires_at_s".into(), n(e));
-            item.insert("gsi2pk".into(), s(CONNECTIONS_INDEX_PK));
-            item.insert(
-                "gsi2sk".into(),
-                s(format!("{:015}#{}", e.max(0), c.account_id)),
-            );
-        }
-        item.insert("connected_at".into(), n(c.connected_at_ms));
-        if let Some(r) = c.refreshed_at_ms {
-            item.insert("refreshed_at".into(), n(r));
-        }
-        if let Some(e) = &c.last_error {
-            item.insert("last_error".into(), s(e));
-        }
-        item.insert("secret_id".into(), s(&c.secret_id));
         self.client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item))
+            .set_item(Some(connection_item(c)))
             .send()
             .await
             .map_err(backend)?;
         Ok(())
+    }
+
+    async fn update_connection(
+        &self,
+        c: &MetaConnection,
+        expected: i64,
+    ) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(connection_item(c)))
+            .condition_expression("token_version = :v")
+            .expression_attribute_values(":v", n(expected))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(backend(e)),
+        }
     }
 
     async fn get_connection(&self, account_id: &str) -> Result<Option<MetaConnection>, StoreError> {

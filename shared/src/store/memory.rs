@@ -225,6 +225,18 @@ impl Connections for MemoryStore {
         lock(&self.connections).insert(c.account_id.clone(), c.clone());
         Ok(())
     }
+    async fn update_connection(
+        &self,
+        c: &MetaConnection,
+        expected: i64,
+    ) -> Result<bool, StoreError> {
+        let mut conns = lock(&self.connections);
+        if conns.get(&c.account_id).map(|x| x.token_version) != Some(expected) {
+            return Ok(false);
+        }
+        conns.insert(c.account_id.clone(), c.clone());
+        Ok(true)
+    }
     async fn get_connection(&self, account_id: &str) -> Result<Option<MetaConnection>, StoreError> {
         Ok(lock(&self.connections).get(account_id).cloned())
     }

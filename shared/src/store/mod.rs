@@ -206,11 +206,22 @@ pub struct MetaConnection {
     /// The last refresh failure (Meta's message), if any.
     pub last_error: Option<String>,
     pub secret_id: String,
+    /// When the current token was stored (millis); the secret carries the same number,
+    /// so every function sees a refresh made by another one at its next read.
+    #[serde(default)]
+    pub token_version: i64,
 }
 
 #[async_trait]
 pub trait Connections: Send + Sync {
     async fn put_connection(&self, c: &MetaConnection) -> Result<(), StoreError>;
+    /// Writes `c` only if the stored connection still has `expected_token_version`
+    /// (no reconnect or refresh happened meanwhile); `false` otherwise.
+    async fn update_connection(
+        &self,
+        c: &MetaConnection,
+        expected_token_version: i64,
+    ) -> Result<bool, StoreError>;
     async fn get_connection(&self, account_id: &str) -> Result<Option<MetaConnection>, StoreError>;
     /// Connections whose token expires before `before` (unix seconds), soonest first.
     /// Never-expiring tokens are not listed.

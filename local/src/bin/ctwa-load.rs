@@ -1,0 +1,318 @@
+//! `ctwa-load`: throughput of the local stack, driven over HTTP like a client backend
+//! (loopback only; bounded in count; stops by itself).
+//!
+//! ```text
+//! ctwa-load conversions [--state .ctwa/local.json] [--count 2000] [--concurrency 32] [--server-pid PID]
+//! ctwa-load webhooks    [--state .ctwa/local.json] [--count 5000] [--concurrency 32] [--server-pid PID]
+//! ```
+//! `conversions` connects the demo account (with the local.json OAuth code) if needed,
+//! provisions the dataset, captures one click per customer, then sends `count`
+//! conversions with unique event ids. With `--server-pid`, the server's CPU time
+//! (utime + stime from /proc) per request is reported too. Prints one JSON line.
+
+use ctwa_shared::signature::sign_meta;
+use serde_json::{Value, json};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Opts {
+    mode: String,
+    state: String,
+    count: usize,
+    concurrency: usize,
+    server_pid: Option<u32>,
+    customers: usize,
+}
+
+fn parse() -> Result<Opts, String> {
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().ok_or("mode: conversions | webhooks")?;
+    let mut o = Opts {
+        mode,
+        state: ".ctwa/local.json".into(),
+        count: 2000,
+        concurrency: 32,
+        server_pid: None,
+        customers: 200,
+    };
+    while let Some(a) = args.next() {
+        let v = args.next().ok_or(format!("{a} needs a value"))?;
+        match a.as_str() {
+            "--state" => o.state = v,
+            "--count" => o.count = v.parse().map_err(|_| "--count")?,
+            "--concurrency" => o.concurrency = v.parse().map_err(|_| "--concurrency")?,
+            "--server-pid" => o.server_pid = Some(v.parse().map_err(|_| "--server-pid")?),
+            "--customers" => o.customers = v.parse().map_err(|_| "--customers")?,
+            _ => return Err(format!("unknown option {a}")),
+        }
+    }
+    if o.count == 0 || o.count > 1_000_000 || o.concurrency == 0 || o.concurrency > 1024 {
+        return Err("count 1..=1000000, concurrency 1..=1024".into());
+    }
+    Ok(o)
+}
+
+/// utime + stime of a process, in clock ticks (100 per second on Linux).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn webhook(pnid: &str, wamid: &str, phone: &str, clid: Option<&str>, ts: i64) -> String {
+    let mut m = json!({"from": phone, "id": wamid, "timestamp": ts.to_string(), "type": "text", "text": {"body": "hi"}});
+    if let Some(c) = clid {
+        m["referral"] = json!({"source_url": "https://fb.me/x", "source_id": "120226305854810726", "source_type": "ad",
+            "headline": "Chat with us", "body": "Offer", "media_type": "image", "image_url": "https://img", "ctwa_clid": c});
+    }
+    json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp", "metadata": {"display_phone_number": "15550783881", "phone_number_id": pnid},
+        "contacts": [{"profile": {"name": "Load"}, "wa_id": phone}], "messages": [m]}}]}]})
+    .to_string()
+}
+
+async fn run_load<F, Fut>(count: usize, concurrency: usize, f: F) -> (Duration, Vec<f64>, usize)
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let f = Arc::new(f);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (f, next) = (f.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0usize;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= count {
+                    break;
+                }
+                let t = Instant::now();
+                if !f(i).await {
+                    errors += 1;
+                }
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for w in workers {
+        if let Ok((l, e)) = w.await {
+            all.extend(l);
+            errors += e;
+        }
+    }
+    all.sort_by(|a, b| a.total_cmp(b));
+    (started.elapsed(), all, errors)
+}
+
+fn pct(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    (v[i.min(v.len() - 1)] * 100.0).round() / 100.0
+}
+
+async fn main_inner(o: Opts) -> Result<Value, String> {
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(&o.state)
+            .map_err(|e| format!("{}: {e} (start scripts/local.sh first)", o.state))?,
+    )
+    .map_err(|e| e.to_string())?;
+    let s = |k: &str| {
+        state[k]
+            .as_str()
+            .map(str::to_string)
+            .ok_or(format!("{k} missing in {}", o.state))
+    };
+    let (base, key, secret, pnid) = (
+        s("base_url")?,
+        s("api_key")?,
+        s("app_secret")?,
+        s("phone_number_id")?,
+    );
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(o.concurrency)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let run_id = ctwa_shared::time::now_millis();
+    let post_hook = {
+        let (http, base, secret) = (http.clone(), base.clone(), secret.clone());
+        move |body: String| {
+            let (http, base) = (http.clone(), base.clone());
+            let sig = sign_meta(&secret, body.as_bytes());
+            async move {
+                http.post(format!("{base}/webhook"))
+                    .header("x-hub-signature-256", sig)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        }
+    };
+    let cpu_before = o.server_pid.and_then(cpu_ticks);
+    let (elapsed, lat, errors) = match o.mode.as_str() {
+        "webhooks" => {
+            let pnid = pnid.clone();
+            run_load(o.count, o.concurrency, move |i| {
+                let ts = ctwa_shared::time::now_secs();
+                let clid = (i % 3 == 0).then(|| format!("LOAD-{run_id}-{i}"));
+                post_hook(webhook(
+                    &pnid,
+                    &format!("wamid.load.{run_id}.{i}"),
+                    &format!("1555{:07}", i % 5000),
+                    clid.as_deref(),
+                    ts,
+                ))
+            })
+            .await
+        }
+        "conversions" => {
+            // Connect and provision once.
+            let status: Value = http
+                .get(format!("{base}/v1/status"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            if status["connected"] != true {
+                let code = s("oauth_code")?;
+                let r = http
+                    .post(format!("{base}/v1/oauth/exchange-code"))
+                    .bearer_auth(&key)
+                    .json(&json!({"code": code}))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !r.status().is_success() {
+                    return Err(format!(
+                        "exchange-code: {}",
+                        r.text().await.unwrap_or_default()
+                    ));
+                }
+            }
+            let r = http
+                .post(format!("{base}/v1/dataset"))
+                .bearer_auth(&key)
+                .json(&json!({}))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if !r.status().is_success() {
+                return Err(format!("dataset: {}", r.text().await.unwrap_or_default()));
+            }
+            // One click per customer.
+            let ts = ctwa_shared::time::now_secs() - 60;
+            for c in 0..o.customers {
+                let ok = post_hook(webhook(
+                    &pnid,
+                    &format!("wamid.setup.{run_id}.{c}"),
+                    &format!("1666{c:07}"),
+                    Some(&format!("CLID-{run_id}-{c}")),
+                    ts,
+                ))
+                .await;
+                if !ok {
+                    return Err("posting the setup webhooks failed".into());
+                }
+            }
+            let last = format!("1666{:07}", o.customers - 1);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let v: Value = http
+                    .get(format!("{base}/v1/conversations?phone={last}"))
+                    .bearer_auth(&key)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .json()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if v["conversations"].as_array().is_some_and(|a| !a.is_empty()) {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err("clicks were not captured within 60 s".into());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let cpu_setup = o.server_pid.and_then(cpu_ticks);
+            let customers = o.customers;
+            let (http2, base2, key2) = (http.clone(), base.clone(), key.clone());
+            let out = run_load(o.count, o.concurrency, move |i| {
+                let (http, base, key) = (http2.clone(), base2.clone(), key2.clone());
+                async move {
+                    let body = json!({"phone": format!("+1666{:07}", i % customers), "event_name": "Purchase", "currency": "USD",
+                        "value": 10 + i % 90, "event_id": format!("load-{run_id}-{i}")});
+                    http.post(format!("{base}/v1/conversions")).bearer_auth(&key).json(&body).send().await
+                        .is_ok_and(|r| r.status() == reqwest::StatusCode::OK)
+                }
+            })
+            .await;
+            // CPU is counted from after the setup.
+            return Ok(report(&o, out, cpu_setup));
+        }
+        other => return Err(format!("unknown mode {other}")),
+    };
+    Ok(report(&o, (elapsed, lat, errors), cpu_before))
+}
+
+fn report(
+    o: &Opts,
+    (elapsed, lat, errors): (Duration, Vec<f64>, usize),
+    cpu_before: Option<u64>,
+) -> Value {
+    let cpu_after = o.server_pid.and_then(cpu_ticks);
+    let cpu_ms_per_req = match (cpu_before, cpu_after) {
+        (Some(a), Some(b)) => {
+            Some(((b - a) as f64 * 10.0 / o.count as f64 * 1000.0).round() / 1000.0)
+        }
+        _ => None,
+    };
+    json!({
+        "mode": o.mode,
+        "count": o.count,
+        "concurrency": o.concurrency,
+        "errors": errors,
+        "seconds": (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+        "per_second": ((o.count as f64 / elapsed.as_secs_f64()) * 10.0).round() / 10.0,
+        "latency_ms": {"p50": pct(&lat, 0.5), "p99": pct(&lat, 0.99), "max": pct(&lat, 1.0)},
+        "server_cpu_ms_per_request": cpu_ms_per_req,
+    })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let o = match parse() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!(
+                "ctwa-load: {e}\nusage: ctwa-load conversions|webhooks [--state F] [--count N] [--concurrency C] [--server-pid PID] [--customers K]"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match main_inner(o).await {
+        Ok(v) => {
+            println!("{v}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ctwa-load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
