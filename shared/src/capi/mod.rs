@@ -126,7 +126,7 @@ pub async fn provision_dataset(
     deps: &CapiDeps,
     account_id: &str,
 ) -> Result<DatasetOutcome, CapiError> {
-    let mut config = deps.store.get_capi(account_id).await?.unwrap_or_default();
+    let config = deps.store.get_capi(account_id).await?.unwrap_or_default();
     if let Some(id) = &config.dataset_id {
         return Ok(DatasetOutcome {
             dataset_id: id.clone(),
@@ -152,8 +152,11 @@ pub async fn provision_dataset(
             return Err(dataset_error(deps, account_id, e));
         }
     };
-    config.dataset_id = Some(dataset_id.clone());
-    deps.store.put_capi(account_id, &config).await?;
+    // Only the dataset id is written: a config saved meanwhile is kept.
+    let dataset_id = deps
+        .store
+        .set_dataset_if_absent(account_id, &dataset_id)
+        .await?;
     tracing::info!(account_id, %dataset_id, created, "dataset provisioned");
     Ok(DatasetOutcome {
         dataset_id,

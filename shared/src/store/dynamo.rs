@@ -838,27 +838,64 @@ impl CapiStore for DynamoData {
         let Some(item) = self.get(format!("ACCT#{account_id}"), "CAPI").await? else {
             return Ok(None);
         };
-        let json = req_s(&item, "config")?;
-        serde_json::from_str(&json)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt(format!("capi config: {e}")))
+        let mut config: CapiConfig = match get_s(&item, "config") {
+            Some(json) => serde_json::from_str(&json)
+                .map_err(|e| StoreError::Corrupt(format!("capi config: {e}")))?,
+            None => CapiConfig::default(),
+        };
+        // The dataset id is its own attribute, so provisioning never races a config save.
+        config.dataset_id = get_s(&item, "dataset_id").or(config.dataset_id);
+        Ok(Some(config))
     }
 
     async fn put_capi(&self, account_id: &str, config: &CapiConfig) -> Result<(), StoreError> {
-        let mut item = key(format!("ACCT#{account_id}"), "CAPI");
-        let json = serde_json::to_string(config).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        item.insert("config".into(), s(json));
+        let json = serde_json::to_string(&CapiConfig {
+            dataset_id: None,
+            ..config.clone()
+        })
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut e = SetExpr::default();
+        e.set("config", s(json));
         if let Some(d) = &config.dataset_id {
-            item.insert("dataset_id".into(), s(d));
+            e.set("dataset_id", s(d));
         }
         self.client
-            .put_item()
+            .update_item()
             .table_name(&self.table)
-            .set_item(Some(item))
+            .set_key(Some(key(format!("ACCT#{account_id}"), "CAPI")))
+            .update_expression(e.expression())
+            .set_expression_attribute_names(Some(e.names))
+            .set_expression_attribute_values(Some(e.values))
             .send()
             .await
             .map_err(backend)?;
         Ok(())
+    }
+
+    async fn set_dataset_if_absent(
+        &self,
+        account_id: &str,
+        dataset_id: &str,
+    ) -> Result<String, StoreError> {
+        let mut e = SetExpr::default();
+        e.set_if_not_exists("dataset_id", s(dataset_id));
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(format!("ACCT#{account_id}"), "CAPI")))
+            .update_expression(e.expression())
+            .set_expression_attribute_names(Some(e.names))
+            .set_expression_attribute_values(Some(e.values))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(out
+            .attributes
+            .as_ref()
+            .and_then(|a| get_s(a, "dataset_id"))
+            .unwrap_or_else(|| dataset_id.to_string()))
     }
 
     async fn claim_event(&self, rec: &EventRecord) -> Result<bool, StoreError> {

@@ -313,7 +313,14 @@ pub struct EventRecord {
 #[async_trait]
 pub trait CapiStore: Send + Sync {
     async fn get_capi(&self, account_id: &str) -> Result<Option<CapiConfig>, StoreError>;
+    /// Saves the config; `dataset_id` is written only when set (never removed).
     async fn put_capi(&self, account_id: &str, config: &CapiConfig) -> Result<(), StoreError>;
+    /// Stores the dataset id unless one is stored already; answers the stored one.
+    async fn set_dataset_if_absent(
+        &self,
+        account_id: &str,
+        dataset_id: &str,
+    ) -> Result<String, StoreError>;
     /// Creates the record unless the account already has one with this event id
     /// (`false`): the dedup gate before any Meta call.
     async fn claim_event(&self, rec: &EventRecord) -> Result<bool, StoreError>;
