@@ -72,7 +72,7 @@ cold capture capture events/dynamodb-stream-inbox-insert.json
 cold api api events/aws/apigw-conversations-list.json
 cold connect connect events/aws/apigw-status.json
 cold dataset dataset events/aws/apigw-dataset-get.json
-cold conversions conversions events/aws/apigw-conversations-audit.json
+cold conversions conversions events/aws/apigw-conversions-audit.json
 cold token-refresh token-refresh events/aws/schedule.json
 cold conversions-resend conversions-resend events/aws/schedule.json
 

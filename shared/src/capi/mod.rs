@@ -187,23 +187,28 @@ pub struct Attribution {
     pub model: &'static str,
 }
 
+fn latest_with_clid(clicks: Vec<Click>) -> Option<Attribution> {
+    // Clicks come newest first; a Status click (no id) cannot be attributed.
+    clicks
+        .into_iter()
+        .find(|c| c.referral.ctwa_clid.is_some())
+        .map(|click| Attribution {
+            click,
+            model: "last_click",
+        })
+}
+
 /// The customer's most recent click that carries a click id, in this account.
 pub async fn last_click_for_customer(
     deps: &CapiDeps,
     account_id: &str,
     customer_key: &str,
 ) -> Result<Option<Attribution>, StoreError> {
-    let clicks = deps
-        .conversations
-        .clicks_for_customer(account_id, customer_key, 100)
-        .await?;
-    Ok(clicks
-        .into_iter()
-        .find(|c| c.referral.ctwa_clid.is_some())
-        .map(|click| Attribution {
-            click,
-            model: "last_click",
-        }))
+    Ok(latest_with_clid(
+        deps.conversations
+            .clicks_for_customer(account_id, customer_key, 100)
+            .await?,
+    ))
 }
 
 /// The conversation's most recent click with a click id.
@@ -211,17 +216,11 @@ pub async fn last_click_in_conversation(
     deps: &CapiDeps,
     conversation_id: &str,
 ) -> Result<Option<Attribution>, StoreError> {
-    let clicks = deps
-        .conversations
-        .clicks_for_conversation(conversation_id, 100)
-        .await?;
-    Ok(clicks
-        .into_iter()
-        .find(|c| c.referral.ctwa_clid.is_some())
-        .map(|click| Attribution {
-            click,
-            model: "last_click",
-        }))
+    Ok(latest_with_clid(
+        deps.conversations
+            .clicks_for_conversation(conversation_id, 100)
+            .await?,
+    ))
 }
 
 // ------------------------------------------------------------------ delivery
@@ -529,7 +528,14 @@ pub async fn deliver(
     for rec in &records {
         claims.push(deps.store.claim_event(rec));
     }
-    let claimed_flags: Vec<Result<bool, StoreError>> = futures_util::future::join_all(claims).await;
+    // Up to 32 conditional writes at a time, results in order.
+    let claimed_flags: Vec<Result<bool, StoreError>> = {
+        use futures_util::StreamExt;
+        futures_util::stream::iter(claims)
+            .buffered(32)
+            .collect()
+            .await
+    };
     let mut results: Vec<Option<SendResult>> = vec![None; n];
     // Grouped by (dataset, test event code): those never share a request.
     type GroupKey = (String, Option<String>);

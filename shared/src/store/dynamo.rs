@@ -54,6 +54,22 @@ fn req_s(item: &Item, k: &str) -> Result<String, StoreError> {
     get_s(item, k).ok_or_else(|| StoreError::Corrupt(format!("missing attribute {k}")))
 }
 
+/// A conditional put: `false` when an item with the same key exists (a repeat).
+async fn put_if_absent(client: &Client, table: &str, item: Item) -> Result<bool, StoreError> {
+    let res = client
+        .put_item()
+        .table_name(table)
+        .set_item(Some(item))
+        .condition_expression("attribute_not_exists(pk)")
+        .send()
+        .await;
+    match res {
+        Ok(_) => Ok(true),
+        Err(e) if is_condition_failed(&e) => Ok(false),
+        Err(e) => Err(backend(e)),
+    }
+}
+
 // ---------------------------------------------------------------- inbox
 
 #[derive(Clone)]
@@ -92,24 +108,7 @@ pub fn inbox_item_to_attrs(item: &InboxItem) -> Item {
 #[async_trait]
 impl Inbox for DynamoInbox {
     async fn put_once(&self, item: &InboxItem) -> Result<bool, StoreError> {
-        let res = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(inbox_item_to_attrs(item)))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(backend(e)),
-        }
+        put_if_absent(&self.client, &self.table, inbox_item_to_attrs(item)).await
     }
 }
 
@@ -292,24 +291,7 @@ impl DynamoData {
 
     /// A conditional put: `false` when an item with the same key exists.
     async fn put_new(&self, item: Item) -> Result<bool, StoreError> {
-        let res = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(backend(e)),
-        }
+        put_if_absent(&self.client, &self.table, item).await
     }
 
     /// Every page of a query, up to `limit` items.
