@@ -366,3 +366,72 @@ fn referrals_in(kind: &str, v: &Value) -> usize {
         .filter(|m| m.get("referral").is_some())
         .count()
 }
+
+#[tokio::test]
+async fn hostile_bodies_on_every_client_route_get_4xx_json_never_5xx() {
+    let app = spawn_app().await;
+    let posts = [
+        "/v1/oauth/exchange-code",
+        "/v1/oauth/refresh-token",
+        "/v1/dataset",
+        "/v1/capi",
+        "/v1/conversions",
+        "/v1/conversions/batch",
+        "/v1/triggers",
+    ];
+    let huge = format!("{{\"code\":\"{}\"}}", "x".repeat(70_000));
+    let bodies: Vec<Vec<u8>> = vec![
+        b"{".to_vec(),
+        b"null".to_vec(),
+        b"[]".to_vec(),
+        b"42".to_vec(),
+        b"{\"unknown_field\":true}".to_vec(),
+        b"{\"events\":\"nope\",\"code\":5,\"event_name\":7,\"trigger\":[]}".to_vec(),
+        b"{\"phone\":\"\\u0000\",\"event_name\":\"Purchase\",\"value\":-1,\"currency\":\"USD\"}"
+            .to_vec(),
+        b"{\"dataset_id\":\"../../etc\"}".to_vec(),
+        vec![0xff, 0xfe, 0x00],
+        huge.into_bytes(),
+    ];
+    for path in posts {
+        for b in &bodies {
+            let r = app
+                .http
+                .post(format!("{}{path}", app.base))
+                .bearer_auth(&app.api_key)
+                .body(b.clone())
+                .send()
+                .await
+                .unwrap();
+            let s = r.status().as_u16();
+            let preview = String::from_utf8_lossy(&b[..b.len().min(40)]).into_owned();
+            // Not connected yet: 503/409 are the honest answers for a well-formed request.
+            assert!((400..500).contains(&s) || s == 503, "{path} {preview}: {s}");
+            let v: Value = r.json().await.unwrap_or(Value::Null);
+            assert!(
+                v["error"]["message"].is_string() || v["reason"].is_string(),
+                "{path} {preview}: {v}"
+            );
+        }
+        // And without a key: 401 everywhere.
+        let r = app
+            .http
+            .post(format!("{}{path}", app.base))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+    }
+    for path in [
+        "/v1/status",
+        "/v1/dataset",
+        "/v1/capi",
+        "/v1/conversions?limit=9999",
+        "/v1/conversions?cursor=%FF",
+    ] {
+        let (s, v) = app.get(path, &app.api_key).await;
+        assert!(s < 500, "{path}: {s} {v}");
+    }
+    app.stack.stop().await;
+}

@@ -643,6 +643,11 @@ async fn send_batch(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse>
             limit: MAX_BATCH_BODY_BYTES,
         });
     }
+    if req.body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object: {\"events\": [...]}",
+        ));
+    }
     let body: BatchBody = serde_json::from_slice(&req.body).map_err(|e| {
         ApiError::bad_request(format!(
             "invalid JSON body: {e} (expected {{\"events\": [...]}})"
@@ -660,8 +665,10 @@ async fn send_batch(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse>
     let mut indexes = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (i, raw) in body.events.into_iter().enumerate() {
+        let is_object = raw.is_object();
         let parsed: Result<ConversionBody, _> = serde_json::from_value(raw);
         let prepared = match parsed {
+            _ if !is_object => Err(ApiError::bad_request("each event must be a JSON object")),
             Err(e) => Err(ApiError::bad_request(format!("invalid event: {e}"))),
             Ok(mut b) => {
                 if b.event_id.is_none() {

@@ -52,6 +52,12 @@ pub fn json_body<T: serde::de::DeserializeOwned>(req: &ApiRequest) -> ApiResult<
     } else {
         &req.body
     };
+    // serde would also read a struct from an array of its fields: only objects here.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    }
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
