@@ -23,8 +23,14 @@
 //!   validation: allowed event names (subcode 2804066), `action_source`,
 //!   `messaging_channel`, `whatsapp_business_account_id`, `ctwa_clid` (2804087),
 //!   `event_time` within 7 days, 1000 events at most; one bad event rejects the batch.
+//! - Marketing API (module [`marketing`]): `POST|GET /act_{id}/{campaigns,adsets,adimages,adcreatives,ads}`,
+//!   `GET|POST|DELETE /{object id}`, with Meta's Click-to-WhatsApp validations, statuses,
+//!   paging and `X-Business-Use-Case-Usage`; ad accounts come from
+//!   `POST /_sim/ad_accounts {id, page_ids, whatsapp_numbers, funded?, call_limit?}`.
 //! - `GET /_sim/requests` -> every Graph request received; `GET /_sim/events` -> every
 //!   event accepted; `POST /_sim/reset`
+
+pub mod marketing;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -112,6 +118,22 @@ struct State {
     datasets: HashMap<String, String>,
     /// Every event accepted by `POST /{dataset}/events`, with its dataset and test code.
     events: Vec<Value>,
+    marketing: marketing::Marketing,
+}
+
+/// What one simulated request answers: status, JSON body, and the
+/// `X-Business-Use-Case-Usage` header for Marketing API calls.
+pub struct SimAnswer {
+    pub status: u16,
+    pub body: Value,
+    pub usage: Option<String>,
+}
+
+fn iso8601(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S+0000")
+        .to_string()
 }
 
 /// Meta's business-messaging allowlist.
@@ -263,6 +285,151 @@ impl Simulator {
     /// Every token the simulator has issued (tests look for them in logs).
     pub fn issued_tokens(&self) -> Vec<String> {
         self.lock().tokens.keys().cloned().collect()
+    }
+
+    /// Registers an ad account with the Pages and WhatsApp numbers linked to it.
+    pub fn add_ad_account(&self, req: &Value) -> Value {
+        let raw = req["id"].as_str().unwrap_or_default();
+        let id = if raw.starts_with("act_") {
+            raw.to_string()
+        } else {
+            format!("act_{raw}")
+        };
+        let acct = marketing::AdAccount {
+            page_ids: strings(&req["page_ids"]),
+            whatsapp_numbers: strings(&req["whatsapp_numbers"])
+                .iter()
+                .map(|n| n.chars().filter(char::is_ascii_digit).collect())
+                .collect(),
+            funded: req["funded"].as_bool().unwrap_or(true),
+            call_limit: req["call_limit"].as_u64().unwrap_or(1000) as u32,
+            calls: 0,
+        };
+        self.lock().marketing.accounts.insert(id.clone(), acct);
+        json!({"id": id})
+    }
+
+    /// A Marketing API object as the simulator holds it (tests check statuses).
+    pub fn ad_object(&self, id: &str) -> Option<Value> {
+        let st = self.lock();
+        st.marketing.objects.get(id).map(|o| {
+            json!({"kind": o.kind, "account": o.account, "status": o.status, "fields": o.fields})
+        })
+    }
+
+    /// Objects of an ad account that are not deleted: (id, kind, status).
+    pub fn live_ad_objects(&self, account: &str) -> Vec<(String, String, String)> {
+        let st = self.lock();
+        st.marketing
+            .objects
+            .iter()
+            .filter(|(_, o)| o.account == account && o.status != "DELETED")
+            .map(|(id, o)| (id.clone(), o.kind.to_string(), o.status.clone()))
+            .collect()
+    }
+
+    fn marketing_token(&self, st: &State, token: Option<&str>) -> Result<(), (u16, Value)> {
+        let info = self.valid_token(st, token)?;
+        if !info.scopes.iter().any(|s| s == "ads_management") {
+            return Err(graph_error(
+                400,
+                200,
+                None,
+                "OAuthException",
+                "(#200) Permissions error: ads_management is required",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Marketing API routes: `/act_{id}/{edge}` and `/{object id}`.
+    fn marketing(
+        &self,
+        method: &str,
+        segments: &[&str],
+        params: &HashMap<String, String>,
+        body: &Value,
+        token: Option<&str>,
+    ) -> Option<SimAnswer> {
+        let mut st = self.lock();
+        let account = match segments {
+            [a, _] if a.starts_with("act_") => Some(a.to_string()),
+            [id] if id.bytes().all(|b| b.is_ascii_digit()) && !id.is_empty() => {
+                st.marketing.owner_of(id).map(str::to_string)
+            }
+            _ => return None,
+        };
+        if let Err((status, body)) = self.marketing_token(&st, token) {
+            return Some(SimAnswer {
+                status,
+                body,
+                usage: None,
+            });
+        }
+        let mut usage = None;
+        if let Some(a) = &account
+            && let Some((header, over)) = st.marketing.count_call(a)
+        {
+            usage = Some(header);
+            if over {
+                let (status, body) = graph_error(
+                    400,
+                    80_004,
+                    Some(2_446_079),
+                    "OAuthException",
+                    "There have been too many calls to this ad-account. Wait a bit and try again.",
+                );
+                return Some(SimAnswer {
+                    status,
+                    body,
+                    usage,
+                });
+            }
+        }
+        let mut p: serde_json::Map<String, Value> = match body {
+            Value::Object(m) => m.clone(),
+            _ => serde_json::Map::new(),
+        };
+        for (k, v) in params {
+            if k == "access_token" {
+                continue;
+            }
+            // Form/query parameters carry JSON for nested fields, as the Graph API takes them.
+            let parsed = serde_json::from_str::<Value>(v)
+                .ok()
+                .filter(|x| x.is_object() || x.is_array() || x.is_number());
+            p.entry(k.clone())
+                .or_insert(parsed.unwrap_or_else(|| json!(v)));
+        }
+        let fields = params.get("fields").map(String::as_str).unwrap_or("");
+        let (status, body) = match (method, segments) {
+            ("POST", [act, edge]) if act.starts_with("act_") => {
+                st.marketing.create(act, edge, &p, now())
+            }
+            ("GET", [act, edge]) if act.starts_with("act_") => {
+                let limit = params
+                    .get("limit")
+                    .and_then(|l| l.parse().ok())
+                    .unwrap_or(25);
+                st.marketing.list(
+                    act,
+                    edge,
+                    fields,
+                    limit,
+                    params.get("after").map(String::as_str),
+                    "/v25.0",
+                )
+            }
+            ("GET", [id]) => st.marketing.read(id, fields),
+            ("POST", [id]) => st.marketing.update(id, &p),
+            ("DELETE", [id]) => st.marketing.delete(id),
+            _ => return None,
+        };
+        Some(SimAnswer {
+            status,
+            body,
+            usage,
+        })
     }
 
     /// Every event Meta accepted (what "reached Meta").
@@ -720,12 +887,13 @@ impl Simulator {
         query: &str,
         headers: &hyper::HeaderMap,
         body: &[u8],
-    ) -> (u16, Value) {
+    ) -> SimAnswer {
         let body_json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         if let Some(ctl) = path.strip_prefix("/_sim") {
-            return match (method, ctl) {
+            return SimAnswer::from(match (method, ctl) {
                 ("POST", "/oauth/codes") => (200, self.create_code(&body_json)),
                 ("POST", "/tokens") => (200, self.create_token(&body_json)),
+                ("POST", "/ad_accounts") => (200, self.add_ad_account(&body_json)),
                 ("POST", "/tokens/revoke") => {
                     let ok = self.revoke(body_json["access_token"].as_str().unwrap_or_default());
                     (if ok { 200 } else { 404 }, json!({"success": ok}))
@@ -752,7 +920,7 @@ impl Simulator {
                     (200, json!({"success": true}))
                 }
                 _ => (404, json!({"error": "unknown simulator control route"})),
-            };
+            });
         }
         // Strip the version segment (`/v25.0/...`).
         let rest = match path.strip_prefix('/').and_then(|p| p.split_once('/')) {
@@ -801,7 +969,7 @@ impl Simulator {
                 if let Some(t) = f.is_transient {
                     body["error"]["is_transient"] = json!(t);
                 }
-                return (status, body);
+                return (status, body).into();
             }
         }
         let bearer = headers
@@ -813,7 +981,10 @@ impl Simulator {
             });
         let token = params.get("access_token").map(String::as_str).or(bearer);
         let segments: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
-        match (method, segments.as_slice()) {
+        if let Some(answer) = self.marketing(method, &segments, &params, &body_json, token) {
+            return answer;
+        }
+        SimAnswer::from(match (method, segments.as_slice()) {
             ("GET" | "POST", ["oauth", "access_token"]) => self.access_token(&params),
             ("GET", ["debug_token"]) => self.debug_token(&params, bearer),
             ("GET" | "POST", [waba, "dataset"]) => self.dataset(method, waba, token),
@@ -829,6 +1000,16 @@ impl Simulator {
                     rest.trim_start_matches('/')
                 ),
             ),
+        })
+    }
+}
+
+impl From<(u16, Value)> for SimAnswer {
+    fn from((status, body): (u16, Value)) -> Self {
+        Self {
+            status,
+            body,
+            usage: None,
         }
     }
 }
@@ -884,7 +1065,7 @@ pub async fn start(addr: SocketAddr, config: SimConfig) -> std::io::Result<Runni
                             .await
                             .map(|c| c.to_bytes())
                             .unwrap_or_default();
-                        let (status, v) = s
+                        let answer = s
                             .handle(
                                 parts.method.as_str(),
                                 parts.uri.path(),
@@ -893,11 +1074,15 @@ pub async fn start(addr: SocketAddr, config: SimConfig) -> std::io::Result<Runni
                                 &body,
                             )
                             .await;
-                        let resp = hyper::Response::builder()
-                            .status(status)
+                        let mut builder = hyper::Response::builder()
+                            .status(answer.status)
                             .header("content-type", "application/json; charset=UTF-8")
-                            .header("x-fb-trace-id", fbtrace())
-                            .body(Full::new(Bytes::from(v.to_string())))
+                            .header("x-fb-trace-id", fbtrace());
+                        if let Some(u) = &answer.usage {
+                            builder = builder.header("x-business-use-case-usage", u.as_str());
+                        }
+                        let resp = builder
+                            .body(Full::new(Bytes::from(answer.body.to_string())))
                             .unwrap_or_default();
                         Ok::<_, std::convert::Infallible>(resp)
                     }

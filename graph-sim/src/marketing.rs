@@ -1,0 +1,524 @@
+//! The Marketing API part of the simulator: ad accounts (registered through
+//! `POST /_sim/ad_accounts`), campaigns, ad sets, ad images, ad creatives and ads, with
+//! Meta's validations for Click-to-WhatsApp (meta-api.md section 6), statuses
+//! (PAUSED -> PENDING_REVIEW -> ACTIVE), deletion, cursor paging and the
+//! `X-Business-Use-Case-Usage` header (code 80004 when an account is over its budget).
+
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+
+pub const OBJECTIVES: [&str; 6] = [
+    "OUTCOME_ENGAGEMENT",
+    "OUTCOME_LEADS",
+    "OUTCOME_SALES",
+    "OUTCOME_TRAFFIC",
+    "OUTCOME_AWARENESS",
+    "OUTCOME_APP_PROMOTION",
+];
+
+/// Optimisation goals Meta allows per objective for WhatsApp destinations.
+pub fn goals_for(objective: &str) -> &'static [&'static str] {
+    match objective {
+        "OUTCOME_ENGAGEMENT" => &["CONVERSATIONS", "LINK_CLICKS"],
+        "OUTCOME_LEADS" => &["CONVERSATIONS"],
+        "OUTCOME_SALES" => &[
+            "CONVERSATIONS",
+            "OFFSITE_CONVERSIONS",
+            "LINK_CLICKS",
+            "IMPRESSIONS",
+            "REACH",
+        ],
+        "OUTCOME_TRAFFIC" => &["LINK_CLICKS", "CONVERSATIONS"],
+        _ => &[],
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AdAccount {
+    pub page_ids: Vec<String>,
+    /// WhatsApp numbers (digits) linked to the pages.
+    pub whatsapp_numbers: Vec<String>,
+    pub funded: bool,
+    /// Calls allowed per window before code 80004 (business use case rate limit).
+    pub call_limit: u32,
+    pub calls: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Obj {
+    pub kind: &'static str,
+    pub account: String,
+    pub fields: Map<String, Value>,
+    pub status: String,
+    pub created_time: i64,
+    /// Reads since the ad was published: review takes two reads.
+    pub reads_since_publish: u32,
+}
+
+#[derive(Default)]
+pub struct Marketing {
+    pub accounts: HashMap<String, AdAccount>,
+    pub objects: HashMap<String, Obj>,
+    pub images: HashMap<String, (String, String)>,
+    counter: u64,
+}
+
+pub type Answer = (u16, Value);
+
+fn err(
+    status: u16,
+    code: i64,
+    subcode: Option<i64>,
+    message: &str,
+    user_msg: Option<&str>,
+) -> Answer {
+    let mut e = json!({"message": message, "type": "OAuthException", "code": code, "fbtrace_id": super::fbtrace()});
+    if let Some(s) = subcode {
+        e["error_subcode"] = json!(s);
+    }
+    if let Some(m) = user_msg {
+        e["error_user_title"] = json!("Invalid parameter");
+        e["error_user_msg"] = json!(m);
+    }
+    (status, json!({ "error": e }))
+}
+
+fn invalid(msg: &str) -> Answer {
+    err(400, 100, None, "(#100) Invalid parameter", Some(msg))
+}
+
+fn digits(s: &str) -> String {
+    s.chars().filter(char::is_ascii_digit).collect()
+}
+
+impl Marketing {
+    fn new_id(&mut self) -> String {
+        self.counter += 1;
+        format!("{}", 23_857_890_000_000_000u64 + self.counter)
+    }
+
+    /// The usage header value for an account, after counting this call.
+    pub fn count_call(&mut self, account: &str) -> Option<(String, bool)> {
+        let a = self.accounts.get_mut(account)?;
+        a.calls += 1;
+        let pct = (a.calls as u64 * 100 / a.call_limit.max(1) as u64).min(100);
+        let over = a.calls > a.call_limit;
+        let header = json!({ account.trim_start_matches("act_"): [{
+            "type": "ads_management",
+            "call_count": pct,
+            "total_cputime": pct / 2,
+            "total_time": pct / 2,
+            "estimated_time_to_regain_access": if over { 5 } else { 0 },
+        }]})
+        .to_string();
+        Some((header, over))
+    }
+
+    pub fn owner_of(&self, id: &str) -> Option<&str> {
+        self.objects.get(id).map(|o| o.account.as_str())
+    }
+
+    pub fn create(
+        &mut self,
+        account: &str,
+        edge: &str,
+        p: &Map<String, Value>,
+        now: i64,
+    ) -> Answer {
+        let Some(acct) = self.accounts.get(account).cloned() else {
+            return err(
+                400,
+                100,
+                Some(33),
+                &format!(
+                    "Unsupported post request. Object with ID '{account}' does not exist, cannot be loaded due to missing permissions, or does not support this operation."
+                ),
+                None,
+            );
+        };
+        let s = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_string);
+        let status = s("status").unwrap_or_else(|| "PAUSED".into());
+        if !matches!(status.as_str(), "ACTIVE" | "PAUSED") {
+            return invalid("status must be ACTIVE or PAUSED");
+        }
+        let (kind, fields) = match edge {
+            "campaigns" => {
+                if s("objective").is_none_or(|o| !OBJECTIVES.contains(&o.as_str())) {
+                    return invalid("objective is required and must be a valid ODAX objective");
+                }
+                if s("name").is_none_or(|n| n.is_empty()) {
+                    return invalid("name is required");
+                }
+                if !p.get("special_ad_categories").is_some_and(Value::is_array) {
+                    return invalid(
+                        "special_ad_categories is required (an empty list if none apply)",
+                    );
+                }
+                ("campaign", p.clone())
+            }
+            "adsets" => {
+                let Some(campaign) = s("campaign_id").and_then(|c| {
+                    self.objects
+                        .get(&c)
+                        .filter(|o| o.kind == "campaign" && o.account == account)
+                        .cloned()
+                }) else {
+                    return invalid("campaign_id must be a campaign of this ad account");
+                };
+                let budget = p.get("daily_budget").or(p.get("lifetime_budget"));
+                let budget = budget.and_then(|b| {
+                    b.as_i64()
+                        .or_else(|| b.as_str().and_then(|x| x.parse().ok()))
+                });
+                if budget.is_none_or(|b| b < 100) {
+                    return invalid("daily_budget (minor units, at least 100) is required");
+                }
+                let objective = campaign
+                    .fields
+                    .get("objective")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let goal = s("optimization_goal").unwrap_or_default();
+                if !goals_for(objective).contains(&goal.as_str()) {
+                    return invalid(&format!(
+                        "optimization_goal {goal} is not valid for objective {objective}"
+                    ));
+                }
+                if s("billing_event").is_none() {
+                    return invalid("billing_event is required");
+                }
+                if !p
+                    .get("targeting")
+                    .and_then(|t| t.get("geo_locations"))
+                    .is_some_and(Value::is_object)
+                {
+                    return invalid("targeting.geo_locations is required");
+                }
+                let po = p.get("promoted_object");
+                let page = po
+                    .and_then(|o| o.get("page_id"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let number = digits(
+                    po.and_then(|o| o.get("whatsapp_phone_number"))
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
+                );
+                if s("destination_type").as_deref() == Some("WHATSAPP") || !number.is_empty() {
+                    if page.is_empty() || number.is_empty() {
+                        return invalid(
+                            "promoted_object.page_id and promoted_object.whatsapp_phone_number are required for WhatsApp destinations",
+                        );
+                    }
+                    if !acct.page_ids.iter().any(|x| x == page)
+                        || !acct.whatsapp_numbers.contains(&number)
+                    {
+                        return err(
+                            400,
+                            200,
+                            None,
+                            "(#200) Permissions error",
+                            Some("The WhatsApp number is not linked to the Page"),
+                        );
+                    }
+                }
+                ("adset", p.clone())
+            }
+            "adimages" => {
+                let Some(bytes) = s("bytes").filter(|b| !b.is_empty()) else {
+                    return invalid("bytes (base64 image) is required");
+                };
+                let name = s("name").unwrap_or_else(|| "image.png".into());
+                let hash = format!(
+                    "{:032x}",
+                    bytes.len() as u128 * 2_654_435_761 + self.counter as u128
+                );
+                self.counter += 1;
+                let url = format!("https://scontent.xx.fbcdn.net/v/sim/{hash}.png");
+                self.images
+                    .insert(hash.clone(), (account.to_string(), url.clone()));
+                return (200, json!({"images": {name: {"hash": hash, "url": url}}}));
+            }
+            "adcreatives" => {
+                let oss = p.get("object_story_spec");
+                let page = oss
+                    .and_then(|o| o.get("page_id"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                if !acct.page_ids.iter().any(|x| x == page) {
+                    return err(
+                        400,
+                        200,
+                        None,
+                        "(#200) Permissions error",
+                        Some("object_story_spec.page_id is not a Page of this ad account"),
+                    );
+                }
+                let ld = oss.and_then(|o| o.get("link_data"));
+                let link = ld
+                    .and_then(|l| l.get("link"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                if !(link.starts_with("https://wa.me/")
+                    || link.starts_with("https://api.whatsapp.com/send"))
+                {
+                    return invalid(
+                        "link_data.link must be a wa.me or api.whatsapp.com link for a WhatsApp call to action",
+                    );
+                }
+                let cta = ld
+                    .and_then(|l| l.get("call_to_action"))
+                    .and_then(|c| c.get("type"))
+                    .and_then(Value::as_str);
+                if cta != Some("WHATSAPP_MESSAGE") {
+                    return invalid("call_to_action.type must be WHATSAPP_MESSAGE");
+                }
+                if let Some(h) = ld.and_then(|l| l.get("image_hash")).and_then(Value::as_str)
+                    && self.images.get(h).is_none_or(|(a, _)| a != account)
+                {
+                    return invalid("image_hash is not an image of this ad account");
+                }
+                ("adcreative", p.clone())
+            }
+            "ads" => {
+                let adset_ok = s("adset_id")
+                    .and_then(|a| self.objects.get(&a))
+                    .is_some_and(|o| o.kind == "adset" && o.account == account);
+                if !adset_ok {
+                    return invalid("adset_id must be an ad set of this ad account");
+                }
+                let creative = p
+                    .get("creative")
+                    .and_then(|c| c.get("creative_id"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                if !self
+                    .objects
+                    .get(creative)
+                    .is_some_and(|o| o.kind == "adcreative" && o.account == account)
+                {
+                    return invalid("creative.creative_id must be a creative of this ad account");
+                }
+                if status == "ACTIVE" && !acct.funded {
+                    return err(400, 1_487_749, None, "(#1487749) Insufficient funds", None);
+                }
+                ("ad", p.clone())
+            }
+            _ => return err(400, 100, None, &format!("(#100) Unknown edge {edge}"), None),
+        };
+        let id = self.new_id();
+        self.objects.insert(
+            id.clone(),
+            Obj {
+                kind,
+                account: account.to_string(),
+                fields,
+                status,
+                created_time: now,
+                reads_since_publish: 0,
+            },
+        );
+        (200, json!({ "id": id }))
+    }
+
+    fn effective_status(&self, o: &Obj) -> String {
+        if o.status == "DELETED" || o.status == "PAUSED" {
+            return o.status.clone();
+        }
+        if o.kind == "ad" {
+            if o.reads_since_publish < 2 {
+                return "PENDING_REVIEW".into();
+            }
+            let adset = o
+                .fields
+                .get("adset_id")
+                .and_then(Value::as_str)
+                .and_then(|a| self.objects.get(a));
+            if adset.is_some_and(|a| a.status == "PAUSED") {
+                return "ADSET_PAUSED".into();
+            }
+            let campaign = adset
+                .and_then(|a| a.fields.get("campaign_id"))
+                .and_then(Value::as_str)
+                .and_then(|c| self.objects.get(c));
+            if campaign.is_some_and(|c| c.status == "PAUSED") {
+                return "CAMPAIGN_PAUSED".into();
+            }
+        }
+        o.status.clone()
+    }
+
+    fn view(&self, id: &str, o: &Obj, fields: &str) -> Value {
+        let mut all = o.fields.clone();
+        all.insert("id".into(), json!(id));
+        all.insert(
+            "account_id".into(),
+            json!(o.account.trim_start_matches("act_")),
+        );
+        all.insert("status".into(), json!(o.status));
+        all.insert("effective_status".into(), json!(self.effective_status(o)));
+        all.insert("created_time".into(), json!(super::iso8601(o.created_time)));
+        if o.kind == "ad"
+            && let Some(c) = o.fields.get("creative")
+        {
+            all.insert(
+                "creative".into(),
+                json!({"id": c.get("creative_id").cloned().unwrap_or(Value::Null)}),
+            );
+        }
+        if fields.trim().is_empty() {
+            let mut m = Map::new();
+            m.insert("id".into(), json!(id));
+            return Value::Object(m);
+        }
+        let mut out = Map::new();
+        out.insert("id".into(), json!(id));
+        for f in fields.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+            if let Some(v) = all.get(f) {
+                out.insert(f.to_string(), v.clone());
+            }
+        }
+        Value::Object(out)
+    }
+
+    pub fn read(&mut self, id: &str, fields: &str) -> Answer {
+        let Some(o) = self.objects.get_mut(id) else {
+            return err(
+                400,
+                100,
+                Some(33),
+                &format!(
+                    "Unsupported get request. Object with ID '{id}' does not exist, cannot be loaded due to missing permissions, or does not support this operation."
+                ),
+                None,
+            );
+        };
+        if o.kind == "ad" && o.status == "ACTIVE" {
+            o.reads_since_publish += 1;
+        }
+        let o = o.clone();
+        (200, self.view(id, &o, fields))
+    }
+
+    pub fn update(&mut self, id: &str, p: &Map<String, Value>) -> Answer {
+        let funded = self
+            .objects
+            .get(id)
+            .and_then(|o| self.accounts.get(&o.account))
+            .is_some_and(|a| a.funded);
+        let Some(o) = self.objects.get_mut(id) else {
+            return err(
+                400,
+                100,
+                Some(33),
+                &format!(
+                    "Unsupported post request. Object with ID '{id}' does not exist, cannot be loaded due to missing permissions, or does not support this operation."
+                ),
+                None,
+            );
+        };
+        if o.status == "DELETED" {
+            return invalid("the object is deleted");
+        }
+        if let Some(st) = p.get("status").and_then(Value::as_str) {
+            if !matches!(st, "ACTIVE" | "PAUSED" | "ARCHIVED") {
+                return invalid("status must be ACTIVE, PAUSED or ARCHIVED");
+            }
+            if st == "ACTIVE" && o.kind == "ad" && !funded {
+                return err(400, 1_487_749, None, "(#1487749) Insufficient funds", None);
+            }
+            if st == "ACTIVE" && o.status != "ACTIVE" {
+                o.reads_since_publish = 0;
+            }
+            o.status = st.to_string();
+        }
+        for (k, v) in p {
+            if k != "status" && k != "access_token" {
+                o.fields.insert(k.clone(), v.clone());
+            }
+        }
+        (200, json!({"success": true}))
+    }
+
+    pub fn delete(&mut self, id: &str) -> Answer {
+        match self.objects.get_mut(id) {
+            Some(o) if o.status != "DELETED" => {
+                o.status = "DELETED".into();
+                (200, json!({"success": true}))
+            }
+            _ => err(
+                400,
+                100,
+                Some(33),
+                &format!(
+                    "Unsupported delete request. Object with ID '{id}' does not exist, cannot be loaded due to missing permissions, or does not support this operation."
+                ),
+                None,
+            ),
+        }
+    }
+
+    /// `GET /act_{id}/{edge}` with cursor paging (`limit`, `after`), newest first.
+    pub fn list(
+        &mut self,
+        account: &str,
+        edge: &str,
+        fields: &str,
+        limit: usize,
+        after: Option<&str>,
+        base: &str,
+    ) -> Answer {
+        let kind = match edge {
+            "campaigns" => "campaign",
+            "adsets" => "adset",
+            "ads" => "ad",
+            "adcreatives" => "adcreative",
+            _ => return err(400, 100, None, &format!("(#100) Unknown edge {edge}"), None),
+        };
+        if !self.accounts.contains_key(account) {
+            return err(
+                400,
+                100,
+                Some(33),
+                &format!(
+                    "Unsupported get request. Object with ID '{account}' does not exist, cannot be loaded due to missing permissions, or does not support this operation."
+                ),
+                None,
+            );
+        }
+        let mut ids: Vec<(String, i64)> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| o.kind == kind && o.account == account && o.status != "DELETED")
+            .map(|(id, o)| (id.clone(), o.created_time))
+            .collect();
+        ids.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
+        let start = after
+            .and_then(|a| ids.iter().position(|(id, _)| id == a).map(|p| p + 1))
+            .unwrap_or(0);
+        let limit = limit.clamp(1, 100);
+        let page: Vec<String> = ids
+            .iter()
+            .skip(start)
+            .take(limit)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let data: Vec<Value> = page
+            .iter()
+            .map(|id| {
+                let o = self.objects.get(id).cloned();
+                o.map(|o| self.view(id, &o, fields)).unwrap_or(Value::Null)
+            })
+            .collect();
+        let mut paging = json!({});
+        if let (Some(first), Some(last)) = (page.first(), page.last()) {
+            paging["cursors"] = json!({"before": first, "after": last});
+            if start + page.len() < ids.len() {
+                paging["next"] = json!(format!(
+                    "{base}/{account}/{edge}?fields={fields}&limit={limit}&after={last}"
+                ));
+            }
+        }
+        (200, json!({"data": data, "paging": paging}))
+    }
+}
