@@ -181,6 +181,11 @@ async fn refresh_replaces_the_token_and_the_next_read_uses_it_without_restart() 
     )
     .await;
     let first = app.stack.connect.meta.token(&app.account_id).await.unwrap();
+    // The CAPI functions have their own secrets cache (5-minute TTL, as in AWS): warm it.
+    assert_eq!(
+        app.stack.capi.meta.token(&app.account_id).await.unwrap(),
+        first
+    );
     let (s, v) = app
         .post_json("/v1/oauth/refresh-token", &app.api_key, json!({}))
         .await;

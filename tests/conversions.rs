@@ -290,6 +290,60 @@ async fn no_click_is_a_no_op_and_bad_input_is_400() {
 }
 
 #[tokio::test]
+async fn a_test_send_does_not_block_the_production_send_of_the_same_id() {
+    let app = ready_app("16505551234", "CLID-1").await;
+    let body = |test: bool| {
+        let mut b = json!({"phone": "16505551234", "event_name": "Lead", "event_id": "order-7"});
+        if test {
+            b["test_event_code"] = json!("TEST123");
+        }
+        b
+    };
+    let (s, v) = app
+        .post_json("/v1/conversions", &app.api_key, body(true))
+        .await;
+    assert_eq!((s, v["duplicate"].as_bool()), (200, Some(false)), "{v}");
+    let (s, v) = app
+        .post_json("/v1/conversions", &app.api_key, body(false))
+        .await;
+    assert_eq!(
+        (s, v["duplicate"].as_bool()),
+        (200, Some(false)),
+        "the real send goes out: {v}"
+    );
+    let (_, v) = app
+        .post_json("/v1/conversions", &app.api_key, body(false))
+        .await;
+    assert_eq!(v["duplicate"], true);
+    let at_meta = events_at_meta(&app);
+    assert_eq!(at_meta.len(), 2);
+    assert_eq!(at_meta[0]["test_event_code"], "TEST123");
+    assert_eq!(at_meta[1]["test_event_code"], Value::Null);
+    // Both are in the audit trail, pageable with the cursor.
+    let (_, page) = app.get("/v1/conversions?limit=1", &app.api_key).await;
+    let cursor = page["next_cursor"]
+        .as_str()
+        .unwrap()
+        .replace('#', "%23")
+        .replace('|', "%7C");
+    let (s, page2) = app
+        .get(
+            &format!("/v1/conversions?limit=1&cursor={cursor}"),
+            &app.api_key,
+        )
+        .await;
+    assert_eq!(s, 200, "{page2}");
+    assert_eq!(page2["events"][0]["event_id"], "order-7");
+    for bad in ["%7C", "abc%7Cdef", "000000000000001%7C"] {
+        let (s, _) = app
+            .get(&format!("/v1/conversions?cursor={bad}"), &app.api_key)
+            .await;
+        assert_eq!(s, 400, "{bad}");
+    }
+    app.stack.stop().await;
+}
+
+#[tokio::test]
 async fn an_old_click_is_sent_with_a_warning() {
     let app = ready_app("16505559999", "CLID-RECENT").await;
     // Another customer whose only click is 10 days old.

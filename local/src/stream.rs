@@ -224,7 +224,10 @@ impl StreamFeeder {
                     {
                         Ok(o) => st.iter = o.shard_iterator,
                         Err(e) => {
-                            tracing::warn!(%shard, error = %err(e), "shard iterator");
+                            // The last record read may have been trimmed away: read the
+                            // shard again from its start (capture is idempotent).
+                            tracing::warn!(%shard, error = %err(e), "shard iterator; re-reading the shard from its start");
+                            st.last_seq = None;
                             continue;
                         }
                     }

@@ -131,7 +131,9 @@ impl CapiSettings {
         let days: i64 = number("AUDIT_TTL_DAYS", 0)?;
         Ok(Self {
             connect: ConnectConfig::from_env()?,
-            audit_ttl_days: (days > 0).then_some(days),
+            // Under 8 days the TTL could remove a pending event or its dedup record
+            // while it can still be sent: such values are raised to 8.
+            audit_ttl_days: (days > 0).then_some(days.max(8)),
         })
     }
 }

@@ -270,6 +270,16 @@ async fn send_with_retries(deps: &CapiDeps, out: Outgoing<'_>) -> (Attempt, u32)
             .await
         {
             Ok(r) => return (Attempt::Delivered(r), attempts),
+            // Meta answered 2xx with a body we cannot read: it took the events. Sending
+            // them again would duplicate them.
+            Err(GraphError::Decode(why)) => {
+                tracing::warn!(account_id, %why, "Meta accepted the events with an unreadable answer");
+                let r = EventsResponse {
+                    events_received: events.len() as i64,
+                    ..Default::default()
+                };
+                return (Attempt::Delivered(r), attempts);
+            }
             Err(e) if e.is_token_error() && !refetched => {
                 // The cached token may be older than a refresh made elsewhere: re-read once.
                 refetched = true;
@@ -351,6 +361,8 @@ fn settle(
 /// replaced (refresh or reconnect) since `token` was read.
 async fn mark_broken(deps: &CapiDeps, account_id: &str, token: &Token, e: &GraphError) {
     if let Ok(Some(mut conn)) = deps.meta.connections.get_connection(account_id).await {
+        // Compare with the token as stored now, not as cached.
+        deps.meta.forget_token(account_id);
         if deps
             .meta
             .token(account_id)
@@ -470,17 +482,37 @@ async fn save_settled(deps: &CapiDeps, rec: &EventRecord, lease: &str) -> Result
 /// Sends one group (same dataset and test code). A permanent refusal of a request with
 /// several events is split in halves and re-sent, so that one bad event does not fail
 /// the others (Meta rejects a whole request for one invalid event).
-/// A record with how its send ended: the attempt, attempts made, milliseconds taken.
-type Settled = (EventRecord, Attempt, u32, i64);
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
+/// A permanent refusal that names an event (code 100 with an event subcode such as
+/// 2804087 invalid click id or 2804066 invalid event type), as opposed to one about the
+/// whole request (permissions, the dataset, the token): only those are worth splitting.
+fn names_an_event(e: &GraphError) -> bool {
+    match e {
+        GraphError::Api { error, .. } => {
+            error.code == 100 && error.error_subcode.is_some_and(|s| s >= 2_804_000)
+        }
+        _ => false,
+    }
+}
+
+/// Sends one group (same dataset and test code) and saves each record as soon as its
+/// outcome is known. A refusal that names an event, of a request with several events,
+/// splits the request in halves (Meta rejects a whole request for one invalid event),
+/// until `deadline`: what is not sent by then stays pending for the resend job.
 fn send_group<'a>(
     deps: &'a CapiDeps,
     account_id: &'a str,
     token: &'a Token,
     group: Vec<EventRecord>,
-) -> BoxFuture<'a, Vec<Settled>> {
+    prior_attempts: u32,
+    deadline: std::time::Instant,
+) -> BoxFuture<'a, Result<Vec<EventRecord>, CapiError>> {
     Box::pin(async move {
+        if std::time::Instant::now() >= deadline {
+            let e = GraphError::Transport("not sent before the call's deadline".into());
+            return settle_all(deps, account_id, token, group, Err(&e), prior_attempts, 0).await;
+        }
         let payloads: Vec<Value> = group
             .iter()
             .map(|r| serde_json::from_str(&r.payload).unwrap_or(Value::Null))
@@ -495,34 +527,87 @@ fn send_group<'a>(
         };
         let (attempt, attempts) = send_with_retries(deps, out).await;
         let ms = started.elapsed().as_millis() as i64;
-        if let Attempt::Failed(e) = &attempt
-            && group.len() > 1
-            && !e.is_retryable()
-            && !e.is_token_error()
-        {
-            let mut group = group;
-            let right = group.split_off(group.len() / 2);
-            let mut results = send_group(deps, account_id, token, group).await;
-            results.extend(send_group(deps, account_id, token, right).await);
-            for r in &mut results {
-                r.2 += attempts;
+        match attempt {
+            Attempt::Failed(e) if group.len() > 1 && names_an_event(&e) => {
+                let mut left = group;
+                let right = left.split_off(left.len() / 2);
+                let spent = prior_attempts + attempts;
+                let mut done = send_group(deps, account_id, token, left, spent, deadline).await?;
+                done.extend(send_group(deps, account_id, token, right, spent, deadline).await?);
+                Ok(done)
             }
-            return results;
+            Attempt::Delivered(r) => {
+                settle_all(
+                    deps,
+                    account_id,
+                    token,
+                    group,
+                    Ok(&r),
+                    prior_attempts + attempts,
+                    ms,
+                )
+                .await
+            }
+            Attempt::Failed(e) => {
+                settle_all(
+                    deps,
+                    account_id,
+                    token,
+                    group,
+                    Err(&e),
+                    prior_attempts + attempts,
+                    ms,
+                )
+                .await
+            }
         }
-        group
-            .into_iter()
-            .map(|r| (r, attempt.clone(), attempts, ms))
-            .collect()
     })
+}
+
+/// Settles and saves every record of a request with the same outcome.
+async fn settle_all(
+    deps: &CapiDeps,
+    account_id: &str,
+    token: &Token,
+    group: Vec<EventRecord>,
+    outcome: Result<&EventsResponse, &GraphError>,
+    attempts: u32,
+    ms: i64,
+) -> Result<Vec<EventRecord>, CapiError> {
+    if let Err(e) = outcome
+        && e.is_token_error()
+    {
+        mark_broken(deps, account_id, token, e).await;
+    }
+    let now_ms = crate::time::now_millis();
+    let mut done = Vec::with_capacity(group.len());
+    for mut rec in group {
+        let lease = rec.lease_id.clone();
+        rec.attempts += attempts;
+        settle(deps, &mut rec, outcome, ms, now_ms);
+        save_settled(deps, &rec, &lease).await?;
+        tracing::info!(
+            account_id = %rec.account_id,
+            event_id = %rec.event_id,
+            event_name = %rec.event_name,
+            status = rec.status.as_str(),
+            attempts = rec.attempts,
+            duration_ms = ms,
+            "conversion settled"
+        );
+        done.push(rec);
+    }
+    Ok(done)
 }
 
 /// Claims the records (dedup), sends the new ones (one request per dataset and test
 /// code, up to 1000 events each), and settles every record. Results are in the order
-/// of `records`.
+/// of `records`. Duplicates wait for their first outcome together, after the sends.
 pub async fn deliver(
     deps: &CapiDeps,
     records: Vec<EventRecord>,
 ) -> Result<Vec<SendResult>, CapiError> {
+    let deadline = std::time::Instant::now() + deps.policy.budget * 2;
     let n = records.len();
     let mut claims = Vec::with_capacity(n);
     for rec in &records {
@@ -537,36 +622,43 @@ pub async fn deliver(
             .await
     };
     let mut results: Vec<Option<SendResult>> = vec![None; n];
+    let mut duplicates: Vec<(usize, EventRecord)> = Vec::new();
     // Grouped by (dataset, test event code): those never share a request.
     type GroupKey = (String, Option<String>);
     let mut groups: Vec<(GroupKey, Vec<(usize, EventRecord)>)> = Vec::new();
     for (i, (rec, claimed)) in records.into_iter().zip(claimed_flags).enumerate() {
-        if claimed? {
-            let k = (rec.dataset_id.clone(), rec.test_event_code.clone());
-            match groups.iter_mut().find(|(gk, _)| *gk == k) {
-                Some((_, g)) => g.push((i, rec)),
-                None => groups.push((k, vec![(i, rec)])),
+        match claimed {
+            Ok(true) => {
+                let k = (rec.dataset_id.clone(), rec.test_event_code.clone());
+                match groups.iter_mut().find(|(gk, _)| *gk == k) {
+                    Some((_, g)) => g.push((i, rec)),
+                    None => groups.push((k, vec![(i, rec)])),
+                }
             }
-        } else {
-            let first = first_outcome(deps, &rec.account_id, &rec.event_id).await?;
-            results[i] = Some(SendResult {
-                record: first,
-                duplicate: true,
-            });
+            Ok(false) => duplicates.push((i, rec)),
+            Err(e) => {
+                // Not recorded, so not sent: this one event fails, the others go on.
+                tracing::error!(event_id = %rec.event_id, error = %e, "could not record the event; not sent");
+                let mut failed = rec;
+                failed.status = EventStatus::Failed;
+                failed.next_attempt_at_ms = None;
+                failed.error = Some(
+                    json!({"message": "the event could not be recorded, so it was not sent; retry with the same event_id"}),
+                );
+                results[i] = Some(SendResult {
+                    record: failed,
+                    duplicate: false,
+                });
+            }
         }
     }
     for (_, group) in groups {
         let account_id = group[0].1.account_id.clone();
-        let token = match deps.meta.token(&account_id).await {
-            Ok(t) => Some(t),
-            Err(ConnectError::TokenInvalid(_)) | Err(ConnectError::NotConnected) => None,
-            Err(e) => return Err(e.into()),
-        };
         let indexes: Vec<usize> = group.iter().map(|(i, _)| *i).collect();
         let recs: Vec<EventRecord> = group.into_iter().map(|(_, r)| r).collect();
-        let outcomes = match &token {
-            Some(t) => send_group(deps, &account_id, t, recs).await,
-            None => {
+        let settled = match deps.meta.token(&account_id).await {
+            Ok(t) => send_group(deps, &account_id, &t, recs, 0, deadline).await?,
+            Err(ConnectError::TokenInvalid(_)) | Err(ConnectError::NotConnected) => {
                 let error = crate::graph::GraphErrorBody {
                     message:
                         "Meta is not connected or the token is invalid: reconnect (exchange-code)"
@@ -578,45 +670,32 @@ pub async fn deliver(
                     status: 401,
                     error: Box::new(error),
                 };
-                recs.into_iter()
-                    .map(|r| (r, Attempt::Failed(e.clone()), 0, 0))
-                    .collect()
+                let none = Token::new("");
+                settle_all(deps, &account_id, &none, recs, Err(&e), 0, 0).await?
             }
+            Err(e) => return Err(e.into()),
         };
-        if let Some(t) = &token
-            && outcomes
-                .iter()
-                .any(|(_, a, _, _)| matches!(a, Attempt::Failed(e) if e.is_token_error()))
-            && let Some((_, Attempt::Failed(e), _, _)) = outcomes
-                .iter()
-                .find(|(_, a, _, _)| matches!(a, Attempt::Failed(_)))
-        {
-            mark_broken(deps, &account_id, t, e).await;
-        }
-        let now_ms = crate::time::now_millis();
         // `send_group` keeps the order of the records it was given.
-        for (i, (mut rec, attempt, attempts, ms)) in indexes.into_iter().zip(outcomes) {
-            let lease = rec.lease_id.clone();
-            rec.attempts += attempts;
-            match &attempt {
-                Attempt::Delivered(r) => settle(deps, &mut rec, Ok(r), ms, now_ms),
-                Attempt::Failed(e) => settle(deps, &mut rec, Err(e), ms, now_ms),
-            }
-            save_settled(deps, &rec, &lease).await?;
-            tracing::info!(
-                account_id = %rec.account_id,
-                event_id = %rec.event_id,
-                event_name = %rec.event_name,
-                status = rec.status.as_str(),
-                attempts = rec.attempts,
-                duration_ms = ms,
-                "conversion settled"
-            );
+        for (i, rec) in indexes.into_iter().zip(settled) {
             results[i] = Some(SendResult {
                 record: rec,
                 duplicate: false,
             });
         }
+    }
+    let keys: Vec<(String, String)> = duplicates
+        .iter()
+        .map(|(_, r)| (r.account_id.clone(), r.dedup_key()))
+        .collect();
+    let waits = keys
+        .iter()
+        .map(|(account, key)| first_outcome(deps, account, key));
+    let firsts = futures_util::future::join_all(waits).await;
+    for ((i, _), first) in duplicates.into_iter().zip(firsts) {
+        results[i] = Some(SendResult {
+            record: first?,
+            duplicate: true,
+        });
     }
     Ok(results.into_iter().flatten().collect())
 }
@@ -634,7 +713,8 @@ pub struct ResendReport {
     pub errors: usize,
 }
 
-/// Stop a run after this many sends in a row failed transiently: Meta is down.
+/// Stop sending for an account after this many transient failures in a row in one run
+/// (Meta is down, or that business hit its rate limit); other accounts go on.
 const RESEND_BREAKER: usize = 3;
 
 /// Sends every due event again (pending ones, and in-flight ones whose sender died),
@@ -651,23 +731,26 @@ pub async fn resend_due(
         due: due.len(),
         ..Default::default()
     };
-    let mut transient_in_a_row = 0;
+    let mut transient: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for candidate in due {
-        // Each send may take the whole budget: stop in time, and stop when Meta is down.
+        // Each send may take the whole budget: stop in time.
         if std::time::Instant::now() + deps.policy.budget + Duration::from_secs(2) > deadline
-            || transient_in_a_row >= RESEND_BREAKER
+            || transient
+                .get(&candidate.account_id)
+                .is_some_and(|n| *n >= RESEND_BREAKER)
         {
             report.deferred += 1;
             continue;
         }
+        let account = candidate.account_id.clone();
         match resend_one(deps, candidate, now_ms).await {
             Ok(Some(EventStatus::Delivered)) => {
                 report.delivered += 1;
-                transient_in_a_row = 0;
+                transient.remove(&account);
             }
             Ok(Some(EventStatus::Pending)) => {
                 report.pending += 1;
-                transient_in_a_row += 1;
+                *transient.entry(account).or_default() += 1;
             }
             Ok(Some(_)) => report.failed += 1,
             Ok(None) => report.skipped += 1,
@@ -689,7 +772,7 @@ async fn resend_one(
     // The index copy may lag: take over the record as it is now.
     let Some(rec) = deps
         .store
-        .get_event(&candidate.account_id, &candidate.event_id)
+        .get_event(&candidate.account_id, &candidate.dedup_key())
         .await?
     else {
         return Ok(None);
@@ -698,7 +781,8 @@ async fn resend_one(
         return Ok(None);
     }
     let lease = lease_id();
-    let until = now_ms + deps.policy.lease.as_millis() as i64;
+    // The lease runs from now, not from the start of the run.
+    let until = crate::time::now_millis() + deps.policy.lease.as_millis() as i64;
     if !deps.store.lease_event(&rec, &lease, until).await? {
         return Ok(None);
     }
@@ -733,29 +817,13 @@ async fn resend_one(
             save_settled(deps, &rec, &lease).await?;
             return Ok(Some(rec.status));
         }
-        Err(e) => {
-            // Leave it due again after the lease; report the error.
-            return Err(e.into());
-        }
+        // Left due again after the lease; the error is reported.
+        Err(e) => return Err(e.into()),
     };
     let account_id = rec.account_id.clone();
-    let mut outcome = send_group(deps, &account_id, &token, vec![rec]).await;
-    let Some((mut rec, attempt, attempts, ms)) = outcome.pop() else {
-        return Ok(None);
-    };
-    rec.attempts += attempts;
-    let now = crate::time::now_millis();
-    match &attempt {
-        Attempt::Delivered(r) => settle(deps, &mut rec, Ok(r), ms, now),
-        Attempt::Failed(e) => {
-            if e.is_token_error() {
-                mark_broken(deps, &rec.account_id, &token, e).await;
-            }
-            settle(deps, &mut rec, Err(e), ms, now)
-        }
-    }
-    save_settled(deps, &rec, &lease).await?;
-    Ok(Some(rec.status))
+    let deadline = std::time::Instant::now() + deps.policy.budget * 2;
+    let mut done = send_group(deps, &account_id, &token, vec![rec], 0, deadline).await?;
+    Ok(done.pop().map(|r| r.status))
 }
 
 /// The CAPI config as the API shows it (seed 001's `capi` object).

@@ -431,6 +431,15 @@ async fn prepare(
             "test_event_code must be 1 to 64 characters",
         ));
     }
+    // Keeps every record far below DynamoDB's 400 KB item limit.
+    if b.custom_data
+        .as_ref()
+        .is_some_and(|c| Value::Object(c.clone()).to_string().len() > 8 * 1024)
+    {
+        return Err(ApiError::bad_request(
+            "custom_data must be at most 8 KB of JSON",
+        ));
+    }
     let ph = b
         .phone
         .as_deref()
@@ -658,6 +667,13 @@ async fn send_batch(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse>
             "events must hold 1 to {MAX_BATCH} events"
         )));
     }
+    if let Some(code) = &body.test_event_code
+        && (code.is_empty() || code.len() > 64)
+    {
+        return Err(ApiError::bad_request(
+            "test_event_code must be 1 to 64 characters",
+        ));
+    }
     let now_ms = crate::time::now_millis();
     let ctx = context(deps, &account_id).await?;
     let mut answers: Vec<Option<Value>> = vec![None; body.events.len()];
@@ -736,7 +752,10 @@ async fn list(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
         .transpose()?;
     let cursor = req.query_param("cursor");
     if let Some(c) = cursor
-        && (c.len() > 256 || !c.contains('|'))
+        && (c.len() > 256
+            || c.split_once('|').is_none_or(|(a, b)| {
+                a.is_empty() || b.is_empty() || !a.bytes().take(15).all(|x| x.is_ascii_digit())
+            }))
     {
         return Err(ApiError::bad_request("invalid cursor"));
     }

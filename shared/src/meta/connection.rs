@@ -99,20 +99,26 @@ impl MetaDeps {
         Ok(id)
     }
 
-    /// The account's current token (cached for the cache TTL; a refresh in this process
-    /// is seen at once, in others within the TTL).
+    /// The account's current token. The secret is cached in process; the connection
+    /// (read on every call) says which token version is current, so a refresh or a
+    /// reconnect made by any function is used at the next call, without a restart.
     pub async fn token(&self, account_id: &str) -> Result<Token, ConnectError> {
         let conn = self.connections.get_connection(account_id).await?;
         let conn = conn.ok_or(ConnectError::NotConnected)?;
         if conn.status == ConnectionStatus::Broken {
             return Err(ConnectError::TokenInvalid(None));
         }
-        let raw = self.secrets.get_secret(&conn.secret_id).await?;
-        let stored: StoredToken =
+        let read = |raw: String| -> Result<StoredToken, SecretError> {
             serde_json::from_str(&raw).map_err(|_| SecretError::Malformed {
                 id: conn.secret_id.clone(),
                 reason: "expected JSON with access_token".into(),
-            })?;
+            })
+        };
+        let mut stored = read(self.secrets.get_secret(&conn.secret_id).await?)?;
+        if stored.version < conn.token_version {
+            self.secrets.invalidate(&conn.secret_id);
+            stored = read(self.secrets.get_secret(&conn.secret_id).await?)?;
+        }
         Ok(Token::new(stored.access_token))
     }
 
@@ -231,7 +237,6 @@ pub async fn refresh(
     let version = now_ms.max(expected + 1);
     match result {
         Ok((token, info)) => {
-            deps.store_token(account_id, &token, &info, version).await?;
             conn.token_version = version;
             conn.expires_at = info.expires();
             conn.scopes = info.scopes.clone();
@@ -239,12 +244,21 @@ pub async fn refresh(
             conn.waba_id = info.waba_id().or(conn.waba_id);
             conn.refreshed_at_ms = Some(now_ms);
             conn.last_error = None;
+            // The connection first, conditionally: if the business reconnected meanwhile,
+            // its new token is kept and this refreshed old one is dropped. Readers take
+            // the secret only when its version matches (or re-read it), so the short
+            // moment before the secret's new version is written reads the old token,
+            // which is still valid.
             if !deps.connections.update_connection(&conn, expected).await? {
                 tracing::warn!(
                     account_id,
-                    "the connection changed during the refresh (reconnected?); its metadata was kept"
+                    "the connection changed during the refresh (reconnected?); the refreshed token was dropped"
                 );
+                return Ok(RefreshOutcome::Refreshed {
+                    expires_at: conn.expires_at,
+                });
             }
+            deps.store_token(account_id, &token, &info, version).await?;
             tracing::info!(account_id, expires_at = ?conn.expires_at, "Meta token refreshed");
             Ok(RefreshOutcome::Refreshed {
                 expires_at: conn.expires_at,

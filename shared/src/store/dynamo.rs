@@ -766,12 +766,13 @@ fn event_pk(account_id: &str, event_id: &str) -> String {
 }
 
 fn event_item(r: &EventRecord) -> Result<Item, StoreError> {
-    let mut item = key(event_pk(&r.account_id, &r.event_id), "EVT");
+    let mut item = key(event_pk(&r.account_id, &r.dedup_key()), "EVT");
     // The whole record as JSON, plus the attributes keys, indexes and conditions need.
     let json = serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     item.insert("record".into(), s(json));
     item.insert("account_id".into(), s(&r.account_id));
     item.insert("event_id".into(), s(&r.event_id));
+    item.insert("dedup_key".into(), s(r.dedup_key()));
     item.insert("status".into(), s(r.status.as_str()));
     item.insert("lease_id".into(), s(&r.lease_id));
     item.insert("gsi1pk".into(), s(format!("ACCT#{}#EVENTS", r.account_id)));
@@ -954,11 +955,14 @@ impl CapiStore for DynamoData {
             .send()
             .await
             .map_err(backend)?;
-        out.items
-            .unwrap_or_default()
-            .iter()
-            .map(event_from)
-            .collect()
+        let mut due = Vec::new();
+        for item in out.items.unwrap_or_default() {
+            match event_from(&item) {
+                Ok(r) => due.push(r),
+                Err(e) => tracing::error!(error = %e, "unreadable event record skipped"),
+            }
+        }
+        Ok(due)
     }
 
     async fn list_events(
@@ -970,15 +974,28 @@ impl CapiStore for DynamoData {
     ) -> Result<(Vec<EventRecord>, Option<String>), StoreError> {
         let limit = limit.clamp(1, 200);
         let gsi1pk = format!("ACCT#{account_id}#EVENTS");
-        let mut start: Option<Item> = cursor.map(|c| {
-            let (gsi1sk, event_id) = c.split_once('|').unwrap_or((c, ""));
-            let mut k = key(event_pk(account_id, event_id), "EVT");
-            k.insert("gsi1pk".into(), s(&gsi1pk));
-            k.insert("gsi1sk".into(), s(gsi1sk));
-            k
-        });
+        let pk_prefix = format!("EVT#{account_id}#");
+        // The cursor is `<gsi1sk>|<dedup key>`; the keys are rebuilt from the caller's own
+        // account, so a crafted cursor can only move within it.
+        let mut start: Option<Item> = match cursor.and_then(|c| c.split_once('|')) {
+            Some((gsi1sk, dedup)) if !gsi1sk.is_empty() && !dedup.is_empty() => {
+                let mut k = key(event_pk(account_id, dedup), "EVT");
+                k.insert("gsi1pk".into(), s(&gsi1pk));
+                k.insert("gsi1sk".into(), s(gsi1sk));
+                Some(k)
+            }
+            Some(_) => return Err(StoreError::Corrupt("invalid cursor".into())),
+            None => None,
+        };
         let mut items = Vec::new();
-        loop {
+        let mut resume: Option<String> = None;
+        // A status filter is applied after the read: read fixed pages, at most ten.
+        for page_no in 0..10 {
+            let page_size = if status.is_some() {
+                200
+            } else {
+                i32::try_from(limit).unwrap_or(200)
+            };
             let mut q = self
                 .client
                 .query()
@@ -987,7 +1004,7 @@ impl CapiStore for DynamoData {
                 .key_condition_expression("gsi1pk = :p")
                 .expression_attribute_values(":p", s(&gsi1pk))
                 .scan_index_forward(false)
-                .limit(i32::try_from(limit).unwrap_or(200))
+                .limit(page_size)
                 .set_exclusive_start_key(start.take());
             if let Some(st) = status {
                 q = q
@@ -996,23 +1013,48 @@ impl CapiStore for DynamoData {
                     .expression_attribute_values(":st", s(st.as_str()));
             }
             let page = q.send().await.map_err(backend)?;
+            let mut full = false;
             for item in page.items.unwrap_or_default() {
                 items.push(item);
                 if items.len() == limit {
+                    full = true;
                     break;
                 }
             }
+            if full {
+                break;
+            }
             match page.last_evaluated_key {
-                Some(k) if !k.is_empty() && items.len() < limit => start = Some(k),
+                Some(k) if !k.is_empty() => {
+                    if page_no == 9 {
+                        // Stop here; the next page starts where the reading stopped.
+                        resume = get_s(&k, "gsi1sk")
+                            .zip(get_s(&k, "pk"))
+                            .and_then(|(sk, pk)| {
+                                pk.strip_prefix(&pk_prefix).map(|d| format!("{sk}|{d}"))
+                            });
+                    }
+                    start = Some(k);
+                }
                 _ => break,
             }
         }
-        let records: Vec<EventRecord> = items.iter().map(event_from).collect::<Result<_, _>>()?;
+        let mut records = Vec::with_capacity(items.len());
+        for i in &items {
+            match event_from(i) {
+                Ok(r) => records.push(r),
+                Err(e) => tracing::error!(error = %e, "unreadable event record skipped"),
+            }
+        }
         // A next page exists when this one is full; the cursor is the last row's key.
-        let next = (items.len() == limit)
-            .then(|| items.last())
-            .flatten()
-            .and_then(|i| Some(format!("{}|{}", get_s(i, "gsi1sk")?, get_s(i, "event_id")?)));
+        let next = if items.len() == limit {
+            items.last().and_then(|i| {
+                let dedup = get_s(i, "dedup_key").or_else(|| get_s(i, "event_id"))?;
+                Some(format!("{}|{dedup}", get_s(i, "gsi1sk")?))
+            })
+        } else {
+            resume
+        };
         Ok((records, next))
     }
 }

@@ -310,6 +310,17 @@ pub struct EventRecord {
     pub expires_at: Option<i64>,
 }
 
+impl EventRecord {
+    /// The dedup key: the event id, kept apart for test events (a `test_event_code`
+    /// send does not block the production send of the same id, nor the reverse).
+    pub fn dedup_key(&self) -> String {
+        match &self.test_event_code {
+            Some(code) => format!("{}|test:{code}", self.event_id),
+            None => self.event_id.clone(),
+        }
+    }
+}
+
 #[async_trait]
 pub trait CapiStore: Send + Sync {
     async fn get_capi(&self, account_id: &str) -> Result<Option<CapiConfig>, StoreError>;
@@ -324,10 +335,11 @@ pub trait CapiStore: Send + Sync {
     /// Creates the record unless the account already has one with this event id
     /// (`false`): the dedup gate before any Meta call.
     async fn claim_event(&self, rec: &EventRecord) -> Result<bool, StoreError>;
+    /// The record of a dedup key ([`EventRecord::dedup_key`]).
     async fn get_event(
         &self,
         account_id: &str,
-        event_id: &str,
+        dedup_key: &str,
     ) -> Result<Option<EventRecord>, StoreError>;
     /// Writes the record if `lease_id` still holds it; `false` when another sender took it over.
     async fn save_event(&self, rec: &EventRecord, lease_id: &str) -> Result<bool, StoreError>;
