@@ -277,10 +277,15 @@ impl GraphClient {
         if let Some(r) = redirect_uri {
             q.push(("redirect_uri", r));
         }
+        self.access_token(&q).await
+    }
+
+    /// `GET /oauth/access_token` with the given parameters (never logged: they hold secrets).
+    async fn access_token(&self, q: &[(&str, &str)]) -> Result<TokenResponse, GraphError> {
         let resp = self
             .http
             .get(format!("{}/oauth/access_token", self.base))
-            .query(&q)
+            .query(q)
             .send()
             .await;
         Self::read(resp).await
@@ -298,13 +303,7 @@ impl GraphClient {
             ("client_secret", app.app_secret.as_str()),
             ("fb_exchange_token", token.expose()),
         ];
-        let resp = self
-            .http
-            .get(format!("{}/oauth/access_token", self.base))
-            .query(&q)
-            .send()
-            .await;
-        Self::read(resp).await
+        self.access_token(&q).await
     }
 
     /// `GET /debug_token?input_token=`, with the app token as bearer.

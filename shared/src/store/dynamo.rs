@@ -225,11 +225,16 @@ fn click_from(item: &Item) -> Result<Click, StoreError> {
     })
 }
 
-fn account_from(item: &Item) -> Result<Account, StoreError> {
-    let pnids = match item.get("phone_number_ids") {
+/// A list-of-strings attribute; absent or of another type reads as empty.
+fn get_strings(item: &Item, k: &str) -> Vec<String> {
+    match item.get(k) {
         Some(AttributeValue::L(l)) => l.iter().filter_map(|v| v.as_s().ok().cloned()).collect(),
         _ => Vec::new(),
-    };
+    }
+}
+
+fn account_from(item: &Item) -> Result<Account, StoreError> {
+    let pnids = get_strings(item, "phone_number_ids");
     Ok(Account {
         id: req_s(item, "account_id")?,
         name: get_s(item, "account_name").unwrap_or_default(),
@@ -628,10 +633,7 @@ impl Conversations for DynamoData {
 
 fn connection_from(item: &Item) -> Result<MetaConnection, StoreError> {
     let status = req_s(item, "status")?;
-    let scopes = match item.get("scopes") {
-        Some(AttributeValue::L(l)) => l.iter().filter_map(|v| v.as_s().ok().cloned()).collect(),
-        _ => Vec::new(),
-    };
+    let scopes = get_strings(item, "scopes");
     Ok(MetaConnection {
         account_id: req_s(item, "account_id")?,
         status: ConnectionStatus::parse(&status)
