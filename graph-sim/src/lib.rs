@@ -81,9 +81,13 @@ struct TokenInfo {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Fault {
-    /// The fault applies to requests whose path (after the version) contains this.
+    /// The fault applies to requests whose path (after the version) contains this; a
+    /// trailing `$` anchors it at the end (`/ads$` is the ads edge, not `/adsets`).
     #[serde(default, alias = "path_prefix")]
     pub path: Option<String>,
+    /// Only requests with this method (any when absent).
+    #[serde(default)]
+    pub method: Option<String>,
     #[serde(default = "default_fault_status")]
     pub status: u16,
     #[serde(default)]
@@ -357,6 +361,12 @@ impl Simulator {
             [id] if id.bytes().all(|b| b.is_ascii_digit()) && !id.is_empty() => {
                 st.marketing.owner_of(id).map(str::to_string)
             }
+            // `GET /?ids=1,2&fields=...`: several objects in one call.
+            [""] if params.contains_key("ids") => params["ids"]
+                .split(',')
+                .next()
+                .and_then(|id| st.marketing.owner_of(id.trim()))
+                .map(str::to_string),
             _ => return None,
         };
         if let Err((status, body)) = self.marketing_token(&st, token) {
@@ -420,6 +430,7 @@ impl Simulator {
                     "/v25.0",
                 )
             }
+            ("GET", [""]) => st.marketing.read_many(&params["ids"], fields),
             ("GET", [id]) => st.marketing.read(id, fields),
             ("POST", [id]) => st.marketing.update(id, &p),
             ("DELETE", [id]) => st.marketing.delete(id),
@@ -664,12 +675,19 @@ impl Simulator {
         *self.lock() = State::default();
     }
 
-    fn take_fault(&self, path: &str) -> Option<Fault> {
+    fn take_fault(&self, method: &str, path: &str) -> Option<Fault> {
         let mut st = self.lock();
-        let i = st
-            .faults
-            .iter()
-            .position(|f| f.path.as_deref().is_none_or(|p| path.contains(p)))?;
+        let matches = |f: &Fault| {
+            let path_ok = f.path.as_deref().is_none_or(|p| match p.strip_suffix('$') {
+                Some(end) => path.ends_with(end),
+                None => path.contains(p),
+            });
+            path_ok
+                && f.method
+                    .as_deref()
+                    .is_none_or(|m| m.eq_ignore_ascii_case(method))
+        };
+        let i = st.faults.iter().position(matches)?;
         let f = st.faults.get_mut(i)?;
         let out = f.clone();
         f.times = f.times.saturating_sub(1);
@@ -951,7 +969,7 @@ impl Simulator {
             "path": rest,
             "params": params,
         }));
-        if let Some(f) = self.take_fault(&rest) {
+        if let Some(f) = self.take_fault(method, &rest) {
             if f.delay_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(f.delay_ms)).await;
             }

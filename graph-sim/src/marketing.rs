@@ -400,6 +400,20 @@ impl Marketing {
         (200, self.view(id, &o, fields))
     }
 
+    /// `GET /?ids=a,b`: `{"a": {...}, "b": {...}}`; one unknown id fails the call, as
+    /// on Meta.
+    pub fn read_many(&mut self, ids: &str, fields: &str) -> Answer {
+        let mut out = Map::new();
+        for id in ids.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (status, body) = self.read(id, fields);
+            if status != 200 {
+                return (status, body);
+            }
+            out.insert(id.to_string(), body);
+        }
+        (200, Value::Object(out))
+    }
+
     pub fn update(&mut self, id: &str, p: &Map<String, Value>) -> Answer {
         let funded = self
             .objects

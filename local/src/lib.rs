@@ -6,11 +6,13 @@
 pub mod stream;
 
 use bytes::Bytes;
+use ctwa_shared::ads::usage::Governor;
+use ctwa_shared::ads::{AdsDeps, AdsPolicy};
 use ctwa_shared::capi::{CapiDeps, RetryPolicy};
 use ctwa_shared::capture::CaptureDeps;
 use ctwa_shared::config::WebhookConfig;
 use ctwa_shared::error::ApiError;
-use ctwa_shared::handlers::{api, capi, connect, webhook};
+use ctwa_shared::handlers::{ads as ads_handler, api, capi, connect, webhook};
 use ctwa_shared::http::{ApiRequest, ApiResponse, parse_query};
 use ctwa_shared::meta::connection::MetaDeps;
 use ctwa_shared::secrets::{AwsSecrets, CachedSecrets};
@@ -33,6 +35,7 @@ pub enum Function {
     Connect,
     Dataset,
     Conversions,
+    Ads,
 }
 
 /// The HTTP API routes, exactly those of template.yaml (a test compares them).
@@ -53,6 +56,14 @@ pub const ROUTES: &[(&str, &str, Function)] = &[
     ("POST", "/v1/conversions/batch", Function::Conversions),
     ("GET", "/v1/conversions", Function::Conversions),
     ("POST", "/v1/triggers", Function::Conversions),
+    ("POST", "/v1/ads/ctwa", Function::Ads),
+    ("GET", "/v1/ads", Function::Ads),
+    ("GET", "/v1/ads/{ad_id}", Function::Ads),
+    ("GET", "/v25.0/{ad_account_id}/{edge}", Function::Ads),
+    ("POST", "/v25.0/{ad_account_id}/{edge}", Function::Ads),
+    ("GET", "/v25.0/{object_id}", Function::Ads),
+    ("POST", "/v25.0/{object_id}", Function::Ads),
+    ("DELETE", "/v25.0/{object_id}", Function::Ads),
 ];
 
 fn path_matches(pattern: &str, path: &str) -> bool {
@@ -144,6 +155,7 @@ pub struct Stack {
     pub capture: Arc<CaptureDeps>,
     pub connect: Arc<connect::ConnectDeps>,
     pub capi: Arc<CapiDeps>,
+    pub ads: Arc<AdsDeps>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -291,6 +303,26 @@ pub async fn start(clients: &Clients, cfg: LocalConfig) -> Result<Stack, StartEr
         policy: cfg.retry_policy.clone(),
         audit_ttl_days: None,
     });
+    let ads_secrets = Arc::new(AwsSecrets::new(clients.secrets.clone()));
+    let ads_deps = Arc::new(AdsDeps {
+        accounts: data.clone(),
+        ads: data.clone(),
+        meta: Arc::new(MetaDeps {
+            graph: ctwa_shared::graph::GraphClient::new(&cfg.graph_url, Duration::from_secs(10))
+                .map_err(|e| StartError(format!("Graph client: {e}")))?,
+            connections: data.clone(),
+            secrets: Arc::new(CachedSecrets::new(
+                ads_secrets.clone(),
+                Duration::from_secs(300),
+            )),
+            secret_writer: ads_secrets,
+            app_secret_id: cfg.webhook_secret_id.clone(),
+            app_id: cfg.meta_app_id.clone(),
+            token_secret_prefix: cfg.token_secret_prefix.clone(),
+        }),
+        governor: Governor::new(),
+        policy: AdsPolicy::default(),
+    });
     let capture = Arc::new(CaptureDeps::new(data.clone(), data.clone()));
 
     let listener = TcpListener::bind(cfg.bind)
@@ -315,6 +347,7 @@ pub async fn start(clients: &Clients, cfg: LocalConfig) -> Result<Stack, StartEr
         api: api_deps,
         connect: connect_deps.clone(),
         capi: capi_deps.clone(),
+        ads: ads_deps.clone(),
     });
     let resend_task = match cfg.resend_every {
         Some(every) => tokio::spawn(resend_loop(capi_deps.clone(), every, rx.clone())),
@@ -327,6 +360,7 @@ pub async fn start(clients: &Clients, cfg: LocalConfig) -> Result<Stack, StartEr
         capture,
         connect: connect_deps,
         capi: capi_deps,
+        ads: ads_deps,
         shutdown: tx,
         tasks: vec![server_task, feeder_task, resend_task],
     })
@@ -338,6 +372,7 @@ struct Functions {
     api: Arc<api::ApiDeps>,
     connect: Arc<connect::ConnectDeps>,
     capi: Arc<CapiDeps>,
+    ads: Arc<AdsDeps>,
 }
 
 /// The resend schedule (EventBridge in AWS): pending conversions are sent again.
@@ -398,25 +433,35 @@ async fn dispatch(
     let (parts, body) = req.into_parts();
     let resp = match route(parts.method.as_str(), parts.uri.path()) {
         Err(e) => e.into_response(),
-        Ok(function) => match Limited::new(body, max_body).collect().await {
-            Err(_) => ApiError::PayloadTooLarge { limit: max_body }.into_response(),
-            Ok(collected) => {
-                let req = ApiRequest {
-                    method: parts.method.clone(),
-                    path: parts.uri.path().to_string(),
-                    query: parts.uri.query().map(parse_query).unwrap_or_default(),
-                    headers: parts.headers,
-                    body: collected.to_bytes(),
-                };
-                match function {
-                    Function::Webhook => webhook::handle(&functions.webhook, req).await,
-                    Function::Api => api::handle(&functions.api, req).await,
-                    Function::Connect => connect::handle(&functions.connect, req).await,
-                    Function::Dataset => capi::handle_dataset(&functions.capi, req).await,
-                    Function::Conversions => capi::handle_conversions(&functions.capi, req).await,
+        Ok(function) => {
+            // Ad images travel in the body (as in Lambda, up to its 6 MB request limit).
+            let max_body = match function {
+                Function::Ads => max_body.max(ads_handler::MAX_IMAGE_BODY_BYTES),
+                _ => max_body,
+            };
+            match Limited::new(body, max_body).collect().await {
+                Err(_) => ApiError::PayloadTooLarge { limit: max_body }.into_response(),
+                Ok(collected) => {
+                    let req = ApiRequest {
+                        method: parts.method.clone(),
+                        path: parts.uri.path().to_string(),
+                        query: parts.uri.query().map(parse_query).unwrap_or_default(),
+                        headers: parts.headers,
+                        body: collected.to_bytes(),
+                    };
+                    match function {
+                        Function::Webhook => webhook::handle(&functions.webhook, req).await,
+                        Function::Api => api::handle(&functions.api, req).await,
+                        Function::Connect => connect::handle(&functions.connect, req).await,
+                        Function::Dataset => capi::handle_dataset(&functions.capi, req).await,
+                        Function::Conversions => {
+                            capi::handle_conversions(&functions.capi, req).await
+                        }
+                        Function::Ads => ads_handler::handle(&functions.ads, req).await,
+                    }
                 }
             }
-        },
+        }
     };
     tracing::debug!(method = %parts.method, path = %parts.uri.path(), status = resp.status.as_u16(), "request");
     to_hyper(resp)

@@ -5,13 +5,18 @@
 use ctwa_local::{Clients, LocalConfig, start};
 use ctwa_shared::auth::generate_key;
 use ctwa_shared::domain::Account;
-use ctwa_shared::store::{Accounts, StoreError};
+use ctwa_shared::store::{Accounts, AdAccountLink, AdsStore, StoreError};
 use std::path::PathBuf;
 
 pub const DEMO_ACCOUNT: &str = "demo";
 pub const DEMO_WABA_ID: &str = "102290129340398";
 pub const DEMO_PHONE_NUMBER_ID: &str = "1204727649384372";
 pub const DEMO_SINCH_APP_ID: &str = "01EB37HMH1M6SV18ASNS3G135H";
+/// The demo ad account, its Page and the WhatsApp number its ads open (registered in
+/// the simulator, linked to the demo account).
+pub const DEMO_AD_ACCOUNT: &str = "act_100000000000001";
+pub const DEMO_PAGE_ID: &str = "200000000000001";
+pub const DEMO_WHATSAPP_NUMBER: &str = "+15550001234";
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name)
@@ -91,6 +96,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(()) | Err(StoreError::Conflict(_)) => {}
         Err(e) => return Err(e.into()),
     }
+    let link = AdAccountLink {
+        ad_account_id: DEMO_AD_ACCOUNT.into(),
+        account_id: DEMO_ACCOUNT.into(),
+        page_id: Some(DEMO_PAGE_ID.into()),
+        linked_at_ms: now,
+    };
+    stack.data.link_ad_account(&link).await?;
+    if let Some(s) = &sim {
+        s.sim.add_ad_account(&serde_json::json!({
+            "id": DEMO_AD_ACCOUNT,
+            "page_ids": [DEMO_PAGE_ID],
+            "whatsapp_numbers": [DEMO_WHATSAPP_NUMBER],
+        }));
+    }
     let (api_key, record) = generate_key(DEMO_ACCOUNT, now)?;
     stack.data.put_api_key(&record).await?;
 
@@ -106,6 +125,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "phone_number_id": DEMO_PHONE_NUMBER_ID,
         "waba_id": DEMO_WABA_ID,
         "sinch_app_id": DEMO_SINCH_APP_ID,
+        "ad_account_id": DEMO_AD_ACCOUNT,
+        "page_id": DEMO_PAGE_ID,
+        "whatsapp_number": DEMO_WHATSAPP_NUMBER,
         "inbox_table": cfg.inbox_table,
         "data_table": cfg.data_table,
     });

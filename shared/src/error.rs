@@ -77,6 +77,42 @@ impl ApiError {
         }
     }
 
+    /// Meta's refusal as an answer: Meta's own 4xx status (the request was wrong), 429
+    /// for its rate limits, 502 for its failures; the body keeps Meta's code, subcode,
+    /// message and fbtrace_id under `meta_error`.
+    pub fn meta(e: &crate::graph::GraphError) -> Self {
+        use crate::graph::GraphError;
+        match e {
+            GraphError::Api { status, error } => {
+                let message = if error.message.starts_with("(#") {
+                    error.message.clone()
+                } else {
+                    format!("(#{}) {}", error.code, error.message)
+                };
+                let rate_limited = matches!(error.code, 4 | 17 | 32 | 613 | 80_000..=80_014);
+                let status_code = match *status {
+                    _ if rate_limited => StatusCode::TOO_MANY_REQUESTS,
+                    400..=499 => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
+                    _ => StatusCode::BAD_GATEWAY,
+                };
+                Self::status_with(status_code, "meta_error", message)
+                    .with_details(json!({"meta_status": status, "meta_error": error}))
+            }
+            other => Self::status_with(
+                StatusCode::BAD_GATEWAY,
+                "meta_unavailable",
+                other.to_string(),
+            )
+            .with_details(json!({"meta_error": {"message": other.to_string()}})),
+        }
+    }
+
+    /// 429 with `Retry-After`.
+    pub fn rate_limited(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self::status_with(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+            .with_details(json!({ "retry_after_secs": retry_after_secs }))
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Status { status, .. } => *status,
@@ -116,6 +152,14 @@ impl ApiError {
             other => other.to_string(),
         };
         let mut error = json!({"code": self.code(), "message": message});
+        let retry_after = match &self {
+            Self::Status {
+                details: Some(d), ..
+            } => d
+                .get("retry_after_secs")
+                .and_then(serde_json::Value::as_u64),
+            _ => None,
+        };
         if let Self::Status {
             details: Some(serde_json::Value::Object(d)),
             ..
@@ -130,6 +174,9 @@ impl ApiError {
         if let Self::Unauthorized(_) = self {
             resp.headers
                 .push(("www-authenticate", "Bearer".to_string()));
+        }
+        if let Some(secs) = retry_after {
+            resp.headers.push(("retry-after", secs.to_string()));
         }
         resp
     }

@@ -404,6 +404,63 @@ impl GraphClient {
     }
 }
 
+/// A Marketing API answer: the JSON or Meta's error, and the usage headers Meta sent
+/// (`X-Business-Use-Case-Usage`, `X-Ad-Account-Usage`, `X-App-Usage`), read either way.
+#[derive(Debug)]
+pub struct MarketingReply {
+    pub result: Result<serde_json::Value, GraphError>,
+    pub usage: Vec<(&'static str, String)>,
+}
+
+/// The usage headers Meta sends on Marketing API answers.
+pub const USAGE_HEADERS: [&str; 3] = [
+    "x-business-use-case-usage",
+    "x-ad-account-usage",
+    "x-app-usage",
+];
+
+impl GraphClient {
+    /// One Marketing API call: `path` is relative to the versioned base (`act_1/ads`,
+    /// `2385...`, or empty with `ids=` in the query). No retry here: the caller decides,
+    /// because a create that timed out may have happened.
+    pub async fn marketing(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&serde_json::Value>,
+        token: &Token,
+    ) -> MarketingReply {
+        let mut req = self
+            .http
+            .request(method, format!("{}/{path}", self.base))
+            .query(query)
+            .bearer_auth(token.expose());
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        match req.send().await {
+            Err(e) => MarketingReply {
+                result: Err(GraphError::Transport(transport_kind(&e))),
+                usage: Vec::new(),
+            },
+            Ok(resp) => {
+                let usage = USAGE_HEADERS
+                    .iter()
+                    .filter_map(|h| {
+                        let v = resp.headers().get(*h)?.to_str().ok()?;
+                        Some((*h, v.to_string()))
+                    })
+                    .collect();
+                MarketingReply {
+                    result: Self::read(Ok(resp)).await,
+                    usage,
+                }
+            }
+        }
+    }
+}
+
 fn transport_kind(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timeout".into()

@@ -3,6 +3,7 @@
 //! Secrets Manager adapters and in-memory fakes, configuration, and the one mapping from
 //! errors to HTTP answers. The Lambda binaries under `functions/` only wire these together.
 
+pub mod ads;
 pub mod auth;
 pub mod capi;
 pub mod capture;

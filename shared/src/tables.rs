@@ -12,8 +12,11 @@ use aws_sdk_dynamodb::types::{
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 
 /// `(index name, partition key, sort key)` of the data table's global secondary indexes.
-pub const DATA_INDEXES: [(&str, &str, &str); 2] =
-    [("gsi1", "gsi1pk", "gsi1sk"), ("gsi2", "gsi2pk", "gsi2sk")];
+pub const DATA_INDEXES: [(&str, &str, &str); 3] = [
+    ("gsi1", "gsi1pk", "gsi1sk"),
+    ("gsi2", "gsi2pk", "gsi2sk"),
+    ("gsi3", "gsi3pk", "gsi3sk"),
+];
 
 fn attr(name: &str) -> AttributeDefinition {
     AttributeDefinition::builder()
@@ -67,7 +70,7 @@ pub async fn create_inbox_table(client: &Client, name: &str) -> Result<(), Table
     .await
 }
 
-/// Creates the data table with its two indexes and TTL.
+/// Creates the data table with its indexes and TTL.
 pub async fn create_data_table(client: &Client, name: &str) -> Result<(), TableError> {
     let mut req = client
         .create_table()

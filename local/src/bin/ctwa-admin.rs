@@ -6,19 +6,21 @@
 //!            [--phone-number-id P]... [--sinch-app-id S]
 //! ctwa-admin account show   --table T --id acme
 //! ctwa-admin api-key create --table T --account acme
+//! ctwa-admin ad-account link --table T --account acme --ad-account-id act_1 [--page-id P]
 //! ```
 //! The API key is printed once; only its SHA-256 hash is stored.
 
 use ctwa_shared::auth::generate_key;
 use ctwa_shared::domain::Account;
-use ctwa_shared::store::Accounts;
 use ctwa_shared::store::dynamo::DynamoData;
+use ctwa_shared::store::{Accounts, AdAccountLink, AdsStore};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
   ctwa-admin account create --table DATA_TABLE --id ID --name NAME [--waba-id ID] [--phone-number-id ID]... [--sinch-app-id ID]
   ctwa-admin account show   --table DATA_TABLE --id ID
   ctwa-admin api-key create --table DATA_TABLE --account ID
+  ctwa-admin ad-account link --table DATA_TABLE --account ID --ad-account-id act_ID [--page-id ID]
 The table defaults to $DATA_TABLE (the DataTableName output of the stack).";
 
 struct Args {
@@ -106,7 +108,41 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
             let id = args.required("id")?;
             let account = data.get_account(&id).await.map_err(|e| e.to_string())?;
             let account = account.ok_or_else(|| format!("account {id} not found"))?;
-            serde_json::to_value(&account).map_err(|e| e.to_string())
+            let links = data.ad_accounts(&id).await.map_err(|e| e.to_string())?;
+            let mut v = serde_json::to_value(&account).map_err(|e| e.to_string())?;
+            v["ad_accounts"] = serde_json::to_value(&links).map_err(|e| e.to_string())?;
+            Ok(v)
+        }
+        ["ad-account", "link"] => {
+            let account = args.required("account")?;
+            let raw = args.required("ad-account-id")?;
+            let ad_account_id = ctwa_shared::ads::spec::ad_account_id(&raw)
+                .ok_or_else(|| format!("{raw:?} is not an ad account id (act_<digits>)"))?;
+            let page_id = args.one("page-id");
+            if page_id
+                .as_deref()
+                .is_some_and(|p| !ctwa_shared::ads::spec::is_object_id(p))
+            {
+                return Err("--page-id must be digits".into());
+            }
+            if data
+                .get_account(&account)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none()
+            {
+                return Err(format!("account {account} not found"));
+            }
+            let link = AdAccountLink {
+                ad_account_id,
+                account_id: account,
+                page_id,
+                linked_at_ms: ctwa_shared::time::now_millis(),
+            };
+            data.link_ad_account(&link)
+                .await
+                .map_err(|e| e.to_string())?;
+            serde_json::to_value(&link).map_err(|e| e.to_string())
         }
         ["api-key", "create"] => {
             let account = args.required("account")?;

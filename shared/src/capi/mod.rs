@@ -15,8 +15,7 @@ use crate::domain::Click;
 use crate::graph::{EventsResponse, GraphError, Token};
 use crate::meta::connection::{ConnectError, MetaDeps};
 use crate::store::{
-    Accounts, CapiConfig, CapiStore, ConnectionStatus, Conversations, EventRecord, EventStatus,
-    StoreError,
+    Accounts, CapiConfig, CapiStore, Conversations, EventRecord, EventStatus, StoreError,
 };
 use event::Conversion;
 use serde_json::{Value, json};
@@ -81,11 +80,11 @@ pub enum CapiError {
     DatasetRefused(GraphError),
 }
 
-fn jitter(max: Duration) -> Duration {
+/// "Equal jitter": half of `max` fixed, half random.
+pub fn jitter(max: Duration) -> Duration {
     let mut b = [0u8; 4];
     let _ = getrandom::fill(&mut b);
     let r = u32::from_le_bytes(b) as f64 / u32::MAX as f64;
-    // "Equal jitter": half fixed, half random.
     max / 2 + max.mul_f64(r / 2.0)
 }
 
@@ -174,7 +173,7 @@ fn dataset_error(deps: &CapiDeps, account_id: &str, e: GraphError) -> CapiError 
 /// After Meta refused the token during provisioning: the connection is broken.
 async fn dataset_token_refused(deps: &CapiDeps, account_id: &str, token: &Token, e: &GraphError) {
     if e.is_token_error() {
-        mark_broken(deps, account_id, token, e).await;
+        deps.meta.mark_broken(account_id, token, e).await;
     }
 }
 
@@ -357,40 +356,6 @@ fn settle(
     }
 }
 
-/// Marks the connection broken after Meta refused its token, unless the token was
-/// replaced (refresh or reconnect) since `token` was read.
-async fn mark_broken(deps: &CapiDeps, account_id: &str, token: &Token, e: &GraphError) {
-    if let Ok(Some(mut conn)) = deps.meta.connections.get_connection(account_id).await {
-        // Compare with the token as stored now, not as cached.
-        deps.meta.forget_token(account_id);
-        if deps
-            .meta
-            .token(account_id)
-            .await
-            .is_ok_and(|current| &current != token)
-        {
-            deps.meta.forget_token(account_id);
-            return;
-        }
-        let expected = conn.token_version;
-        conn.status = ConnectionStatus::Broken;
-        conn.last_error = Some(e.to_string());
-        if let Err(err) = deps
-            .meta
-            .connections
-            .update_connection(&conn, expected)
-            .await
-        {
-            tracing::error!(account_id, error = %err, "could not mark the Meta connection broken");
-        }
-    }
-    deps.meta.forget_token(account_id);
-    tracing::warn!(
-        account_id,
-        "Meta refused the token (190): connection marked broken"
-    );
-}
-
 /// Where a conversion goes and what the audit row says beside it.
 pub struct RecordContext {
     pub account_id: String,
@@ -398,6 +363,8 @@ pub struct RecordContext {
     pub conversation_id: Option<String>,
     pub test_event_code: Option<String>,
     pub warnings: Vec<String>,
+    /// The ad of the attributed click.
+    pub ad_id: Option<String>,
 }
 
 /// A new record for a conversion about to be sent.
@@ -408,6 +375,7 @@ pub fn new_record(deps: &CapiDeps, c: &Conversion, ctx: RecordContext, now_ms: i
         conversation_id,
         test_event_code,
         warnings,
+        ad_id,
     } = ctx;
     EventRecord {
         account_id,
@@ -431,6 +399,7 @@ pub fn new_record(deps: &CapiDeps, c: &Conversion, ctx: RecordContext, now_ms: i
         lease_id: lease_id(),
         warnings,
         expires_at: deps.audit_ttl_days.map(|d| now_ms / 1000 + d * 86_400),
+        ad_id,
     }
 }
 
@@ -577,7 +546,7 @@ async fn settle_all(
     if let Err(e) = outcome
         && e.is_token_error()
     {
-        mark_broken(deps, account_id, token, e).await;
+        deps.meta.mark_broken(account_id, token, e).await;
     }
     let now_ms = crate::time::now_millis();
     let mut done = Vec::with_capacity(group.len());

@@ -600,6 +600,7 @@ async fn send_prepared(
                         conversation_id: Some(attribution.click.conversation_id.clone()),
                         test_event_code: test_event_code.or(batch_test_code),
                         warnings,
+                        ad_id: attribution.click.referral.source_id.clone(),
                     },
                     now_ms,
                 );

@@ -42,10 +42,16 @@ pub async fn handle(deps: &ConnectDeps, req: ApiRequest) -> ApiResponse {
 
 /// Parses a JSON body strictly: size-limited, an object, no unknown fields.
 pub fn json_body<T: serde::de::DeserializeOwned>(req: &ApiRequest) -> ApiResult<T> {
-    if req.body.len() > MAX_JSON_BODY_BYTES {
-        return Err(ApiError::PayloadTooLarge {
-            limit: MAX_JSON_BODY_BYTES,
-        });
+    json_body_limited(req, MAX_JSON_BODY_BYTES)
+}
+
+/// [`json_body`] with another size limit (bodies that carry an image).
+pub fn json_body_limited<T: serde::de::DeserializeOwned>(
+    req: &ApiRequest,
+    limit: usize,
+) -> ApiResult<T> {
+    if req.body.len() > limit {
+        return Err(ApiError::PayloadTooLarge { limit });
     }
     let body: &[u8] = if req.body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
@@ -84,7 +90,7 @@ fn meta_error_details(e: &GraphError) -> Value {
 }
 
 /// The one mapping of connection failures to answers.
-fn connect_error(e: ConnectError) -> ApiError {
+pub(crate) fn connect_error(e: ConnectError) -> ApiError {
     match e {
         ConnectError::InvalidCode(cause) => {
             ApiError::status_with(StatusCode::BAD_REQUEST, "invalid_code", "Invalid code").with_details(json!({

@@ -126,6 +126,34 @@ impl MetaDeps {
     pub fn forget_token(&self, account_id: &str) {
         self.secrets.invalidate(&self.token_secret_id(account_id));
     }
+
+    /// Marks the connection broken after Meta refused its token (190), unless the token
+    /// was replaced (refresh or reconnect) since `token` was read.
+    pub async fn mark_broken(&self, account_id: &str, token: &Token, e: &GraphError) {
+        if let Ok(Some(mut conn)) = self.connections.get_connection(account_id).await {
+            // Compare with the token as stored now, not as cached.
+            self.forget_token(account_id);
+            if self
+                .token(account_id)
+                .await
+                .is_ok_and(|current| &current != token)
+            {
+                self.forget_token(account_id);
+                return;
+            }
+            let expected = conn.token_version;
+            conn.status = ConnectionStatus::Broken;
+            conn.last_error = Some(e.to_string());
+            if let Err(err) = self.connections.update_connection(&conn, expected).await {
+                tracing::error!(account_id, error = %err, "could not mark the Meta connection broken");
+            }
+        }
+        self.forget_token(account_id);
+        tracing::warn!(
+            account_id,
+            "Meta refused the token (190): connection marked broken"
+        );
+    }
 }
 
 fn missing_scopes(granted: &[String]) -> Vec<String> {

@@ -308,6 +308,9 @@ pub struct EventRecord {
     pub warnings: Vec<String>,
     /// TTL (unix seconds) when audit rows are not kept forever.
     pub expires_at: Option<i64>,
+    /// The ad of the attributed click (its referral `source_id`), for per-ad counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ad_id: Option<String>,
 }
 
 impl EventRecord {
@@ -377,4 +380,83 @@ pub fn first_touch_of(click: &Click, now_ms: i64) -> Option<FirstTouch> {
         message_id: click.message_id.clone(),
         referral: click.referral.clone(),
     })
+}
+
+/// An ad account linked to an account. A link is exclusive: an ad account belongs to at
+/// most one account, so no key can reach another business's ads.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AdAccountLink {
+    /// `act_<digits>`.
+    pub ad_account_id: String,
+    pub account_id: String,
+    /// The Facebook Page the ads of this ad account run for, when known.
+    pub page_id: Option<String>,
+    pub linked_at_ms: i64,
+}
+
+/// A Marketing API object made through this deployment: its owner is known without
+/// asking Meta.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdObject {
+    pub id: String,
+    /// campaign, adset, adcreative, ad, adimage.
+    pub kind: String,
+    pub account_id: String,
+    pub ad_account_id: String,
+    pub created_at_ms: i64,
+}
+
+/// What this deployment saw of one ad: captured clicks and the conversions sent for
+/// them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AdStats {
+    pub clicks: u64,
+    pub conversions: u64,
+    pub conversions_delivered: u64,
+}
+
+/// The state of an idempotent request (`Idempotency-Key`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RequestClaim {
+    /// This call owns the key: do the work, then `finish_request`.
+    New,
+    /// Another call with the key is still running (or died within the lease).
+    InProgress,
+    /// The key was used with another request body.
+    Mismatch,
+    /// Done before: the stored answer (status and body).
+    Done {
+        status: u16,
+        body: serde_json::Value,
+    },
+}
+
+#[async_trait]
+pub trait AdsStore: Send + Sync {
+    /// Links the ad account; repeating a link is a no-op; `Conflict` when another account
+    /// holds it.
+    async fn link_ad_account(&self, link: &AdAccountLink) -> Result<(), StoreError>;
+    async fn ad_account(&self, ad_account_id: &str) -> Result<Option<AdAccountLink>, StoreError>;
+    async fn ad_accounts(&self, account_id: &str) -> Result<Vec<AdAccountLink>, StoreError>;
+    /// Records an object (a repeat is a no-op).
+    async fn put_ad_object(&self, object: &AdObject) -> Result<(), StoreError>;
+    async fn ad_object(&self, id: &str) -> Result<Option<AdObject>, StoreError>;
+    async fn ad_stats(&self, account_id: &str, ad_id: &str) -> Result<AdStats, StoreError>;
+    /// Claims an idempotency key for a request whose body hashes to `request_hash`.
+    /// A claim older than `lease_ms` that never finished is taken over.
+    async fn claim_request(
+        &self,
+        account_id: &str,
+        key: &str,
+        request_hash: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<RequestClaim, StoreError>;
+    async fn finish_request(
+        &self,
+        account_id: &str,
+        key: &str,
+        status: u16,
+        body: &serde_json::Value,
+    ) -> Result<(), StoreError>;
 }

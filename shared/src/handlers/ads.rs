@@ -1,0 +1,432 @@
+//! The ads routes: the partner-style Marketing API proxy of seed 000
+//! (`/v25.0/act_{id}/{edge}`, `/v25.0/{object_id}`), the one-call creation
+//! `POST /v1/ads/ctwa`, and the inventory `GET /v1/ads`, `GET /v1/ads/{ad_id}`.
+//!
+//! The caller's API key picks the account; the account's Meta token is injected. An ad
+//! account or object of another account answers 403 `id does not belong to your
+//! account` before any Meta call.
+
+use super::connect::{connect_error, json_body_limited};
+use crate::ads::spec::{self, CtwaAdRequest};
+use crate::ads::{
+    self, AdsDeps, AdsError, CallKind, CreationFailed, EDGES, FORWARDED_QUERY, NOT_YOURS,
+};
+use crate::auth::authenticate;
+use crate::error::{ApiError, ApiResult};
+use crate::http::{ApiRequest, ApiResponse};
+use crate::store::RequestClaim;
+use http::{Method, StatusCode};
+use serde_json::{Map, Value, json};
+use sha2::Digest;
+
+/// The Graph API version the proxy speaks (seed 000).
+pub const PROXY_VERSION: &str = "v25.0";
+/// Bodies that may carry an image (`adimages`, `POST /v1/ads/ctwa`): below Lambda's
+/// 6 MB request limit.
+pub const MAX_IMAGE_BODY_BYTES: usize = 5 * 1024 * 1024;
+/// How long an unfinished idempotent creation holds its key.
+const IDEMPOTENCY_LEASE_MS: i64 = 5 * 60 * 1000;
+
+pub async fn handle(deps: &AdsDeps, req: ApiRequest) -> ApiResponse {
+    let path = super::route_path(&req.path).to_string();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let result = match (segments.as_slice(), &req.method) {
+        ([v, act, edge], m) if *v == PROXY_VERSION => match *m {
+            Method::GET | Method::POST => proxy_edge(deps, &req, act, edge).await,
+            _ => Err(ApiError::MethodNotAllowed),
+        },
+        ([v, id], m) if *v == PROXY_VERSION => match *m {
+            Method::GET | Method::POST | Method::DELETE => proxy_object(deps, &req, id).await,
+            _ => Err(ApiError::MethodNotAllowed),
+        },
+        (["v1", "ads", "ctwa"], &Method::POST) => create_ctwa(deps, &req).await,
+        (["v1", "ads"], &Method::GET) => list(deps, &req).await,
+        (["v1", "ads", id], &Method::GET) if *id != "ctwa" => detail(deps, &req, id).await,
+        (["v1", "ads", ..], _) => Err(ApiError::MethodNotAllowed),
+        _ => Err(ApiError::not_found(format!(
+            "no route for {} {}",
+            req.method, req.path
+        ))),
+    };
+    result.unwrap_or_else(ApiError::into_response)
+}
+
+/// The one mapping of ads failures to answers.
+fn ads_error(e: AdsError) -> ApiError {
+    match e {
+        AdsError::NotYours => ApiError::Forbidden(NOT_YOURS.into()),
+        AdsError::Invalid(m) => ApiError::bad_request(m),
+        AdsError::Throttled { retry_after_secs } => ApiError::rate_limited(
+            format!(
+                "Meta's rate limit for this ad account is spent: retry in {retry_after_secs} s (no call was made)"
+            ),
+            retry_after_secs,
+        ),
+        AdsError::Connect(c) => connect_error(c),
+        AdsError::Meta(g) => ApiError::meta(&g),
+        AdsError::Store(s) => ApiError::from(s),
+    }
+}
+
+/// Meta's answer as the proxy's answer, with Meta's usage headers passed on.
+fn passthrough(v: Value, usage: Vec<(&'static str, String)>) -> ApiResponse {
+    let mut r = ApiResponse::json(StatusCode::OK, &v);
+    r.headers.extend(usage);
+    r
+}
+
+/// A Graph-style request body: a JSON object, or form fields (values that read as JSON
+/// objects, arrays or numbers are taken as such, like the Graph API does).
+fn graph_body(req: &ApiRequest, limit: usize) -> ApiResult<Map<String, Value>> {
+    let form = req
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    let body: Map<String, Value> = if form {
+        if req.body.len() > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        form_urlencoded::parse(&req.body)
+            .map(|(k, v)| {
+                let parsed = serde_json::from_str::<Value>(&v)
+                    .ok()
+                    .filter(|x| x.is_object() || x.is_array() || x.is_number());
+                (k.into_owned(), parsed.unwrap_or_else(|| json!(v)))
+            })
+            .collect()
+    } else {
+        json_body_limited(req, limit)?
+    };
+    if body.contains_key("access_token") {
+        return Err(ApiError::bad_request(
+            "access_token is not accepted: the account's stored Meta token is used",
+        ));
+    }
+    Ok(body)
+}
+
+fn forwarded_query(req: &ApiRequest) -> ApiResult<Vec<(&str, &str)>> {
+    if req.query_param("access_token").is_some() {
+        return Err(ApiError::bad_request(
+            "access_token is not accepted: the account's stored Meta token is used",
+        ));
+    }
+    Ok(req
+        .query
+        .iter()
+        .filter(|(k, _)| FORWARDED_QUERY.contains(&k.as_str()))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect())
+}
+
+/// `POST|GET /v25.0/act_{id}/{campaigns,adsets,adcreatives,ads,adimages}`.
+async fn proxy_edge(
+    deps: &AdsDeps,
+    req: &ApiRequest,
+    act: &str,
+    edge: &str,
+) -> ApiResult<ApiResponse> {
+    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    if !act.starts_with("act_") {
+        return Err(ApiError::not_found(format!(
+            "no route for {} {}",
+            req.method, req.path
+        )));
+    }
+    if !EDGES.iter().any(|(e, _)| *e == edge) {
+        return Err(ApiError::not_found(format!(
+            "unknown edge {edge}: the proxy serves {}",
+            EDGES.map(|(e, _)| e).join(", ")
+        )));
+    }
+    let link = deps
+        .own_ad_account(&account_id, act)
+        .await
+        .map_err(ads_error)?;
+    let act = link.ad_account_id;
+    let s = deps.session(&account_id).await.map_err(ads_error)?;
+    if req.method == Method::GET {
+        let q = forwarded_query(req)?;
+        let (v, usage) = s
+            .call(
+                &act,
+                Method::GET,
+                &format!("{act}/{edge}"),
+                &q,
+                None,
+                CallKind::Read,
+            )
+            .await
+            .map_err(ads_error)?;
+        return Ok(passthrough(v, usage));
+    }
+    let limit = if edge == "adimages" {
+        MAX_IMAGE_BODY_BYTES
+    } else {
+        super::connect::MAX_JSON_BODY_BYTES
+    };
+    let body = graph_body(req, limit)?;
+    // Objects this body points at must be the caller's too.
+    let refs = [
+        body.get("campaign_id"),
+        body.get("adset_id"),
+        body.get("creative").and_then(|c| c.get("creative_id")),
+    ];
+    for r in refs.into_iter().flatten() {
+        let id = match r {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "object ids must be strings of digits",
+                ));
+            }
+        };
+        if let Some(o) = deps.ads.ad_object(&id).await?
+            && o.account_id != account_id
+        {
+            return Err(ApiError::Forbidden(NOT_YOURS.into()));
+        }
+    }
+    let (v, usage) = s
+        .create(&act, edge, &Value::Object(body))
+        .await
+        .map_err(ads_error)?;
+    Ok(passthrough(v, usage))
+}
+
+/// `GET|POST|DELETE /v25.0/{object_id}`: read-back, update (publish), delete.
+async fn proxy_object(deps: &AdsDeps, req: &ApiRequest, id: &str) -> ApiResult<ApiResponse> {
+    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    if !spec::is_object_id(id) {
+        return Err(ApiError::not_found(format!(
+            "{id:?} is not a Graph object id; ad accounts are under /{PROXY_VERSION}/act_<id>/<edge>"
+        )));
+    }
+    let body = match req.method {
+        Method::POST => Some(Value::Object(graph_body(
+            req,
+            super::connect::MAX_JSON_BODY_BYTES,
+        )?)),
+        _ => None,
+    };
+    let q = match req.method {
+        Method::GET => forwarded_query(req)?,
+        _ => Vec::new(),
+    };
+    let s = deps.session(&account_id).await.map_err(ads_error)?;
+    let act = s.own_object(id).await.map_err(ads_error)?;
+    let kind = match req.method {
+        Method::GET => CallKind::Read,
+        _ => CallKind::Update,
+    };
+    let (v, usage) = s
+        .call(&act, req.method.clone(), id, &q, body.as_ref(), kind)
+        .await
+        .map_err(ads_error)?;
+    Ok(passthrough(v, usage))
+}
+
+fn request_hash(body: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(body))
+}
+
+/// `POST /v1/ads/ctwa`: the whole flow in one call, idempotent with `Idempotency-Key`.
+async fn create_ctwa(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
+    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    let body: CtwaAdRequest = json_body_limited(req, MAX_IMAGE_BODY_BYTES)?;
+    let key = match req.header("idempotency-key") {
+        None => None,
+        Some(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Some(k.to_string())
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            ));
+        }
+    };
+    // The ad account: named and owned, or the account's only one.
+    let link = match &body.ad_account_id {
+        Some(raw) => deps
+            .own_ad_account(&account_id, raw)
+            .await
+            .map_err(ads_error)?,
+        None => {
+            let mut links = deps.ads.ad_accounts(&account_id).await?;
+            if links.len() != 1 {
+                return Err(ApiError::bad_request(if links.is_empty() {
+                    "no ad account is linked to this account: an operator links one (ctwa admin ad-account link)"
+                } else {
+                    "ad_account_id is required: this account has several ad accounts"
+                }));
+            }
+            links.remove(0)
+        }
+    };
+    let plan = body
+        .plan(Some(&link.ad_account_id), link.page_id.as_deref())
+        .map_err(ApiError::bad_request)?;
+    let plan = spec::Plan {
+        ad_account_id: link.ad_account_id.clone(),
+        ..plan
+    };
+    if let Some(k) = &key {
+        let hash = request_hash(&req.body);
+        match deps
+            .ads
+            .claim_request(
+                &account_id,
+                k,
+                &hash,
+                crate::time::now_millis(),
+                IDEMPOTENCY_LEASE_MS,
+            )
+            .await?
+        {
+            RequestClaim::New => {}
+            RequestClaim::Done { status, body } => {
+                let mut r = ApiResponse::json(
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+                    &body,
+                );
+                r.headers.push(("idempotent-replayed", "true".into()));
+                return Ok(r);
+            }
+            RequestClaim::InProgress => {
+                return Err(ApiError::status_with(
+                    StatusCode::CONFLICT,
+                    "request_in_progress",
+                    "a request with this Idempotency-Key is still running: retry in a few seconds",
+                ));
+            }
+            RequestClaim::Mismatch => {
+                return Err(ApiError::status_with(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used with another request body",
+                ));
+            }
+        }
+    }
+    let answer = match deps.session(&account_id).await {
+        Err(e) => ads_error(e).into_response(),
+        Ok(s) => match s.create_ctwa(plan).await {
+            Ok(c) => {
+                let mut v = json!({
+                    "success": true,
+                    "ad_account_id": c.ad_account_id,
+                    "status": c.status,
+                    "effective_status": c.effective_status,
+                    "steps": c.steps,
+                });
+                if let (Value::Object(m), Value::Object(ids)) = (&mut v, json!(c.ids)) {
+                    m.extend(ids);
+                }
+                ApiResponse::json(StatusCode::CREATED, &v)
+            }
+            Err(f) => creation_failed(*f).into_response(),
+        },
+    };
+    if let Some(k) = &key {
+        deps.ads
+            .finish_request(&account_id, k, answer.status.as_u16(), &answer.body_json())
+            .await?;
+    }
+    Ok(answer)
+}
+
+fn creation_failed(f: CreationFailed) -> ApiError {
+    let cause = ads_error(f.error);
+    let status = cause.status();
+    let cause_body = cause.into_response().body_json();
+    let cause_error = &cause_body["error"];
+    let mut details = json!({
+        "failed_step": f.failed_step,
+        "step": f.step,
+        "cause": cause_error["code"],
+        "ad_account_id": f.ad_account_id,
+        "created": f.ids,
+        "cleanup": f.cleanup,
+        "steps": f.steps,
+        "unknown_outcome": f.unknown_outcome,
+    });
+    for k in ["meta_status", "meta_error", "retry_after_secs", "hint"] {
+        if let Some(v) = cause_error.get(k) {
+            details[k] = v.clone();
+        }
+    }
+    let left = f
+        .cleanup
+        .iter()
+        .filter(|c| c.action != "deleted" && c.action != "kept")
+        .count();
+    let message = format!(
+        "step {} ({}) failed: {}; {}",
+        f.step,
+        f.failed_step,
+        cause_error["message"].as_str().unwrap_or("error"),
+        if f.cleanup.is_empty() {
+            "nothing had been created".to_string()
+        } else if left == 0 {
+            "everything created before it was deleted".to_string()
+        } else {
+            format!("{left} object(s) could not be deleted and were paused or left: see cleanup")
+        }
+    );
+    ApiError::status_with(status, "ad_creation_failed", message).with_details(details)
+}
+
+/// `GET /v1/ads?ad_account_id=&limit=&after=`.
+async fn list(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
+    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    let limit = match req.query_param("limit") {
+        None => 25,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=100).contains(l))
+            .ok_or_else(|| ApiError::bad_request("limit must be from 1 to 100"))?,
+    };
+    let links = match req.query_param("ad_account_id") {
+        Some(raw) => vec![
+            deps.own_ad_account(&account_id, raw)
+                .await
+                .map_err(ads_error)?,
+        ],
+        None => deps.ads.ad_accounts(&account_id).await?,
+    };
+    if links.is_empty() {
+        return Ok(ApiResponse::json(
+            StatusCode::OK,
+            &json!({"data": [], "paging": {"after": null}, "ad_accounts": []}),
+        ));
+    }
+    if let Some(a) = req.query_param("after")
+        && (a.is_empty() || a.len() > 512)
+    {
+        return Err(ApiError::bad_request("after is not a cursor from this API"));
+    }
+    let s = deps.session(&account_id).await.map_err(ads_error)?;
+    let (data, next) = ads::list_ads(&s, &links, limit, req.query_param("after"))
+        .await
+        .map_err(ads_error)?;
+    Ok(ApiResponse::json(
+        StatusCode::OK,
+        &json!({
+            "data": data,
+            "paging": {"after": next},
+            "ad_accounts": links.iter().map(|l| &l.ad_account_id).collect::<Vec<_>>(),
+        }),
+    ))
+}
+
+/// `GET /v1/ads/{ad_id}`.
+async fn detail(deps: &AdsDeps, req: &ApiRequest, ad_id: &str) -> ApiResult<ApiResponse> {
+    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    if !spec::is_object_id(ad_id) {
+        return Err(ApiError::bad_request("the ad id must be digits"));
+    }
+    let s = deps.session(&account_id).await.map_err(ads_error)?;
+    let v = ads::ad_detail(&s, ad_id).await.map_err(ads_error)?;
+    Ok(ApiResponse::json(StatusCode::OK, &v))
+}

@@ -1,0 +1,787 @@
+//! Click-to-WhatsApp ads over HTTP against the Graph simulator: the seed 000 proxy flow,
+//! the one-call creation with publish and clean-up, ownership (403 with no Meta call),
+//! validation before any call, rate limits, idempotency, and the inventory with the
+//! clicks and conversions captured for an ad.
+
+use ctwa_shared::meta::connection::REQUIRED_SCOPES;
+use ctwa_shared::store::{AdAccountLink, AdsStore};
+use ctwa_tests::*;
+use serde_json::{Value, json};
+
+const WABA: &str = "102290129340398";
+const ACT: &str = "act_100000000000001";
+const PAGE: &str = "200000000000001";
+const NUMBER: &str = "+919876543210";
+
+async fn link(app: &TestApp, account_id: &str, act: &str) {
+    app.stack
+        .data
+        .link_ad_account(&AdAccountLink {
+            ad_account_id: act.into(),
+            account_id: account_id.into(),
+            page_id: Some(PAGE.into()),
+            linked_at_ms: 0,
+        })
+        .await
+        .expect("link");
+}
+
+/// A connected account with one linked ad account, known to the simulator.
+async fn ads_app_with(call_limit: u64) -> TestApp {
+    let app = spawn_app().await;
+    let code = app.oauth_code(&REQUIRED_SCOPES, WABA);
+    let (s, v) = app
+        .post_json(
+            "/v1/oauth/exchange-code",
+            &app.api_key,
+            json!({"code": code}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    link(&app, &app.account_id, ACT).await;
+    app.sim.sim.add_ad_account(&json!({
+        "id": ACT, "page_ids": [PAGE], "whatsapp_numbers": [NUMBER], "call_limit": call_limit,
+    }));
+    app
+}
+
+async fn ads_app() -> TestApp {
+    ads_app_with(1000).await
+}
+
+async fn call(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: Option<Value>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut r = app
+        .http
+        .request(method.parse().unwrap(), format!("{}{path}", app.base))
+        .bearer_auth(key);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, resp.json().await.unwrap_or(Value::Null), headers)
+}
+
+fn meta_calls(app: &TestApp) -> usize {
+    app.sim.sim.requests().len()
+}
+
+fn live(app: &TestApp) -> Vec<(String, String, String)> {
+    app.sim.sim.live_ad_objects(ACT)
+}
+
+fn ctwa_request(publish: bool) -> Value {
+    json!({
+        "name": "Diwali Sale 2026",
+        "objective": "OUTCOME_ENGAGEMENT",
+        "optimization_goal": "CONVERSATIONS",
+        "special_ad_categories": [],
+        "daily_budget": 100000,
+        "whatsapp_phone_number": NUMBER,
+        "targeting": {"geo_locations": {"countries": ["IN"]}, "age_min": 25, "age_max": 34},
+        "start_time": "2026-10-01T00:00:00+0530",
+        "creative": {
+            "message": "Diwali offer — 30% off, tap to chat!",
+            "link": "https://wa.me/919876543210?text=I%27d%20like%20to%20know%20more",
+            "image": {"bytes": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==", "name": "diwali.png"},
+        },
+        "publish": publish,
+    })
+}
+
+#[tokio::test]
+async fn seed_000_five_steps_through_the_proxy() {
+    let app = ads_app().await;
+    let key = app.api_key.clone();
+    let base = format!("/v25.0/{ACT}");
+    // Image upload (the extra step before the creative).
+    let (s, v, _) = call(
+        &app,
+        "POST",
+        &format!("{base}/adimages"),
+        &key,
+        Some(json!({"bytes": "aGVsbG8=", "name": "a.png"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let hash = v["images"]["a.png"]["hash"].as_str().unwrap().to_string();
+    // 1. Campaign
+    let (s, v, h) = call(&app, "POST", &format!("{base}/campaigns"), &key, Some(json!({
+        "name": "Diwali Sale 2026", "objective": "OUTCOME_ENGAGEMENT", "status": "PAUSED", "special_ad_categories": []
+    }))).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        h.get("x-business-use-case-usage").is_some(),
+        "Meta's usage header is passed on"
+    );
+    let campaign = v["id"].as_str().unwrap().to_string();
+    let (s, v, _) = call(
+        &app,
+        "GET",
+        &format!("/v25.0/{campaign}?fields=id,name,objective,status,effective_status"),
+        &key,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["objective"], "OUTCOME_ENGAGEMENT");
+    assert_eq!(v["effective_status"], "PAUSED");
+    // 2. Ad set
+    let (s, v, _) = call(&app, "POST", &format!("{base}/adsets"), &key, Some(json!({
+        "name": "Diwali Sale 2026 — India 25-34", "campaign_id": campaign, "daily_budget": 100000,
+        "billing_event": "IMPRESSIONS", "optimization_goal": "CONVERSATIONS",
+        "promoted_object": {"page_id": PAGE, "whatsapp_phone_number": NUMBER},
+        "targeting": {"geo_locations": {"countries": ["IN"]}, "age_min": 25, "age_max": 34},
+        "status": "PAUSED", "start_time": "2026-10-01T00:00:00+0530"
+    }))).await;
+    assert_eq!(s, 200, "{v}");
+    let adset = v["id"].as_str().unwrap().to_string();
+    // 3. Creative
+    let (s, v, _) = call(&app, "POST", &format!("{base}/adcreatives"), &key, Some(json!({
+        "name": "Diwali Sale 2026 — Creative v1",
+        "object_story_spec": {"page_id": PAGE, "link_data": {
+            "message": "Diwali offer — 30% off, tap to chat!", "link": "https://wa.me/919876543210",
+            "image_hash": hash,
+            "call_to_action": {"type": "WHATSAPP_MESSAGE", "value": {"app_destination": "WHATSAPP"}}}}
+    }))).await;
+    assert_eq!(s, 200, "{v}");
+    let creative = v["id"].as_str().unwrap().to_string();
+    // 4. Ad
+    let (s, v, _) = call(&app, "POST", &format!("{base}/ads"), &key, Some(json!({
+        "name": "Diwali Sale 2026 — Ad 1", "adset_id": adset, "creative": {"creative_id": creative}, "status": "PAUSED"
+    }))).await;
+    assert_eq!(s, 200, "{v}");
+    let ad = v["id"].as_str().unwrap().to_string();
+    // 5. Publish: the ad, then its ad set and campaign.
+    for id in [&ad, &adset, &campaign] {
+        let (s, v, _) = call(
+            &app,
+            "POST",
+            &format!("/v25.0/{id}"),
+            &key,
+            Some(json!({"status": "ACTIVE"})),
+        )
+        .await;
+        assert_eq!((s, &v), (200, &json!({"success": true})));
+    }
+    let (s, v, _) = call(
+        &app,
+        "GET",
+        &format!("/v25.0/{ad}?fields=id,name,adset_id,creative,status,effective_status"),
+        &key,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["status"], "ACTIVE");
+    assert_eq!(v["creative"]["id"], creative.as_str());
+    assert_eq!(v["effective_status"], "PENDING_REVIEW", "in review first");
+    let (_, v, _) = call(
+        &app,
+        "GET",
+        &format!("/v25.0/{ad}?fields=effective_status"),
+        &key,
+        None,
+    )
+    .await;
+    assert_eq!(v["effective_status"], "ACTIVE", "then serving");
+    // The listing edge, with Meta's paging.
+    let (s, v, _) = call(
+        &app,
+        "GET",
+        &format!("{base}/ads?fields=id,name,effective_status&limit=10"),
+        &key,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"][0]["id"], ad.as_str());
+    // Meta's errors come back with their status, code and message.
+    let (s, v, _) = call(
+        &app,
+        "POST",
+        &format!("{base}/campaigns"),
+        &key,
+        Some(json!({"name": "x", "objective": "OUTCOME_ENGAGEMENT"})),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["message"], "(#100) Invalid parameter");
+    assert_eq!(v["error"]["meta_error"]["code"], 100);
+    assert!(
+        v["error"]["meta_error"]["error_user_msg"]
+            .as_str()
+            .unwrap()
+            .contains("special_ad_categories")
+    );
+    // A token of the caller's own is refused: the stored one is used.
+    let (s, v, _) = call(
+        &app,
+        "GET",
+        &format!("/v25.0/{ad}?access_token=EAAB"),
+        &key,
+        None,
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    // Unknown edges and ids that are not ids.
+    let (s, _, _) = call(
+        &app,
+        "POST",
+        &format!("{base}/customaudiences"),
+        &key,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (s, _, _) = call(&app, "GET", "/v25.0/me", &key, None).await;
+    assert_eq!(s, 404);
+}
+
+#[tokio::test]
+async fn one_call_creation_with_publish_and_inventory() {
+    let app = ads_app().await;
+    let (s, v, _) = call(
+        &app,
+        "POST",
+        "/v1/ads/ctwa",
+        &app.api_key,
+        Some(ctwa_request(true)),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["success"], true);
+    assert_eq!(v["status"], "ACTIVE");
+    let names: Vec<&str> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["image", "campaign", "adset", "creative", "ad", "publish"]
+    );
+    let ad_id = v["ad_id"].as_str().unwrap().to_string();
+    for (field, kind) in [
+        ("campaign_id", "campaign"),
+        ("adset_id", "adset"),
+        ("ad_id", "ad"),
+    ] {
+        let o = app
+            .sim
+            .sim
+            .ad_object(v[field].as_str().unwrap())
+            .expect("made at Meta");
+        assert_eq!(o["kind"], kind);
+        assert_eq!(o["status"], "ACTIVE", "{field} published");
+    }
+    let creative = app
+        .sim
+        .sim
+        .ad_object(v["creative_id"].as_str().unwrap())
+        .unwrap();
+    let ld = &creative["fields"]["object_story_spec"]["link_data"];
+    assert_eq!(ld["image_hash"], v["image_hash"]);
+    assert_eq!(ld["call_to_action"]["type"], "WHATSAPP_MESSAGE");
+    let adset = app
+        .sim
+        .sim
+        .ad_object(v["adset_id"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(adset["fields"]["campaign_id"], v["campaign_id"]);
+    assert_eq!(adset["fields"]["daily_budget"], 100000);
+
+    // Inventory.
+    let (s, list, _) = call(&app, "GET", "/v1/ads", &app.api_key, None).await;
+    assert_eq!(s, 200, "{list}");
+    assert_eq!(list["data"][0]["ad_id"], ad_id.as_str());
+    assert_eq!(list["data"][0]["daily_budget"], 100000);
+    assert_eq!(list["data"][0]["ad_account_id"], ACT);
+    assert!(list["data"][0]["created_time"].is_string());
+    assert!(list["data"][0]["effective_status"].is_string());
+
+    // A click on this ad and a conversion for it are counted on the ad.
+    let (s, d, _) = call(&app, "GET", &format!("/v1/ads/{ad_id}"), &app.api_key, None).await;
+    assert_eq!(s, 200, "{d}");
+    assert_eq!(d["clicks"], 0);
+    assert_eq!(d["adset"]["daily_budget"], 100000);
+    assert_eq!(d["creative"]["id"], v["creative_id"]);
+    let (s, r) = app.post_json("/v1/dataset", &app.api_key, json!({})).await;
+    assert_eq!(s, 200, "{r}");
+    let wamid = format!("wamid.{}", unique("m"));
+    let body = ctwa_webhook(
+        FIXTURE_PNID,
+        &wamid,
+        "919812345678",
+        Some("ARAkLkA8rmlF"),
+        ctwa_shared::time::now_secs() - 60,
+    )
+    .replace(
+        "\"source_id\":\"120226305854810726\"",
+        &format!("\"source_id\":\"{ad_id}\""),
+    );
+    assert!(body.contains(&ad_id), "the fixture's ad id was replaced");
+    let before = app.click_count().await;
+    let (s, r) = app.post_webhook(body).await;
+    assert_eq!(s, 200, "{r}");
+    settled("click captured", before + 1, || app.click_count()).await;
+    let (s, r) = app
+        .post_json("/v1/conversions", &app.api_key, json!({"phone": "+919812345678", "event_name": "Purchase", "value": 1499, "currency": "INR"}))
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let d = eventually(
+        "the ad's counts",
+        std::time::Duration::from_secs(10),
+        || async {
+            let (_, d, _) =
+                call(&app, "GET", &format!("/v1/ads/{ad_id}"), &app.api_key, None).await;
+            (d["clicks"] == 1 && d["conversions"]["delivered"] == 1).then_some(d)
+        },
+    )
+    .await;
+    assert_eq!(d["conversions"]["total"], 1);
+    assert_eq!(d["ad"]["id"], ad_id.as_str());
+}
+
+#[tokio::test]
+async fn failure_at_step_4_leaves_nothing_behind() {
+    let app = ads_app().await;
+    app.sim.sim.add_fault(serde_json::from_value(json!({
+        "path": "/ads$", "method": "POST", "status": 400, "code": 100, "message": "(#100) Invalid parameter"
+    })).unwrap());
+    let (s, v, _) = call(
+        &app,
+        "POST",
+        "/v1/ads/ctwa",
+        &app.api_key,
+        Some(ctwa_request(true)),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    let e = &v["error"];
+    assert_eq!(e["code"], "ad_creation_failed");
+    assert_eq!(e["failed_step"], "ad");
+    assert_eq!(e["step"], 4);
+    assert_eq!(e["meta_error"]["code"], 100);
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("step 4 (ad) failed: (#100)"),
+        "{e}"
+    );
+    let actions: Vec<(&str, &str)> = e["cleanup"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["kind"].as_str().unwrap(), c["action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("adcreative", "deleted"),
+            ("adset", "deleted"),
+            ("campaign", "deleted"),
+            ("adimage", "kept")
+        ]
+    );
+    assert!(e["created"]["campaign_id"].is_string() && e["created"]["ad_id"].is_null());
+    assert_eq!(live(&app), vec![], "no ACTIVE and no orphan object");
+
+    // Meta failing (a 500, retried by nothing: a create's outcome is unknown) at step 4,
+    // and the deletions failing too: what cannot be deleted is paused, and said so.
+    app.sim.sim.add_fault(
+        serde_json::from_value(
+            json!({"path": "/ads$", "method": "POST", "status": 500, "code": 2}),
+        )
+        .unwrap(),
+    );
+    app.sim.sim.add_fault(
+        serde_json::from_value(json!({"method": "DELETE", "status": 400, "code": 100, "times": 2}))
+            .unwrap(),
+    );
+    let (s, v, _) = call(
+        &app,
+        "POST",
+        "/v1/ads/ctwa",
+        &app.api_key,
+        Some(ctwa_request(true)),
+    )
+    .await;
+    assert_eq!(s, 502, "{v}");
+    let e = &v["error"];
+    assert_eq!(e["unknown_outcome"], true);
+    let actions: Vec<(&str, &str)> = e["cleanup"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["kind"].as_str().unwrap(), c["action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("adcreative", "failed"),
+            ("adset", "paused"),
+            ("campaign", "deleted"),
+            ("adimage", "kept")
+        ]
+    );
+    let left = live(&app);
+    assert!(
+        left.iter().all(|(_, _, status)| status != "ACTIVE"),
+        "{left:?}"
+    );
+
+    // A failure at publishing removes everything too (the ad account has no funds).
+    app.sim.sim.add_ad_account(
+        &json!({"id": ACT, "page_ids": [PAGE], "whatsapp_numbers": [NUMBER], "funded": false}),
+    );
+    let sorted = |mut v: Vec<(String, String, String)>| {
+        v.sort();
+        v
+    };
+    let before = sorted(live(&app));
+    let (s, v, _) = call(
+        &app,
+        "POST",
+        "/v1/ads/ctwa",
+        &app.api_key,
+        Some(ctwa_request(true)),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["failed_step"], "publish");
+    assert_eq!(v["error"]["meta_error"]["code"], 1_487_749);
+    assert_eq!(sorted(live(&app)), before, "nothing new is left behind");
+}
+
+#[tokio::test]
+async fn another_accounts_ids_answer_403_without_a_meta_call() {
+    let app = ads_app().await;
+    let (other, other_key) = app.add_account("1111111111").await;
+    link(&app, &other, "act_999").await;
+    let theirs = json!({"name": "x", "objective": "OUTCOME_ENGAGEMENT", "status": "PAUSED", "special_ad_categories": []});
+    let before = meta_calls(&app);
+    for act in ["act_999", "act_424242"] {
+        let (s, v, _) = call(
+            &app,
+            "POST",
+            &format!("/v25.0/{act}/campaigns"),
+            &app.api_key,
+            Some(theirs.clone()),
+        )
+        .await;
+        assert_eq!(s, 403, "{act}: {v}");
+        assert_eq!(v["error"]["message"], "id does not belong to your account");
+        let (s, _, _) = call(
+            &app,
+            "GET",
+            &format!("/v25.0/{act}/ads"),
+            &app.api_key,
+            None,
+        )
+        .await;
+        assert_eq!(s, 403);
+    }
+    let mut req = ctwa_request(false);
+    req["ad_account_id"] = json!("act_999");
+    let (s, v, _) = call(&app, "POST", "/v1/ads/ctwa", &app.api_key, Some(req)).await;
+    assert_eq!(s, 403, "{v}");
+    let (s, _, _) = call(
+        &app,
+        "GET",
+        "/v1/ads?ad_account_id=act_999",
+        &app.api_key,
+        None,
+    )
+    .await;
+    assert_eq!(s, 403);
+    assert_eq!(meta_calls(&app), before, "no Meta call was made");
+
+    // Our objects are not theirs either.
+    let (s, v, _) = call(
+        &app,
+        "POST",
+        "/v1/ads/ctwa",
+        &app.api_key,
+        Some(ctwa_request(false)),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let (code, v2) = app
+        .post_json(
+            "/v1/oauth/exchange-code",
+            &other_key,
+            json!({"code": app.oauth_code(&REQUIRED_SCOPES, WABA)}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v2}");
+    let before = meta_calls(&app);
+    for id in ["campaign_id", "adset_id", "ad_id"] {
+        let id = v[id].as_str().unwrap();
+        for (m, body) in [
+            ("GET", None),
+            ("POST", Some(json!({"status": "ACTIVE"}))),
+            ("DELETE", None),
+        ] {
+            let (s, r, _) = call(&app, m, &format!("/v25.0/{id}"), &other_key, body).await;
+            assert_eq!(s, 403, "{m} {id}: {r}");
+        }
+        let (s, _, _) = call(&app, "GET", &format!("/v1/ads/{id}"), &other_key, None).await;
+        assert_eq!(s, 403);
+    }
+    // Nor can their ad reference our ad set.
+    link(&app, &other, "act_999").await;
+    let (s, _, _) = call(&app, "POST", "/v25.0/act_999/ads", &other_key, Some(json!({"name": "x", "adset_id": v["adset_id"], "creative": {"creative_id": v["creative_id"]}}))).await;
+    assert_eq!(s, 403);
+    assert_eq!(meta_calls(&app), before, "no Meta call was made");
+    // An ad account is linked to one account only.
+    let e = app
+        .stack
+        .data
+        .link_ad_account(&AdAccountLink {
+            ad_account_id: ACT.into(),
+            account_id: other,
+            page_id: None,
+            linked_at_ms: 0,
+        })
+        .await;
+    assert!(e.is_err());
+}
+
+#[tokio::test]
+async fn objects_made_elsewhere_are_checked_with_meta() {
+    let app = ads_app().await;
+    let (other, other_key) = app.add_account("1111111111").await;
+    link(&app, &other, "act_999").await;
+    app.sim.sim.add_ad_account(
+        &json!({"id": "act_999", "page_ids": [PAGE], "whatsapp_numbers": [NUMBER]}),
+    );
+    let (code, v) = app
+        .post_json(
+            "/v1/oauth/exchange-code",
+            &other_key,
+            json!({"code": app.oauth_code(&REQUIRED_SCOPES, WABA)}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    // Campaigns made in Ads Manager (straight at Meta), one in each ad account.
+    let token = app.sim.sim.issued_tokens().into_iter().next().unwrap();
+    let http = reqwest::Client::new();
+    let mut made = Vec::new();
+    for act in [ACT, "act_999"] {
+        let v: Value = http
+            .post(format!("{}/{act}/campaigns", app.sim.graph_url()))
+            .bearer_auth(&token)
+            .json(&json!({"name": "elsewhere", "objective": "OUTCOME_SALES", "special_ad_categories": []}))
+            .send().await.unwrap().json().await.unwrap();
+        made.push(v["id"].as_str().unwrap().to_string());
+    }
+    let (s, v, _) = call(
+        &app,
+        "GET",
+        &format!("/v25.0/{}?fields=id,name", made[0]),
+        &app.api_key,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "ours, by Meta's account_id: {v}");
+    assert_eq!(v["name"], "elsewhere");
+    let (s, v, _) = call(
+        &app,
+        "GET",
+        &format!("/v25.0/{}?fields=id,name", made[1]),
+        &app.api_key,
+        None,
+    )
+    .await;
+    assert_eq!(s, 403, "theirs: {v}");
+    let (s, v, _) = call(&app, "GET", "/v25.0/4242424242", &app.api_key, None).await;
+    assert_eq!(s, 400, "unknown to Meta: Meta's error: {v}");
+    assert_eq!(v["error"]["meta_error"]["code"], 100);
+}
+
+#[tokio::test]
+async fn every_mistake_is_refused_before_any_meta_call() {
+    let app = ads_app().await;
+    let before = meta_calls(&app);
+    let mutate = |path: &[&str], x: Value| {
+        let mut v = ctwa_request(true);
+        let mut cur = &mut v;
+        for p in &path[..path.len() - 1] {
+            cur = &mut cur[*p];
+        }
+        cur[path[path.len() - 1]] = x;
+        v
+    };
+    let cases = [
+        (
+            mutate(&["objective"], json!("OUTCOME_AWARENESS")),
+            "objective",
+        ),
+        (
+            mutate(&["optimization_goal"], json!("REACH")),
+            "optimization_goal",
+        ),
+        (mutate(&["daily_budget"], json!(999.99)), "minor units"),
+        (
+            mutate(&["whatsapp_phone_number"], json!("98765 43210")),
+            "E.164",
+        ),
+        (
+            mutate(&["creative", "link"], json!("https://wa.me/15550001111")),
+            "opens a chat with",
+        ),
+        (
+            mutate(&["creative", "call_to_action"], json!({"type": "SHOP_NOW"})),
+            "WHATSAPP_MESSAGE",
+        ),
+        (
+            mutate(&["special_ad_categories"], json!("none")),
+            "invalid JSON body",
+        ),
+        (
+            mutate(&["targeting"], json!({"geo_locations": {}})),
+            "geo_locations",
+        ),
+        (json!([1, 2]), "JSON object"),
+    ];
+    for (body, want) in cases {
+        let (s, v, _) = call(
+            &app,
+            "POST",
+            "/v1/ads/ctwa",
+            &app.api_key,
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(s, 400, "{body}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(want), "{msg:?} should mention {want:?}");
+    }
+    let r = app
+        .http
+        .post(format!("{}/v1/ads/ctwa", app.base))
+        .bearer_auth(&app.api_key)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let (s, _, _) = call(
+        &app,
+        "POST",
+        "/v1/ads/ctwa",
+        "ctwa_wrong",
+        Some(ctwa_request(false)),
+    )
+    .await;
+    assert_eq!(s, 401);
+    let (s, _, _) = call(&app, "GET", "/v1/ads?limit=0", &app.api_key, None).await;
+    assert_eq!(s, 400);
+    let (s, _, _) = call(&app, "GET", "/v1/ads?after=nonsense", &app.api_key, None).await;
+    assert_eq!(s, 400);
+    assert_eq!(meta_calls(&app), before, "nothing reached Meta");
+    assert_eq!(live(&app), vec![]);
+}
+
+#[tokio::test]
+async fn rate_limits_are_respected_before_meta_throttles() {
+    let app = ads_app_with(3).await;
+    let key = app.api_key.clone();
+    let path = format!("/v25.0/{ACT}/campaigns");
+    // Meta's usage header climbs 33%, 67%, 100%: the budget is spent, though Meta has
+    // not refused anything yet.
+    for _ in 0..3 {
+        let (s, v, _) = call(&app, "GET", &path, &key, None).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let before = meta_calls(&app);
+    let (s, v, h) = call(&app, "GET", &path, &key, None).await;
+    assert_eq!(s, 429, "held back before Meta throttles: {v}");
+    assert_eq!(v["error"]["code"], "rate_limited");
+    assert!(h.get("retry-after").is_some());
+    let (s, v, _) = call(
+        &app,
+        "POST",
+        "/v1/ads/ctwa",
+        &key,
+        Some(ctwa_request(false)),
+    )
+    .await;
+    assert_eq!(s, 429, "{v}");
+    assert_eq!(v["error"]["failed_step"], "image", "the first step: {v}");
+    assert_eq!(meta_calls(&app), before, "held back, not sent");
+    assert_eq!(live(&app), vec![]);
+
+    // Throttled by Meta (another instance spent the budget): 80004 with Meta's wait of
+    // 5 minutes, passed on as 429, and no call until the wait is over.
+    let app = ads_app_with(1000).await;
+    let key = app.api_key.clone();
+    let (s, _, _) = call(&app, "GET", &path, &key, None).await;
+    assert_eq!(s, 200);
+    app.sim.sim.add_ad_account(
+        &json!({"id": ACT, "page_ids": [PAGE], "whatsapp_numbers": [NUMBER], "call_limit": 0}),
+    );
+    let (s, v, _) = call(&app, "GET", &path, &key, None).await;
+    assert_eq!(s, 429, "{v}");
+    assert_eq!(v["error"]["meta_error"]["code"], 80_004);
+    let before = meta_calls(&app);
+    let (s, v, h) = call(&app, "GET", &path, &key, None).await;
+    assert_eq!(s, 429, "{v}");
+    let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry > 200 && retry <= 300, "Meta said 5 minutes: {retry}");
+    assert_eq!(meta_calls(&app), before, "held back, not sent");
+    // Other ad accounts are not held.
+    link(&app, &app.account_id, "act_5").await;
+    app.sim
+        .sim
+        .add_ad_account(&json!({"id": "act_5", "page_ids": [PAGE], "whatsapp_numbers": [NUMBER]}));
+    let (s, v, _) = call(&app, "GET", "/v25.0/act_5/campaigns", &key, None).await;
+    assert_eq!(s, 200, "{v}");
+}
+
+#[tokio::test]
+async fn idempotency_key_makes_retries_safe() {
+    let app = ads_app().await;
+    let send = |body: Value| {
+        let app = &app;
+        async move {
+            let r = app
+                .http
+                .post(format!("{}/v1/ads/ctwa", app.base))
+                .bearer_auth(&app.api_key)
+                .header("idempotency-key", "order-42")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let replayed = r.headers().get("idempotent-replayed").is_some();
+            (
+                r.status().as_u16(),
+                replayed,
+                r.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+    let (s1, r1, v1) = send(ctwa_request(false)).await;
+    let (s2, r2, v2) = send(ctwa_request(false)).await;
+    assert_eq!((s1, r1), (201, false), "{v1}");
+    assert_eq!((s2, r2), (201, true), "{v2}");
+    assert_eq!(v1["ad_id"], v2["ad_id"]);
+    let campaigns = live(&app)
+        .iter()
+        .filter(|(_, k, _)| k == "campaign")
+        .count();
+    assert_eq!(campaigns, 1, "one set of objects at Meta");
+    let (s3, _, v3) = send(ctwa_request(true)).await;
+    assert_eq!(s3, 422, "{v3}");
+}
