@@ -55,7 +55,7 @@ fn fault(app: &TestApp, v: Value) {
 async fn dataset_is_get_first_idempotent() {
     let app = spawn_app().await;
     let (s, v) = app.post_json("/v1/dataset", &app.api_key, json!({})).await;
-    assert_eq!(s, 503, "not connected yet: {v}");
+    assert_eq!(s, 409, "not connected yet: {v}");
     let code = app.oauth_code(&REQUIRED_SCOPES, WABA);
     app.post_json(
         "/v1/oauth/exchange-code",
@@ -512,7 +512,7 @@ async fn permanent_and_token_errors_fail_with_a_reason() {
             json!({"phone": "16505551234", "event_name": "Lead"}),
         )
         .await;
-    assert_eq!(s, 503, "{v}");
+    assert_eq!(s, 401, "{v}");
     let (_, st) = app.get("/v1/status", &app.api_key).await;
     assert_eq!(st["status"], "broken");
     let (s, v) = app
@@ -524,7 +524,7 @@ async fn permanent_and_token_errors_fail_with_a_reason() {
         .await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),
-        (503, Some("meta_token_invalid"))
+        (401, Some("meta_token_invalid"))
     );
     assert!(events_at_meta(&app).is_empty());
     let (_, failed) = app.get("/v1/conversions?status=failed", &app.api_key).await;

@@ -139,7 +139,8 @@ async fn accounts_claim_routes_exclusively() {
         prefix: "ctwa_abcdefg".into(),
         account_id: "a1".into(),
         created_at_ms: 1,
-        revoked: false,
+        key_id: "key_hhhhhhhhhhhhhhhh".into(),
+        ..Default::default()
     };
     d.put_api_key(&k).await.unwrap();
     assert_eq!(d.api_key(&k.hash).await.unwrap(), Some(k.clone()));

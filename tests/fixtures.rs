@@ -92,7 +92,7 @@ async fn sam_generated_api_gateway_events_reach_the_handlers() {
             prefix: "ctwa_test_ke".into(),
             account_id: "acct".into(),
             created_at_ms: 0,
-            revoked: false,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -153,6 +153,75 @@ fn template_routes_are_the_local_routes() {
         .collect();
     local.sort();
     assert_eq!(routes, local);
+}
+
+fn openapi_routes() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(format!(
+        "{}/../docs/openapi.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let doc: Yaml = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(doc["openapi"].as_str(), Some("3.1.0"));
+    let mut routes = Vec::new();
+    for (path, ops) in doc["paths"].as_mapping().unwrap() {
+        for (method, op) in ops.as_mapping().unwrap() {
+            let method = method.as_str().unwrap();
+            if ["get", "post", "put", "patch", "delete"].contains(&method) {
+                assert!(
+                    op["responses"]["default"].is_mapping()
+                        || op["responses"].as_mapping().is_some_and(|r| r.len() > 1),
+                    "{method} {path:?}: errors documented"
+                );
+                routes.push((method.to_uppercase(), path.as_str().unwrap().to_string()));
+            }
+        }
+    }
+    routes.sort();
+    routes
+}
+
+/// The published contract, the template and the local router name the same routes.
+#[test]
+fn openapi_routes_are_the_template_and_local_routes() {
+    let mut local: Vec<(String, String)> = ctwa_local::ROUTES
+        .iter()
+        .map(|(m, p, _)| (m.to_string(), p.to_string()))
+        .collect();
+    local.sort();
+    assert_eq!(openapi_routes(), local);
+}
+
+/// Every route of the contract is served by the local run's handlers: none answers the
+/// router's or a handler's "no route" 404, nor 405.
+#[tokio::test]
+async fn every_openapi_route_is_served_by_the_local_run() {
+    let app = ctwa_tests::spawn_app().await;
+    for (method, path) in openapi_routes() {
+        let concrete = path
+            .replace("{ad_account_id}", "act_1")
+            .replace("{edge}", "campaigns")
+            .replace("{object_id}", "123")
+            .replace("{ad_id}", "123")
+            .replace("{account_id}", "acme")
+            .replace("{key_id}", "key_0")
+            .replace("{id}", "c1");
+        let r = app
+            .http
+            .request(method.parse().unwrap(), format!("{}{concrete}", app.base))
+            .bearer_auth(&app.api_key)
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        assert_ne!(status, 405, "{method} {path}: {body}");
+        assert!(
+            !(status == 404 && body.contains("no route")),
+            "{method} {path}: {body}"
+        );
+    }
 }
 
 fn key_schema(table: &Yaml) -> Vec<(String, String)> {

@@ -12,7 +12,7 @@ use ctwa_shared::capi::{CapiDeps, RetryPolicy};
 use ctwa_shared::capture::CaptureDeps;
 use ctwa_shared::config::WebhookConfig;
 use ctwa_shared::error::ApiError;
-use ctwa_shared::handlers::{ads as ads_handler, api, capi, connect, webhook};
+use ctwa_shared::handlers::{admin, ads as ads_handler, api, capi, connect, webhook};
 use ctwa_shared::http::{ApiRequest, ApiResponse, parse_query};
 use ctwa_shared::meta::connection::MetaDeps;
 use ctwa_shared::secrets::{AwsSecrets, CachedSecrets};
@@ -36,6 +36,7 @@ pub enum Function {
     Dataset,
     Conversions,
     Ads,
+    Admin,
 }
 
 /// The HTTP API routes, exactly those of template.yaml (a test compares them).
@@ -64,6 +65,17 @@ pub const ROUTES: &[(&str, &str, Function)] = &[
     ("GET", "/v25.0/{object_id}", Function::Ads),
     ("POST", "/v25.0/{object_id}", Function::Ads),
     ("DELETE", "/v25.0/{object_id}", Function::Ads),
+    ("POST", "/v1/admin/accounts", Function::Admin),
+    ("GET", "/v1/admin/accounts/{account_id}", Function::Admin),
+    (
+        "POST",
+        "/v1/admin/accounts/{account_id}/ad-accounts",
+        Function::Admin,
+    ),
+    ("GET", "/v1/api-keys", Function::Admin),
+    ("POST", "/v1/api-keys", Function::Admin),
+    ("POST", "/v1/api-keys/{key_id}/rotate", Function::Admin),
+    ("DELETE", "/v1/api-keys/{key_id}", Function::Admin),
 ];
 
 fn path_matches(pattern: &str, path: &str) -> bool {
@@ -348,6 +360,10 @@ pub async fn start(clients: &Clients, cfg: LocalConfig) -> Result<Stack, StartEr
         connect: connect_deps.clone(),
         capi: capi_deps.clone(),
         ads: ads_deps.clone(),
+        admin: Arc::new(admin::AdminDeps {
+            accounts: data.clone(),
+            ads: data.clone(),
+        }),
     });
     let resend_task = match cfg.resend_every {
         Some(every) => tokio::spawn(resend_loop(capi_deps.clone(), every, rx.clone())),
@@ -373,6 +389,7 @@ struct Functions {
     connect: Arc<connect::ConnectDeps>,
     capi: Arc<CapiDeps>,
     ads: Arc<AdsDeps>,
+    admin: Arc<admin::AdminDeps>,
 }
 
 /// The resend schedule (EventBridge in AWS): pending conversions are sent again.
@@ -458,6 +475,7 @@ async fn dispatch(
                             capi::handle_conversions(&functions.capi, req).await
                         }
                         Function::Ads => ads_handler::handle(&functions.ads, req).await,
+                        Function::Admin => admin::handle(&functions.admin, req).await,
                     }
                 }
             }

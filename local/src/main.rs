@@ -112,12 +112,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let (api_key, record) = generate_key(DEMO_ACCOUNT, now)?;
     stack.data.put_api_key(&record).await?;
+    let (operator_key, record) = ctwa_shared::auth::generate_operator_key(now)?;
+    stack.data.put_api_key(&record).await?;
 
     let state_dir = PathBuf::from(env_or("CTWA_STATE_DIR", ".ctwa"));
     std::fs::create_dir_all(&state_dir)?;
     let details = serde_json::json!({
         "base_url": stack.base_url(),
         "api_key": api_key,
+        "operator_key": operator_key,
         "account_id": DEMO_ACCOUNT,
         "app_secret": cfg.app_secret,
         "verify_token": cfg.verify_token,

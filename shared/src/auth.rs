@@ -14,6 +14,11 @@ pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
+/// The public id of a key: `key_` + the first 16 hex digits of its hash.
+pub fn key_id_for_hash(hash: &str) -> String {
+    format!("key_{}", &hash[..hash.len().min(16)])
+}
+
 /// A new key (`ctwa_` + 43 base64url characters) and its record for `account_id`.
 pub fn generate_key(
     account_id: &str,
@@ -25,14 +30,24 @@ pub fn generate_key(
         "{KEY_PREFIX}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     );
+    let hash = hash_key(&key);
     let record = ApiKeyRecord {
-        hash: hash_key(&key),
+        key_id: key_id_for_hash(&hash),
+        hash,
         prefix: key[..12].to_string(),
         account_id: account_id.to_string(),
         created_at_ms: now_ms,
-        revoked: false,
+        ..Default::default()
     };
     Ok((key, record))
+}
+
+/// A new operator key: manages accounts and API keys, reads no account's data.
+pub fn generate_operator_key(now_ms: i64) -> Result<(String, ApiKeyRecord), getrandom::Error> {
+    let (key, mut rec) = generate_key("", now_ms)?;
+    rec.operator = true;
+    rec.name = Some("operator".into());
+    Ok((key, rec))
 }
 
 /// The key from the `Authorization` header, without checking it.
@@ -75,12 +90,39 @@ pub fn presented_key(req: &ApiRequest) -> Result<String, ApiError> {
     Ok(key)
 }
 
-/// The account the request's key belongs to; 401 for a missing, unknown or revoked key.
-pub async fn authenticate(accounts: &dyn Accounts, req: &ApiRequest) -> Result<String, ApiError> {
+/// Who is calling: an account's key or an operator key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Account { account_id: String, key_id: String },
+    Operator { key_id: String },
+}
+
+/// The active key record of the request; 401 for a missing, unknown, revoked or
+/// expired key.
+pub async fn caller(accounts: &dyn Accounts, req: &ApiRequest) -> Result<Caller, ApiError> {
     let key = presented_key(req)?;
     match accounts.api_key(&hash_key(&key)).await? {
-        Some(rec) if !rec.revoked => Ok(rec.account_id),
+        Some(rec) if rec.is_active(crate::time::now_millis()) => Ok(if rec.operator {
+            Caller::Operator { key_id: rec.key_id }
+        } else {
+            Caller::Account {
+                account_id: rec.account_id,
+                key_id: rec.key_id,
+            }
+        }),
         _ => Err(ApiError::unauthorized("invalid API key")),
+    }
+}
+
+/// The account the request's key belongs to; 401 for a missing, unknown, revoked or
+/// expired key, 403 for an operator key (it reads no account's data).
+pub async fn authenticate(accounts: &dyn Accounts, req: &ApiRequest) -> Result<String, ApiError> {
+    match caller(accounts, req).await? {
+        Caller::Account { account_id, .. } => Ok(account_id),
+        Caller::Operator { .. } => Err(ApiError::Forbidden(
+            "an operator key manages accounts and keys; use an account's API key for its data"
+                .into(),
+        )),
     }
 }
 

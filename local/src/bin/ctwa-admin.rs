@@ -7,7 +7,10 @@
 //! ctwa-admin account show   --table T --id acme
 //! ctwa-admin api-key create --table T --account acme
 //! ctwa-admin ad-account link --table T --account acme --ad-account-id act_1 [--page-id P]
+//! ctwa-admin operator-key create --table T
 //! ```
+//! The operator key (for `/v1/admin/...` and `/v1/api-keys`, `ctwa admin ...`) is the
+//! bootstrap: everything else can then be done over HTTP.
 //! The API key is printed once; only its SHA-256 hash is stored.
 
 use ctwa_shared::auth::generate_key;
@@ -21,6 +24,7 @@ const USAGE: &str = "usage:
   ctwa-admin account show   --table DATA_TABLE --id ID
   ctwa-admin api-key create --table DATA_TABLE --account ID
   ctwa-admin ad-account link --table DATA_TABLE --account ID --ad-account-id act_ID [--page-id ID]
+  ctwa-admin operator-key create --table DATA_TABLE
 The table defaults to $DATA_TABLE (the DataTableName output of the stack).";
 
 struct Args {
@@ -160,6 +164,16 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
             Ok(
                 serde_json::json!({"account_id": account, "api_key": key, "prefix": rec.prefix,
                 "note": "shown once: only its hash is stored"}),
+            )
+        }
+        ["operator-key", "create"] => {
+            let (key, rec) =
+                ctwa_shared::auth::generate_operator_key(ctwa_shared::time::now_millis())
+                    .map_err(|e| e.to_string())?;
+            data.put_api_key(&rec).await.map_err(|e| e.to_string())?;
+            Ok(
+                serde_json::json!({"operator_key": key, "key_id": rec.key_id, "prefix": rec.prefix,
+                "note": "shown once: only its hash is stored; revoke with DELETE /v1/api-keys/{key_id}"}),
             )
         }
         _ => Err(USAGE.to_string()),

@@ -64,15 +64,16 @@ pub async fn handle_conversions(deps: &CapiDeps, req: ApiRequest) -> ApiResponse
 
 fn capi_error(e: CapiError) -> ApiError {
     match e {
+        // The account's state, not a server failure: 409 / 401 like the connect routes.
         CapiError::Connect(ConnectError::NotConnected) | CapiError::NoWaba => {
             ApiError::status_with(
-                StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::CONFLICT,
                 "meta_not_connected",
                 "Meta not connected: run exchange-code first",
             )
         }
         CapiError::Connect(ConnectError::TokenInvalid(_)) => ApiError::status_with(
-            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::UNAUTHORIZED,
             "meta_token_invalid",
             "The stored Meta token is expired or revoked: reconnect with a fresh code (exchange-code)",
         ),
@@ -82,7 +83,7 @@ fn capi_error(e: CapiError) -> ApiError {
             "No dataset for this account: POST /v1/dataset (or set dataset_id with POST /v1/capi)",
         ),
         CapiError::DatasetRefused(g) if g.is_token_error() => ApiError::status_with(
-            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::UNAUTHORIZED,
             "meta_token_invalid",
             "Meta refused the stored token: reconnect with a fresh code (exchange-code)",
         )
@@ -559,7 +560,7 @@ fn result_view(r: &SendResult, attribution: Option<&Attribution>) -> (StatusCode
                 .and_then(|e| e["meta_error"]["code"].as_i64())
                 == Some(190);
             if token {
-                StatusCode::SERVICE_UNAVAILABLE
+                StatusCode::UNAUTHORIZED
             } else {
                 StatusCode::UNPROCESSABLE_ENTITY
             }

@@ -1,5 +1,6 @@
 //! HTTP handlers: plain async functions over the ports, shared by the Lambda binaries and
 //! the local server.
+pub mod admin;
 pub mod ads;
 pub mod api;
 pub mod capi;

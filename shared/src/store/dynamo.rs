@@ -411,15 +411,53 @@ impl Accounts for DynamoData {
     }
 
     async fn put_api_key(&self, k: &ApiKeyRecord) -> Result<(), StoreError> {
+        let key_id = key_id_of(k);
         let mut item = key(format!("APIKEY#{}", k.hash), "APIKEY");
+        item.insert("key_hash".into(), s(&k.hash));
         item.insert("account_id".into(), s(&k.account_id));
         item.insert("prefix".into(), s(&k.prefix));
         item.insert("created_at".into(), n(k.created_at_ms));
         item.insert("revoked".into(), AttributeValue::Bool(k.revoked));
-        if self.put_new(item).await? {
-            Ok(())
-        } else {
-            Err(StoreError::Conflict("api key exists".into()))
+        item.insert("key_id".into(), s(&key_id));
+        item.insert("operator".into(), AttributeValue::Bool(k.operator));
+        if let Some(name) = &k.name {
+            item.insert("key_name".into(), s(name));
+        }
+        if let Some(e) = k.expires_at_ms {
+            item.insert("key_expires_at".into(), n(e));
+        }
+        item.insert("gsi1pk".into(), s(api_keys_gsi(k)));
+        item.insert(
+            "gsi1sk".into(),
+            s(format!("KEY#{}#{key_id}", sortable_millis(k.created_at_ms))),
+        );
+        let mut by_id = key(format!("KEYID#{key_id}"), "KEYID");
+        by_id.insert("key_hash".into(), s(&k.hash));
+        let put = |item: Item| -> Result<TransactWriteItem, StoreError> {
+            let p = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+            Ok(TransactWriteItem::builder().put(p).build())
+        };
+        let res = self
+            .client
+            .transact_write_items()
+            .transact_items(put(item)?)
+            .transact_items(put(by_id)?)
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_transaction_canceled_exception()) =>
+            {
+                Err(StoreError::Conflict("api key exists".into()))
+            }
+            Err(e) => Err(backend(e)),
         }
     }
 
@@ -427,13 +465,57 @@ impl Accounts for DynamoData {
         let Some(item) = self.get(format!("APIKEY#{hash}"), "APIKEY").await? else {
             return Ok(None);
         };
-        Ok(Some(ApiKeyRecord {
-            hash: hash.to_string(),
-            prefix: get_s(&item, "prefix").unwrap_or_default(),
-            account_id: req_s(&item, "account_id")?,
-            created_at_ms: get_n(&item, "created_at").unwrap_or_default(),
-            revoked: matches!(item.get("revoked"), Some(AttributeValue::Bool(true))),
-        }))
+        api_key_from(hash, &item).map(Some)
+    }
+
+    async fn api_keys(&self, account_id: Option<&str>) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let pk = match account_id {
+            Some(a) => format!("ACCT#{a}#APIKEYS"),
+            None => OPERATOR_KEYS.to_string(),
+        };
+        let items = self.query(KeyQuery::gsi1(pk, "KEY#"), false, 1000).await?;
+        items
+            .iter()
+            .map(|i| api_key_from(&req_s(i, "key_hash")?, i))
+            .collect()
+    }
+
+    async fn api_key_by_id(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let Some(i) = self.get(format!("KEYID#{key_id}"), "KEYID").await? else {
+            return Ok(None);
+        };
+        self.api_key(&req_s(&i, "key_hash")?).await
+    }
+
+    async fn retire_api_key(
+        &self,
+        hash: &str,
+        revoked_at_ms: Option<i64>,
+        expires_at_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let mut e = SetExpr::default();
+        if let Some(r) = revoked_at_ms {
+            e.set("revoked", AttributeValue::Bool(true));
+            e.set("revoked_at", n(r));
+        }
+        if let Some(x) = expires_at_ms {
+            e.set("key_expires_at", n(x));
+        }
+        if e.parts.is_empty() {
+            return Ok(());
+        }
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(format!("APIKEY#{hash}"), "APIKEY")))
+            .update_expression(e.expression())
+            .condition_expression("attribute_exists(pk)")
+            .set_expression_attribute_names(Some(e.names))
+            .set_expression_attribute_values(Some(e.values))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
     }
 }
 
@@ -1073,6 +1155,41 @@ impl CapiStore for DynamoData {
         };
         Ok((records, next))
     }
+}
+
+// ---------------------------------------------------------------- API keys
+
+const OPERATOR_KEYS: &str = "OPERATOR#APIKEYS";
+
+fn api_keys_gsi(k: &ApiKeyRecord) -> String {
+    if k.operator {
+        OPERATOR_KEYS.to_string()
+    } else {
+        format!("ACCT#{}#APIKEYS", k.account_id)
+    }
+}
+
+fn key_id_of(k: &ApiKeyRecord) -> String {
+    if k.key_id.is_empty() {
+        crate::auth::key_id_for_hash(&k.hash)
+    } else {
+        k.key_id.clone()
+    }
+}
+
+fn api_key_from(hash: &str, item: &Item) -> Result<ApiKeyRecord, StoreError> {
+    Ok(ApiKeyRecord {
+        hash: hash.to_string(),
+        prefix: get_s(item, "prefix").unwrap_or_default(),
+        account_id: req_s(item, "account_id")?,
+        created_at_ms: get_n(item, "created_at").unwrap_or_default(),
+        revoked: matches!(item.get("revoked"), Some(AttributeValue::Bool(true))),
+        key_id: get_s(item, "key_id").unwrap_or_else(|| crate::auth::key_id_for_hash(hash)),
+        name: get_s(item, "key_name"),
+        operator: matches!(item.get("operator"), Some(AttributeValue::Bool(true))),
+        expires_at_ms: get_n(item, "key_expires_at"),
+        revoked_at_ms: get_n(item, "revoked_at"),
+    })
 }
 
 // ---------------------------------------------------------------- ads

@@ -91,6 +91,43 @@ impl Accounts for MemoryStore {
     async fn api_key(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
         Ok(lock(&self.keys).get(hash).cloned())
     }
+    async fn api_keys(&self, account_id: Option<&str>) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let mut v: Vec<ApiKeyRecord> = lock(&self.keys)
+            .values()
+            .filter(|k| match account_id {
+                Some(a) => !k.operator && k.account_id == a,
+                None => k.operator,
+            })
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| (a.created_at_ms, &a.key_id).cmp(&(b.created_at_ms, &b.key_id)));
+        Ok(v)
+    }
+    async fn api_key_by_id(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        Ok(lock(&self.keys)
+            .values()
+            .find(|k| k.key_id == key_id)
+            .cloned())
+    }
+    async fn retire_api_key(
+        &self,
+        hash: &str,
+        revoked_at_ms: Option<i64>,
+        expires_at_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let mut keys = lock(&self.keys);
+        let k = keys
+            .get_mut(hash)
+            .ok_or_else(|| StoreError::Conflict("no such api key".into()))?;
+        if revoked_at_ms.is_some() {
+            k.revoked = true;
+            k.revoked_at_ms = revoked_at_ms;
+        }
+        if expires_at_ms.is_some() {
+            k.expires_at_ms = expires_at_ms;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]

@@ -73,13 +73,29 @@ pub trait Inbox: Send + Sync {
 }
 
 /// An API key as stored: only its SHA-256 hash and a short display prefix.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApiKeyRecord {
     pub hash: String,
     pub prefix: String,
+    /// The account it is bound to (empty for an operator key).
     pub account_id: String,
     pub created_at_ms: i64,
     pub revoked: bool,
+    /// Public id (`key_` + 16 hex of the hash): what list, rotate and revoke name.
+    pub key_id: String,
+    pub name: Option<String>,
+    /// An operator key manages accounts and keys; it reads no account's data.
+    pub operator: bool,
+    /// Set by a rotation with a grace period: the key stops working then.
+    pub expires_at_ms: Option<i64>,
+    pub revoked_at_ms: Option<i64>,
+}
+
+impl ApiKeyRecord {
+    /// Usable now: not revoked, not past a rotation's grace period.
+    pub fn is_active(&self, now_ms: i64) -> bool {
+        !self.revoked && self.expires_at_ms.is_none_or(|e| e > now_ms)
+    }
 }
 
 #[async_trait]
@@ -91,6 +107,16 @@ pub trait Accounts: Send + Sync {
     async fn account_for_route(&self, route: &Route) -> Result<Option<String>, StoreError>;
     async fn put_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
     async fn api_key(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// The keys of an account (or the operator keys, for `None`), oldest first.
+    async fn api_keys(&self, account_id: Option<&str>) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    async fn api_key_by_id(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// Revokes the key now, or (with `expires_at_ms`) lets it expire then.
+    async fn retire_api_key(
+        &self,
+        hash: &str,
+        revoked_at_ms: Option<i64>,
+        expires_at_ms: Option<i64>,
+    ) -> Result<(), StoreError>;
 }
 
 /// The conversation fields every message refreshes (never the first touch).

@@ -1,0 +1,24 @@
+//! Admin Lambda: wiring only (onboarding accounts, API keys).
+use ctwa_shared::config::aws_sdk_config;
+use ctwa_shared::handlers::admin::{AdminDeps, handle};
+use ctwa_shared::http::lambda::{from_lambda, into_lambda};
+use ctwa_shared::store::dynamo::DynamoData;
+use lambda_http::{Error, Request, service_fn};
+use std::sync::Arc;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    lambda_http::tracing::init_default_subscriber();
+    let table = std::env::var("DATA_TABLE").map_err(|_| "DATA_TABLE is not set")?;
+    let sdk = aws_sdk_config().await;
+    let data = Arc::new(DynamoData::new(aws_sdk_dynamodb::Client::new(&sdk), table));
+    let deps = Arc::new(AdminDeps {
+        accounts: data.clone(),
+        ads: data,
+    });
+    lambda_http::run(service_fn(move |req: Request| {
+        let deps = deps.clone();
+        async move { Ok::<_, Error>(into_lambda(handle(&deps, from_lambda(req)).await)) }
+    }))
+    .await
+}
