@@ -305,6 +305,7 @@ async fn one_call_creation_with_publish_and_inventory() {
     assert_eq!(list["data"][0]["ad_id"], ad_id.as_str());
     assert_eq!(list["data"][0]["daily_budget"], 100000);
     assert_eq!(list["data"][0]["ad_account_id"], ACT);
+    assert_eq!(list["data"][0]["campaign_id"], v["campaign_id"]);
     assert!(list["data"][0]["created_time"].is_string());
     assert!(list["data"][0]["effective_status"].is_string());
 

@@ -302,7 +302,15 @@ impl Marketing {
                 if status == "ACTIVE" && !acct.funded {
                     return err(400, 1_487_749, None, "(#1487749) Insufficient funds", None);
                 }
-                ("ad", p.clone())
+                // Meta's ad carries its campaign's id too.
+                let mut fields = p.clone();
+                if let Some(c) = s("adset_id")
+                    .and_then(|a| self.objects.get(&a))
+                    .and_then(|a| a.fields.get("campaign_id"))
+                {
+                    fields.insert("campaign_id".into(), c.clone());
+                }
+                ("ad", fields)
             }
             _ => return err(400, 100, None, &format!("(#100) Unknown edge {edge}"), None),
         };
