@@ -347,6 +347,37 @@ pub struct CreationFailed {
     pub unknown_outcome: bool,
 }
 
+/// An EMF line (CloudWatch embedded metric) for a failed creation whose clean-up left
+/// objects behind: the `AdCleanupIncomplete` alarm watches it.
+pub fn cleanup_metrics_line(f: &CreationFailed, now_ms: i64) -> Option<String> {
+    let left: Vec<&CleanupDone> = f
+        .cleanup
+        .iter()
+        .filter(|c| c.action == "paused" || c.action == "failed")
+        .collect();
+    if left.is_empty() && !f.unknown_outcome {
+        return None;
+    }
+    Some(
+        json!({
+            "_aws": {
+                "Timestamp": now_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": "ctwa",
+                    "Dimensions": [[]],
+                    "Metrics": [{"Name": "AdCleanupIncomplete", "Unit": "Count"}]
+                }]
+            },
+            "AdCleanupIncomplete": 1,
+            "ad_account_id": f.ad_account_id,
+            "failed_step": f.failed_step,
+            "left": left,
+            "unknown_outcome": f.unknown_outcome,
+        })
+        .to_string(),
+    )
+}
+
 fn id_of(v: &Value) -> Result<String, AdsError> {
     v["id"]
         .as_str()
@@ -779,4 +810,64 @@ pub async fn ad_detail(s: &Session<'_>, ad_id: &str) -> Result<Value, AdsError> 
         "clicks": stats.clicks,
         "conversions": {"total": stats.conversions, "delivered": stats.conversions_delivered},
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(actions: &[&'static str], unknown_outcome: bool) -> CreationFailed {
+        CreationFailed {
+            ad_account_id: "act_1".into(),
+            step: 4,
+            failed_step: "ad",
+            error: AdsError::Invalid("x".into()),
+            ids: CreatedIds::default(),
+            steps: Vec::new(),
+            cleanup: actions
+                .iter()
+                .map(|a| CleanupDone {
+                    kind: "adset",
+                    id: "1".into(),
+                    action: a,
+                    error: None,
+                })
+                .collect(),
+            unknown_outcome,
+        }
+    }
+
+    #[test]
+    fn incomplete_cleanup_is_a_metric() {
+        assert_eq!(
+            cleanup_metrics_line(&failed(&["deleted", "kept"], false), 0),
+            None
+        );
+        let line = cleanup_metrics_line(&failed(&["deleted", "paused"], false), 5).unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["AdCleanupIncomplete"], 1);
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
+            "AdCleanupIncomplete"
+        );
+        assert_eq!(v["left"][0]["action"], "paused");
+        assert!(cleanup_metrics_line(&failed(&[], true), 0).is_some());
+    }
+
+    #[test]
+    fn rate_limit_codes() {
+        let e = |code| GraphError::Api {
+            status: 400,
+            error: Box::new(crate::graph::GraphErrorBody {
+                code,
+                ..Default::default()
+            }),
+        };
+        for c in [4, 17, 32, 613, 80_000, 80_004, 80_014] {
+            assert!(is_rate_limit(&e(c)), "{c}");
+        }
+        for c in [1, 2, 100, 190, 200] {
+            assert!(!is_rate_limit(&e(c)), "{c}");
+        }
+    }
 }

@@ -324,7 +324,13 @@ async fn create_ctwa(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse>
                 }
                 ApiResponse::json(StatusCode::CREATED, &v)
             }
-            Err(f) => creation_failed(*f).into_response(),
+            Err(f) => {
+                if let Some(line) = ads::cleanup_metrics_line(&f, crate::time::now_millis()) {
+                    // Raw stdout: CloudWatch reads embedded metrics from the log stream.
+                    println!("{line}");
+                }
+                creation_failed(*f).into_response()
+            }
         },
     };
     if let Some(k) = &key {

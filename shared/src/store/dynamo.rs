@@ -9,10 +9,16 @@
 //! | click         | `CONV#<id>`               | `CLICK#<ms15>#<msg id>`  | `ACCT#<a>#CUST#<key>` / `CLICK#<ms15>#<msg id>` | `ACCT#<a>#AD#<source id>` / same |
 //! | account       | `ACCT#<id>`               | `ACCOUNT`                |                                         |                                  |
 //! | route         | `ROUTE#<pnid:..|sinch:..>`| `ROUTE`                  |                                         |                                  |
-//! | API key       | `APIKEY#<sha256 hex>`     | `APIKEY`                 |                                         |                                  |
+//! | API key       | `APIKEY#<sha256 hex>`     | `APIKEY`                 | `ACCT#<a>#APIKEYS` (or `OPERATOR#APIKEYS`) / `KEY#<ms15>#<key id>` |        |
+//! | key id        | `KEYID#<key id>`          | `KEYID`                  |                                         |                                  |
 //! | unrouted item | `UNROUTED#<route>`        | `<ms15>#<inbox id>`      |                                         |                                  |
 //! | auto event    | `ACCT#<a>#AUTOEVENT`      | `<ms15>#<event id>`      |                                         |                                  |
 //! | Meta connection | `ACCT#<a>`              | `META_CONNECTION`        |                                         | `META_CONNECTIONS` / `<expires s15>#<a>` (expiring tokens only) |
+//! | CAPI config   | `ACCT#<a>`                | `CAPI`                   |                                         |                                  |
+//! | conversion    | `EVT#<a>#<dedup key>`     | `EVT`                    | `ACCT#<a>#EVENTS` / `<ms15>#<event id>` | `DUE_EVENTS` / `<next ms15>#<a>#<event id>` (pending only); gsi3: `ACCT#<a>#AD#<ad>` / `EVT#<ms15>#<event id>` |
+//! | ad account    | `ADACCT#act_<digits>`     | `ADACCT`                 | `ACCT#<a>#ADACCTS` / `act_<digits>`     |                                  |
+//! | ad object     | `ADOBJ#<graph id>`        | `ADOBJ`                  |                                         |                                  |
+//! | idempotency   | `IDEM#<a>#<key>`          | `IDEM`                   |                                         |                                  |
 //!
 //! Conversations and clicks are partitioned per conversation, so no account is a hot key.
 
