@@ -65,10 +65,24 @@ async fn operator_onboards_a_business_over_http() {
         "POST",
         "/v1/admin/accounts",
         &op,
-        Some(json!({"name": "C", "ad_account_ids": ["42"]})),
+        Some(
+            json!({"id": "c", "name": "C", "phone_number_ids": ["888"], "ad_account_ids": ["42"]}),
+        ),
     )
     .await;
     assert_eq!(s, 409, "{v}");
+    // All or nothing: neither the account nor its number was kept.
+    let (s, _) = call(&app, "GET", "/v1/admin/accounts/c", &op, None).await;
+    assert_eq!(s, 404);
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/v1/admin/accounts",
+        &op,
+        Some(json!({"id": "c", "name": "C", "phone_number_ids": ["888"]})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
     let (s, v) = call(
         &app,
         "POST",
@@ -88,6 +102,9 @@ async fn operator_onboards_a_business_over_http() {
         json!({"name": "x", "id": "a b"}),
         json!({"name": "x", "ad_account_ids": ["act_x"]}),
         json!({"name": "x", "extra": 1}),
+        json!({"name": "x", "phone_number_ids": ["5", "5"]}),
+        json!({"name": "x", "ad_account_ids": ["act_7", "7"]}),
+        json!({"name": "x", "phone_number_ids": (0..30).map(|i| i.to_string()).collect::<Vec<_>>()}),
     ] {
         let (s, v) = call(&app, "POST", "/v1/admin/accounts", &op, Some(bad.clone())).await;
         assert_eq!(s, 400, "{bad}: {v}");
@@ -176,6 +193,40 @@ async fn keys_rotate_and_revoke() {
         let (s, _) = call(&app, "GET", "/v1/status", k, None).await;
         assert_eq!(s, 200);
     }
+    // The old key reads, but manages nothing: no new key, no longer life for itself.
+    let (s, _) = call(&app, "POST", "/v1/api-keys", &k1, Some(json!({}))).await;
+    assert_eq!(s, 403);
+    let (s, _) = call(
+        &app,
+        "POST",
+        &format!("/v1/api-keys/{id1}/rotate"),
+        &k1,
+        Some(json!({"grace_seconds": 2592000})),
+    )
+    .await;
+    assert_eq!(s, 403);
+    let (s, _) = call(
+        &app,
+        "POST",
+        &format!("/v1/api-keys/{id1}/rotate"),
+        &own,
+        Some(json!({"grace_seconds": 2592000})),
+    )
+    .await;
+    assert_eq!(s, 201, "rotating it again does not push its end back");
+    let (_, list) = call(&app, "GET", "/v1/api-keys", &own, None).await;
+    let k1_row = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["key_id"] == id1.as_str())
+        .unwrap()
+        .clone();
+    let ends: String = k1_row["expires_at"].as_str().unwrap().into();
+    assert!(
+        ends < ctwa_shared::time::rfc3339_millis(ctwa_shared::time::now_millis() + 3_601_000),
+        "{ends}"
+    );
     // Rotation without grace: the old key stops at once.
     let (s, v) = call(
         &app,
@@ -212,7 +263,7 @@ async fn keys_rotate_and_revoke() {
         .iter()
         .map(|k| k["active"].as_bool().unwrap())
         .collect();
-    assert_eq!(active.len(), 4, "{list}");
+    assert_eq!(active.len(), 5, "{list}");
     // Another account cannot see or touch these keys.
     let (_, other_key) = app.add_account("1111111111").await;
     let (s, _) = call(

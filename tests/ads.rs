@@ -786,3 +786,41 @@ async fn idempotency_key_makes_retries_safe() {
     let (s3, _, v3) = send(ctwa_request(true)).await;
     assert_eq!(s3, 422, "{v3}");
 }
+
+#[tokio::test]
+async fn a_key_that_made_nothing_is_free_again() {
+    let app = spawn_app().await;
+    link(&app, &app.account_id, ACT).await;
+    app.sim
+        .sim
+        .add_ad_account(&json!({"id": ACT, "page_ids": [PAGE], "whatsapp_numbers": [NUMBER]}));
+    let send = || async {
+        let r = app
+            .http
+            .post(format!("{}/v1/ads/ctwa", app.base))
+            .bearer_auth(&app.api_key)
+            .header("idempotency-key", "launch-1")
+            .json(&ctwa_request(false))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    let (s, v) = send().await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("meta_not_connected")),
+        "{v}"
+    );
+    let code = app.oauth_code(&REQUIRED_SCOPES, WABA);
+    let (s, v) = app
+        .post_json(
+            "/v1/oauth/exchange-code",
+            &app.api_key,
+            json!({"code": code}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = send().await;
+    assert_eq!(s, 201, "the retry with the same key runs: {v}");
+}

@@ -432,7 +432,7 @@ async fn serve(
             let svc = hyper::service::service_fn(move |req| {
                 let functions = functions.clone();
                 async move {
-                    Ok::<_, std::convert::Infallible>(dispatch(&functions, max_body, req).await)
+                    Ok::<_, std::convert::Infallible>(dispatch(functions, max_body, req).await)
                 }
             });
             let _ = hyper::server::conn::http1::Builder::new()
@@ -443,7 +443,7 @@ async fn serve(
 }
 
 async fn dispatch(
-    functions: &Functions,
+    functions: Arc<Functions>,
     max_body: usize,
     req: hyper::Request<Incoming>,
 ) -> hyper::Response<Full<Bytes>> {
@@ -466,17 +466,23 @@ async fn dispatch(
                         headers: parts.headers,
                         body: collected.to_bytes(),
                     };
-                    match function {
-                        Function::Webhook => webhook::handle(&functions.webhook, req).await,
-                        Function::Api => api::handle(&functions.api, req).await,
-                        Function::Connect => connect::handle(&functions.connect, req).await,
-                        Function::Dataset => capi::handle_dataset(&functions.capi, req).await,
-                        Function::Conversions => {
-                            capi::handle_conversions(&functions.capi, req).await
+                    // Like Lambda behind API Gateway, a handler runs to its end even when
+                    // the client goes away (an ad creation must finish its clean-up).
+                    let handled = tokio::spawn(async move {
+                        match function {
+                            Function::Webhook => webhook::handle(&functions.webhook, req).await,
+                            Function::Api => api::handle(&functions.api, req).await,
+                            Function::Connect => connect::handle(&functions.connect, req).await,
+                            Function::Dataset => capi::handle_dataset(&functions.capi, req).await,
+                            Function::Conversions => {
+                                capi::handle_conversions(&functions.capi, req).await
+                            }
+                            Function::Ads => ads_handler::handle(&functions.ads, req).await,
+                            Function::Admin => admin::handle(&functions.admin, req).await,
                         }
-                        Function::Ads => ads_handler::handle(&functions.ads, req).await,
-                        Function::Admin => admin::handle(&functions.admin, req).await,
-                    }
+                    })
+                    .await;
+                    handled.unwrap_or_else(|e| ApiError::internal(e).into_response())
                 }
             }
         }

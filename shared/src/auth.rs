@@ -99,19 +99,28 @@ pub enum Caller {
 
 /// The active key record of the request; 401 for a missing, unknown, revoked or
 /// expired key.
-pub async fn caller(accounts: &dyn Accounts, req: &ApiRequest) -> Result<Caller, ApiError> {
+pub async fn caller_record(
+    accounts: &dyn Accounts,
+    req: &ApiRequest,
+) -> Result<ApiKeyRecord, ApiError> {
     let key = presented_key(req)?;
     match accounts.api_key(&hash_key(&key)).await? {
-        Some(rec) if rec.is_active(crate::time::now_millis()) => Ok(if rec.operator {
-            Caller::Operator { key_id: rec.key_id }
-        } else {
-            Caller::Account {
-                account_id: rec.account_id,
-                key_id: rec.key_id,
-            }
-        }),
+        Some(rec) if rec.is_active(crate::time::now_millis()) => Ok(rec),
         _ => Err(ApiError::unauthorized("invalid API key")),
     }
+}
+
+/// Who is calling; 401 for a missing, unknown, revoked or expired key.
+pub async fn caller(accounts: &dyn Accounts, req: &ApiRequest) -> Result<Caller, ApiError> {
+    let rec = caller_record(accounts, req).await?;
+    Ok(if rec.operator {
+        Caller::Operator { key_id: rec.key_id }
+    } else {
+        Caller::Account {
+            account_id: rec.account_id,
+            key_id: rec.key_id,
+        }
+    })
 }
 
 /// The account the request's key belongs to; 401 for a missing, unknown, revoked or

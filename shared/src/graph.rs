@@ -430,6 +430,7 @@ impl GraphClient {
         query: &[(&str, &str)],
         body: Option<&serde_json::Value>,
         token: &Token,
+        timeout: Option<Duration>,
     ) -> MarketingReply {
         let mut req = self
             .http
@@ -438,6 +439,9 @@ impl GraphClient {
             .bearer_auth(token.expose());
         if let Some(b) = body {
             req = req.json(b);
+        }
+        if let Some(t) = timeout {
+            req = req.timeout(t);
         }
         match req.send().await {
             Err(e) => MarketingReply {

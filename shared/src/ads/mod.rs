@@ -47,6 +47,11 @@ pub struct AdsPolicy {
     pub max_backoff: Duration,
     /// Retries stop when the next wait would end past this.
     pub budget: Duration,
+    /// No call starts later than this after the request began (the HTTP API answers
+    /// within 29 s; the clean-up must still fit).
+    pub deadline: Duration,
+    /// Each clean-up call: one attempt, this long at most.
+    pub cleanup_timeout: Duration,
 }
 
 impl Default for AdsPolicy {
@@ -56,6 +61,8 @@ impl Default for AdsPolicy {
             base_backoff: Duration::from_millis(300),
             max_backoff: Duration::from_secs(2),
             budget: Duration::from_secs(6),
+            deadline: Duration::from_secs(15),
+            cleanup_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -77,6 +84,17 @@ pub enum AdsError {
     /// The governor holds calls to this ad account (Meta announced a wait).
     #[error("Meta's rate limit for this ad account is spent: retry in {retry_after_secs} s")]
     Throttled { retry_after_secs: u64 },
+    /// Meta refused with a rate-limit code; calls are held for `retry_after_secs`.
+    #[error("{error}")]
+    MetaRateLimited {
+        error: GraphError,
+        retry_after_secs: u64,
+    },
+    /// The request's time budget was spent before this call: it was not sent.
+    #[error(
+        "Meta answered too slowly: the request's time budget was spent before this call, which was not sent"
+    )]
+    Deadline,
     #[error(transparent)]
     Connect(#[from] ConnectError),
     #[error("{0}")]
@@ -105,6 +123,7 @@ pub struct Session<'a> {
     deps: &'a AdsDeps,
     pub account_id: String,
     token: Token,
+    deadline: Instant,
 }
 
 impl AdsDeps {
@@ -114,6 +133,7 @@ impl AdsDeps {
             deps: self,
             account_id: account_id.to_string(),
             token,
+            deadline: Instant::now() + self.policy.deadline,
         })
     }
 
@@ -167,28 +187,39 @@ impl Session<'_> {
     ) -> Result<(Value, Vec<(&'static str, String)>), AdsError> {
         let deps = self.deps;
         let started = Instant::now();
+        let user_key = format!("_user#{}", self.account_id);
         let mut attempt = 0;
         loop {
             attempt += 1;
             if kind != CallKind::Cleanup {
-                match deps.governor.admit(ad_account) {
-                    Admit::Go => {}
-                    Admit::SlowDown(d) => tokio::time::sleep(d).await,
-                    Admit::Blocked(d) => {
-                        return Err(AdsError::Throttled {
-                            retry_after_secs: d.as_secs().max(1),
-                        });
+                if Instant::now() >= self.deadline {
+                    return Err(AdsError::Deadline);
+                }
+                // The ad account's budget, the app's, and the user's (the token's).
+                for key in [ad_account, usage::APP_KEY, user_key.as_str()] {
+                    match deps.governor.admit(key) {
+                        Admit::Go => {}
+                        Admit::SlowDown(d) => tokio::time::sleep(d).await,
+                        Admit::Blocked(d) => {
+                            return Err(AdsError::Throttled {
+                                retry_after_secs: d.as_secs().max(1),
+                            });
+                        }
                     }
                 }
             }
+            let timeout = (kind == CallKind::Cleanup).then_some(deps.policy.cleanup_timeout);
             let reply = deps
                 .meta
                 .graph
-                .marketing(method.clone(), path, query, body, &self.token)
+                .marketing(method.clone(), path, query, body, &self.token, timeout)
                 .await;
             let seen = usage::parse(&reply.usage);
             if let Some(u) = seen {
                 deps.governor.record(ad_account, u);
+            }
+            if let Some(u) = usage::parse_app(&reply.usage) {
+                deps.governor.record(usage::APP_KEY, u);
             }
             let e = match reply.result {
                 Ok(v) => return Ok((v, reply.usage)),
@@ -201,10 +232,27 @@ impl Session<'_> {
                 return Err(AdsError::Connect(ConnectError::TokenInvalid(Some(e))));
             }
             if is_rate_limit(&e) {
-                // Meta throttled: retrying now only extends the block.
-                if seen.is_none_or(|u| u.regain_secs == 0) {
-                    deps.governor.block(ad_account, 60);
+                // Meta throttled: retrying now only extends the block. Code 4 is the
+                // app's budget, 17 the user's, the others the ad account's.
+                let key = match e.code() {
+                    Some(4) => usage::APP_KEY,
+                    Some(17) => user_key.as_str(),
+                    _ => ad_account,
+                };
+                if key != ad_account || seen.is_none_or(|u| u.regain_secs == 0) {
+                    deps.governor.block(key, 60);
                 }
+                let retry_after_secs = match deps.governor.admit(key) {
+                    Admit::Blocked(d) => d.as_secs().max(1),
+                    _ => 60,
+                };
+                return Err(AdsError::MetaRateLimited {
+                    error: e,
+                    retry_after_secs,
+                });
+            }
+            if kind == CallKind::Cleanup {
+                // One attempt: the clean-up must fit in what is left of the request.
                 return Err(AdsError::Meta(e));
             }
             let clear_refusal = matches!(&e, GraphError::Api { status, error } if *status < 500 && error.is_transient == Some(true));
@@ -243,7 +291,7 @@ impl Session<'_> {
         }
         let (v, _) = self
             .call(
-                "_lookup",
+                &format!("_lookup#{}", self.account_id),
                 Method::GET,
                 id,
                 &[("fields", "id,account_id")],
@@ -803,6 +851,7 @@ pub async fn ad_detail(s: &Session<'_>, ad_id: &str) -> Result<Value, AdsError> 
         adset["daily_budget"] = b;
     }
     Ok(json!({
+        "ad_id": ad_id,
         "ad": ad,
         "adset": adset,
         "creative": creative,

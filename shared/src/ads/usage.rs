@@ -51,11 +51,24 @@ fn merge(into: &mut Usage, obj: &Value) {
         });
 }
 
-/// Reads the usage headers of one answer; unreadable headers count as no information.
+/// The governor's key for the app-wide budget (`X-App-Usage`, code 4).
+pub const APP_KEY: &str = "_app";
+
+/// Reads the ad account and business use case usage headers of one answer;
+/// unreadable headers count as no information.
 pub fn parse(headers: &[(&'static str, String)]) -> Option<Usage> {
+    parse_some(headers, |n| n != "x-app-usage")
+}
+
+/// Reads `X-App-Usage` (the app's budget, shared by every ad account).
+pub fn parse_app(headers: &[(&'static str, String)]) -> Option<Usage> {
+    parse_some(headers, |n| n == "x-app-usage")
+}
+
+fn parse_some(headers: &[(&'static str, String)], take: impl Fn(&str) -> bool) -> Option<Usage> {
     let mut u = Usage::default();
     let mut seen = false;
-    for (name, raw) in headers {
+    for (name, raw) in headers.iter().filter(|(n, _)| take(n)) {
         let Ok(v) = serde_json::from_str::<Value>(raw) else {
             continue;
         };
@@ -190,7 +203,8 @@ mod tests {
             "x-app-usage",
             r#"{"call_count":12,"total_cputime":80,"total_time":3}"#.to_string(),
         )];
-        assert_eq!(parse(&app).unwrap().pct, 80);
+        assert_eq!(parse_app(&app).unwrap().pct, 80);
+        assert_eq!(parse(&app), None, "the app's budget is kept apart");
         assert_eq!(parse(&[("x-app-usage", "not json".into())]), None);
         assert_eq!(parse(&[]), None);
     }

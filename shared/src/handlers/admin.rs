@@ -9,7 +9,7 @@
 
 use super::connect::json_body;
 use crate::ads::spec;
-use crate::auth::{Caller, caller, generate_key};
+use crate::auth::{Caller, caller_record, generate_key};
 use crate::domain::Account;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ApiRequest, ApiResponse};
@@ -22,6 +22,8 @@ use std::sync::Arc;
 
 /// The longest grace period a rotation may give the old key.
 pub const MAX_GRACE_SECS: i64 = 30 * 86_400;
+/// Phone number ids or ad accounts per account creation.
+pub const MAX_IDS_PER_LIST: usize = 25;
 
 pub struct AdminDeps {
     pub accounts: Arc<dyn Accounts>,
@@ -52,8 +54,29 @@ pub async fn handle(deps: &AdminDeps, req: ApiRequest) -> ApiResponse {
     result.unwrap_or_else(ApiError::into_response)
 }
 
+/// The caller of an admin or key route. A key in a rotation's grace period still
+/// reads its account's data, but manages nothing: a leaked key that was rotated away
+/// cannot mint a new key or keep itself alive.
+async fn manager(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<Caller> {
+    let rec = caller_record(deps.accounts.as_ref(), req).await?;
+    if rec.expires_at_ms.is_some() {
+        return Err(ApiError::Forbidden(
+            "this key was rotated and is in its grace period: it cannot manage keys or accounts"
+                .into(),
+        ));
+    }
+    Ok(if rec.operator {
+        Caller::Operator { key_id: rec.key_id }
+    } else {
+        Caller::Account {
+            account_id: rec.account_id,
+            key_id: rec.key_id,
+        }
+    })
+}
+
 async fn operator(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<()> {
-    match caller(deps.accounts.as_ref(), req).await? {
+    match manager(deps, req).await? {
         Caller::Operator { .. } => Ok(()),
         Caller::Account { .. } => Err(ApiError::Forbidden(
             "this route needs an operator key".into(),
@@ -138,6 +161,28 @@ async fn create_account(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<ApiResp
     for p in &body.phone_number_ids {
         digits_id("phone_number_ids[]", p)?;
     }
+    // One transaction holds the account, its routes and its ad accounts (DynamoDB: at
+    // most 100 items, no item twice).
+    for (what, list) in [
+        ("phone_number_ids", &body.phone_number_ids),
+        ("ad_account_ids", &body.ad_account_ids),
+    ] {
+        if list.len() > MAX_IDS_PER_LIST {
+            return Err(ApiError::bad_request(format!(
+                "{what}: at most {MAX_IDS_PER_LIST}"
+            )));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(p) = body
+        .phone_number_ids
+        .iter()
+        .find(|p| !seen.insert(p.as_str()))
+    {
+        return Err(ApiError::bad_request(format!(
+            "phone_number_ids: {p} is given twice"
+        )));
+    }
     if let Some(s) = &body.sinch_app_id
         && (s.is_empty() || s.len() > 64 || !s.bytes().all(|b| b.is_ascii_alphanumeric()))
     {
@@ -148,23 +193,19 @@ async fn create_account(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<ApiResp
     if let Some(p) = &body.page_id {
         digits_id("page_id", p)?;
     }
-    let mut acts = Vec::new();
+    let mut acts: Vec<String> = Vec::new();
     for raw in &body.ad_account_ids {
-        acts.push(spec::ad_account_id(raw).ok_or_else(|| {
+        let act = spec::ad_account_id(raw).ok_or_else(|| {
             ApiError::bad_request(format!(
                 "ad_account_ids: {raw:?} is not an ad account id (act_<digits>)"
             ))
-        })?);
-    }
-    // Ad accounts held by another account are refused before anything is written.
-    for act in &acts {
-        if deps.ads.ad_account(act).await?.is_some() {
-            return Err(ApiError::status_with(
-                StatusCode::CONFLICT,
-                "conflict",
-                format!("ad account {act} is already linked to an account"),
-            ));
+        })?;
+        if acts.contains(&act) {
+            return Err(ApiError::bad_request(format!(
+                "ad_account_ids: {act} is given twice"
+            )));
         }
+        acts.push(act);
     }
     let now = crate::time::now_millis();
     let account = Account {
@@ -175,21 +216,20 @@ async fn create_account(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<ApiResp
         sinch_app_id: body.sinch_app_id,
         created_at_ms: now,
     };
-    deps.accounts
-        .create_account(&account)
+    let links: Vec<AdAccountLink> = acts
+        .into_iter()
+        .map(|act| AdAccountLink {
+            ad_account_id: act,
+            account_id: id.clone(),
+            page_id: body.page_id.clone(),
+            linked_at_ms: now,
+        })
+        .collect();
+    // All or nothing: the account, its routes and its ad accounts in one transaction.
+    deps.ads
+        .create_account_with_ad_accounts(&account, &links)
         .await
         .map_err(conflict)?;
-    for act in acts {
-        deps.ads
-            .link_ad_account(&AdAccountLink {
-                ad_account_id: act,
-                account_id: id.clone(),
-                page_id: body.page_id.clone(),
-                linked_at_ms: now,
-            })
-            .await
-            .map_err(conflict)?;
-    }
     Ok(ApiResponse::json(
         StatusCode::CREATED,
         &json!({"account": account_view(deps, &account).await?}),
@@ -271,7 +311,7 @@ async fn target_account(
     req: &ApiRequest,
     named: Option<&str>,
 ) -> ApiResult<String> {
-    match caller(deps.accounts.as_ref(), req).await? {
+    match manager(deps, req).await? {
         Caller::Account { account_id, .. } => match named {
             Some(n) if n != account_id => Err(ApiError::Forbidden(
                 "an account key manages its own account's keys only".into(),
@@ -349,7 +389,7 @@ async fn create_key(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<ApiResponse
 /// The key a key route names, if the caller may manage it (another account's key
 /// answers 404, as if it did not exist).
 async fn managed_key(deps: &AdminDeps, req: &ApiRequest, key_id: &str) -> ApiResult<ApiKeyRecord> {
-    let c = caller(deps.accounts.as_ref(), req).await?;
+    let c = manager(deps, req).await?;
     let not_found = || ApiError::not_found(format!("API key {key_id} not found"));
     if key_id.len() > 64
         || !key_id

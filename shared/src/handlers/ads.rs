@@ -62,14 +62,45 @@ fn ads_error(e: AdsError) -> ApiError {
             ),
             retry_after_secs,
         ),
+        AdsError::MetaRateLimited {
+            error,
+            retry_after_secs,
+        } => match ApiError::meta(&error) {
+            ApiError::Status {
+                status,
+                code,
+                message,
+                details,
+            } => {
+                let mut d = details.unwrap_or_else(|| json!({}));
+                d["retry_after_secs"] = json!(retry_after_secs);
+                ApiError::Status {
+                    status,
+                    code,
+                    message,
+                    details: Some(d),
+                }
+            }
+            other => other,
+        },
+        AdsError::Deadline => ApiError::status_with(
+            StatusCode::GATEWAY_TIMEOUT,
+            "meta_slow",
+            AdsError::Deadline.to_string(),
+        ),
         AdsError::Connect(c) => connect_error(c),
         AdsError::Meta(g) => ApiError::meta(&g),
         AdsError::Store(s) => ApiError::from(s),
     }
 }
 
-/// Meta's answer as the proxy's answer, with Meta's usage headers passed on.
-fn passthrough(v: Value, usage: Vec<(&'static str, String)>) -> ApiResponse {
+/// Meta's answer as the proxy's answer, with Meta's usage headers passed on. Paging
+/// URLs are dropped (Meta may put the access token in them); the cursors stay.
+fn passthrough(mut v: Value, usage: Vec<(&'static str, String)>) -> ApiResponse {
+    if let Some(paging) = v.get_mut("paging").and_then(Value::as_object_mut) {
+        paging.remove("next");
+        paging.remove("previous");
+    }
     let mut r = ApiResponse::json(StatusCode::OK, &v);
     r.headers.extend(usage);
     r
@@ -308,10 +339,13 @@ async fn create_ctwa(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse>
             }
         }
     }
+    // Whether Meta may hold something of this request (then the key keeps the answer).
+    let mut reached_meta = false;
     let answer = match deps.session(&account_id).await {
         Err(e) => ads_error(e).into_response(),
         Ok(s) => match s.create_ctwa(plan).await {
             Ok(c) => {
+                reached_meta = true;
                 let mut v = json!({
                     "success": true,
                     "ad_account_id": c.ad_account_id,
@@ -325,6 +359,12 @@ async fn create_ctwa(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse>
                 ApiResponse::json(StatusCode::CREATED, &v)
             }
             Err(f) => {
+                // Everything made was deleted: a retry with the key may try again.
+                // Objects left behind (paused, unknown outcome): the key keeps the answer.
+                reached_meta = f.unknown_outcome
+                    || f.cleanup
+                        .iter()
+                        .any(|c| c.action == "paused" || c.action == "failed");
                 if let Some(line) = ads::cleanup_metrics_line(&f, crate::time::now_millis()) {
                     // Raw stdout: CloudWatch reads embedded metrics from the log stream.
                     println!("{line}");
@@ -334,9 +374,19 @@ async fn create_ctwa(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse>
         },
     };
     if let Some(k) = &key {
-        deps.ads
-            .finish_request(&account_id, k, answer.status.as_u16(), &answer.body_json())
-            .await?;
+        // Nothing reached Meta (not connected, held by the rate limit, refused at the
+        // first step): the key is released so a retry can succeed. A failure to save
+        // the answer does not hide it from the caller.
+        let saved = if reached_meta {
+            deps.ads
+                .finish_request(&account_id, k, answer.status.as_u16(), &answer.body_json())
+                .await
+        } else {
+            deps.ads.release_request(&account_id, k).await
+        };
+        if let Err(e) = saved {
+            tracing::error!(error = %e, "could not record the Idempotency-Key outcome");
+        }
     }
     Ok(answer)
 }
@@ -433,6 +483,14 @@ async fn detail(deps: &AdsDeps, req: &ApiRequest, ad_id: &str) -> ApiResult<ApiR
         return Err(ApiError::bad_request("the ad id must be digits"));
     }
     let s = deps.session(&account_id).await.map_err(ads_error)?;
-    let v = ads::ad_detail(&s, ad_id).await.map_err(ads_error)?;
+    let v = ads::ad_detail(&s, ad_id).await.map_err(|e| match e {
+        // Meta's "does not exist, or cannot be loaded" (100/33): not found here.
+        AdsError::Meta(crate::graph::GraphError::Api { error, .. })
+            if error.code == 100 && error.error_subcode == Some(33) =>
+        {
+            ApiError::not_found(format!("ad {ad_id} not found"))
+        }
+        other => ads_error(other),
+    })?;
     Ok(ApiResponse::json(StatusCode::OK, &v))
 }

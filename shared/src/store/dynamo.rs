@@ -352,54 +352,7 @@ impl DynamoData {
 #[async_trait]
 impl Accounts for DynamoData {
     async fn create_account(&self, a: &Account) -> Result<(), StoreError> {
-        let mut item = key(format!("ACCT#{}", a.id), "ACCOUNT");
-        item.insert("account_id".into(), s(&a.id));
-        item.insert("account_name".into(), s(&a.name));
-        if let Some(w) = &a.waba_id {
-            item.insert("waba_id".into(), s(w));
-        }
-        item.insert(
-            "phone_number_ids".into(),
-            AttributeValue::L(a.phone_number_ids.iter().map(s).collect()),
-        );
-        if let Some(app) = &a.sinch_app_id {
-            item.insert("sinch_app_id".into(), s(app));
-        }
-        item.insert("created_at".into(), n(a.created_at_ms));
-        let put = |item: Item| -> Result<TransactWriteItem, StoreError> {
-            let p = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .condition_expression("attribute_not_exists(pk)")
-                .build()
-                .map_err(|e| StoreError::Backend(e.to_string()))?;
-            Ok(TransactWriteItem::builder().put(p).build())
-        };
-        let mut writes = vec![put(item)?];
-        for r in a.routes() {
-            let mut ri = key(format!("ROUTE#{}", r.key()), "ROUTE");
-            ri.insert("account_id".into(), s(&a.id));
-            writes.push(put(ri)?);
-        }
-        let res = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(writes))
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_transaction_canceled_exception()) =>
-            {
-                Err(StoreError::Conflict(format!(
-                    "account {} or one of its phone number ids / Sinch app is already registered",
-                    a.id
-                )))
-            }
-            Err(e) => Err(backend(e)),
-        }
+        self.create_account_items(a, &[]).await
     }
 
     async fn get_account(&self, id: &str) -> Result<Option<Account>, StoreError> {
@@ -510,18 +463,36 @@ impl Accounts for DynamoData {
         if e.parts.is_empty() {
             return Ok(());
         }
-        self.client
+        // An expiry only ever moves earlier: a key cannot push its own end back.
+        let mut condition = "attribute_exists(pk)".to_string();
+        if let Some(x) = expires_at_ms {
+            let v = e.value(n(x));
+            let nm = e.name("key_expires_at");
+            condition = format!("{condition} AND (attribute_not_exists({nm}) OR {nm} > {v})");
+        }
+        let res = self
+            .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(format!("APIKEY#{hash}"), "APIKEY")))
             .update_expression(e.expression())
-            .condition_expression("attribute_exists(pk)")
+            .condition_expression(condition)
             .set_expression_attribute_names(Some(e.names))
             .set_expression_attribute_values(Some(e.values))
             .send()
-            .await
-            .map_err(backend)?;
-        Ok(())
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(err)
+                if expires_at_ms.is_some()
+                    && err
+                        .as_service_error()
+                        .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(backend(err)),
+        }
     }
 }
 
@@ -1213,6 +1184,19 @@ fn request_pk(account_id: &str, key: &str) -> String {
 /// Idempotency records are kept a day: long enough for any client retry.
 const REQUEST_TTL_SECS: i64 = 86_400;
 
+fn link_item(link: &AdAccountLink) -> Item {
+    let mut item = key(ad_account_pk(&link.ad_account_id), "ADACCT");
+    item.insert("ad_account_id".into(), s(&link.ad_account_id));
+    item.insert("account_id".into(), s(&link.account_id));
+    if let Some(p) = &link.page_id {
+        item.insert("page_id".into(), s(p));
+    }
+    item.insert("linked_at".into(), n(link.linked_at_ms));
+    item.insert("gsi1pk".into(), s(ad_accounts_gsi(&link.account_id)));
+    item.insert("gsi1sk".into(), s(&link.ad_account_id));
+    item
+}
+
 fn link_from(item: &Item) -> Result<AdAccountLink, StoreError> {
     Ok(AdAccountLink {
         ad_account_id: req_s(item, "ad_account_id")?,
@@ -1223,6 +1207,65 @@ fn link_from(item: &Item) -> Result<AdAccountLink, StoreError> {
 }
 
 impl DynamoData {
+    /// The account, its routes and `links` (ad accounts) in one transaction.
+    async fn create_account_items(
+        &self,
+        a: &Account,
+        links: &[AdAccountLink],
+    ) -> Result<(), StoreError> {
+        let mut item = key(format!("ACCT#{}", a.id), "ACCOUNT");
+        item.insert("account_id".into(), s(&a.id));
+        item.insert("account_name".into(), s(&a.name));
+        if let Some(w) = &a.waba_id {
+            item.insert("waba_id".into(), s(w));
+        }
+        item.insert(
+            "phone_number_ids".into(),
+            AttributeValue::L(a.phone_number_ids.iter().map(s).collect()),
+        );
+        if let Some(app) = &a.sinch_app_id {
+            item.insert("sinch_app_id".into(), s(app));
+        }
+        item.insert("created_at".into(), n(a.created_at_ms));
+        let put = |item: Item| -> Result<TransactWriteItem, StoreError> {
+            let p = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+            Ok(TransactWriteItem::builder().put(p).build())
+        };
+        let mut writes = vec![put(item)?];
+        for r in a.routes() {
+            let mut ri = key(format!("ROUTE#{}", r.key()), "ROUTE");
+            ri.insert("account_id".into(), s(&a.id));
+            writes.push(put(ri)?);
+        }
+        for l in links {
+            writes.push(put(link_item(l))?);
+        }
+        let res = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(writes))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_transaction_canceled_exception()) =>
+            {
+                Err(StoreError::Conflict(format!(
+                    "account {} or one of its phone number ids, Sinch app or ad accounts is already registered",
+                    a.id
+                )))
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
     /// `Select COUNT` over every page of `index`'s partition, optionally filtered on the
     /// status attribute.
     async fn count(
@@ -1266,16 +1309,16 @@ impl DynamoData {
 
 #[async_trait]
 impl AdsStore for DynamoData {
+    async fn create_account_with_ad_accounts(
+        &self,
+        account: &Account,
+        links: &[AdAccountLink],
+    ) -> Result<(), StoreError> {
+        self.create_account_items(account, links).await
+    }
+
     async fn link_ad_account(&self, link: &AdAccountLink) -> Result<(), StoreError> {
-        let mut item = key(ad_account_pk(&link.ad_account_id), "ADACCT");
-        item.insert("ad_account_id".into(), s(&link.ad_account_id));
-        item.insert("account_id".into(), s(&link.account_id));
-        if let Some(p) = &link.page_id {
-            item.insert("page_id".into(), s(p));
-        }
-        item.insert("linked_at".into(), n(link.linked_at_ms));
-        item.insert("gsi1pk".into(), s(ad_accounts_gsi(&link.account_id)));
-        item.insert("gsi1sk".into(), s(&link.ad_account_id));
+        let item = link_item(link);
         let res = self
             .client
             .put_item()
@@ -1426,5 +1469,30 @@ impl AdsStore for DynamoData {
             .await
             .map_err(backend)?;
         Ok(())
+    }
+
+    async fn release_request(&self, account_id: &str, key_: &str) -> Result<(), StoreError> {
+        // A claim from the epoch is stale for every lease: the next claim takes it.
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(request_pk(account_id, key_), "IDEM")))
+            .update_expression("SET claimed_at = :zero")
+            .condition_expression("#state = :running")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":running", s("running"))
+            .send()
+            .await
+            .map(|_| ())
+            .or_else(|e| {
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception())
+                {
+                    Ok(())
+                } else {
+                    Err(backend(e))
+                }
+            })
     }
 }

@@ -123,8 +123,10 @@ impl Accounts for MemoryStore {
             k.revoked = true;
             k.revoked_at_ms = revoked_at_ms;
         }
-        if expires_at_ms.is_some() {
-            k.expires_at_ms = expires_at_ms;
+        if let Some(x) = expires_at_ms
+            && k.expires_at_ms.is_none_or(|e| e > x)
+        {
+            k.expires_at_ms = Some(x);
         }
         Ok(())
     }

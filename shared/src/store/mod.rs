@@ -459,6 +459,13 @@ pub enum RequestClaim {
 
 #[async_trait]
 pub trait AdsStore: Send + Sync {
+    /// Creates the account with its routes and ad accounts, all or nothing; `Conflict`
+    /// when the id, a route or an ad account is taken.
+    async fn create_account_with_ad_accounts(
+        &self,
+        account: &Account,
+        links: &[AdAccountLink],
+    ) -> Result<(), StoreError>;
     /// Links the ad account; repeating a link is a no-op; `Conflict` when another account
     /// holds it.
     async fn link_ad_account(&self, link: &AdAccountLink) -> Result<(), StoreError>;
@@ -485,4 +492,6 @@ pub trait AdsStore: Send + Sync {
         status: u16,
         body: &serde_json::Value,
     ) -> Result<(), StoreError>;
+    /// Gives the key back (the request made nothing): the next claim takes it over.
+    async fn release_request(&self, account_id: &str, key: &str) -> Result<(), StoreError>;
 }

@@ -1,0 +1,290 @@
+//! stdout: the API's JSON, pretty (pipeable to jq), or with `--table` a table for list
+//! answers and key/value lines for objects.
+
+use serde_json::Value;
+use std::io::Write;
+
+const MAX_CELL: usize = 48;
+
+/// Writes to stdout; a closed pipe (`ctwa conversions | head`) is not an error.
+pub fn print_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+}
+
+pub fn render(v: &Value, table: bool) -> String {
+    if !table {
+        let mut s = serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
+        s.push('\n');
+        return s;
+    }
+    match list_field(v) {
+        Some((name, rows)) => {
+            let mut out = render_table(name, rows);
+            // The rest of the answer (paging cursors, counts) below the table.
+            if let Value::Object(m) = v {
+                let rest: serde_json::Map<String, Value> = m
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != name)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                if !rest.is_empty() {
+                    out.push('\n');
+                    out.push_str(&render_key_values(&Value::Object(rest)));
+                }
+            }
+            out
+        }
+        None => render_key_values(v),
+    }
+}
+
+/// The list an answer carries: a top-level array (of objects), or the one array field of
+/// objects of an object (`data`, `events`, `conversations`, `results`).
+fn list_field(v: &Value) -> Option<(&str, &[Value])> {
+    match v {
+        Value::Array(rows) => Some(("", rows)),
+        Value::Object(m) => {
+            let lists: Vec<(&String, &Vec<Value>)> = m
+                .iter()
+                .filter_map(|(k, v)| match v {
+                    Value::Array(a) if a.iter().all(Value::is_object) => Some((k, a)),
+                    _ => None,
+                })
+                .collect();
+            let preferred = ["data", "events", "conversations", "results"];
+            preferred
+                .iter()
+                .find_map(|p| lists.iter().find(|(k, _)| k.as_str() == *p))
+                .or_else(|| (lists.len() == 1 && m.len() <= 3).then(|| &lists[0]))
+                .map(|(k, a)| (k.as_str(), a.as_slice()))
+        }
+        _ => None,
+    }
+}
+
+fn cell(v: &Value) -> String {
+    let s = match v {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) if a.iter().all(|i| !i.is_object() && !i.is_array()) => {
+            a.iter().map(cell).collect::<Vec<_>>().join(",")
+        }
+        Value::Array(a) => format!("[{}]", a.len()),
+        other => other.to_string(),
+    };
+    let s = s.replace(['\n', '\t'], " ");
+    if s.chars().count() > MAX_CELL {
+        let mut t: String = s.chars().take(MAX_CELL - 1).collect();
+        t.push('…');
+        t
+    } else {
+        s
+    }
+}
+
+fn path<'a>(v: &'a Value, dotted: &str) -> &'a Value {
+    dotted.split('.').fold(v, |acc, k| &acc[k])
+}
+
+/// Columns: a chosen set for the answers whose rows are large, else every top-level key
+/// in the order first seen.
+fn columns(name: &str, rows: &[Value]) -> Vec<String> {
+    let fixed: &[&str] = match name {
+        "conversations" => &[
+            "id",
+            "channel",
+            "customer.wa_id",
+            "customer.name",
+            "metadata.ctwa_source_id",
+            "metadata.ctwa_clicked_at",
+            "clicks",
+            "updated_at",
+        ],
+        "events" => &[
+            "timestamp",
+            "event_id",
+            "event_name",
+            "status",
+            "attempts",
+            "events_received",
+            "conversation_id",
+            "fbtrace_id",
+        ],
+        _ => &[],
+    };
+    if !fixed.is_empty() {
+        return fixed.iter().map(|s| s.to_string()).collect();
+    }
+    let mut cols: Vec<String> = Vec::new();
+    for r in rows {
+        if let Value::Object(m) = r {
+            for k in m.keys() {
+                if !cols.contains(k) {
+                    cols.push(k.clone());
+                }
+            }
+        }
+    }
+    // Ids first, the way people scan them.
+    cols.sort_by_key(|c| !matches!(c.as_str(), "id" | "ad_id" | "key_id" | "event_id"));
+    cols
+}
+
+pub fn render_table(name: &str, rows: &[Value]) -> String {
+    if rows.is_empty() {
+        return format!("(no {})\n", if name.is_empty() { "items" } else { name });
+    }
+    let cols = columns(name, rows);
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            cols.iter()
+                .map(|c| match path(r, c) {
+                    Value::Array(a) if c == "clicks" => a.len().to_string(),
+                    v => cell(v),
+                })
+                .collect()
+        })
+        .collect();
+    let headers: Vec<String> = cols.iter().map(|c| c.to_ascii_uppercase()).collect();
+    let widths: Vec<usize> = (0..cols.len())
+        .map(|i| {
+            cells
+                .iter()
+                .map(|r| r[i].chars().count())
+                .chain([headers[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |vals: &[String]| {
+        let mut l = String::new();
+        for (i, v) in vals.iter().enumerate() {
+            if i + 1 == vals.len() {
+                l.push_str(v);
+            } else {
+                l.push_str(v);
+                l.push_str(&" ".repeat(widths[i] - v.chars().count() + 2));
+            }
+        }
+        l.push('\n');
+        l
+    };
+    let mut out = line(&headers);
+    for r in &cells {
+        out.push_str(&line(r));
+    }
+    out
+}
+
+fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
+    let key = |k: &str| {
+        if prefix.is_empty() {
+            k.to_string()
+        } else {
+            format!("{prefix}.{k}")
+        }
+    };
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, v) in m {
+                flatten(&key(k), v, out);
+            }
+        }
+        Value::Array(a) if a.iter().any(|i| i.is_object() || i.is_array()) => {
+            for (i, v) in a.iter().enumerate() {
+                flatten(&key(&i.to_string()), v, out);
+            }
+        }
+        Value::Array(a) => out.push((
+            prefix.to_string(),
+            a.iter()
+                .map(|i| match i {
+                    Value::String(s) => s.clone(),
+                    o => o.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        )),
+        Value::String(s) => out.push((prefix.to_string(), s.clone())),
+        Value::Null => out.push((prefix.to_string(), "-".into())),
+        Value::Object(_) => out.push((prefix.to_string(), "{}".into())),
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+}
+
+pub fn render_key_values(v: &Value) -> String {
+    let mut pairs = Vec::new();
+    flatten("", v, &mut pairs);
+    let width = pairs
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for (k, val) in pairs {
+        if k.is_empty() {
+            out.push_str(&val);
+        } else {
+            out.push_str(&k);
+            out.push_str(&" ".repeat(width - k.chars().count() + 2));
+            out.push_str(&val.replace('\n', " "));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_is_pretty() {
+        assert_eq!(render(&json!({"a": 1}), false), "{\n  \"a\": 1\n}\n");
+    }
+
+    #[test]
+    fn lists_become_tables_with_the_rest_below() {
+        let v = json!({"data":[
+            {"ad_id":"1","name":"Summer","status":"PAUSED","daily_budget":100000},
+            {"ad_id":"22","name":"Winter sale with a very long name that goes on and on","status":"ACTIVE","daily_budget":5}
+        ],"paging":{"after":null}});
+        let t = render(&v, true);
+        let lines: Vec<&str> = t.lines().collect();
+        let name_col = format!("NAME{}STATUS", " ".repeat(MAX_CELL - 4 + 2));
+        assert_eq!(lines[0], format!("AD_ID  DAILY_BUDGET  {name_col}"));
+        assert!(
+            lines[1].starts_with("1      100000        Summer   "),
+            "{t}"
+        );
+        assert!(lines[1].ends_with("  PAUSED"), "{t}");
+        assert!(lines[2].contains("…  ACTIVE"), "{t}");
+        assert_eq!(lines[4], "paging.after  -");
+    }
+
+    #[test]
+    fn conversation_rows_pick_their_columns() {
+        let v = json!({"conversations":[{"id":"c_1","channel":"cloud","customer":{"wa_id":"91987","name":"A"},
+            "metadata":{"ctwa_source_id":"120","ctwa_clicked_at":"2026-01-01T00:00:00.000Z"},"clicks":[{},{}],"updated_at":"x"}]});
+        let t = render(&v, true);
+        assert!(t.starts_with("ID   CHANNEL  CUSTOMER.WA_ID"), "{t}");
+        assert!(t.contains("c_1  cloud    91987"), "{t}");
+        assert!(t.lines().nth(1).unwrap().contains("  2  "), "{t}");
+        assert_eq!(
+            render(&json!({"events": [], "next_cursor": null}), true),
+            "(no events)\n\nnext_cursor  -\n"
+        );
+    }
+
+    #[test]
+    fn objects_become_key_values() {
+        let v = json!({"success":true,"capi":{"dataset_id":"88","lead_event_enabled":false},"scopes":["a","b"]});
+        assert_eq!(
+            render(&v, true),
+            "capi.dataset_id          88\ncapi.lead_event_enabled  false\nscopes                   a, b\nsuccess                  true\n"
+        );
+    }
+}
