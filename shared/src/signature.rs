@@ -94,7 +94,8 @@ pub fn verify_sinch(
     let ts: i64 = ts_text
         .parse()
         .map_err(|_| SignatureError::Malformed(SINCH_TIMESTAMP))?;
-    if (now_secs - ts).abs() > max_skew_secs {
+    // abs_diff: any i64 timestamp (even i64::MIN, found by fuzzing) without overflow.
+    if now_secs.abs_diff(ts) > max_skew_secs.unsigned_abs() {
         return Err(SignatureError::Stale);
     }
     let expected = base64::engine::general_purpose::STANDARD
@@ -212,5 +213,28 @@ mod tests {
             verify_sinch("sec", none, body, 1_700_000_000, 300),
             Err(SignatureError::Missing(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod fuzz_regressions {
+    /// Found by `scripts/fuzz.sh` (sinch_signature): an i64::MIN timestamp overflowed
+    /// the window check.
+    #[test]
+    fn extreme_sinch_timestamps_are_stale_not_a_panic() {
+        for ts in [i64::MIN, i64::MAX, i64::MIN + 1] {
+            let ts = ts.to_string();
+            let h = super::SinchHeaders {
+                signature: Some("c2ln"),
+                nonce: Some("n"),
+                timestamp: Some(&ts),
+                algorithm: None,
+            };
+            let r = super::verify_sinch("secret", h, b"{}", 1_750_000_000, 300);
+            assert!(
+                matches!(r, Err(super::SignatureError::Stale)),
+                "{ts}: {r:?}"
+            );
+        }
     }
 }

@@ -87,7 +87,10 @@ pub fn parse_sinch_callback(
             .unwrap_or_else(|| "unknown".into());
         return Ok(SinchCallback::Ignored(kind));
     }
-    let cb: Callback = serde_json::from_value(value)
+    // From the bytes, exactly as capture will read the stored payload (a repeated
+    // field is refused here, not accepted here and skipped there).
+    drop(value);
+    let cb: Callback = serde_json::from_slice(body)
         .map_err(|e| WebhookParseError::Shape(format!("Sinch callback: {e}")))?;
     let msg = cb
         .message
@@ -122,7 +125,10 @@ pub fn parse_sinch_callback(
 /// The referral inside Sinch's `metadata` string; `None` when absent or unreadable.
 pub fn referral_from_metadata(metadata: &serde_json::Value) -> Option<Referral> {
     let parsed: Metadata = match metadata {
-        serde_json::Value::String(s) if !s.trim().is_empty() => serde_json::from_str(s).ok()?,
+        // Through a Value, as for the callback itself: a repeated key keeps the last.
+        serde_json::Value::String(s) if !s.trim().is_empty() => {
+            serde_json::from_value(serde_json::from_str::<serde_json::Value>(s).ok()?).ok()?
+        }
         serde_json::Value::Object(_) => serde_json::from_value(metadata.clone()).ok()?,
         _ => return None,
     };
@@ -175,6 +181,20 @@ pub fn sinch_inbound(item: &InboxItem) -> Result<InboundMessage, StoredMessageEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing: a repeated field was accepted by the webhook and then skipped
+    /// by capture. Now the webhook refuses it (400), and a repeated key inside the
+    /// metadata string keeps the last value instead of dropping the click.
+    #[test]
+    fn repeated_keys_are_refused_or_read_the_same_way_on_both_sides() {
+        let body = br#"{"app_id":"A","message":{"id":"1","metadata":"{}","metadata":"{}"}}"#;
+        assert!(parse_sinch_callback(body, 0, 0).is_err());
+        let meta = serde_json::json!(
+            r#"{"referral":{"ctwa_clid":"X"},"referral":{"ctwa_clid":"CLID"}}"#
+        );
+        let r = referral_from_metadata(&meta);
+        assert_eq!(r.and_then(|r| r.ctwa_clid).as_deref(), Some("CLID"));
+    }
 
     const SEED: &str = r#"{
   "app_id": "01EB37HMH1M6SV18ASNS3G135H",
