@@ -58,3 +58,10 @@ for name, b64 in (("apigw-webhook-post-base64.json", True), ("apigw-webhook-post
     assert hmac.compare_digest(ev["headers"]["x-hub-signature-256"], want), name + ": bad signature"
     print(f"{name}: body == _webhook_body.json ({len(body)} bytes), signature verifies")
 PY
+
+# The ads and admin functions' sample requests, from the status request.
+for spec in "ads-list|GET /v1/ads|/v1/ads" "api-keys-list|GET /v1/api-keys|/v1/api-keys"; do
+  IFS='|' read -r name route path <<<"$spec"
+  jq --arg r "$route" --arg p "$path" '.routeKey=$r | .rawPath=$p | .requestContext.routeKey=$r | .requestContext.http.path=$p' \
+    apigw-status.json > "apigw-$name.json"
+done

@@ -189,9 +189,8 @@ mod tests {
     fn repeated_keys_are_refused_or_read_the_same_way_on_both_sides() {
         let body = br#"{"app_id":"A","message":{"id":"1","metadata":"{}","metadata":"{}"}}"#;
         assert!(parse_sinch_callback(body, 0, 0).is_err());
-        let meta = serde_json::json!(
-            r#"{"referral":{"ctwa_clid":"X"},"referral":{"ctwa_clid":"CLID"}}"#
-        );
+        let meta =
+            serde_json::json!(r#"{"referral":{"ctwa_clid":"X"},"referral":{"ctwa_clid":"CLID"}}"#);
         let r = referral_from_metadata(&meta);
         assert_eq!(r.and_then(|r| r.ctwa_clid).as_deref(), Some("CLID"));
     }

@@ -5,6 +5,8 @@
 //! The servers are started by `scripts/test.sh` (README command 2), which also sets the
 //! standard AWS SDK environment pointing at them.
 
+pub mod fault_proxy;
+
 use ctwa_local::{Clients, LocalConfig, Stack, start};
 use ctwa_shared::auth::generate_key;
 use ctwa_shared::domain::Account;

@@ -4,11 +4,19 @@
 //! ```text
 //! ctwa-load conversions [--state .ctwa/local.json] [--count 2000] [--concurrency 32] [--server-pid PID]
 //! ctwa-load webhooks    [--state .ctwa/local.json] [--count 5000] [--concurrency 32] [--server-pid PID]
+//! ctwa-load putitem     [--state .ctwa/local.json] [--count 5000] [--concurrency 32]
 //! ```
 //! `conversions` connects the demo account (with the local.json OAuth code) if needed,
 //! provisions the dataset, captures one click per customer, then sends `count`
-//! conversions with unique event ids. With `--server-pid`, the server's CPU time
-//! (utime + stime from /proc) per request is reported too. Prints one JSON line.
+//! conversions with unique event ids. `webhooks` posts signed Cloud API webhooks, one
+//! new message each (a third with a CTWA referral). `putitem` is the baseline of
+//! `webhooks`: the same inbox items (as the webhook would write them, so the same size)
+//! written straight into the stack's own inbox table with the same conditional PutItem
+//! (`attribute_not_exists(pk)`), at the same concurrency, so the stream and the capture
+//! do the same work behind it as behind `webhooks` (a fresh table is no fair baseline:
+//! DynamoDB Local writes to a table made late in its life are much slower); it needs the
+//! AWS SDK environment (`.ctwa/env`). With `--server-pid`, the server's CPU time (utime + stime from /proc)
+//! per request is reported too. Prints one JSON line.
 
 use ctwa_shared::signature::sign_meta;
 use serde_json::{Value, json};
@@ -27,7 +35,9 @@ struct Opts {
 
 fn parse() -> Result<Opts, String> {
     let mut args = std::env::args().skip(1);
-    let mode = args.next().ok_or("mode: conversions | webhooks")?;
+    let mode = args
+        .next()
+        .ok_or("mode: conversions | webhooks | putitem")?;
     let mut o = Opts {
         mode,
         state: ".ctwa/local.json".into(),
@@ -162,6 +172,10 @@ async fn main_inner(o: Opts) -> Result<Value, String> {
     };
     let cpu_before = o.server_pid.and_then(cpu_ticks);
     let (elapsed, lat, errors) = match o.mode.as_str() {
+        "putitem" => {
+            let inbox = s("inbox_table")?;
+            return putitem(&o, &inbox, &pnid, run_id).await;
+        }
         "webhooks" => {
             let pnid = pnid.clone();
             run_load(o.count, o.concurrency, move |i| {
@@ -270,6 +284,62 @@ async fn main_inner(o: Opts) -> Result<Value, String> {
     Ok(report(&o, (elapsed, lat, errors), cpu_before))
 }
 
+/// The inbox item a webhook's message becomes (same attributes, same size).
+fn inbox_item(body: &str) -> Result<ctwa_shared::store::dynamo::Item, String> {
+    let now = ctwa_shared::time::now_millis();
+    let parsed =
+        ctwa_shared::meta::webhook::parse_cloud_webhook(body.as_bytes(), now, now / 1000 + 86_400)
+            .map_err(|e| e.to_string())?;
+    let item = parsed.items.first().ok_or("the webhook has no message")?;
+    Ok(ctwa_shared::store::dynamo::inbox_item_to_attrs(item))
+}
+
+/// Raw conditional PutItem throughput of the same DynamoDB Local, into the stack's inbox.
+async fn putitem(o: &Opts, inbox: &str, pnid: &str, run_id: i64) -> Result<Value, String> {
+    let sdk = ctwa_shared::config::aws_sdk_config().await;
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = inbox.to_string();
+    client
+        .describe_table()
+        .table_name(&table)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "{table}: {} (is AWS_ENDPOINT_URL_DYNAMODB the stack's? source .ctwa/env)",
+                aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+            )
+        })?;
+    // Items made up front, like the webhook bodies are made by the webhook mode's workers.
+    let mut items = Vec::with_capacity(o.count);
+    for i in 0..o.count {
+        let clid = (i % 3 == 0).then(|| format!("LOAD-{run_id}-{i}"));
+        items.push(inbox_item(&webhook(
+            pnid,
+            &format!("wamid.raw.{run_id}.{i}"),
+            &format!("1555{:07}", i % 5000),
+            clid.as_deref(),
+            ctwa_shared::time::now_secs(),
+        ))?);
+    }
+    let items = Arc::new(items);
+    let (c, t) = (client.clone(), table.clone());
+    let out = run_load(o.count, o.concurrency, move |i| {
+        let (c, t, items) = (c.clone(), t.clone(), items.clone());
+        async move {
+            c.put_item()
+                .table_name(&t)
+                .set_item(Some(items[i].clone()))
+                .condition_expression("attribute_not_exists(pk)")
+                .send()
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    Ok(report(o, out, None))
+}
+
 fn report(
     o: &Opts,
     (elapsed, lat, errors): (Duration, Vec<f64>, usize),
@@ -300,7 +370,7 @@ async fn main() -> ExitCode {
         Ok(o) => o,
         Err(e) => {
             eprintln!(
-                "ctwa-load: {e}\nusage: ctwa-load conversions|webhooks [--state F] [--count N] [--concurrency C] [--server-pid PID] [--customers K]"
+                "ctwa-load: {e}\nusage: ctwa-load conversions|webhooks|putitem [--state F] [--count N] [--concurrency C] [--server-pid PID] [--customers K]"
             );
             return ExitCode::from(2);
         }

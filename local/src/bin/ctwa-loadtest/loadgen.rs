@@ -1,0 +1,900 @@
+//! Load with accounting: a realistic mix of signed Cloud API webhooks (several accounts,
+//! each with its own phone number id, several customers each; text, image, button,
+//! interactive messages and status updates; a share with Click-to-WhatsApp referrals; a
+//! share of exact re-sends), posted concurrently over loopback like Meta does (a non-200
+//! answer is retried), then the tables read back: every unique message in the inbox
+//! once, every referral a click once, every conversation's first touch its earliest
+//! click (timestamp, then message id: `click_precedes`).
+//!
+//! Shared by `ctwa-loadtest` (scripts/loadtest.sh), tests/load.rs and tests/faults.rs.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use ctwa_shared::domain::{Account, conversation_id};
+use ctwa_shared::signature::sign_meta;
+use ctwa_shared::store::dynamo::DynamoData;
+use ctwa_shared::store::{Accounts, StoreError, click_precedes};
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// What to send.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Webhooks posted, re-sends included.
+    pub webhooks: usize,
+    pub accounts: usize,
+    /// Customers per account (the same phone numbers write to every account).
+    pub customers: usize,
+    /// Share of the posts that are exact re-sends of an earlier webhook (same bytes).
+    pub duplicate_share: f64,
+    /// Share of the messages that carry a Click-to-WhatsApp referral.
+    pub referral_share: f64,
+    /// Share of the unique webhooks that are status updates only.
+    pub status_share: f64,
+    /// Share of the message webhooks that carry two messages.
+    pub two_message_share: f64,
+    /// Message timestamps spread over this many seconds (small: ties happen).
+    pub time_window_secs: i64,
+    pub concurrency: usize,
+    pub seed: u64,
+}
+
+impl Plan {
+    pub fn new(webhooks: usize) -> Self {
+        Self {
+            webhooks,
+            accounts: 5,
+            customers: 400,
+            duplicate_share: 0.10,
+            referral_share: 0.30,
+            status_share: 0.10,
+            two_message_share: 0.08,
+            time_window_secs: 90,
+            concurrency: 32,
+            seed: ctwa_shared::time::now_millis() as u64,
+        }
+    }
+}
+
+/// Where to send and what to read back.
+#[derive(Clone)]
+pub struct Target {
+    pub base_url: String,
+    pub app_secret: String,
+    pub inbox_table: String,
+    pub data_table: String,
+    /// Creates the accounts and reads the tables: straight to DynamoDB, never through a
+    /// fault proxy.
+    pub dynamodb: aws_sdk_dynamodb::Client,
+}
+
+/// SplitMix64: deterministic for a seed, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadAccount {
+    pub id: String,
+    pub phone_number_id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Must,
+    May,
+    Never,
+}
+
+#[derive(Debug, Clone)]
+struct Msg {
+    wamid: String,
+    account: usize,
+    wa_id: String,
+    ts: i64,
+    /// `Some(None)`: a referral without `ctwa_clid` (a WhatsApp Status ad).
+    referral: Option<Option<String>>,
+}
+
+struct Body {
+    json: String,
+    signature: String,
+    messages: Vec<usize>,
+    /// Posted at least once.
+    sent: AtomicBool,
+    /// Answered 200 at least once.
+    acked: AtomicBool,
+}
+
+/// A generated workload: the bodies, the order they are posted in, and what they hold.
+pub struct Workload {
+    pub run: String,
+    pub accounts: Vec<LoadAccount>,
+    bodies: Vec<Body>,
+    order: Vec<usize>,
+    messages: Vec<Msg>,
+    statuses: usize,
+    plan: Plan,
+}
+
+fn message_json(rng: &mut Rng, m: &Msg) -> Value {
+    let mut v = json!({"from": m.wa_id, "id": m.wamid, "timestamp": m.ts.to_string()});
+    let kind = if m.referral.is_some() {
+        if rng.chance(0.25) { "image" } else { "text" }
+    } else {
+        match rng.below(10) {
+            0..=3 => "text",
+            4..=5 => "image",
+            6..=7 => "button",
+            _ => "interactive",
+        }
+    };
+    v["type"] = json!(kind);
+    match kind {
+        "text" => v["text"] = json!({"body": "Hi! Is this still available?"}),
+        "image" => {
+            v["image"] = json!({"caption": "this one", "mime_type": "image/jpeg",
+                "sha256": "dn24cE6TdXeWnw8vgRXm/3f9ca8waSH+pdC22x6JmNc=", "id": format!("{}", 2_378_196_749_396_389u64 + rng.below(1_000_000))})
+        }
+        "button" => {
+            v["context"] = json!({"from": "15550783881", "id": "wamid.HBgLMTY1MDU1NTEyMzQVAgARGBI3MDQ0NTYxQUQzNTE0Rjk3QkEA"});
+            v["button"] = json!({"payload": "YES_PLEASE", "text": "Yes please"});
+        }
+        _ => {
+            v["interactive"] = if rng.chance(0.5) {
+                json!({"type": "button_reply", "button_reply": {"id": "yes_deliver", "title": "Yes, deliver"}})
+            } else {
+                json!({"type": "list_reply", "list_reply": {"id": "size_m", "title": "Medium", "description": "M"}})
+            };
+        }
+    }
+    if let Some(clid) = &m.referral {
+        let mut r = json!({"source_url": "https://fb.me/3cr4Wqqkv", "source_id": format!("1202263058548107{:02}", rng.below(20)),
+            "source_type": "ad", "headline": "Chat with us", "body": "Summer Succulents are here!", "media_type": "image",
+            "image_url": "https://scontent.xx.fbcdn.net/v/t45.1", "welcome_message": {"text": "Hi there!"}});
+        if let Some(c) = clid {
+            r["ctwa_clid"] = json!(c);
+        }
+        v["referral"] = r;
+    }
+    v
+}
+
+fn envelope(value: Value) -> String {
+    json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": value}]}]})
+        .to_string()
+}
+
+impl Workload {
+    /// Builds every body (signed with `app_secret`) and the posting order.
+    pub fn generate(plan: &Plan, app_secret: &str) -> Self {
+        let mut rng = Rng(plan.seed);
+        let run = format!("{:010x}", rng.next() >> 24);
+        let pn_base = 900_000_000_000 + rng.below(90_000_000_000);
+        let accounts: Vec<LoadAccount> = (0..plan.accounts.max(1))
+            .map(|a| LoadAccount {
+                id: format!("load-{run}-{a}"),
+                phone_number_id: format!("{}{a:02}", pn_base),
+            })
+            .collect();
+        let duplicates = (plan.webhooks as f64 * plan.duplicate_share).round() as usize;
+        let unique = plan.webhooks.saturating_sub(duplicates).max(1);
+        let base_ts = ctwa_shared::time::now_secs() - 3600;
+        let customers = plan.customers.max(1) as u64;
+        let mut messages = Vec::new();
+        let mut bodies = Vec::with_capacity(unique);
+        let mut statuses = 0;
+        let mut seq = 0u64;
+        for _ in 0..unique {
+            let a = rng.below(accounts.len() as u64) as usize;
+            let pnid = &accounts[a].phone_number_id;
+            let metadata = json!({"display_phone_number": "15550783881", "phone_number_id": pnid});
+            let value = if rng.chance(plan.status_share) {
+                statuses += 1;
+                let wa_id = format!("1555{:07}", rng.below(customers));
+                let status = ["sent", "delivered", "read"][rng.below(3) as usize];
+                let ts = base_ts + rng.below(plan.time_window_secs.max(1) as u64) as i64;
+                json!({"messaging_product": "whatsapp", "metadata": metadata, "statuses": [{
+                    "id": format!("wamid.OUT{run}{:016x}", rng.next()), "status": status, "timestamp": ts.to_string(),
+                    "recipient_id": wa_id, "conversation": {"id": format!("{:032x}", rng.next()), "origin": {"type": "service"}},
+                    "pricing": {"billable": true, "pricing_model": "PMP", "category": "service"}}]})
+            } else {
+                let n = if rng.chance(plan.two_message_share) {
+                    2
+                } else {
+                    1
+                };
+                let mut contacts = Vec::new();
+                let mut msgs = Vec::new();
+                let mut idx = Vec::new();
+                for _ in 0..n {
+                    seq += 1;
+                    let wa_id = format!("1555{:07}", rng.below(customers));
+                    let referral = rng.chance(plan.referral_share).then(|| {
+                        (!rng.chance(0.05))
+                            .then(|| format!("Aff-{run}-{:012x}-{seq}", rng.next() >> 16))
+                    });
+                    let m = Msg {
+                        // A random part first: the tie-break by message id is not the posting order.
+                        wamid: format!("wamid.L{:016x}{run}{seq}", rng.next()),
+                        account: a,
+                        wa_id: wa_id.clone(),
+                        ts: base_ts + rng.below(plan.time_window_secs.max(1) as u64) as i64,
+                        referral,
+                    };
+                    msgs.push(message_json(&mut rng, &m));
+                    if !contacts
+                        .iter()
+                        .any(|c: &Value| c["wa_id"].as_str() == Some(&wa_id))
+                    {
+                        contacts.push(json!({"profile": {"name": format!("Customer {wa_id}")}, "wa_id": wa_id}));
+                    }
+                    idx.push(messages.len());
+                    messages.push(m);
+                }
+                let v = json!({"messaging_product": "whatsapp", "metadata": metadata, "contacts": contacts, "messages": msgs});
+                bodies.push((v, idx));
+                continue;
+            };
+            bodies.push((value, Vec::new()));
+        }
+        let bodies: Vec<Body> = bodies
+            .into_iter()
+            .map(|(value, messages)| {
+                let json = envelope(value);
+                Body {
+                    signature: sign_meta(app_secret, json.as_bytes()),
+                    json,
+                    messages,
+                    sent: AtomicBool::new(false),
+                    acked: AtomicBool::new(false),
+                }
+            })
+            .collect();
+        // Re-sends land after their original, a little later (up to ~200 posts).
+        let mut keyed: Vec<(f64, usize)> = (0..bodies.len()).map(|i| (i as f64, i)).collect();
+        for _ in 0..duplicates {
+            let j = rng.below(bodies.len() as u64) as usize;
+            keyed.push((j as f64 + 0.5 + rng.below(200) as f64, j));
+        }
+        keyed.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Self {
+            run,
+            accounts,
+            bodies,
+            order: keyed.into_iter().map(|(_, i)| i).collect(),
+            messages,
+            statuses,
+            plan: plan.clone(),
+        }
+    }
+
+    /// Posts (re-sends included).
+    pub fn sends(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Creates the accounts (each with its phone number id) in the data table.
+    pub async fn setup_accounts(&self, target: &Target) -> Result<(), String> {
+        let data = DynamoData::new(target.dynamodb.clone(), &target.data_table);
+        for a in &self.accounts {
+            let account = Account {
+                id: a.id.clone(),
+                name: format!("Load {}", a.id),
+                waba_id: Some("102290129340398".into()),
+                phone_number_ids: vec![a.phone_number_id.clone()],
+                sinch_app_id: None,
+                created_at_ms: ctwa_shared::time::now_millis(),
+            };
+            match data.create_account(&account).await {
+                Ok(()) | Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(format!("creating account {}: {e}", a.id)),
+            }
+        }
+        Ok(())
+    }
+
+    fn conversation_of(&self, m: &Msg) -> String {
+        let a = &self.accounts[m.account];
+        conversation_id(&a.id, &a.phone_number_id, &format!("wa:{}", m.wa_id))
+    }
+
+    /// Clicks and conversations expected: of every message (`all`), or of the messages
+    /// whose webhook was answered 200.
+    fn expected_counts(&self, all: bool) -> (usize, usize) {
+        let mut clicks = 0;
+        let mut convs: HashSet<String> = HashSet::new();
+        for b in self
+            .bodies
+            .iter()
+            .filter(|b| all || b.acked.load(Ordering::Relaxed))
+        {
+            for &m in &b.messages {
+                let m = &self.messages[m];
+                clicks += usize::from(m.referral.is_some());
+                convs.insert(self.conversation_of(m));
+            }
+        }
+        (clicks, convs.len())
+    }
+
+    pub fn describe(&self) -> Value {
+        let (clicks, conversations) = self.expected_counts(true);
+        json!({
+            "run": self.run,
+            "sent": self.sends(),
+            "unique": self.bodies.len(),
+            "duplicate_resends": self.sends() - self.bodies.len(),
+            "status_updates": self.statuses,
+            "messages": self.messages.len(),
+            "referrals": clicks,
+            "referrals_without_clid": self.messages.iter().filter(|m| matches!(m.referral, Some(None))).count(),
+            "accounts": self.accounts.len(),
+            "customers_per_account": self.plan.customers,
+            "conversations": conversations,
+            "seed": self.plan.seed,
+        })
+    }
+}
+
+/// How the posting went.
+#[derive(Debug, Default, Clone)]
+pub struct PostReport {
+    pub posts: usize,
+    pub seconds: f64,
+    pub latencies_ms: Vec<f64>,
+    pub http_5xx: usize,
+    pub http_4xx: usize,
+    pub transport_errors: usize,
+    /// Posts that never got a 200 (attempts or the deadline ran out).
+    pub gave_up: usize,
+    pub stored_reported: usize,
+    pub duplicates_reported: usize,
+    /// A 200 for a webhook whose messages were not all in the inbox right after.
+    pub acked_not_stored: usize,
+    pub timed_out: bool,
+}
+
+impl PostReport {
+    fn merge(&mut self, o: PostReport) {
+        self.posts += o.posts;
+        self.latencies_ms.extend(o.latencies_ms);
+        self.http_5xx += o.http_5xx;
+        self.http_4xx += o.http_4xx;
+        self.transport_errors += o.transport_errors;
+        self.gave_up += o.gave_up;
+        self.stored_reported += o.stored_reported;
+        self.duplicates_reported += o.duplicates_reported;
+        self.acked_not_stored += o.acked_not_stored;
+        self.timed_out |= o.timed_out;
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut l = self.latencies_ms.clone();
+        l.sort_by(|a, b| a.total_cmp(b));
+        let pct = |p: f64| {
+            if l.is_empty() {
+                0.0
+            } else {
+                let i = ((l.len() as f64 - 1.0) * p).round() as usize;
+                (l[i.min(l.len() - 1)] * 100.0).round() / 100.0
+            }
+        };
+        json!({
+            "posts": self.posts,
+            "seconds": (self.seconds * 1000.0).round() / 1000.0,
+            "per_second": if self.seconds > 0.0 { ((self.posts as f64 / self.seconds) * 10.0).round() / 10.0 } else { 0.0 },
+            "latency_ms": {"p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0)},
+            "http_5xx": self.http_5xx,
+            "http_4xx": self.http_4xx,
+            "transport_errors": self.transport_errors,
+            "gave_up": self.gave_up,
+            "stored_reported": self.stored_reported,
+            "duplicates_reported": self.duplicates_reported,
+            "acked_not_stored": self.acked_not_stored,
+            "timed_out": self.timed_out,
+        })
+    }
+}
+
+async fn in_inbox(target: &Target, id: &str) -> bool {
+    target
+        .dynamodb
+        .get_item()
+        .table_name(&target.inbox_table)
+        .key("pk", AttributeValue::S(id.to_string()))
+        .projection_expression("pk")
+        .consistent_read(true)
+        .send()
+        .await
+        .is_ok_and(|o| o.item.is_some())
+}
+
+impl Workload {
+    /// Posts `range` of the sends with `concurrency` connections, as Meta would: a non-200
+    /// answer or a broken connection is retried with backoff (up to 30 times, and not
+    /// past `deadline`). With `verify_acks`, every 200 is checked against the inbox at once.
+    pub async fn post(
+        self: &Arc<Self>,
+        target: &Target,
+        range: Range<usize>,
+        concurrency: usize,
+        deadline: Instant,
+        verify_acks: bool,
+    ) -> PostReport {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(concurrency)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
+        let next = Arc::new(AtomicUsize::new(range.start));
+        let end = range.end.min(self.order.len());
+        let started = Instant::now();
+        let mut workers = Vec::new();
+        for _ in 0..concurrency.max(1) {
+            let (w, next, http, target) =
+                (self.clone(), next.clone(), http.clone(), target.clone());
+            workers.push(tokio::spawn(async move {
+                let url = format!("{}/webhook", target.base_url);
+                let mut r = PostReport::default();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= end {
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        r.timed_out = true;
+                        break;
+                    }
+                    r.posts += 1;
+                    let body = &w.bodies[w.order[i]];
+                    body.sent.store(true, Ordering::Relaxed);
+                    let mut backoff = Duration::from_millis(50);
+                    let mut attempt = 0;
+                    loop {
+                        attempt += 1;
+                        let t = Instant::now();
+                        let sent = http
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .header("x-hub-signature-256", &body.signature)
+                            .body(body.json.clone())
+                            .send()
+                            .await;
+                        let answer = match sent {
+                            Ok(resp) => {
+                                let status = resp.status().as_u16();
+                                let v: Value = resp.json().await.unwrap_or(Value::Null);
+                                Some((status, v))
+                            }
+                            Err(_) => None,
+                        };
+                        match answer {
+                            Some((200, v)) => {
+                                body.acked.store(true, Ordering::Relaxed);
+                                r.latencies_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                                r.stored_reported += v["stored"].as_u64().unwrap_or(0) as usize;
+                                r.duplicates_reported +=
+                                    v["duplicates"].as_u64().unwrap_or(0) as usize;
+                                if verify_acks {
+                                    for &m in &body.messages {
+                                        let id = format!("wa:{}", w.messages[m].wamid);
+                                        if !in_inbox(&target, &id).await {
+                                            r.acked_not_stored += 1;
+                                        }
+                                    }
+                                }
+                                break;
+                            }
+                            Some((s, _)) if s >= 500 => r.http_5xx += 1,
+                            Some(_) => {
+                                // A 4xx for a well-formed signed webhook is a bug: not retried.
+                                r.http_4xx += 1;
+                                break;
+                            }
+                            None => r.transport_errors += 1,
+                        }
+                        if attempt >= 30 || Instant::now() + backoff > deadline {
+                            r.gave_up += 1;
+                            break;
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                }
+                r
+            }));
+        }
+        let mut report = PostReport::default();
+        for w in workers {
+            if let Ok(r) = w.await {
+                report.merge(r);
+            }
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        report
+    }
+}
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Every item of a table (parallel scan, 4 segments), with only `attrs`.
+async fn scan_all(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    attrs: &[&str],
+) -> Result<Vec<Item>, String> {
+    const SEGMENTS: i32 = 4;
+    let projection: Vec<String> = (0..attrs.len()).map(|i| format!("#p{i}")).collect();
+    let segments = (0..SEGMENTS).map(|segment| {
+        let projection = projection.join(", ");
+        async move {
+            let mut out = Vec::new();
+            let mut start: Option<Item> = None;
+            loop {
+                let mut q = client
+                    .scan()
+                    .table_name(table)
+                    .segment(segment)
+                    .total_segments(SEGMENTS)
+                    .projection_expression(&projection)
+                    .set_exclusive_start_key(start.take());
+                for (i, a) in attrs.iter().enumerate() {
+                    q = q.expression_attribute_names(format!("#p{i}"), *a);
+                }
+                let page = q
+                    .send()
+                    .await
+                    .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string())?;
+                out.extend(page.items.unwrap_or_default());
+                match page.last_evaluated_key {
+                    Some(k) if !k.is_empty() => start = Some(k),
+                    _ => break,
+                }
+            }
+            Ok::<_, String>(out)
+        }
+    });
+    let mut all = Vec::new();
+    for part in ctwa_shared::run_bounded(segments, SEGMENTS as usize).await {
+        all.extend(part?);
+    }
+    Ok(all)
+}
+
+fn s<'a>(item: &'a Item, k: &str) -> Option<&'a str> {
+    item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+/// What the tables hold compared with what was sent.
+#[derive(Debug, Default, Clone)]
+pub struct Accounting {
+    pub inbox_items: usize,
+    pub clicks: usize,
+    pub conversations: usize,
+    pub lost_messages: usize,
+    pub lost_clicks: usize,
+    pub lost_conversations: usize,
+    pub unexpected_inbox_items: usize,
+    pub duplicate_clicks: usize,
+    pub unexpected_conversations: usize,
+    /// Messages reported `stored` more often than there are unique messages.
+    pub duplicate_store_acks: usize,
+    /// Clicks filed under another conversation than their message's.
+    pub misfiled_clicks: usize,
+    pub first_touch_wrong: usize,
+    pub examples: Vec<String>,
+}
+
+impl Accounting {
+    pub fn lost(&self) -> usize {
+        self.lost_messages + self.lost_clicks + self.lost_conversations
+    }
+    pub fn duplicated(&self) -> usize {
+        self.unexpected_inbox_items
+            + self.duplicate_clicks
+            + self.unexpected_conversations
+            + self.duplicate_store_acks
+    }
+    /// Nothing lost, nothing twice, every first touch right.
+    pub fn clean(&self) -> bool {
+        self.lost() == 0
+            && self.duplicated() == 0
+            && self.first_touch_wrong == 0
+            && self.misfiled_clicks == 0
+    }
+    pub fn to_json(&self) -> Value {
+        json!({
+            "inbox_items": self.inbox_items,
+            "clicks": self.clicks,
+            "conversations": self.conversations,
+            "lost": {"messages": self.lost_messages, "clicks": self.lost_clicks, "conversations": self.lost_conversations},
+            "duplicated": {"inbox_items": self.unexpected_inbox_items, "clicks": self.duplicate_clicks,
+                "conversations": self.unexpected_conversations, "store_acks": self.duplicate_store_acks},
+            "misfiled_clicks": self.misfiled_clicks,
+            "first_touch_wrong": self.first_touch_wrong,
+            "examples": self.examples,
+        })
+    }
+}
+
+impl Workload {
+    /// Reads the inbox and data tables and accounts for every message, click and first
+    /// touch of the webhooks answered 200. `stored_reported` is the sum of the webhook
+    /// answers' `stored` counts (None when unknown).
+    pub async fn account(
+        &self,
+        target: &Target,
+        stored_reported: Option<usize>,
+    ) -> Result<Accounting, String> {
+        let mut acc = Accounting::default();
+        let note = |acc: &mut Accounting, what: String| {
+            if acc.examples.len() < 10 {
+                acc.examples.push(what);
+            }
+        };
+        let mut expect = vec![Expect::Never; self.messages.len()];
+        // `Must`: its webhook was answered 200, so it is stored and captured exactly once.
+        // `May`: posted but never answered 200; it may be stored, at most once.
+        for b in &self.bodies {
+            let e = if b.acked.load(Ordering::Relaxed) {
+                Expect::Must
+            } else if b.sent.load(Ordering::Relaxed) {
+                Expect::May
+            } else {
+                Expect::Never
+            };
+            for &m in &b.messages {
+                expect[m] = e;
+            }
+        }
+        let by_id: HashMap<String, usize> = self
+            .messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (format!("wa:{}", m.wamid), i))
+            .collect();
+        // Inbox.
+        let inbox = scan_all(&target.dynamodb, &target.inbox_table, &["pk"]).await?;
+        acc.inbox_items = inbox.len();
+        let present: HashSet<&str> = inbox.iter().filter_map(|i| s(i, "pk")).collect();
+        for (id, &m) in &by_id {
+            if expect[m] == Expect::Must && !present.contains(id.as_str()) {
+                acc.lost_messages += 1;
+                note(
+                    &mut acc,
+                    format!("message {id} answered 200 but not in the inbox"),
+                );
+            }
+        }
+        // Items of this run (its message ids carry the run tag) that were never posted.
+        acc.unexpected_inbox_items = present
+            .iter()
+            .filter(|id| {
+                id.contains(&self.run)
+                    && by_id.get(**id).is_none_or(|m| expect[*m] == Expect::Never)
+            })
+            .count();
+        if let Some(stored) = stored_reported {
+            let acked = expect.iter().filter(|e| **e == Expect::Must).count();
+            acc.duplicate_store_acks = stored.saturating_sub(acked);
+        }
+        // Data table: clicks and conversations of this run's accounts only.
+        let data = scan_all(
+            &target.dynamodb,
+            &target.data_table,
+            &[
+                "sk",
+                "account_id",
+                "conversation_id",
+                "message_id",
+                "ctwa_clid",
+                "ctwa_message_id",
+            ],
+        )
+        .await?;
+        let ours: HashSet<&str> = self.accounts.iter().map(|a| a.id.as_str()).collect();
+        let by_wamid: HashMap<&str, usize> = self
+            .messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.wamid.as_str(), i))
+            .collect();
+        let mut click_counts: HashMap<&str, usize> = HashMap::new();
+        let mut convs: HashMap<&str, (Option<&str>, Option<&str>)> = HashMap::new();
+        for item in data
+            .iter()
+            .filter(|i| s(i, "account_id").is_some_and(|a| ours.contains(a)))
+        {
+            let sk = s(item, "sk").unwrap_or_default();
+            if sk.starts_with("CLICK#") {
+                acc.clicks += 1;
+                let msg = s(item, "message_id").unwrap_or_default();
+                *click_counts.entry(msg).or_default() += 1;
+                if let Some(&m) = by_wamid.get(msg)
+                    && Some(self.conversation_of(&self.messages[m]).as_str())
+                        != s(item, "conversation_id")
+                {
+                    acc.misfiled_clicks += 1;
+                    note(
+                        &mut acc,
+                        format!("click of {msg} filed under another conversation"),
+                    );
+                }
+            } else if sk == "CONV" {
+                acc.conversations += 1;
+                if let Some(id) = s(item, "conversation_id") {
+                    convs.insert(id, (s(item, "ctwa_message_id"), s(item, "ctwa_clid")));
+                }
+            }
+        }
+        for (msg, n) in &click_counts {
+            let m = by_wamid.get(msg).copied();
+            let referral = m.is_some_and(|m| self.messages[m].referral.is_some());
+            let posted = m.is_some_and(|m| expect[m] != Expect::Never);
+            if !referral || !posted {
+                acc.duplicate_clicks += n;
+                note(
+                    &mut acc,
+                    format!("click for {msg}, never posted with a referral"),
+                );
+            } else if *n > 1 {
+                acc.duplicate_clicks += n - 1;
+                note(&mut acc, format!("{n} clicks for {msg}"));
+            }
+        }
+        // Per conversation: the earliest click with a click id among the clicks that must
+        // exist and those that may and do.
+        let mut conv_first: HashMap<String, Option<(i64, String, String)>> = HashMap::new();
+        let mut conv_must: HashSet<String> = HashSet::new();
+        let mut conv_posted: HashSet<String> = HashSet::new();
+        for (i, m) in self.messages.iter().enumerate() {
+            if expect[i] == Expect::Never {
+                continue;
+            }
+            let conv = self.conversation_of(m);
+            conv_posted.insert(conv.clone());
+            let slot = conv_first.entry(conv.clone()).or_insert(None);
+            if expect[i] == Expect::Must {
+                conv_must.insert(conv);
+            }
+            let Some(r) = &m.referral else { continue };
+            let clicked = click_counts.contains_key(m.wamid.as_str());
+            if expect[i] == Expect::Must && !clicked {
+                acc.lost_clicks += 1;
+                note(&mut acc, format!("no click for {}", m.wamid));
+            }
+            if let Some(clid) = r
+                && (expect[i] == Expect::Must || clicked)
+            {
+                let ms = m.ts * 1000;
+                let better = slot
+                    .as_ref()
+                    .is_none_or(|(t, id, _)| click_precedes(ms, &m.wamid, *t, id));
+                if better {
+                    *slot = Some((ms, m.wamid.clone(), clid.clone()));
+                }
+            }
+        }
+        for (conv, first) in &conv_first {
+            let Some((got_msg, got_clid)) = convs.get(conv.as_str()) else {
+                if conv_must.contains(conv) {
+                    acc.lost_conversations += 1;
+                    note(&mut acc, format!("conversation {conv} missing"));
+                }
+                continue;
+            };
+            let want = first.as_ref().map(|(_, m, c)| (m.as_str(), c.as_str()));
+            let got = got_msg.zip(*got_clid);
+            if want != got {
+                acc.first_touch_wrong += 1;
+                note(
+                    &mut acc,
+                    format!("conversation {conv}: first touch {got:?}, expected {want:?}"),
+                );
+            }
+        }
+        acc.unexpected_conversations = convs.keys().filter(|c| !conv_posted.contains(**c)).count();
+        Ok(acc)
+    }
+
+    /// Clicks and conversations in the data table (a cheap progress probe).
+    async fn captured_counts(&self, target: &Target) -> Result<(usize, usize), String> {
+        let ours: HashSet<&str> = self.accounts.iter().map(|a| a.id.as_str()).collect();
+        let mut items =
+            scan_all(&target.dynamodb, &target.data_table, &["sk", "account_id"]).await?;
+        items.retain(|i| s(i, "account_id").is_some_and(|a| ours.contains(a)));
+        let clicks = items
+            .iter()
+            .filter(|i| s(i, "sk").is_some_and(|k| k.starts_with("CLICK#")))
+            .count();
+        let convs = items.iter().filter(|i| s(i, "sk") == Some("CONV")).count();
+        Ok((clicks, convs))
+    }
+
+    /// Waits until capture has written what was sent (or made no progress for `stall`,
+    /// or `deadline`), then accounts; a first touch still settling is read again a few
+    /// times. Answers the accounting and how long the wait took.
+    pub async fn settle_and_account(
+        &self,
+        target: &Target,
+        stored_reported: Option<usize>,
+        stall: Duration,
+        deadline: Instant,
+    ) -> Result<(Accounting, f64), String> {
+        let started = Instant::now();
+        let expected = self.expected_counts(false);
+        let mut last = (usize::MAX, usize::MAX);
+        let mut last_change = Instant::now();
+        loop {
+            let now = self.captured_counts(target).await?;
+            // Messages posted without a 200 may add to the counts.
+            if now.0 >= expected.0 && now.1 >= expected.1 {
+                break;
+            }
+            if now != last {
+                last = now;
+                last_change = Instant::now();
+            }
+            if last_change.elapsed() > stall || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let drained = started.elapsed().as_secs_f64();
+        let mut acc = self.account(target, stored_reported).await?;
+        for _ in 0..5 {
+            if acc.clean() || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            acc = self.account(target, stored_reported).await?;
+        }
+        Ok((acc, drained))
+    }
+}
+
+/// The whole load test: accounts, posts, waits for capture, accounts. One JSON report.
+pub async fn run(plan: &Plan, target: &Target, deadline: Instant) -> Result<Value, String> {
+    let w = Arc::new(Workload::generate(plan, &target.app_secret));
+    w.setup_accounts(target).await?;
+    let post = w
+        .post(target, 0..w.sends(), plan.concurrency, deadline, false)
+        .await;
+    let stall = Duration::from_secs(60);
+    let (acc, drain) = w
+        .settle_and_account(target, Some(post.stored_reported), stall, deadline)
+        .await?;
+    let ok = acc.clean()
+        && !post.timed_out
+        && post.gave_up == 0
+        && post.http_4xx == 0
+        && post.posts == w.sends();
+    Ok(json!({
+        "workload": w.describe(),
+        "post": post.to_json(),
+        "capture_drain_seconds": (drain * 100.0).round() / 100.0,
+        "accounting": acc.to_json(),
+        "lost": acc.lost(),
+        "duplicated": acc.duplicated(),
+        "first_touch_wrong": acc.first_touch_wrong,
+        "ok": ok,
+    }))
+}

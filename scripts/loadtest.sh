@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Load test with accounting: 100,000 signed Cloud API webhooks by default (10% exact
+# re-sends, 30% of the messages with CTWA referrals, text / image / button / interactive
+# messages and status updates, several customers per account, several accounts each with
+# its own phone number id), posted concurrently over loopback to a release build of the
+# local stack on fresh tables, as fast as it answers. Then the tables are read back:
+# every unique message in the inbox once, every referral a click once, every
+# conversation's first touch its earliest click. Prints the report (rate, lost,
+# duplicated) and exits 1 unless nothing was lost or duplicated. Bounded in time: the
+# run stops itself at --timeout (and is killed 90 s after that at the latest).
+# Needs nothing running: starts its own DynamoDB Local, emulator and ctwa-local.
+# Usage: scripts/loadtest.sh [--webhooks N] [--concurrency C] [--accounts A]
+#                            [--customers K] [--timeout SECONDS] [--seed N]
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+webhooks=100000; concurrency=32; accounts=5; customers=400; timeout_s=900; seed=""
+usage="usage: scripts/loadtest.sh [--webhooks N] [--concurrency C] [--accounts A] [--customers K] [--timeout SECONDS] [--seed N]"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --webhooks) webhooks="$2"; shift 2 ;;
+    --concurrency) concurrency="$2"; shift 2 ;;
+    --accounts) accounts="$2"; shift 2 ;;
+    --customers) customers="$2"; shift 2 ;;
+    --timeout) timeout_s="$2"; shift 2 ;;
+    --seed) seed="$2"; shift 2 ;;
+    *) echo "$usage" >&2; exit 2 ;;
+  esac
+done
+case "$webhooks$concurrency$accounts$customers$timeout_s$seed" in
+  *[!0-9]*) echo "$usage (numbers only)" >&2; exit 2 ;;
+esac
+out="$root/.ctwa/loadtest"; mkdir -p "$out"
+
+echo "== release build (ctwa-local, ctwa-loadtest)" >&2
+cargo build -q --release --locked -p ctwa-local --bin ctwa-local --bin ctwa-loadtest
+
+# A fresh DynamoDB Local (in memory; 1 GiB of heap for 100,000 inbox items and their
+# stream) and Secrets Manager emulator for this run only, on free ports, stopped at the end.
+echo "== services for this run (DynamoDB Local, Secrets Manager emulator)" >&2
+eval "$(scripts/deps.sh)"   # DYNAMODB_LOCAL_JAR, VENV
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+ddb_port=$(free_port); sm_port=$(free_port)
+java -Xmx1g -Djava.library.path="$(dirname "$DYNAMODB_LOCAL_JAR")/DynamoDBLocal_lib" -jar "$DYNAMODB_LOCAL_JAR" \
+  -inMemory -disableTelemetry -port "$ddb_port" >"$out/dynamodb.log" 2>&1 &
+pids+=("$!")
+"$VENV/bin/moto_server" -H 127.0.0.1 -p "$sm_port" >"$out/secrets.log" 2>&1 &
+pids+=("$!")
+for p in "$ddb_port" "$sm_port"; do
+  for _ in $(seq 1 150); do listening "$p" && break; sleep 0.2; done
+  listening "$p" || { echo "a service did not open port $p in 30 s (logs: $out/dynamodb.log, $out/secrets.log)" >&2; exit 1; }
+done
+export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$ddb_port" AWS_ENDPOINT_URL_DYNAMODB_STREAMS="http://127.0.0.1:$ddb_port" \
+  AWS_ENDPOINT_URL_SECRETS_MANAGER="http://127.0.0.1:$sm_port" AWS_REGION="${AWS_REGION:-us-east-1}" \
+  AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-local}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-local}" AWS_EC2_METADATA_DISABLED=true
+
+port=$(free_port)
+suffix="$(date +%s)-$$"
+export INBOX_TABLE="loadtest-inbox-$suffix" DATA_TABLE="loadtest-data-$suffix" WEBHOOK_SECRET_ID="loadtest/webhook-$suffix"
+rm -f "$out/local.json"
+CTWA_LOCAL_PORT=$port CTWA_STATE_DIR="$out" target/release/ctwa-local >"$out/local.log" 2>&1 &
+local_pid=$!; pids+=("$local_pid")
+for _ in $(seq 1 150); do
+  [ -f "$out/local.json" ] && grep -q "127.0.0.1:$port" "$out/local.json" && break
+  kill -0 "$local_pid" 2>/dev/null || { echo "ctwa-local exited; log: $out/local.log" >&2; tail -20 "$out/local.log" >&2; exit 1; }
+  sleep 0.2
+done
+grep -q "127.0.0.1:$port" "$out/local.json" || { echo "ctwa-local did not start in 30 s; log: $out/local.log" >&2; exit 1; }
+
+echo "== $webhooks webhooks, $concurrency concurrent, $accounts accounts x $customers customers (stops by itself within ${timeout_s} s)" >&2
+args=(--state "$out/local.json" --webhooks "$webhooks" --concurrency "$concurrency" --accounts "$accounts"
+      --customers "$customers" --timeout "$timeout_s")
+[ -n "$seed" ] && args+=(--seed "$seed")
+status=0
+timeout --kill-after=10 $(( timeout_s + 90 )) target/release/ctwa-loadtest "${args[@]}" >"$out/report.json" || status=$?
+if [ ! -s "$out/report.json" ]; then
+  echo "loadtest: no report (exit $status); stack log: $out/local.log" >&2
+  exit 1
+fi
+python3 - "$out/report.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+w, p, a = r["workload"], r["post"], r["accounting"]
+print(f"webhooks: {w['sent']} posted ({w['unique']} unique + {w['duplicate_resends']} exact re-sends; "
+      f"{w['status_updates']} status updates), {w['messages']} messages, {w['referrals']} referrals "
+      f"({w['referrals_without_clid']} without ctwa_clid), {w['accounts']} accounts, {w['conversations']} conversations")
+print(f"rate: {p['per_second']}/s over {p['seconds']} s (p50 {p['latency_ms']['p50']} ms, p99 {p['latency_ms']['p99']} ms); "
+      f"5xx {p['http_5xx']}, 4xx {p['http_4xx']}, transport errors {p['transport_errors']}, gave up {p['gave_up']}")
+print(f"capture drained {r['capture_drain_seconds']} s after the last post")
+print(f"tables: {a['inbox_items']} inbox items, {a['clicks']} clicks, {a['conversations']} conversations")
+print(f"lost: {r['lost']} {a['lost']}")
+print(f"duplicated: {r['duplicated']} {a['duplicated']}")
+print(f"first touch not the earliest click: {r['first_touch_wrong']}; clicks misfiled: {a['misfiled_clicks']}")
+for e in a["examples"]:
+    print(f"  e.g. {e}")
+print("OK" if r["ok"] else "FAILED")
+PY
+echo "report: $out/report.json" >&2
+exit "$status"

@@ -1,0 +1,54 @@
+//! The load test with accounting, small enough for every CI run (scripts/loadtest.sh runs
+//! the 100,000-webhook version against a release build): a realistic mix of signed
+//! webhooks posted concurrently to the local stack, then every message, click and first
+//! touch accounted for in the tables.
+
+// The same generator and accounting as `ctwa-loadtest`.
+#[allow(dead_code)]
+#[path = "../local/src/bin/ctwa-loadtest/loadgen.rs"]
+mod loadgen;
+
+use ctwa_tests::*;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_webhooks_each_message_once_each_click_once_first_touch_the_earliest() {
+    let app = spawn_app().await;
+    let target = loadgen::Target {
+        base_url: app.base.clone(),
+        app_secret: app.cfg.app_secret.clone(),
+        inbox_table: app.cfg.inbox_table.clone(),
+        data_table: app.cfg.data_table.clone(),
+        dynamodb: app.clients.dynamodb.clone(),
+    };
+    let mut plan = loadgen::Plan::new(5_000);
+    plan.accounts = 3;
+    plan.customers = 60;
+    plan.concurrency = 16;
+    // Bounded: the posting and the wait for capture stop by themselves.
+    let deadline = Instant::now() + Duration::from_secs(50);
+    let report = loadgen::run(&plan, &target, deadline)
+        .await
+        .expect("load test runs");
+    eprintln!("load test report: {report}");
+    let w = &report["workload"];
+    assert_eq!(
+        report["post"]["timed_out"], false,
+        "the stack took only {}/s, too slow to post 5,000 webhooks within the bound (is DynamoDB Local overloaded? scripts/services.sh stop, then start it again): {report}",
+        report["post"]["per_second"]
+    );
+    assert_eq!(w["sent"], 5_000);
+    assert_eq!(w["duplicate_resends"], 500, "10% exact re-sends");
+    assert!(w["referrals"].as_u64().unwrap() > 1_000, "{w}");
+    assert!(w["status_updates"].as_u64().unwrap() > 200, "{w}");
+    assert_eq!(report["post"]["gave_up"], 0, "{report}");
+    assert_eq!(report["post"]["http_4xx"], 0, "{report}");
+    assert_eq!(report["lost"], 0, "nothing lost: {report}");
+    assert_eq!(report["duplicated"], 0, "nothing twice: {report}");
+    assert_eq!(report["first_touch_wrong"], 0, "{report}");
+    assert_eq!(report["accounting"]["misfiled_clicks"], 0, "{report}");
+    assert_eq!(report["ok"], true, "{report}");
+    // The webhook answers agree: each unique message reported stored exactly once.
+    assert_eq!(report["post"]["stored_reported"], w["messages"], "{report}");
+    app.stack.stop().await;
+}
