@@ -300,6 +300,17 @@ impl DynamoData {
         Ok(out.item)
     }
 
+    /// A transaction's put of a new item (`attribute_not_exists(pk)`).
+    fn put_new_in_transaction(&self, item: Item) -> Result<TransactWriteItem, StoreError> {
+        let p = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        Ok(TransactWriteItem::builder().put(p).build())
+    }
+
     /// A conditional put: `false` when an item with the same key exists.
     async fn put_new(&self, item: Item) -> Result<bool, StoreError> {
         put_if_absent(&self.client, &self.table, item).await
@@ -392,15 +403,7 @@ impl Accounts for DynamoData {
         );
         let mut by_id = key(format!("KEYID#{key_id}"), "KEYID");
         by_id.insert("key_hash".into(), s(&k.hash));
-        let put = |item: Item| -> Result<TransactWriteItem, StoreError> {
-            let p = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .condition_expression("attribute_not_exists(pk)")
-                .build()
-                .map_err(|e| StoreError::Backend(e.to_string()))?;
-            Ok(TransactWriteItem::builder().put(p).build())
-        };
+        let put = |item: Item| self.put_new_in_transaction(item);
         let res = self
             .client
             .transact_write_items()
@@ -1227,15 +1230,7 @@ impl DynamoData {
             item.insert("sinch_app_id".into(), s(app));
         }
         item.insert("created_at".into(), n(a.created_at_ms));
-        let put = |item: Item| -> Result<TransactWriteItem, StoreError> {
-            let p = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .condition_expression("attribute_not_exists(pk)")
-                .build()
-                .map_err(|e| StoreError::Backend(e.to_string()))?;
-            Ok(TransactWriteItem::builder().put(p).build())
-        };
+        let put = |item: Item| self.put_new_in_transaction(item);
         let mut writes = vec![put(item)?];
         for r in a.routes() {
             let mut ri = key(format!("ROUTE#{}", r.key()), "ROUTE");
