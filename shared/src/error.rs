@@ -89,9 +89,8 @@ impl ApiError {
                 } else {
                     format!("(#{}) {}", error.code, error.message)
                 };
-                let rate_limited = matches!(error.code, 4 | 17 | 32 | 613 | 80_000..=80_014);
                 let status_code = match *status {
-                    _ if rate_limited => StatusCode::TOO_MANY_REQUESTS,
+                    _ if e.is_rate_limit() => StatusCode::TOO_MANY_REQUESTS,
                     400..=499 => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
                     _ => StatusCode::BAD_GATEWAY,
                 };

@@ -112,6 +112,12 @@ impl GraphError {
         }
     }
 
+    /// Meta's rate-limit codes (app 4, user 17, 32, ad account 613, business use case
+    /// 80000-80014): retrying at once only extends the block.
+    pub fn is_rate_limit(&self) -> bool {
+        matches!(self.code(), Some(4 | 17 | 32 | 613 | 80_000..=80_014))
+    }
+
     /// Code 190: the token is invalid, expired or revoked; the user must reconnect.
     pub fn is_token_error(&self) -> bool {
         self.code() == Some(190)

@@ -113,11 +113,6 @@ pub enum CallKind {
     Cleanup,
 }
 
-/// Meta's rate-limit codes (app, user, ad account, business use case).
-pub fn is_rate_limit(e: &GraphError) -> bool {
-    matches!(e.code(), Some(4 | 17 | 32 | 613 | 80_000..=80_014))
-}
-
 /// One account's work with the Marketing API.
 pub struct Session<'a> {
     deps: &'a AdsDeps,
@@ -231,7 +226,7 @@ impl Session<'_> {
                     .await;
                 return Err(AdsError::Connect(ConnectError::TokenInvalid(Some(e))));
             }
-            if is_rate_limit(&e) {
+            if e.is_rate_limit() {
                 // Meta throttled: retrying now only extends the block. Code 4 is the
                 // app's budget, 17 the user's, the others the ad account's.
                 let key = match e.code() {
@@ -913,10 +908,10 @@ mod tests {
             }),
         };
         for c in [4, 17, 32, 613, 80_000, 80_004, 80_014] {
-            assert!(is_rate_limit(&e(c)), "{c}");
+            assert!(e(c).is_rate_limit(), "{c}");
         }
         for c in [1, 2, 100, 190, 200] {
-            assert!(!is_rate_limit(&e(c)), "{c}");
+            assert!(!e(c).is_rate_limit(), "{c}");
         }
     }
 }
