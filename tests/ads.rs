@@ -3,12 +3,10 @@
 //! validation before any call, rate limits, idempotency, and the inventory with the
 //! clicks and conversions captured for an ad.
 
-use ctwa_shared::meta::connection::REQUIRED_SCOPES;
 use ctwa_shared::store::{AdAccountLink, AdsStore};
 use ctwa_tests::*;
 use serde_json::{Value, json};
 
-const WABA: &str = "102290129340398";
 const ACT: &str = "act_100000000000001";
 const PAGE: &str = "200000000000001";
 const NUMBER: &str = "+919876543210";
@@ -29,15 +27,7 @@ async fn link(app: &TestApp, account_id: &str, act: &str) {
 /// A connected account with one linked ad account, known to the simulator.
 async fn ads_app_with(call_limit: u64) -> TestApp {
     let app = spawn_app().await;
-    let code = app.oauth_code(&REQUIRED_SCOPES, WABA);
-    let (s, v) = app
-        .post_json(
-            "/v1/oauth/exchange-code",
-            &app.api_key,
-            json!({"code": code}),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
+    app.connect_meta(&app.api_key).await;
     link(&app, &app.account_id, ACT).await;
     app.sim.sim.add_ad_account(&json!({
         "id": ACT, "page_ids": [PAGE], "whatsapp_numbers": [NUMBER], "call_limit": call_limit,
@@ -47,26 +37,6 @@ async fn ads_app_with(call_limit: u64) -> TestApp {
 
 async fn ads_app() -> TestApp {
     ads_app_with(1000).await
-}
-
-async fn call(
-    app: &TestApp,
-    method: &str,
-    path: &str,
-    key: &str,
-    body: Option<Value>,
-) -> (u16, Value, reqwest::header::HeaderMap) {
-    let mut r = app
-        .http
-        .request(method.parse().unwrap(), format!("{}{path}", app.base))
-        .bearer_auth(key);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let resp = r.send().await.expect("request");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    (status, resp.json().await.unwrap_or(Value::Null), headers)
 }
 
 fn meta_calls(app: &TestApp) -> usize {
@@ -102,18 +72,18 @@ async fn seed_000_five_steps_through_the_proxy() {
     let key = app.api_key.clone();
     let base = format!("/v25.0/{ACT}");
     // Image upload (the extra step before the creative).
-    let (s, v, _) = call(
-        &app,
-        "POST",
-        &format!("{base}/adimages"),
-        &key,
-        Some(json!({"bytes": "aGVsbG8=", "name": "a.png"})),
-    )
-    .await;
+    let (s, v, _) = app
+        .request_with_headers(
+            "POST",
+            &format!("{base}/adimages"),
+            &key,
+            Some(json!({"bytes": "aGVsbG8=", "name": "a.png"})),
+        )
+        .await;
     assert_eq!(s, 200, "{v}");
     let hash = v["images"]["a.png"]["hash"].as_str().unwrap().to_string();
     // 1. Campaign
-    let (s, v, h) = call(&app, "POST", &format!("{base}/campaigns"), &key, Some(json!({
+    let (s, v, h) = app.request_with_headers("POST", &format!("{base}/campaigns"), &key, Some(json!({
         "name": "Diwali Sale 2026", "objective": "OUTCOME_ENGAGEMENT", "status": "PAUSED", "special_ad_categories": []
     }))).await;
     assert_eq!(s, 200, "{v}");
@@ -122,19 +92,19 @@ async fn seed_000_five_steps_through_the_proxy() {
         "Meta's usage header is passed on"
     );
     let campaign = v["id"].as_str().unwrap().to_string();
-    let (s, v, _) = call(
-        &app,
-        "GET",
-        &format!("/v25.0/{campaign}?fields=id,name,objective,status,effective_status"),
-        &key,
-        None,
-    )
-    .await;
+    let (s, v, _) = app
+        .request_with_headers(
+            "GET",
+            &format!("/v25.0/{campaign}?fields=id,name,objective,status,effective_status"),
+            &key,
+            None,
+        )
+        .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["objective"], "OUTCOME_ENGAGEMENT");
     assert_eq!(v["effective_status"], "PAUSED");
     // 2. Ad set
-    let (s, v, _) = call(&app, "POST", &format!("{base}/adsets"), &key, Some(json!({
+    let (s, v, _) = app.request_with_headers("POST", &format!("{base}/adsets"), &key, Some(json!({
         "name": "Diwali Sale 2026 — India 25-34", "campaign_id": campaign, "daily_budget": 100000,
         "billing_event": "IMPRESSIONS", "optimization_goal": "CONVERSATIONS",
         "promoted_object": {"page_id": PAGE, "whatsapp_phone_number": NUMBER},
@@ -144,7 +114,7 @@ async fn seed_000_five_steps_through_the_proxy() {
     assert_eq!(s, 200, "{v}");
     let adset = v["id"].as_str().unwrap().to_string();
     // 3. Creative
-    let (s, v, _) = call(&app, "POST", &format!("{base}/adcreatives"), &key, Some(json!({
+    let (s, v, _) = app.request_with_headers("POST", &format!("{base}/adcreatives"), &key, Some(json!({
         "name": "Diwali Sale 2026 — Creative v1",
         "object_story_spec": {"page_id": PAGE, "link_data": {
             "message": "Diwali offer — 30% off, tap to chat!", "link": "https://wa.me/919876543210",
@@ -154,64 +124,64 @@ async fn seed_000_five_steps_through_the_proxy() {
     assert_eq!(s, 200, "{v}");
     let creative = v["id"].as_str().unwrap().to_string();
     // 4. Ad
-    let (s, v, _) = call(&app, "POST", &format!("{base}/ads"), &key, Some(json!({
+    let (s, v, _) = app.request_with_headers("POST", &format!("{base}/ads"), &key, Some(json!({
         "name": "Diwali Sale 2026 — Ad 1", "adset_id": adset, "creative": {"creative_id": creative}, "status": "PAUSED"
     }))).await;
     assert_eq!(s, 200, "{v}");
     let ad = v["id"].as_str().unwrap().to_string();
     // 5. Publish: the ad, then its ad set and campaign.
     for id in [&ad, &adset, &campaign] {
-        let (s, v, _) = call(
-            &app,
-            "POST",
-            &format!("/v25.0/{id}"),
-            &key,
-            Some(json!({"status": "ACTIVE"})),
-        )
-        .await;
+        let (s, v, _) = app
+            .request_with_headers(
+                "POST",
+                &format!("/v25.0/{id}"),
+                &key,
+                Some(json!({"status": "ACTIVE"})),
+            )
+            .await;
         assert_eq!((s, &v), (200, &json!({"success": true})));
     }
-    let (s, v, _) = call(
-        &app,
-        "GET",
-        &format!("/v25.0/{ad}?fields=id,name,adset_id,creative,status,effective_status"),
-        &key,
-        None,
-    )
-    .await;
+    let (s, v, _) = app
+        .request_with_headers(
+            "GET",
+            &format!("/v25.0/{ad}?fields=id,name,adset_id,creative,status,effective_status"),
+            &key,
+            None,
+        )
+        .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["status"], "ACTIVE");
     assert_eq!(v["creative"]["id"], creative.as_str());
     assert_eq!(v["effective_status"], "PENDING_REVIEW", "in review first");
-    let (_, v, _) = call(
-        &app,
-        "GET",
-        &format!("/v25.0/{ad}?fields=effective_status"),
-        &key,
-        None,
-    )
-    .await;
+    let (_, v, _) = app
+        .request_with_headers(
+            "GET",
+            &format!("/v25.0/{ad}?fields=effective_status"),
+            &key,
+            None,
+        )
+        .await;
     assert_eq!(v["effective_status"], "ACTIVE", "then serving");
     // The listing edge, with Meta's paging.
-    let (s, v, _) = call(
-        &app,
-        "GET",
-        &format!("{base}/ads?fields=id,name,effective_status&limit=10"),
-        &key,
-        None,
-    )
-    .await;
+    let (s, v, _) = app
+        .request_with_headers(
+            "GET",
+            &format!("{base}/ads?fields=id,name,effective_status&limit=10"),
+            &key,
+            None,
+        )
+        .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["data"][0]["id"], ad.as_str());
     // Meta's errors come back with their status, code and message.
-    let (s, v, _) = call(
-        &app,
-        "POST",
-        &format!("{base}/campaigns"),
-        &key,
-        Some(json!({"name": "x", "objective": "OUTCOME_ENGAGEMENT"})),
-    )
-    .await;
+    let (s, v, _) = app
+        .request_with_headers(
+            "POST",
+            &format!("{base}/campaigns"),
+            &key,
+            Some(json!({"name": "x", "objective": "OUTCOME_ENGAGEMENT"})),
+        )
+        .await;
     assert_eq!(s, 400, "{v}");
     assert_eq!(v["error"]["message"], "(#100) Invalid parameter");
     assert_eq!(v["error"]["meta_error"]["code"], 100);
@@ -222,40 +192,37 @@ async fn seed_000_five_steps_through_the_proxy() {
             .contains("special_ad_categories")
     );
     // A token of the caller's own is refused: the stored one is used.
-    let (s, v, _) = call(
-        &app,
-        "GET",
-        &format!("/v25.0/{ad}?access_token=EAAB"),
-        &key,
-        None,
-    )
-    .await;
+    let (s, v, _) = app
+        .request_with_headers("GET", &format!("/v25.0/{ad}?access_token=EAAB"), &key, None)
+        .await;
     assert_eq!(s, 400, "{v}");
     // Unknown edges and ids that are not ids.
-    let (s, _, _) = call(
-        &app,
-        "POST",
-        &format!("{base}/customaudiences"),
-        &key,
-        Some(json!({})),
-    )
-    .await;
+    let (s, _, _) = app
+        .request_with_headers(
+            "POST",
+            &format!("{base}/customaudiences"),
+            &key,
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(s, 404);
-    let (s, _, _) = call(&app, "GET", "/v25.0/me", &key, None).await;
+    let (s, _, _) = app
+        .request_with_headers("GET", "/v25.0/me", &key, None)
+        .await;
     assert_eq!(s, 404);
 }
 
 #[tokio::test]
 async fn one_call_creation_with_publish_and_inventory() {
     let app = ads_app().await;
-    let (s, v, _) = call(
-        &app,
-        "POST",
-        "/v1/ads/ctwa",
-        &app.api_key,
-        Some(ctwa_request(true)),
-    )
-    .await;
+    let (s, v, _) = app
+        .request_with_headers(
+            "POST",
+            "/v1/ads/ctwa",
+            &app.api_key,
+            Some(ctwa_request(true)),
+        )
+        .await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["success"], true);
     assert_eq!(v["status"], "ACTIVE");
@@ -300,7 +267,9 @@ async fn one_call_creation_with_publish_and_inventory() {
     assert_eq!(adset["fields"]["daily_budget"], 100000);
 
     // Inventory.
-    let (s, list, _) = call(&app, "GET", "/v1/ads", &app.api_key, None).await;
+    let (s, list, _) = app
+        .request_with_headers("GET", "/v1/ads", &app.api_key, None)
+        .await;
     assert_eq!(s, 200, "{list}");
     assert_eq!(list["data"][0]["ad_id"], ad_id.as_str());
     assert_eq!(list["data"][0]["daily_budget"], 100000);
@@ -310,7 +279,9 @@ async fn one_call_creation_with_publish_and_inventory() {
     assert!(list["data"][0]["effective_status"].is_string());
 
     // A click on this ad and a conversion for it are counted on the ad.
-    let (s, d, _) = call(&app, "GET", &format!("/v1/ads/{ad_id}"), &app.api_key, None).await;
+    let (s, d, _) = app
+        .request_with_headers("GET", &format!("/v1/ads/{ad_id}"), &app.api_key, None)
+        .await;
     assert_eq!(s, 200, "{d}");
     assert_eq!(d["clicks"], 0);
     assert_eq!(d["adset"]["daily_budget"], 100000);
@@ -342,8 +313,9 @@ async fn one_call_creation_with_publish_and_inventory() {
         "the ad's counts",
         std::time::Duration::from_secs(10),
         || async {
-            let (_, d, _) =
-                call(&app, "GET", &format!("/v1/ads/{ad_id}"), &app.api_key, None).await;
+            let (_, d, _) = app
+                .request_with_headers("GET", &format!("/v1/ads/{ad_id}"), &app.api_key, None)
+                .await;
             (d["clicks"] == 1 && d["conversions"]["delivered"] == 1).then_some(d)
         },
     )
@@ -358,14 +330,14 @@ async fn failure_at_step_4_leaves_nothing_behind() {
     app.sim.sim.add_fault(serde_json::from_value(json!({
         "path": "/ads$", "method": "POST", "status": 400, "code": 100, "message": "(#100) Invalid parameter"
     })).unwrap());
-    let (s, v, _) = call(
-        &app,
-        "POST",
-        "/v1/ads/ctwa",
-        &app.api_key,
-        Some(ctwa_request(true)),
-    )
-    .await;
+    let (s, v, _) = app
+        .request_with_headers(
+            "POST",
+            "/v1/ads/ctwa",
+            &app.api_key,
+            Some(ctwa_request(true)),
+        )
+        .await;
     assert_eq!(s, 400, "{v}");
     let e = &v["error"];
     assert_eq!(e["code"], "ad_creation_failed");
@@ -409,14 +381,14 @@ async fn failure_at_step_4_leaves_nothing_behind() {
         serde_json::from_value(json!({"method": "DELETE", "status": 400, "code": 100, "times": 2}))
             .unwrap(),
     );
-    let (s, v, _) = call(
-        &app,
-        "POST",
-        "/v1/ads/ctwa",
-        &app.api_key,
-        Some(ctwa_request(true)),
-    )
-    .await;
+    let (s, v, _) = app
+        .request_with_headers(
+            "POST",
+            "/v1/ads/ctwa",
+            &app.api_key,
+            Some(ctwa_request(true)),
+        )
+        .await;
     assert_eq!(s, 502, "{v}");
     let e = &v["error"];
     assert_eq!(e["unknown_outcome"], true);
@@ -450,14 +422,14 @@ async fn failure_at_step_4_leaves_nothing_behind() {
         v
     };
     let before = sorted(live(&app));
-    let (s, v, _) = call(
-        &app,
-        "POST",
-        "/v1/ads/ctwa",
-        &app.api_key,
-        Some(ctwa_request(true)),
-    )
-    .await;
+    let (s, v, _) = app
+        .request_with_headers(
+            "POST",
+            "/v1/ads/ctwa",
+            &app.api_key,
+            Some(ctwa_request(true)),
+        )
+        .await;
     assert_eq!(s, 400, "{v}");
     assert_eq!(v["error"]["failed_step"], "publish");
     assert_eq!(v["error"]["meta_error"]["code"], 1_487_749);
@@ -472,59 +444,44 @@ async fn another_accounts_ids_answer_403_without_a_meta_call() {
     let theirs = json!({"name": "x", "objective": "OUTCOME_ENGAGEMENT", "status": "PAUSED", "special_ad_categories": []});
     let before = meta_calls(&app);
     for act in ["act_999", "act_424242"] {
-        let (s, v, _) = call(
-            &app,
-            "POST",
-            &format!("/v25.0/{act}/campaigns"),
-            &app.api_key,
-            Some(theirs.clone()),
-        )
-        .await;
+        let (s, v, _) = app
+            .request_with_headers(
+                "POST",
+                &format!("/v25.0/{act}/campaigns"),
+                &app.api_key,
+                Some(theirs.clone()),
+            )
+            .await;
         assert_eq!(s, 403, "{act}: {v}");
         assert_eq!(v["error"]["message"], "id does not belong to your account");
-        let (s, _, _) = call(
-            &app,
-            "GET",
-            &format!("/v25.0/{act}/ads"),
-            &app.api_key,
-            None,
-        )
-        .await;
+        let (s, _, _) = app
+            .request_with_headers("GET", &format!("/v25.0/{act}/ads"), &app.api_key, None)
+            .await;
         assert_eq!(s, 403);
     }
     let mut req = ctwa_request(false);
     req["ad_account_id"] = json!("act_999");
-    let (s, v, _) = call(&app, "POST", "/v1/ads/ctwa", &app.api_key, Some(req)).await;
+    let (s, v, _) = app
+        .request_with_headers("POST", "/v1/ads/ctwa", &app.api_key, Some(req))
+        .await;
     assert_eq!(s, 403, "{v}");
-    let (s, _, _) = call(
-        &app,
-        "GET",
-        "/v1/ads?ad_account_id=act_999",
-        &app.api_key,
-        None,
-    )
-    .await;
+    let (s, _, _) = app
+        .request_with_headers("GET", "/v1/ads?ad_account_id=act_999", &app.api_key, None)
+        .await;
     assert_eq!(s, 403);
     assert_eq!(meta_calls(&app), before, "no Meta call was made");
 
     // Our objects are not theirs either.
-    let (s, v, _) = call(
-        &app,
-        "POST",
-        "/v1/ads/ctwa",
-        &app.api_key,
-        Some(ctwa_request(false)),
-    )
-    .await;
-    assert_eq!(s, 201, "{v}");
-    let (code, v2) = app
-        .post_json(
-            "/v1/oauth/exchange-code",
-            &other_key,
-            json!({"code": app.oauth_code(&REQUIRED_SCOPES, WABA)}),
+    let (s, v, _) = app
+        .request_with_headers(
+            "POST",
+            "/v1/ads/ctwa",
+            &app.api_key,
+            Some(ctwa_request(false)),
         )
         .await;
-    assert_eq!(code, 200, "{v2}");
+    assert_eq!(s, 201, "{v}");
+    app.connect_meta(&other_key).await;
     let before = meta_calls(&app);
     for id in ["campaign_id", "adset_id", "ad_id"] {
         let id = v[id].as_str().unwrap();
@@ -533,15 +490,19 @@ async fn another_accounts_ids_answer_403_without_a_meta_call() {
             ("POST", Some(json!({"status": "ACTIVE"}))),
             ("DELETE", None),
         ] {
-            let (s, r, _) = call(&app, m, &format!("/v25.0/{id}"), &other_key, body).await;
+            let (s, r, _) = app
+                .request_with_headers(m, &format!("/v25.0/{id}"), &other_key, body)
+                .await;
             assert_eq!(s, 403, "{m} {id}: {r}");
         }
-        let (s, _, _) = call(&app, "GET", &format!("/v1/ads/{id}"), &other_key, None).await;
+        let (s, _, _) = app
+            .request_with_headers("GET", &format!("/v1/ads/{id}"), &other_key, None)
+            .await;
         assert_eq!(s, 403);
     }
     // Nor can their ad reference our ad set.
     link(&app, &other, "act_999").await;
-    let (s, _, _) = call(&app, "POST", "/v25.0/act_999/ads", &other_key, Some(json!({"name": "x", "adset_id": v["adset_id"], "creative": {"creative_id": v["creative_id"]}}))).await;
+    let (s, _, _) = app.request_with_headers("POST", "/v25.0/act_999/ads", &other_key, Some(json!({"name": "x", "adset_id": v["adset_id"], "creative": {"creative_id": v["creative_id"]}}))).await;
     assert_eq!(s, 403);
     assert_eq!(meta_calls(&app), before, "no Meta call was made");
     // An ad account is linked to one account only.
@@ -566,14 +527,7 @@ async fn objects_made_elsewhere_are_checked_with_meta() {
     app.sim.sim.add_ad_account(
         &json!({"id": "act_999", "page_ids": [PAGE], "whatsapp_numbers": [NUMBER]}),
     );
-    let (code, v) = app
-        .post_json(
-            "/v1/oauth/exchange-code",
-            &other_key,
-            json!({"code": app.oauth_code(&REQUIRED_SCOPES, WABA)}),
-        )
-        .await;
-    assert_eq!(code, 200, "{v}");
+    app.connect_meta(&other_key).await;
     // Campaigns made in Ads Manager (straight at Meta), one in each ad account.
     let token = app.sim.sim.issued_tokens().into_iter().next().unwrap();
     let http = reqwest::Client::new();
@@ -586,26 +540,28 @@ async fn objects_made_elsewhere_are_checked_with_meta() {
             .send().await.unwrap().json().await.unwrap();
         made.push(v["id"].as_str().unwrap().to_string());
     }
-    let (s, v, _) = call(
-        &app,
-        "GET",
-        &format!("/v25.0/{}?fields=id,name", made[0]),
-        &app.api_key,
-        None,
-    )
-    .await;
+    let (s, v, _) = app
+        .request_with_headers(
+            "GET",
+            &format!("/v25.0/{}?fields=id,name", made[0]),
+            &app.api_key,
+            None,
+        )
+        .await;
     assert_eq!(s, 200, "ours, by Meta's account_id: {v}");
     assert_eq!(v["name"], "elsewhere");
-    let (s, v, _) = call(
-        &app,
-        "GET",
-        &format!("/v25.0/{}?fields=id,name", made[1]),
-        &app.api_key,
-        None,
-    )
-    .await;
+    let (s, v, _) = app
+        .request_with_headers(
+            "GET",
+            &format!("/v25.0/{}?fields=id,name", made[1]),
+            &app.api_key,
+            None,
+        )
+        .await;
     assert_eq!(s, 403, "theirs: {v}");
-    let (s, v, _) = call(&app, "GET", "/v25.0/4242424242", &app.api_key, None).await;
+    let (s, v, _) = app
+        .request_with_headers("GET", "/v25.0/4242424242", &app.api_key, None)
+        .await;
     assert_eq!(s, 400, "unknown to Meta: Meta's error: {v}");
     assert_eq!(v["error"]["meta_error"]["code"], 100);
 }
@@ -656,14 +612,9 @@ async fn every_mistake_is_refused_before_any_meta_call() {
         (json!([1, 2]), "JSON object"),
     ];
     for (body, want) in cases {
-        let (s, v, _) = call(
-            &app,
-            "POST",
-            "/v1/ads/ctwa",
-            &app.api_key,
-            Some(body.clone()),
-        )
-        .await;
+        let (s, v, _) = app
+            .request_with_headers("POST", "/v1/ads/ctwa", &app.api_key, Some(body.clone()))
+            .await;
         assert_eq!(s, 400, "{body}: {v}");
         let msg = v["error"]["message"].as_str().unwrap();
         assert!(msg.contains(want), "{msg:?} should mention {want:?}");
@@ -677,18 +628,22 @@ async fn every_mistake_is_refused_before_any_meta_call() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
-    let (s, _, _) = call(
-        &app,
-        "POST",
-        "/v1/ads/ctwa",
-        "ctwa_wrong",
-        Some(ctwa_request(false)),
-    )
-    .await;
+    let (s, _, _) = app
+        .request_with_headers(
+            "POST",
+            "/v1/ads/ctwa",
+            "ctwa_wrong",
+            Some(ctwa_request(false)),
+        )
+        .await;
     assert_eq!(s, 401);
-    let (s, _, _) = call(&app, "GET", "/v1/ads?limit=0", &app.api_key, None).await;
+    let (s, _, _) = app
+        .request_with_headers("GET", "/v1/ads?limit=0", &app.api_key, None)
+        .await;
     assert_eq!(s, 400);
-    let (s, _, _) = call(&app, "GET", "/v1/ads?after=nonsense", &app.api_key, None).await;
+    let (s, _, _) = app
+        .request_with_headers("GET", "/v1/ads?after=nonsense", &app.api_key, None)
+        .await;
     assert_eq!(s, 400);
     assert_eq!(meta_calls(&app), before, "nothing reached Meta");
     assert_eq!(live(&app), vec![]);
@@ -702,22 +657,17 @@ async fn rate_limits_are_respected_before_meta_throttles() {
     // Meta's usage header climbs 33%, 67%, 100%: the budget is spent, though Meta has
     // not refused anything yet.
     for _ in 0..3 {
-        let (s, v, _) = call(&app, "GET", &path, &key, None).await;
+        let (s, v, _) = app.request_with_headers("GET", &path, &key, None).await;
         assert_eq!(s, 200, "{v}");
     }
     let before = meta_calls(&app);
-    let (s, v, h) = call(&app, "GET", &path, &key, None).await;
+    let (s, v, h) = app.request_with_headers("GET", &path, &key, None).await;
     assert_eq!(s, 429, "held back before Meta throttles: {v}");
     assert_eq!(v["error"]["code"], "rate_limited");
     assert!(h.get("retry-after").is_some());
-    let (s, v, _) = call(
-        &app,
-        "POST",
-        "/v1/ads/ctwa",
-        &key,
-        Some(ctwa_request(false)),
-    )
-    .await;
+    let (s, v, _) = app
+        .request_with_headers("POST", "/v1/ads/ctwa", &key, Some(ctwa_request(false)))
+        .await;
     assert_eq!(s, 429, "{v}");
     assert_eq!(v["error"]["failed_step"], "image", "the first step: {v}");
     assert_eq!(meta_calls(&app), before, "held back, not sent");
@@ -727,16 +677,16 @@ async fn rate_limits_are_respected_before_meta_throttles() {
     // 5 minutes, passed on as 429, and no call until the wait is over.
     let app = ads_app_with(1000).await;
     let key = app.api_key.clone();
-    let (s, _, _) = call(&app, "GET", &path, &key, None).await;
+    let (s, _, _) = app.request_with_headers("GET", &path, &key, None).await;
     assert_eq!(s, 200);
     app.sim.sim.add_ad_account(
         &json!({"id": ACT, "page_ids": [PAGE], "whatsapp_numbers": [NUMBER], "call_limit": 0}),
     );
-    let (s, v, _) = call(&app, "GET", &path, &key, None).await;
+    let (s, v, _) = app.request_with_headers("GET", &path, &key, None).await;
     assert_eq!(s, 429, "{v}");
     assert_eq!(v["error"]["meta_error"]["code"], 80_004);
     let before = meta_calls(&app);
-    let (s, v, h) = call(&app, "GET", &path, &key, None).await;
+    let (s, v, h) = app.request_with_headers("GET", &path, &key, None).await;
     assert_eq!(s, 429, "{v}");
     let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
     assert!(retry > 200 && retry <= 300, "Meta said 5 minutes: {retry}");
@@ -746,7 +696,9 @@ async fn rate_limits_are_respected_before_meta_throttles() {
     app.sim
         .sim
         .add_ad_account(&json!({"id": "act_5", "page_ids": [PAGE], "whatsapp_numbers": [NUMBER]}));
-    let (s, v, _) = call(&app, "GET", "/v25.0/act_5/campaigns", &key, None).await;
+    let (s, v, _) = app
+        .request_with_headers("GET", "/v25.0/act_5/campaigns", &key, None)
+        .await;
     assert_eq!(s, 200, "{v}");
 }
 
@@ -812,15 +764,7 @@ async fn a_key_that_made_nothing_is_free_again() {
         (409, Some("meta_not_connected")),
         "{v}"
     );
-    let code = app.oauth_code(&REQUIRED_SCOPES, WABA);
-    let (s, v) = app
-        .post_json(
-            "/v1/oauth/exchange-code",
-            &app.api_key,
-            json!({"code": code}),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
+    app.connect_meta(&app.api_key).await;
     let (s, v) = send().await;
     assert_eq!(s, 201, "the retry with the same key runs: {v}");
 }

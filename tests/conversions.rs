@@ -14,15 +14,7 @@ const WABA: &str = "102290129340398";
 /// A connected account with a dataset and one captured click for `phone`.
 async fn ready_app(phone: &str, clid: &str) -> TestApp {
     let app = spawn_app().await;
-    let code = app.oauth_code(&REQUIRED_SCOPES, WABA);
-    let (s, v) = app
-        .post_json(
-            "/v1/oauth/exchange-code",
-            &app.api_key,
-            json!({"code": code}),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
+    app.connect_meta(&app.api_key).await;
     let (s, v) = app.post_json("/v1/dataset", &app.api_key, json!({})).await;
     assert_eq!(s, 200, "{v}");
     click(&app, phone, clid, ctwa_shared::time::now_secs() - 3600).await;

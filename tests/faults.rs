@@ -12,7 +12,6 @@ use ctwa_local::Clients;
 use ctwa_local::stream::StreamFeeder;
 use ctwa_shared::capi::resend_due;
 use ctwa_shared::capture::CaptureDeps;
-use ctwa_shared::meta::connection::REQUIRED_SCOPES;
 use ctwa_shared::store::dynamo::DynamoData;
 use ctwa_tests::fault_proxy::{
     FaultConfig, FaultProxy, spawn_app_through, spawn_app_with_graph_proxy,
@@ -316,8 +315,6 @@ async fn dynamodb_throttling_and_5xx_lose_nothing_and_never_ack_an_unstored_mess
 
 // ------------------------------------------------------------------ Graph faults
 
-const WABA: &str = "102290129340398";
-
 struct Sent {
     event_id: String,
     http: u16,
@@ -418,15 +415,7 @@ async fn at_meta(app: &TestApp) -> HashMap<String, usize> {
 
 /// Connects Meta, provisions the dataset and captures a click for each phone.
 async fn connected(app: &TestApp, phones: &[String]) {
-    let code = app.oauth_code(&REQUIRED_SCOPES, WABA);
-    let (s, v) = app
-        .post_json(
-            "/v1/oauth/exchange-code",
-            &app.api_key,
-            json!({"code": code}),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
+    app.connect_meta(&app.api_key).await;
     let (s, v) = app.post_json("/v1/dataset", &app.api_key, json!({})).await;
     assert_eq!(s, 200, "{v}");
     for (i, p) in phones.iter().enumerate() {

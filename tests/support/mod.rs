@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 pub const FIXTURE_PNID: &str = "1204727649384372";
 pub const FIXTURE_SINCH_APP: &str = "01EB37HMH1M6SV18ASNS3G135H";
+/// The WABA of the test account (and of the codes `connect_meta` exchanges).
+pub const FIXTURE_WABA: &str = "102290129340398";
 
 /// Refuses to run without the local servers' environment: the SDK would otherwise look
 /// for credentials on the instance-metadata address, which must never be contacted.
@@ -124,7 +126,7 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         .create_account(&Account {
             id: account_id.clone(),
             name: "Test business".into(),
-            waba_id: Some("102290129340398".into()),
+            waba_id: Some(FIXTURE_WABA.into()),
             phone_number_ids: vec![opts.phone_number_id.clone()],
             sinch_app_id: Some(opts.sinch_app_id.clone()),
             created_at_ms: 0,
@@ -154,6 +156,60 @@ impl TestApp {
             .as_str()
             .expect("code")
             .to_string()
+    }
+
+    /// Connects Meta for the account of `key`: a fresh code with every required scope
+    /// and the fixture WABA, exchanged (200 asserted); the answer.
+    pub async fn connect_meta(&self, key: &str) -> Value {
+        let code = self.oauth_code(
+            &ctwa_shared::meta::connection::REQUIRED_SCOPES,
+            FIXTURE_WABA,
+        );
+        let (s, v) = self
+            .post_json(
+                "/v1/oauth/exchange-code",
+                key,
+                serde_json::json!({ "code": code }),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
+    /// Any request with a key and an optional JSON body: status, JSON answer, headers.
+    pub async fn request_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        key: &str,
+        body: Option<Value>,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut r = self
+            .http
+            .request(
+                method.parse().expect("method"),
+                format!("{}{path}", self.base),
+            )
+            .bearer_auth(key);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        (status, resp.json().await.unwrap_or(Value::Null), headers)
+    }
+
+    /// [`Self::request_with_headers`] without the headers.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        key: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let (s, v, _) = self.request_with_headers(method, path, key, body).await;
+        (s, v)
     }
 
     pub async fn post_json(&self, path: &str, key: &str, body: Value) -> (u16, Value) {
