@@ -297,10 +297,6 @@ async fn create_ctwa(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse>
     let plan = body
         .plan(Some(&link.ad_account_id), link.page_id.as_deref())
         .map_err(ApiError::bad_request)?;
-    let plan = spec::Plan {
-        ad_account_id: link.ad_account_id.clone(),
-        ..plan
-    };
     if let Some(k) = &key {
         let hash = request_hash(&req.body);
         match deps
