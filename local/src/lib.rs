@@ -135,6 +135,7 @@ pub struct LocalConfig {
     pub resend_every: Option<Duration>,
 }
 
+#[derive(Clone)]
 pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub streams: aws_sdk_dynamodbstreams::Client,

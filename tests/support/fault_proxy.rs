@@ -11,10 +11,7 @@
 //! The server side is a small HTTP/1.1 reader (the AWS SDK sends `Content-Length`
 //! bodies); requests go upstream with reqwest.
 
-use ctwa_local::{Clients, LocalConfig, start};
-use ctwa_shared::auth::generate_key;
-use ctwa_shared::domain::Account;
-use ctwa_shared::store::Accounts;
+use ctwa_local::Clients;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,7 +20,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::{AppOptions, TestApp, unique};
+use crate::{AppOptions, TestApp};
 
 /// What to do to the matching requests. Shares are of the matching requests, 0.0 to 1.0.
 #[derive(Debug, Clone, Default)]
@@ -437,36 +434,8 @@ async fn spawn_custom(
         streams: direct.streams.clone(),
         secrets: direct.secrets.clone(),
     };
-    let cfg = LocalConfig {
-        bind: ([127, 0, 0, 1], 0).into(),
-        inbox_table: unique("inbox"),
-        data_table: unique("data"),
-        webhook_secret_id: unique("webhook-secret"),
-        app_secret: unique("app-secret"),
-        verify_token: unique("verify"),
-        sinch_webhook_secret: unique("sinch"),
-        max_body_bytes: opts.max_body_bytes,
-        inbox_ttl_days: 30,
-        graph_url: String::new(),
-        meta_app_id: "1234567890".into(),
-        token_secret_prefix: format!("{}/", unique("meta-token")),
-        retry_policy: ctwa_shared::capi::RetryPolicy {
-            budget: Duration::from_secs(3),
-            resend_delay: Duration::from_millis(500),
-            ..Default::default()
-        },
-        resend_every: None,
-    };
-    let sim = graph_sim::start(
-        ([127, 0, 0, 1], 0).into(),
-        graph_sim::SimConfig {
-            app_id: cfg.meta_app_id.clone(),
-            app_secret: cfg.app_secret.clone(),
-        },
-    )
-    .await
-    .expect("graph simulator starts");
-    let mut cfg = cfg;
+    let mut cfg = crate::test_config(&opts);
+    let sim = crate::start_sim(&cfg).await;
     let proxy = if graph_proxy {
         let p = FaultProxy::start(&format!("http://{}", sim.addr)).await;
         cfg.graph_url = format!("{}/{}", p.url(), graph_sim::DEFAULT_VERSION);
@@ -475,33 +444,6 @@ async fn spawn_custom(
         cfg.graph_url = sim.graph_url();
         None
     };
-    let stack = start(&stack_clients, cfg.clone())
-        .await
-        .expect("local stack starts");
-    let account_id = unique("acct");
-    stack
-        .data
-        .create_account(&Account {
-            id: account_id.clone(),
-            name: "Test business".into(),
-            waba_id: Some("102290129340398".into()),
-            phone_number_ids: vec![opts.phone_number_id.clone()],
-            sinch_app_id: Some(opts.sinch_app_id.clone()),
-            created_at_ms: 0,
-        })
-        .await
-        .expect("account");
-    let (api_key, rec) = generate_key(&account_id, 0).expect("key");
-    stack.data.put_api_key(&rec).await.expect("api key");
-    let app = TestApp {
-        base: stack.base_url(),
-        stack,
-        sim,
-        http: reqwest::Client::new(),
-        clients: direct,
-        cfg,
-        account_id,
-        api_key,
-    };
+    let app = crate::finish_app(&stack_clients, direct, cfg, sim, &opts).await;
     (app, proxy)
 }

@@ -86,7 +86,16 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
     let clients = clients().await;
-    let cfg = LocalConfig {
+    let mut cfg = test_config(&opts);
+    let sim = start_sim(&cfg).await;
+    cfg.graph_url = sim.graph_url();
+    finish_app(&clients, clients.clone(), cfg, sim, &opts).await
+}
+
+/// A test stack's config: fresh tables, secrets and app credentials; a short retry
+/// budget and resend delay. The Graph URL is set by the caller.
+pub(crate) fn test_config(opts: &AppOptions) -> LocalConfig {
+    LocalConfig {
         bind: ([127, 0, 0, 1], 0).into(),
         inbox_table: unique("inbox"),
         data_table: unique("data"),
@@ -100,13 +109,17 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         meta_app_id: "1234567890".into(),
         token_secret_prefix: format!("{}/", unique("meta-token")),
         retry_policy: ctwa_shared::capi::RetryPolicy {
-            budget: std::time::Duration::from_secs(3),
-            resend_delay: std::time::Duration::from_millis(500),
+            budget: Duration::from_secs(3),
+            resend_delay: Duration::from_millis(500),
             ..Default::default()
         },
         resend_every: None,
-    };
-    let sim = graph_sim::start(
+    }
+}
+
+/// The Graph simulator for the app of `cfg`.
+pub(crate) async fn start_sim(cfg: &LocalConfig) -> graph_sim::RunningSim {
+    graph_sim::start(
         ([127, 0, 0, 1], 0).into(),
         graph_sim::SimConfig {
             app_id: cfg.meta_app_id.clone(),
@@ -114,10 +127,19 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
         },
     )
     .await
-    .expect("graph simulator starts");
-    let mut cfg = cfg;
-    cfg.graph_url = sim.graph_url();
-    let stack = start(&clients, cfg.clone())
+    .expect("graph simulator starts")
+}
+
+/// Starts the stack on `stack_clients` and seeds the test account and its API key;
+/// `clients` are the test's own (straight to the local servers).
+pub(crate) async fn finish_app(
+    stack_clients: &Clients,
+    clients: Clients,
+    cfg: LocalConfig,
+    sim: graph_sim::RunningSim,
+    opts: &AppOptions,
+) -> TestApp {
+    let stack = start(stack_clients, cfg.clone())
         .await
         .expect("local stack starts");
     let account_id = unique("acct");
