@@ -38,7 +38,7 @@ impl Write for Capture {
 }
 
 async fn secret_value(app: &TestApp, account: &str) -> Value {
-    let id = format!("{}{account}", app.cfg.token_secret_prefix);
+    let id = format!("{}{account}", app.cfg.token_secret_prefix());
     let out = app
         .clients
         .secrets

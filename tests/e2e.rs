@@ -121,11 +121,7 @@ async fn fifty_concurrent_first_messages_one_first_touch_fifty_clicks() {
 
 #[tokio::test]
 async fn wrong_signature_malformed_json_and_oversized_bodies_store_nothing() {
-    let app = spawn_app_with(AppOptions {
-        max_body_bytes: 32 * 1024,
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_app().await;
     let body = ctwa_webhook(
         FIXTURE_PNID,
         "wamid.X",
@@ -148,7 +144,8 @@ async fn wrong_signature_malformed_json_and_oversized_bodies_store_nothing() {
         .await;
     assert_eq!(s, 400, "{v}");
     assert_eq!(v["error"]["code"], "bad_request");
-    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(40 * 1024));
+    // Over the template's MAX_WEBHOOK_BODY_BYTES (4 MiB), under Lambda's 6 MB.
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(4 * 1024 * 1024 + 1));
     let (s, v) = app.post_webhook(big).await;
     assert_eq!(s, 413, "{v}");
     assert_eq!(v["error"]["code"], "payload_too_large");
@@ -194,10 +191,11 @@ async fn hostile_inputs_get_4xx_json_never_5xx() {
             .send()
             .await
             .unwrap();
+        // API Gateway's own answer for a request no route matches.
         let s = r.status().as_u16();
-        assert!(s == 404 || s == 405, "{method} {path}: {s}");
+        assert_eq!(s, 404, "{method} {path}");
         let v: Value = r.json().await.unwrap();
-        assert!(v["error"]["code"].is_string());
+        assert_eq!(v["message"], "Not Found");
     }
     for q in ["?phone=", "?phone=abc", "?phone=%00", "", "?user_id="] {
         let (s, v) = app

@@ -59,7 +59,7 @@ async fn feeder_child_process() {
     let clients = Clients::from_env().await;
     let data = Arc::new(DynamoData::new(clients.dynamodb.clone(), data_table));
     let deps = Arc::new(CaptureDeps::new(data.clone(), data));
-    let feeder = StreamFeeder::new(
+    let feeder = StreamFeeder::in_process(
         clients.dynamodb.clone(),
         clients.streams.clone(),
         inbox,

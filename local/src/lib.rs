@@ -3,136 +3,61 @@
 //! capture handler is fed from the inbox table's real stream (DynamoDB Streams API),
 //! with records shaped exactly like Lambda's event and Lambda's partial-batch retries.
 
+pub mod lambda;
 pub mod stream;
 
-use bytes::Bytes;
 use ctwa_shared::ads::usage::Governor;
 use ctwa_shared::ads::{AdsDeps, AdsPolicy};
 use ctwa_shared::capi::{CapiDeps, RetryPolicy};
 use ctwa_shared::capture::CaptureDeps;
-use ctwa_shared::config::WebhookConfig;
-use ctwa_shared::error::ApiError;
-use ctwa_shared::handlers::{admin, ads as ads_handler, api, capi, connect, webhook};
-use ctwa_shared::http::{ApiRequest, ApiResponse, parse_query};
+use ctwa_shared::handlers::connect;
 use ctwa_shared::meta::connection::MetaDeps;
 use ctwa_shared::secrets::{AwsSecrets, CachedSecrets};
-use ctwa_shared::store::dynamo::{DynamoData, DynamoInbox};
+use ctwa_shared::store::dynamo::DynamoData;
 use ctwa_shared::tables;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use lambda::{LambdaOptions, LambdaStack, Resources};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 
-/// Which function serves a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Function {
-    Webhook,
-    Api,
-    Connect,
-    Dataset,
-    Conversions,
-    Ads,
-    Admin,
-}
-
-/// The HTTP API routes, exactly those of template.yaml (a test compares them).
-pub const ROUTES: &[(&str, &str, Function)] = &[
-    ("GET", "/webhook", Function::Webhook),
-    ("POST", "/webhook", Function::Webhook),
-    ("POST", "/webhook/sinch", Function::Webhook),
-    ("GET", "/v1/conversations", Function::Api),
-    ("GET", "/v1/conversations/{id}", Function::Api),
-    ("POST", "/v1/oauth/exchange-code", Function::Connect),
-    ("POST", "/v1/oauth/refresh-token", Function::Connect),
-    ("GET", "/v1/status", Function::Connect),
-    ("GET", "/v1/dataset", Function::Dataset),
-    ("POST", "/v1/dataset", Function::Dataset),
-    ("GET", "/v1/capi", Function::Dataset),
-    ("POST", "/v1/capi", Function::Dataset),
-    ("POST", "/v1/conversions", Function::Conversions),
-    ("POST", "/v1/conversions/batch", Function::Conversions),
-    ("GET", "/v1/conversions", Function::Conversions),
-    ("POST", "/v1/triggers", Function::Conversions),
-    ("POST", "/v1/ads/ctwa", Function::Ads),
-    ("GET", "/v1/ads", Function::Ads),
-    ("GET", "/v1/ads/{ad_id}", Function::Ads),
-    ("GET", "/v25.0/{ad_account_id}/{edge}", Function::Ads),
-    ("POST", "/v25.0/{ad_account_id}/{edge}", Function::Ads),
-    ("GET", "/v25.0/{object_id}", Function::Ads),
-    ("POST", "/v25.0/{object_id}", Function::Ads),
-    ("DELETE", "/v25.0/{object_id}", Function::Ads),
-    ("POST", "/v1/admin/accounts", Function::Admin),
-    ("GET", "/v1/admin/accounts/{account_id}", Function::Admin),
-    (
-        "POST",
-        "/v1/admin/accounts/{account_id}/ad-accounts",
-        Function::Admin,
-    ),
-    ("GET", "/v1/api-keys", Function::Admin),
-    ("POST", "/v1/api-keys", Function::Admin),
-    ("POST", "/v1/api-keys/{key_id}/rotate", Function::Admin),
-    ("DELETE", "/v1/api-keys/{key_id}", Function::Admin),
-];
-
-fn path_matches(pattern: &str, path: &str) -> bool {
-    let path = path.trim_end_matches('/');
-    let (mut p, mut q) = (pattern.split('/'), path.split('/'));
-    loop {
-        match (p.next(), q.next()) {
-            (None, None) => return true,
-            (Some(a), Some(b)) if a.starts_with('{') && a.ends_with('}') => {
-                if b.is_empty() {
-                    return false;
-                }
-            }
-            (Some(a), Some(b)) if a == b => {}
-            _ => return false,
-        }
-    }
-}
-
-/// Like API Gateway: the function of the matching route, 405 for a known path with
-/// another method, 404 otherwise.
-pub fn route(method: &str, path: &str) -> Result<Function, ApiError> {
-    let mut path_known = false;
-    for (m, pattern, f) in ROUTES {
-        if path_matches(pattern, path) {
-            if *m == method {
-                return Ok(*f);
-            }
-            path_known = true;
-        }
-    }
-    if path_known {
-        Err(ApiError::MethodNotAllowed)
-    } else {
-        Err(ApiError::not_found(format!("no route for {method} {path}")))
-    }
-}
-
+/// The local deployment: the physical names of the template's resources and the
+/// values of its parameters.
 #[derive(Debug, Clone)]
 pub struct LocalConfig {
     pub bind: SocketAddr,
+    /// `AWS::StackName`: token secrets are `<stack>/meta-token/<account>`, function names
+    /// `<stack>-<LogicalId>`, the dead-letter queue `<stack>-<LogicalId>`.
+    pub stack_name: String,
     pub inbox_table: String,
     pub data_table: String,
+    /// The name of the template's `WebhookSecret` (its functions get its ARN).
     pub webhook_secret_id: String,
-    /// Written into the emulator's secret at start.
+    /// Parameter MetaAppSecret.
     pub app_secret: String,
+    /// Parameter WebhookVerifyToken.
     pub verify_token: String,
+    /// Parameter SinchWebhookSecret.
     pub sinch_webhook_secret: String,
-    pub max_body_bytes: usize,
+    /// Parameter InboxTtlDays.
     pub inbox_ttl_days: u64,
-    /// `META_GRAPH_URL` for the functions (the simulator, or a real Graph API).
+    /// Parameter MetaGraphUrl (the simulator, or a real Graph API).
     pub graph_url: String,
+    /// Parameter MetaAppId.
     pub meta_app_id: String,
-    pub token_secret_prefix: String,
+    /// Parameter LogLevel (`None`: the template's default).
+    pub log_level: Option<String>,
+    /// The retry policy of the in-process CAPI dependencies (tests' direct calls);
+    /// the functions use their own.
     pub retry_policy: RetryPolicy,
-    /// How often the resend job runs (`None`: never; tests call it directly).
-    pub resend_every: Option<Duration>,
+    pub lambda: LambdaOptions,
+}
+
+impl LocalConfig {
+    /// `!Sub ${AWS::StackName}/meta-token/`, as the template gives it to the functions.
+    pub fn token_secret_prefix(&self) -> String {
+        format!("{}/meta-token/", self.stack_name)
+    }
 }
 
 #[derive(Clone)]
@@ -140,6 +65,8 @@ pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub streams: aws_sdk_dynamodbstreams::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
+    /// SQS on the Secrets Manager emulator's endpoint (moto serves both).
+    pub sqs: aws_sdk_sqs::Client,
 }
 
 impl Clients {
@@ -154,23 +81,29 @@ impl Clients {
         {
             streams = streams.endpoint_url(url);
         }
+        let mut sqs = aws_sdk_sqs::config::Builder::from(&sdk);
+        if std::env::var_os("AWS_ENDPOINT_URL_SQS").is_none()
+            && let Ok(url) = std::env::var("AWS_ENDPOINT_URL_SECRETS_MANAGER")
+        {
+            sqs = sqs.endpoint_url(url);
+        }
         Self {
             dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
             streams: aws_sdk_dynamodbstreams::Client::from_conf(streams.build()),
             secrets: aws_sdk_secretsmanager::Client::new(&sdk),
+            sqs: aws_sdk_sqs::Client::from_conf(sqs.build()),
         }
     }
 }
 
 pub struct Stack {
     pub addr: SocketAddr,
+    pub lambda: LambdaStack,
     pub data: Arc<DynamoData>,
     pub capture: Arc<CaptureDeps>,
     pub connect: Arc<connect::ConnectDeps>,
     pub capi: Arc<CapiDeps>,
     pub ads: Arc<AdsDeps>,
-    shutdown: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Stack {
@@ -178,10 +111,7 @@ impl Stack {
         format!("http://{}", self.addr)
     }
     pub async fn stop(self) {
-        let _ = self.shutdown.send(true);
-        for t in self.tasks {
-            let _ = t.await;
-        }
+        self.lambda.stop().await;
     }
 }
 
@@ -194,23 +124,18 @@ impl std::fmt::Display for StartError {
 }
 impl std::error::Error for StartError {}
 
-/// Writes the deployment's webhook secret into the emulator (create, or a new version).
-pub async fn put_webhook_secret(clients: &Clients, cfg: &LocalConfig) -> Result<(), StartError> {
-    let value = serde_json::json!({
-        "app_secret": cfg.app_secret,
-        "verify_token": cfg.verify_token,
-        "sinch_webhook_secret": cfg.sinch_webhook_secret,
-    })
-    .to_string();
+/// Creates (or gives a new version to) a secret of the template with its resolved
+/// SecretString; its ARN.
+async fn put_secret(clients: &Clients, name: &str, value: &str) -> Result<String, StartError> {
     let created = clients
         .secrets
         .create_secret()
-        .name(&cfg.webhook_secret_id)
-        .secret_string(&value)
+        .name(name)
+        .secret_string(value)
         .send()
         .await;
     match created {
-        Ok(_) => Ok(()),
+        Ok(out) => Ok(out.arn.unwrap_or_default()),
         Err(e)
             if e.as_service_error()
                 .is_some_and(|s| s.is_resource_exists_exception()) =>
@@ -218,11 +143,11 @@ pub async fn put_webhook_secret(clients: &Clients, cfg: &LocalConfig) -> Result<
             clients
                 .secrets
                 .put_secret_value()
-                .secret_id(&cfg.webhook_secret_id)
-                .secret_string(&value)
+                .secret_id(name)
+                .secret_string(value)
                 .send()
                 .await
-                .map(|_| ())
+                .map(|o| o.arn.unwrap_or_default())
                 .map_err(|e| {
                     StartError(format!(
                         "writing secret: {}",
@@ -237,291 +162,155 @@ pub async fn put_webhook_secret(clients: &Clients, cfg: &LocalConfig) -> Result<
     }
 }
 
-/// Creates the tables and the secret, then serves every function on `cfg.bind` and
-/// runs the stream feeder, until [`Stack::stop`].
+/// "Deploys" template.yaml: creates its tables, secrets and queues with the local
+/// names, then starts every function behind the HTTP API, the stream mapping and the
+/// IAM gateway ([`LambdaStack`]), until [`Stack::stop`].
 pub async fn start(clients: &Clients, cfg: LocalConfig) -> Result<Stack, StartError> {
-    tables::create_inbox_table(&clients.dynamodb, &cfg.inbox_table)
-        .await
-        .map_err(|e| {
-            StartError(format!(
-                "{e} (is DynamoDB Local running at AWS_ENDPOINT_URL_DYNAMODB?)"
-            ))
-        })?;
-    tables::create_data_table(&clients.dynamodb, &cfg.data_table)
-        .await
-        .map_err(|e| StartError(e.to_string()))?;
-    put_webhook_secret(clients, &cfg).await?;
+    let text = std::fs::read_to_string(&cfg.lambda.template_path)
+        .map_err(|e| StartError(format!("{}: {e}", cfg.lambda.template_path.display())))?;
+    let raw = lambda::template::parse_raw(&text).map_err(|e| StartError(e.to_string()))?;
+    let mut given = HashMap::from([
+        ("MetaAppSecret".to_string(), cfg.app_secret.clone()),
+        ("WebhookVerifyToken".to_string(), cfg.verify_token.clone()),
+        (
+            "SinchWebhookSecret".to_string(),
+            cfg.sinch_webhook_secret.clone(),
+        ),
+        ("InboxTtlDays".to_string(), cfg.inbox_ttl_days.to_string()),
+        ("MetaGraphUrl".to_string(), cfg.graph_url.clone()),
+        ("MetaAppId".to_string(), cfg.meta_app_id.clone()),
+    ]);
+    if let Some(level) = &cfg.log_level {
+        given.insert("LogLevel".into(), level.clone());
+    }
+    let parameters =
+        lambda::template::parameters(&raw, &given).map_err(|e| StartError(e.to_string()))?;
 
-    let data = Arc::new(DynamoData::new(clients.dynamodb.clone(), &cfg.data_table));
-    let webhook_config = WebhookConfig {
-        inbox_table: cfg.inbox_table.clone(),
-        webhook_secret_id: cfg.webhook_secret_id.clone(),
-        inbox_ttl: Duration::from_secs(cfg.inbox_ttl_days * 86_400),
-        max_body_bytes: cfg.max_body_bytes,
-        sinch_max_skew: Duration::from_secs(300),
-        secrets_cache_ttl: Duration::from_secs(5),
+    let mut resources = Resources {
+        stack_name: cfg.stack_name.clone(),
+        parameters: given,
+        ..Default::default()
     };
-    let webhook_deps = Arc::new(webhook::WebhookDeps {
-        inbox: Arc::new(DynamoInbox::new(clients.dynamodb.clone(), &cfg.inbox_table)),
-        secrets: Arc::new(CachedSecrets::new(
-            Arc::new(AwsSecrets::new(clients.secrets.clone())),
-            webhook_config.secrets_cache_ttl,
-        )),
-        config: webhook_config,
-    });
-    let api_deps = Arc::new(api::ApiDeps {
-        accounts: data.clone(),
-        conversations: data.clone(),
-    });
-    let aws_secrets = Arc::new(AwsSecrets::new(clients.secrets.clone()));
-    let connect_deps = Arc::new(connect::ConnectDeps {
-        accounts: data.clone(),
-        capi: data.clone(),
-        meta: Arc::new(MetaDeps {
+    for id in lambda::template::resources_of_type(&raw, "AWS::DynamoDB::Table") {
+        let name = match id.as_str() {
+            "InboxTable" => {
+                tables::create_inbox_table(&clients.dynamodb, &cfg.inbox_table)
+                    .await
+                    .map_err(|e| {
+                        StartError(format!(
+                            "{e} (is DynamoDB Local running at AWS_ENDPOINT_URL_DYNAMODB?)"
+                        ))
+                    })?;
+                cfg.inbox_table.clone()
+            }
+            "DataTable" => {
+                tables::create_data_table(&clients.dynamodb, &cfg.data_table)
+                    .await
+                    .map_err(|e| StartError(e.to_string()))?;
+                cfg.data_table.clone()
+            }
+            other => {
+                return Err(StartError(format!(
+                    "template.yaml: table {other} has no local schema (shared/src/tables.rs)"
+                )));
+            }
+        };
+        resources.tables.insert(id, name);
+    }
+    let secret_bindings = lambda::template::Bindings {
+        stack_name: cfg.stack_name.clone(),
+        region: cfg.lambda.region.clone(),
+        account: lambda::LOCAL_ACCOUNT.into(),
+        parameters,
+        ..Default::default()
+    };
+    for id in lambda::template::resources_of_type(&raw, "AWS::SecretsManager::Secret") {
+        let name = if id == "WebhookSecret" {
+            cfg.webhook_secret_id.clone()
+        } else {
+            format!("{}-{id}", cfg.stack_name)
+        };
+        let value = match raw["Resources"][id.as_str()]["Properties"].get("SecretString") {
+            Some(v) => {
+                lambda::template::resolve(v, &secret_bindings, &raw, &format!("{id}.SecretString"))
+                    .map_err(|e| StartError(e.to_string()))?
+            }
+            None => "{}".to_string(),
+        };
+        let arn = put_secret(clients, &name, &value).await?;
+        resources.secrets.insert(id, (name, arn));
+    }
+    for id in lambda::template::resources_of_type(&raw, "AWS::SQS::Queue") {
+        let name = format!("{}-{id}", cfg.stack_name);
+        let url = clients
+            .sqs
+            .create_queue()
+            .queue_name(&name)
+            .send()
+            .await
+            .map_err(|e| {
+                StartError(format!(
+                    "creating queue {name} (the emulator at AWS_ENDPOINT_URL_SECRETS_MANAGER serves SQS too): {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(&e)
+                ))
+            })?
+            .queue_url
+            .unwrap_or_default();
+        resources.queues.insert(id, (name, url));
+    }
+
+    let lambda = LambdaStack::start(
+        cfg.bind,
+        cfg.lambda.clone(),
+        resources,
+        clients.dynamodb.clone(),
+    )
+    .await
+    .map_err(StartError)?;
+
+    // The shared crate's dependencies, in process, on the same tables and secrets.
+    let data = Arc::new(DynamoData::new(clients.dynamodb.clone(), &cfg.data_table));
+    let meta = |ttl: Duration| -> Result<Arc<MetaDeps>, StartError> {
+        let secrets = Arc::new(AwsSecrets::new(clients.secrets.clone()));
+        Ok(Arc::new(MetaDeps {
             graph: ctwa_shared::graph::GraphClient::new(&cfg.graph_url, Duration::from_secs(10))
                 .map_err(|e| StartError(format!("Graph client: {e}")))?,
             connections: data.clone(),
-            secrets: Arc::new(CachedSecrets::new(
-                aws_secrets.clone(),
-                Duration::from_secs(5),
-            )),
-            secret_writer: aws_secrets,
+            secrets: Arc::new(CachedSecrets::new(secrets.clone(), ttl)),
+            secret_writer: secrets,
             app_secret_id: cfg.webhook_secret_id.clone(),
             app_id: cfg.meta_app_id.clone(),
-            token_secret_prefix: cfg.token_secret_prefix.clone(),
-        }),
+            token_secret_prefix: cfg.token_secret_prefix(),
+        }))
+    };
+    let connect = Arc::new(connect::ConnectDeps {
+        accounts: data.clone(),
+        capi: data.clone(),
+        meta: meta(Duration::from_secs(5))?,
     });
-    // Like the separate Lambdas in AWS: the CAPI functions have their own secrets cache
-    // (with the production TTL), so a refresh made by the connect function reaches them
-    // through the connection's token version, not through a shared cache.
-    let capi_secrets = Arc::new(AwsSecrets::new(clients.secrets.clone()));
-    let capi_meta = Arc::new(MetaDeps {
-        graph: ctwa_shared::graph::GraphClient::new(&cfg.graph_url, Duration::from_secs(10))
-            .map_err(|e| StartError(format!("Graph client: {e}")))?,
-        connections: data.clone(),
-        secrets: Arc::new(CachedSecrets::new(
-            capi_secrets.clone(),
-            Duration::from_secs(300),
-        )),
-        secret_writer: capi_secrets,
-        app_secret_id: cfg.webhook_secret_id.clone(),
-        app_id: cfg.meta_app_id.clone(),
-        token_secret_prefix: cfg.token_secret_prefix.clone(),
-    });
-    let capi_deps = Arc::new(CapiDeps {
+    let capi = Arc::new(CapiDeps {
         accounts: data.clone(),
         conversations: data.clone(),
         store: data.clone(),
-        meta: capi_meta,
+        meta: meta(Duration::from_secs(300))?,
         policy: cfg.retry_policy.clone(),
         audit_ttl_days: None,
     });
-    let ads_secrets = Arc::new(AwsSecrets::new(clients.secrets.clone()));
-    let ads_deps = Arc::new(AdsDeps {
+    let ads = Arc::new(AdsDeps {
         accounts: data.clone(),
         ads: data.clone(),
-        meta: Arc::new(MetaDeps {
-            graph: ctwa_shared::graph::GraphClient::new(&cfg.graph_url, Duration::from_secs(10))
-                .map_err(|e| StartError(format!("Graph client: {e}")))?,
-            connections: data.clone(),
-            secrets: Arc::new(CachedSecrets::new(
-                ads_secrets.clone(),
-                Duration::from_secs(300),
-            )),
-            secret_writer: ads_secrets,
-            app_secret_id: cfg.webhook_secret_id.clone(),
-            app_id: cfg.meta_app_id.clone(),
-            token_secret_prefix: cfg.token_secret_prefix.clone(),
-        }),
+        meta: meta(Duration::from_secs(300))?,
         governor: Governor::new(),
         policy: AdsPolicy::default(),
     });
     let capture = Arc::new(CaptureDeps::new(data.clone(), data.clone()));
-
-    let listener = TcpListener::bind(cfg.bind)
-        .await
-        .map_err(|e| StartError(format!("binding {}: {e}", cfg.bind)))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| StartError(e.to_string()))?;
-    let (tx, rx) = watch::channel(false);
-
-    let feeder = stream::StreamFeeder::new(
-        clients.dynamodb.clone(),
-        clients.streams.clone(),
-        cfg.inbox_table.clone(),
-        capture.clone(),
-    )
-    .await
-    .map_err(|e| StartError(format!("inbox stream: {e}")))?;
-    let feeder_task = tokio::spawn(feeder.run(rx.clone()));
-    let functions = Arc::new(Functions {
-        webhook: webhook_deps,
-        api: api_deps,
-        connect: connect_deps.clone(),
-        capi: capi_deps.clone(),
-        ads: ads_deps.clone(),
-        admin: Arc::new(admin::AdminDeps {
-            accounts: data.clone(),
-            ads: data.clone(),
-        }),
-    });
-    let resend_task = match cfg.resend_every {
-        Some(every) => tokio::spawn(resend_loop(capi_deps.clone(), every, rx.clone())),
-        None => tokio::spawn(async {}),
-    };
-    let server_task = tokio::spawn(serve(listener, functions, cfg.max_body_bytes, rx));
     Ok(Stack {
-        addr,
+        addr: lambda.addr,
+        lambda,
         data,
         capture,
-        connect: connect_deps,
-        capi: capi_deps,
-        ads: ads_deps,
-        shutdown: tx,
-        tasks: vec![server_task, feeder_task, resend_task],
+        connect,
+        capi,
+        ads,
     })
-}
-
-/// Every function's dependencies, built once like each Lambda's cold start.
-struct Functions {
-    webhook: Arc<webhook::WebhookDeps>,
-    api: Arc<api::ApiDeps>,
-    connect: Arc<connect::ConnectDeps>,
-    capi: Arc<CapiDeps>,
-    ads: Arc<AdsDeps>,
-    admin: Arc<admin::AdminDeps>,
-}
-
-/// The resend schedule (EventBridge in AWS): pending conversions are sent again.
-async fn resend_loop(deps: Arc<CapiDeps>, every: Duration, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.changed() => return,
-        }
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        match ctwa_shared::capi::resend_due(&deps, ctwa_shared::time::now_millis(), 500, deadline)
-            .await
-        {
-            Ok(r) if r.due > 0 => tracing::info!(?r, "resend run"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "resend run failed"),
-        }
-    }
-}
-
-async fn serve(
-    listener: TcpListener,
-    functions: Arc<Functions>,
-    max_body: usize,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let (stream, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
-        let functions = functions.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let functions = functions.clone();
-                async move {
-                    Ok::<_, std::convert::Infallible>(dispatch(functions, max_body, req).await)
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
-}
-
-async fn dispatch(
-    functions: Arc<Functions>,
-    max_body: usize,
-    req: hyper::Request<Incoming>,
-) -> hyper::Response<Full<Bytes>> {
-    let (parts, body) = req.into_parts();
-    let resp = match route(parts.method.as_str(), parts.uri.path()) {
-        Err(e) => e.into_response(),
-        Ok(function) => {
-            // Ad images travel in the body (as in Lambda, up to its 6 MB request limit).
-            let max_body = match function {
-                Function::Ads => max_body.max(ads_handler::MAX_IMAGE_BODY_BYTES),
-                _ => max_body,
-            };
-            match Limited::new(body, max_body).collect().await {
-                Err(_) => ApiError::PayloadTooLarge { limit: max_body }.into_response(),
-                Ok(collected) => {
-                    let req = ApiRequest {
-                        method: parts.method.clone(),
-                        path: parts.uri.path().to_string(),
-                        query: parts.uri.query().map(parse_query).unwrap_or_default(),
-                        headers: parts.headers,
-                        body: collected.to_bytes(),
-                    };
-                    // Like Lambda behind API Gateway, a handler runs to its end even when
-                    // the client goes away (an ad creation must finish its clean-up).
-                    let handled = tokio::spawn(async move {
-                        match function {
-                            Function::Webhook => webhook::handle(&functions.webhook, req).await,
-                            Function::Api => api::handle(&functions.api, req).await,
-                            Function::Connect => connect::handle(&functions.connect, req).await,
-                            Function::Dataset => capi::handle_dataset(&functions.capi, req).await,
-                            Function::Conversions => {
-                                capi::handle_conversions(&functions.capi, req).await
-                            }
-                            Function::Ads => ads_handler::handle(&functions.ads, req).await,
-                            Function::Admin => admin::handle(&functions.admin, req).await,
-                        }
-                    })
-                    .await;
-                    handled.unwrap_or_else(|e| ApiError::internal(e).into_response())
-                }
-            }
-        }
-    };
-    tracing::debug!(method = %parts.method, path = %parts.uri.path(), status = resp.status.as_u16(), "request");
-    to_hyper(resp)
-}
-
-fn to_hyper(resp: ApiResponse) -> hyper::Response<Full<Bytes>> {
-    let mut b = hyper::Response::builder().status(resp.status);
-    for (k, v) in &resp.headers {
-        b = b.header(*k, v.as_str());
-    }
-    b.body(Full::new(Bytes::from(resp.body)))
-        .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new())))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routing_is_api_gateway_like() {
-        assert_eq!(route("GET", "/webhook").unwrap(), Function::Webhook);
-        assert_eq!(route("POST", "/webhook/sinch").unwrap(), Function::Webhook);
-        assert_eq!(
-            route("GET", "/v1/conversations/c_1").unwrap(),
-            Function::Api
-        );
-        assert_eq!(route("GET", "/v1/conversations/").unwrap(), Function::Api);
-        assert!(matches!(
-            route("DELETE", "/webhook"),
-            Err(ApiError::MethodNotAllowed)
-        ));
-        assert!(matches!(
-            route("GET", "/v1/conversations/a/b"),
-            Err(ApiError::NotFound(_))
-        ));
-        assert!(matches!(route("GET", "/nope"), Err(ApiError::NotFound(_))));
-    }
 }

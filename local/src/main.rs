@@ -38,21 +38,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let port: u16 = env_or("CTWA_LOCAL_PORT", "3000")
         .parse()
         .map_err(|_| "CTWA_LOCAL_PORT must be a port number")?;
+    let state_dir = PathBuf::from(env_or("CTWA_STATE_DIR", ".ctwa"));
+    let mut lambda = ctwa_local::lambda::LambdaOptions::from_env();
+    // Every function's log lines (JSON, as CloudWatch would hold them).
+    lambda.log_file = Some(state_dir.join("logs").join("functions.log"));
+    lambda.run_schedules = true;
     let cfg = LocalConfig {
         bind: ([127, 0, 0, 1], port).into(),
+        stack_name: env_or("CTWA_STACK_NAME", "ctwa-local"),
         inbox_table: env_or("INBOX_TABLE", "ctwa-local-inbox"),
         data_table: env_or("DATA_TABLE", "ctwa-local-data"),
-        webhook_secret_id: env_or("WEBHOOK_SECRET_ID", "ctwa/local/webhook"),
+        webhook_secret_id: env_or("WEBHOOK_SECRET_ID", "ctwa-local/webhook"),
         app_secret: env_or("CTWA_LOCAL_APP_SECRET", "local-app-secret"),
         verify_token: env_or("CTWA_LOCAL_VERIFY_TOKEN", "local-verify-token"),
         sinch_webhook_secret: env_or("CTWA_LOCAL_SINCH_SECRET", "local-sinch-secret"),
-        max_body_bytes: ctwa_shared::config::DEFAULT_MAX_WEBHOOK_BODY_BYTES,
         inbox_ttl_days: 30,
         graph_url: String::new(),
         meta_app_id: env_or("META_APP_ID", "1234567890"),
-        token_secret_prefix: env_or("TOKEN_SECRET_PREFIX", "ctwa/local/meta-token/"),
+        log_level: std::env::var("CTWA_LOG_LEVEL")
+            .ok()
+            .filter(|v| !v.is_empty()),
         retry_policy: Default::default(),
-        resend_every: Some(std::time::Duration::from_secs(10)),
+        lambda,
     };
     // The Meta Graph API: META_GRAPH_URL when set, else the simulator, in process.
     let mut cfg = cfg;
@@ -81,7 +88,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let clients = Clients::from_env().await;
-    let stack = start(&clients, cfg.clone()).await?;
+    let stack = match start(&clients, cfg.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("local: {e}");
+            std::process::exit(1);
+        }
+    };
 
     let now = ctwa_shared::time::now_millis();
     let account = Account {
@@ -115,7 +128,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (operator_key, record) = ctwa_shared::auth::generate_operator_key(now)?;
     stack.data.put_api_key(&record).await?;
 
-    let state_dir = PathBuf::from(env_or("CTWA_STATE_DIR", ".ctwa"));
     std::fs::create_dir_all(&state_dir)?;
     let details = serde_json::json!({
         "base_url": stack.base_url(),
@@ -157,6 +169,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "connection details (demo account, API key, secrets): {}",
         path.display()
+    );
+    println!(
+        "functions: {} from {} behind a local Runtime API, IAM enforced by template.yaml; logs: {}",
+        stack.lambda.template.functions.len(),
+        cfg.lambda.bootstraps.dir.display(),
+        state_dir.join("logs").join("functions.log").display()
     );
     println!("walkthrough: README.md, section \"Run it locally\". Ctrl-C stops.");
 

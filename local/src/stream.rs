@@ -1,26 +1,97 @@
-//! Feeds the capture handler from the inbox table's stream, the way Lambda's event
-//! source mapping does: batches of up to 100 records per shard, in order, as the same
-//! JSON event Lambda sends; on reported failures the batch is retried from the earliest
-//! failed record (with backoff), up to `MAX_ATTEMPTS` times, then dropped with an error
-//! log (where AWS would send it to the dead-letter queue).
+//! Lambda's event source mapping for a DynamoDB stream: reads every shard in order, and
+//! delivers batches (the template's `BatchSize` and `MaximumBatchingWindowInSeconds`)
+//! as the same JSON event Lambda sends, to a target: the capture function's bootstrap
+//! (the local stack) or the capture handler in process (a fault test's consumer).
+//! Records the filter does not match are skipped. With `ReportBatchItemFailures` a
+//! batch is retried from the earliest failed record; a function error, timeout or
+//! crash fails the whole batch, which is bisected when `BisectBatchOnFunctionError` is
+//! set; after `MaximumRetryAttempts` retries, or once older than
+//! `MaximumRecordAgeInSeconds`, the batch is dropped to the on-failure destination with
+//! Lambda's invocation record (shard and sequence numbers), and the shard moves on.
 
 use aws_sdk_dynamodbstreams::types::{AttributeValue, Record, ShardIteratorType};
 use base64::Engine;
+use bytes::Bytes;
 use ctwa_shared::capture::{CaptureDeps, handle_stream_event};
 use ctwa_shared::stream::StreamEvent;
 use serde_json::{Map, Value, json};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-pub const MAX_ATTEMPTS: u32 = 10;
-const BATCH: i32 = 100;
+/// Where batches go: the function's answer (JSON), or why the invocation failed.
+#[async_trait::async_trait]
+pub trait BatchTarget: Send + Sync {
+    async fn invoke(&self, event: Bytes) -> Result<Bytes, String>;
+}
+
+/// The capture handler in this process.
+pub struct InProcessCapture(pub Arc<CaptureDeps>);
+
+#[async_trait::async_trait]
+impl BatchTarget for InProcessCapture {
+    async fn invoke(&self, event: Bytes) -> Result<Bytes, String> {
+        let event: StreamEvent = serde_json::from_slice(&event).map_err(|e| e.to_string())?;
+        let resp = handle_stream_event(&self.0, event).await;
+        serde_json::to_vec(&resp)
+            .map(Bytes::from)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Where batches that could not be processed go (SQS in AWS).
+#[async_trait::async_trait]
+pub trait FailureDestination: Send + Sync {
+    async fn send(&self, record: Value) -> Result<(), String>;
+}
+
+/// The event source mapping's settings (the template's DynamoDB event).
+#[derive(Debug, Clone)]
+pub struct MappingConfig {
+    pub batch_size: usize,
+    pub batching_window: Duration,
+    pub report_batch_item_failures: bool,
+    pub bisect_on_error: bool,
+    /// -1: retried until the record expires.
+    pub maximum_retry_attempts: i64,
+    pub maximum_record_age: Option<Duration>,
+    pub event_names: Option<Vec<String>>,
+    pub function_arn: String,
+}
+
+impl Default for MappingConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 100,
+            batching_window: Duration::ZERO,
+            report_batch_item_failures: true,
+            bisect_on_error: true,
+            maximum_retry_attempts: 10,
+            maximum_record_age: None,
+            event_names: Some(vec!["INSERT".into()]),
+            function_arn: String::new(),
+        }
+    }
+}
 
 pub struct StreamFeeder {
     streams: aws_sdk_dynamodbstreams::Client,
     stream_arn: String,
-    deps: Arc<CaptureDeps>,
+    target: Arc<dyn BatchTarget>,
+    config: MappingConfig,
+    on_failure: Option<Arc<dyn FailureDestination>>,
+}
+
+/// Stream sequence numbers are decimal strings of varying length.
+fn seq_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+struct Pending {
+    records: Vec<Value>,
+    /// Retries so far (the first invocation is not a retry).
+    retries: i64,
 }
 
 fn err<E: std::error::Error + Send + Sync + 'static>(
@@ -64,6 +135,9 @@ pub fn record_json(r: &Record, stream_arn: &str) -> Value {
     let d = r.dynamodb.as_ref();
     let mut ddb = Map::new();
     if let Some(d) = d {
+        if let Some(t) = &d.approximate_creation_date_time {
+            ddb.insert("ApproximateCreationDateTime".into(), json!(t.secs()));
+        }
         if let Some(k) = &d.keys {
             ddb.insert("Keys".into(), Value::Object(image_json(k)));
         }
@@ -93,11 +167,15 @@ pub fn record_json(r: &Record, stream_arn: &str) -> Value {
 }
 
 impl StreamFeeder {
+    /// The feeder of `table`'s stream (its ARN read with `dynamodb`, the deployer's
+    /// client; the stream itself is read with `streams`, the function's role).
     pub async fn new(
         dynamodb: aws_sdk_dynamodb::Client,
         streams: aws_sdk_dynamodbstreams::Client,
         table: String,
-        deps: Arc<CaptureDeps>,
+        target: Arc<dyn BatchTarget>,
+        config: MappingConfig,
+        on_failure: Option<Arc<dyn FailureDestination>>,
     ) -> Result<Self, String> {
         let t = dynamodb
             .describe_table()
@@ -112,8 +190,28 @@ impl StreamFeeder {
         Ok(Self {
             streams,
             stream_arn,
-            deps,
+            target,
+            config,
+            on_failure,
         })
+    }
+
+    /// The in-process capture with Lambda's settings of the template's defaults.
+    pub async fn in_process(
+        dynamodb: aws_sdk_dynamodb::Client,
+        streams: aws_sdk_dynamodbstreams::Client,
+        table: String,
+        deps: Arc<CaptureDeps>,
+    ) -> Result<Self, String> {
+        Self::new(
+            dynamodb,
+            streams,
+            table,
+            Arc::new(InProcessCapture(deps)),
+            MappingConfig::default(),
+            None,
+        )
+        .await
     }
 
     async fn shards(&self) -> Result<Vec<String>, String> {
@@ -145,57 +243,155 @@ impl StreamFeeder {
         Ok(ids)
     }
 
-    /// Delivers one batch like Lambda with ReportBatchItemFailures.
-    async fn deliver(&self, records: &[Record]) {
-        let mut pending: Vec<Value> = records
-            .iter()
-            .map(|r| record_json(r, &self.stream_arn))
-            .collect();
+    fn too_old(&self, r: &Value) -> bool {
+        let (Some(max), Some(created)) = (
+            self.config.maximum_record_age,
+            r["dynamodb"]["ApproximateCreationDateTime"].as_f64(),
+        ) else {
+            return false;
+        };
+        let now = ctwa_shared::time::now_millis() as f64 / 1000.0;
+        now - created > max.as_secs_f64()
+    }
+
+    /// Lambda's on-failure invocation record for the batch (no record contents: shard
+    /// and sequence numbers, as AWS sends).
+    async fn dead_letter(&self, shard: &str, batch: &[Value], condition: &str, invokes: i64) {
+        let seq = |r: &Value| {
+            r["dynamodb"]["SequenceNumber"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        };
+        let arrival = |r: &Value| {
+            r["dynamodb"]["ApproximateCreationDateTime"]
+                .as_f64()
+                .and_then(|s| {
+                    chrono::DateTime::<chrono::Utc>::from_timestamp_millis((s * 1000.0) as i64)
+                })
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        };
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return;
+        };
+        let record = json!({
+            "requestContext": {
+                "requestId": format!("{:032x}", ctwa_shared::time::now_millis()),
+                "functionArn": self.config.function_arn,
+                "condition": condition,
+                "approximateInvokeCount": invokes,
+            },
+            "responseContext": { "statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled" },
+            "version": "1.0",
+            "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "DDBStreamBatchInfo": {
+                "shardId": shard,
+                "startSequenceNumber": seq(first),
+                "endSequenceNumber": seq(last),
+                "approximateArrivalOfFirstRecord": arrival(first),
+                "approximateArrivalOfLastRecord": arrival(last),
+                "batchSize": batch.len(),
+                "streamArn": self.stream_arn,
+            }
+        });
+        tracing::error!(
+            %shard,
+            condition,
+            records = batch.len(),
+            start = %seq(first),
+            end = %seq(last),
+            "capture batch given up ({condition}); sent to the on-failure destination"
+        );
+        match &self.on_failure {
+            Some(d) => {
+                if let Err(e) = d.send(record).await {
+                    tracing::error!(error = %e, "the on-failure destination refused the record; the batch is lost");
+                }
+            }
+            None => tracing::error!("no on-failure destination: the batch is dropped"),
+        }
+    }
+
+    /// Delivers one shard's batch with Lambda's retry rules.
+    async fn deliver(&self, shard: &str, records: Vec<Value>) {
+        let mut queue = vec![Pending {
+            records,
+            retries: 0,
+        }];
         let mut backoff = Duration::from_millis(100);
-        for attempt in 1..=MAX_ATTEMPTS {
-            let event: StreamEvent = match serde_json::from_value(json!({ "Records": pending })) {
-                Ok(e) => e,
+        while let Some(mut p) = queue.pop() {
+            // Records past the maximum age are given up before the invocation.
+            let old = p.records.iter().take_while(|r| self.too_old(r)).count();
+            if old > 0 {
+                let stale: Vec<Value> = p.records.drain(..old).collect();
+                self.dead_letter(shard, &stale, "RecordAgeExceeded", p.retries)
+                    .await;
+            }
+            if p.records.is_empty() {
+                continue;
+            }
+            let event = json!({ "Records": p.records }).to_string();
+            let outcome = self.target.invoke(Bytes::from(event)).await;
+            let retry_from = match outcome {
+                Ok(body) if self.config.report_batch_item_failures => {
+                    match failed_from(&body, &p.records) {
+                        Ok(None) => None,
+                        Ok(Some(i)) => Some((i, false)),
+                        // An invalid answer fails the whole batch.
+                        Err(why) => {
+                            tracing::warn!(%why, "capture answered an invalid batchItemFailures; the whole batch is retried");
+                            Some((0, false))
+                        }
+                    }
+                }
+                Ok(_) => None,
                 Err(e) => {
-                    tracing::error!(error = %e, "stream event could not be built");
-                    return;
+                    tracing::warn!(error = %e, records = p.records.len(), "capture invocation failed");
+                    Some((0, true))
                 }
             };
-            let resp = handle_stream_event(&self.deps, event).await;
-            let failed: HashSet<&str> = resp
-                .batch_item_failures
-                .iter()
-                .map(|f| f.item_identifier.as_str())
-                .collect();
-            let first_failed = pending.iter().position(|r| {
-                r["dynamodb"]["SequenceNumber"]
-                    .as_str()
-                    .is_some_and(|s| failed.contains(s))
-            });
-            let Some(i) = first_failed else { return };
+            let Some((from, function_error)) = retry_from else {
+                backoff = Duration::from_millis(100);
+                continue;
+            };
+            p.records.drain(..from);
+            p.retries += 1;
+            let max = self.config.maximum_retry_attempts;
+            if max >= 0 && p.retries > max {
+                self.dead_letter(shard, &p.records, "RetryAttemptsExhausted", p.retries)
+                    .await;
+                continue;
+            }
             tracing::warn!(
-                attempt,
-                remaining = pending.len() - i,
-                "capture reported failures; retrying from the earliest"
+                retry = p.retries,
+                remaining = p.records.len(),
+                "capture batch failed; retrying"
             );
-            pending.drain(..i);
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
+            if function_error && self.config.bisect_on_error && p.records.len() > 1 {
+                let second = p.records.split_off(p.records.len() / 2);
+                queue.push(Pending {
+                    records: second,
+                    retries: p.retries,
+                });
+                queue.push(p);
+            } else {
+                queue.push(p);
+            }
         }
-        tracing::error!(
-            records = pending.len(),
-            "capture still failing after {MAX_ATTEMPTS} attempts; records dropped (in AWS: sent to the dead-letter queue)"
-        );
     }
 
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut shards: HashMap<String, ShardState> = HashMap::new();
-        let mut last_describe = std::time::Instant::now() - Duration::from_secs(60);
+        let mut last_describe = Instant::now() - Duration::from_secs(60);
+        let limit = self.config.batch_size.clamp(1, 1000) as i32;
         loop {
             if *shutdown.borrow() {
                 return;
             }
             if last_describe.elapsed() > Duration::from_secs(1) {
-                last_describe = std::time::Instant::now();
+                last_describe = Instant::now();
                 match self.shards().await {
                     Ok(ids) => {
                         for id in ids {
@@ -228,16 +424,18 @@ impl StreamFeeder {
                             // shard again from its start (capture is idempotent).
                             tracing::warn!(%shard, error = %err(e), "shard iterator; re-reading the shard from its start");
                             st.last_seq = None;
+                            st.buffer.clear();
                             continue;
                         }
                     }
                 }
                 let Some(it) = st.iter.clone() else { continue };
+                let want = (limit as usize).saturating_sub(st.buffer.len()).max(1) as i32;
                 match self
                     .streams
                     .get_records()
                     .shard_iterator(it)
-                    .limit(BATCH)
+                    .limit(want)
                     .send()
                     .await
                 {
@@ -249,7 +447,20 @@ impl StreamFeeder {
                             .and_then(|d| d.sequence_number.clone())
                         {
                             got_any = true;
-                            self.deliver(&records).await;
+                            for r in &records {
+                                let name = r.event_name.as_ref().map(|e| e.as_str()).unwrap_or("");
+                                let pass = self
+                                    .config
+                                    .event_names
+                                    .as_ref()
+                                    .is_none_or(|names| names.iter().any(|n| n == name));
+                                if pass {
+                                    if st.buffer.is_empty() {
+                                        st.since = Instant::now();
+                                    }
+                                    st.buffer.push(record_json(r, &self.stream_arn));
+                                }
+                            }
                             st.last_seq = Some(last);
                         }
                         st.iter = out.next_shard_iterator;
@@ -258,7 +469,7 @@ impl StreamFeeder {
                     Err(e) => {
                         // An expired iterator, a shard DynamoDB Local has not filled yet
                         // (TrimmedDataAccessException), or a passing failure: re-open after
-                        // the last record delivered.
+                        // the last record read.
                         if e.as_service_error().is_some_and(|se| {
                             se.is_trimmed_data_access_exception()
                                 || se.is_expired_iterator_exception()
@@ -269,6 +480,15 @@ impl StreamFeeder {
                         }
                         st.iter = None;
                     }
+                }
+                // A full batch, a batching window over, or a closed shard: invoke.
+                if !st.buffer.is_empty()
+                    && (st.buffer.len() >= limit as usize
+                        || st.since.elapsed() >= self.config.batching_window
+                        || st.closed)
+                {
+                    let batch = std::mem::take(&mut st.buffer);
+                    self.deliver(shard, batch).await;
                 }
             }
             if !got_any {
@@ -281,9 +501,92 @@ impl StreamFeeder {
     }
 }
 
-#[derive(Default)]
+/// The index of the earliest record named in `batchItemFailures` (`None`: all
+/// succeeded); an identifier that is empty or not in the batch makes the answer invalid.
+fn failed_from(body: &[u8], records: &[Value]) -> Result<Option<usize>, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let failures = match v.get("batchItemFailures") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(a)) => a.clone(),
+        Some(_) => return Err("batchItemFailures is not a list".into()),
+    };
+    let mut earliest: Option<String> = None;
+    for f in failures {
+        let id = f["itemIdentifier"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .ok_or("an empty itemIdentifier")?
+            .to_string();
+        if earliest.as_deref().is_none_or(|e| seq_cmp(&id, e).is_lt()) {
+            earliest = Some(id);
+        }
+    }
+    let Some(earliest) = earliest else {
+        return Ok(None);
+    };
+    records
+        .iter()
+        .position(|r| r["dynamodb"]["SequenceNumber"].as_str() == Some(earliest.as_str()))
+        .map(Some)
+        .ok_or_else(|| format!("itemIdentifier {earliest} is not in the batch"))
+}
+
 struct ShardState {
     iter: Option<String>,
     last_seq: Option<String>,
     closed: bool,
+    buffer: Vec<Value>,
+    since: Instant,
+}
+
+impl Default for ShardState {
+    fn default() -> Self {
+        Self {
+            iter: None,
+            last_seq: None,
+            closed: false,
+            buffer: Vec::new(),
+            since: Instant::now(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(seq: &str) -> Value {
+        json!({"dynamodb": {"SequenceNumber": seq}})
+    }
+
+    #[test]
+    fn earliest_failure() {
+        let records = vec![rec("9"), rec("10"), rec("11")];
+        assert_eq!(
+            failed_from(br#"{"batchItemFailures":[]}"#, &records),
+            Ok(None)
+        );
+        assert_eq!(failed_from(br#"{}"#, &records), Ok(None));
+        assert_eq!(
+            failed_from(
+                br#"{"batchItemFailures":[{"itemIdentifier":"11"},{"itemIdentifier":"10"}]}"#,
+                &records
+            ),
+            Ok(Some(1))
+        );
+        assert!(
+            failed_from(
+                br#"{"batchItemFailures":[{"itemIdentifier":"12"}]}"#,
+                &records
+            )
+            .is_err()
+        );
+        assert!(
+            failed_from(
+                br#"{"batchItemFailures":[{"itemIdentifier":""}]}"#,
+                &records
+            )
+            .is_err()
+        );
+    }
 }

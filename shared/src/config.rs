@@ -12,19 +12,31 @@ pub enum ConfigError {
     Invalid { name: &'static str, reason: String },
 }
 
-fn required(name: &'static str) -> Result<String, ConfigError> {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
+/// Where variables are read from: the process environment in a Lambda, the template's
+/// resolved variables when the local stack checks a function before starting it.
+pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn required(env: Lookup, name: &'static str) -> Result<String, ConfigError> {
+    match env(name) {
+        Some(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
         _ => Err(ConfigError::Missing(name)),
     }
 }
 
-fn number<T: std::str::FromStr>(name: &'static str, default: T) -> Result<T, ConfigError>
+fn number<T: std::str::FromStr>(
+    env: Lookup,
+    name: &'static str,
+    default: T,
+) -> Result<T, ConfigError>
 where
     T::Err: std::fmt::Display,
 {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => {
+    match env(name) {
+        Some(v) if !v.trim().is_empty() => {
             v.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
                 name,
                 reason: e.to_string(),
@@ -52,9 +64,16 @@ pub struct WebhookConfig {
 
 impl WebhookConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let ttl_days: u64 = number("INBOX_TTL_DAYS", 30)?;
-        let max_body_bytes: usize =
-            number("MAX_WEBHOOK_BODY_BYTES", DEFAULT_MAX_WEBHOOK_BODY_BYTES)?;
+        Self::from_lookup(&process_env)
+    }
+
+    pub fn from_lookup(env: Lookup) -> Result<Self, ConfigError> {
+        let ttl_days: u64 = number(env, "INBOX_TTL_DAYS", 30)?;
+        let max_body_bytes: usize = number(
+            env,
+            "MAX_WEBHOOK_BODY_BYTES",
+            DEFAULT_MAX_WEBHOOK_BODY_BYTES,
+        )?;
         if max_body_bytes == 0 {
             return Err(ConfigError::Invalid {
                 name: "MAX_WEBHOOK_BODY_BYTES",
@@ -62,12 +81,12 @@ impl WebhookConfig {
             });
         }
         Ok(Self {
-            inbox_table: required("INBOX_TABLE")?,
-            webhook_secret_id: required("WEBHOOK_SECRET_ID")?,
+            inbox_table: required(env, "INBOX_TABLE")?,
+            webhook_secret_id: required(env, "WEBHOOK_SECRET_ID")?,
             inbox_ttl: Duration::from_secs(ttl_days * 86_400),
             max_body_bytes,
-            sinch_max_skew: Duration::from_secs(number("SINCH_MAX_SKEW_SECONDS", 300)?),
-            secrets_cache_ttl: Duration::from_secs(number("SECRETS_CACHE_TTL_SECONDS", 300)?),
+            sinch_max_skew: Duration::from_secs(number(env, "SINCH_MAX_SKEW_SECONDS", 300)?),
+            secrets_cache_ttl: Duration::from_secs(number(env, "SECRETS_CACHE_TTL_SECONDS", 300)?),
         })
     }
 }
@@ -79,8 +98,12 @@ pub struct DataConfig {
 
 impl DataConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&process_env)
+    }
+
+    pub fn from_lookup(env: Lookup) -> Result<Self, ConfigError> {
         Ok(Self {
-            data_table: required("DATA_TABLE")?,
+            data_table: required(env, "DATA_TABLE")?,
         })
     }
 }
@@ -102,18 +125,26 @@ pub struct ConnectConfig {
     pub secrets_cache_ttl: Duration,
     /// Scheduled refresh: tokens expiring within this many days are refreshed.
     pub refresh_within_days: i64,
+    /// `META_GRAPH_URL`: Meta's Graph API with its version (the template always sets
+    /// it, so a missing one is a deployment error, never a silent call to Meta).
+    pub graph_url: String,
 }
 
 impl ConnectConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let prefix = required("TOKEN_SECRET_PREFIX")?;
+        Self::from_lookup(&process_env)
+    }
+
+    pub fn from_lookup(env: Lookup) -> Result<Self, ConfigError> {
+        let prefix = required(env, "TOKEN_SECRET_PREFIX")?;
         Ok(Self {
-            data_table: required("DATA_TABLE")?,
-            app_secret_id: required("WEBHOOK_SECRET_ID")?,
-            meta_app_id: required("META_APP_ID")?,
+            data_table: required(env, "DATA_TABLE")?,
+            app_secret_id: required(env, "WEBHOOK_SECRET_ID")?,
+            meta_app_id: required(env, "META_APP_ID")?,
             token_secret_prefix: prefix,
-            secrets_cache_ttl: Duration::from_secs(number("SECRETS_CACHE_TTL_SECONDS", 300)?),
-            refresh_within_days: number("REFRESH_WITHIN_DAYS", 10)?,
+            secrets_cache_ttl: Duration::from_secs(number(env, "SECRETS_CACHE_TTL_SECONDS", 300)?),
+            refresh_within_days: number(env, "REFRESH_WITHIN_DAYS", 10)?,
+            graph_url: required(env, "META_GRAPH_URL")?,
         })
     }
 }
@@ -128,12 +159,62 @@ pub struct CapiSettings {
 
 impl CapiSettings {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let days: i64 = number("AUDIT_TTL_DAYS", 0)?;
+        Self::from_lookup(&process_env)
+    }
+
+    pub fn from_lookup(env: Lookup) -> Result<Self, ConfigError> {
+        let days: i64 = number(env, "AUDIT_TTL_DAYS", 0)?;
         Ok(Self {
-            connect: ConnectConfig::from_env()?,
+            connect: ConnectConfig::from_lookup(env)?,
             // Under 8 days the TTL could remove a pending event or its dedup record
             // while it can still be sent: such values are raised to 8.
             audit_ttl_days: (days > 0).then_some(days.max(8)),
         })
+    }
+}
+
+/// Reads a function binary's configuration from `env` exactly as the binary reads it
+/// at its cold start: the local stack runs this with the variables template.yaml gives
+/// the function, so a variable the code requires but the template does not set stops
+/// the start instead of failing in AWS.
+pub fn check_function(binary: &str, env: Lookup) -> Result<(), ConfigError> {
+    match binary {
+        "webhook" => WebhookConfig::from_lookup(env).map(drop),
+        "capture" | "api" | "admin" => DataConfig::from_lookup(env).map(drop),
+        "connect" | "token-refresh" | "ads" => ConnectConfig::from_lookup(env).map(drop),
+        "dataset" | "conversions" | "conversions-resend" => {
+            CapiSettings::from_lookup(env).map(drop)
+        }
+        other => Err(ConfigError::Invalid {
+            name: "binary",
+            reason: format!("{other} is not a function of this project"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_variable_is_named() {
+        let env = |name: &str| match name {
+            "DATA_TABLE" | "WEBHOOK_SECRET_ID" | "TOKEN_SECRET_PREFIX" | "META_APP_ID" => {
+                Some("x".to_string())
+            }
+            _ => None,
+        };
+        let e = check_function("dataset", &env).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "environment variable META_GRAPH_URL is required"
+        );
+        assert!(check_function("api", &env).is_ok());
+        let e = check_function("webhook", &env).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "environment variable INBOX_TABLE is required"
+        );
+        assert!(check_function("nope", &env).is_err());
     }
 }

@@ -218,15 +218,6 @@ impl GraphClient {
         })
     }
 
-    /// From `META_GRAPH_URL` (default Meta's v25.0), 10 s per request.
-    pub fn from_env() -> Result<Self, GraphError> {
-        let base = std::env::var("META_GRAPH_URL")
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-            .unwrap_or_else(|| DEFAULT_GRAPH_URL.to_string());
-        Self::new(&base, Duration::from_secs(10))
-    }
-
     pub fn base_url(&self) -> &str {
         &self.base
     }

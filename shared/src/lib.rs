@@ -20,6 +20,7 @@ pub mod sinch;
 pub mod store;
 pub mod stream;
 pub mod tables;
+pub mod telemetry;
 pub mod time;
 
 /// Runs futures with at most `limit` in flight; results in completion order.

@@ -433,8 +433,13 @@ async fn spawn_custom(
         dynamodb,
         streams: direct.streams.clone(),
         secrets: direct.secrets.clone(),
+        sqs: direct.sqs.clone(),
     };
     let mut cfg = crate::test_config(&opts);
+    // The functions' DynamoDB calls (through the IAM gateway) reach the fault proxy.
+    if let Some(endpoint) = dynamodb_endpoint {
+        cfg.lambda.dynamodb_upstream = endpoint.to_string();
+    }
     let sim = crate::start_sim(&cfg).await;
     let proxy = if graph_proxy {
         let p = FaultProxy::start(&format!("http://{}", sim.addr)).await;

@@ -1,9 +1,11 @@
-//! Test support: each test gets the real stack (the local server, the stream feeder, the
-//! very handlers Lambda runs) on a free port, against DynamoDB Local and the Secrets
-//! Manager emulator, with its own freshly named tables, secret and account.
+//! Test support: each test gets the real stack deployed from template.yaml on free ports:
+//! every function as its release bootstrap behind a local Lambda Runtime API and API
+//! Gateway's mapping, the stream mapping feeding capture, and every AWS call through the
+//! IAM gateway that enforces the template's policies, against DynamoDB Local and the
+//! Secrets Manager emulator, with its own stack name, tables, secret and account.
 //!
-//! The servers are started by `scripts/test.sh` (README command 2), which also sets the
-//! standard AWS SDK environment pointing at them.
+//! The servers are started by `scripts/test.sh` (README command 2), which also builds
+//! the bootstraps and sets the standard AWS SDK environment pointing at the servers.
 
 pub mod fault_proxy;
 
@@ -67,7 +69,10 @@ pub struct TestApp {
 pub struct AppOptions {
     pub phone_number_id: String,
     pub sinch_app_id: String,
-    pub max_body_bytes: usize,
+    /// The template's LogLevel parameter (`None`: its default).
+    pub log_level: Option<String>,
+    /// Keep every function log line in memory (`app.stack.lambda.log_lines()`).
+    pub keep_logs: bool,
 }
 
 impl Default for AppOptions {
@@ -75,7 +80,8 @@ impl Default for AppOptions {
         Self {
             phone_number_id: FIXTURE_PNID.into(),
             sinch_app_id: FIXTURE_SINCH_APP.into(),
-            max_body_bytes: ctwa_shared::config::DEFAULT_MAX_WEBHOOK_BODY_BYTES,
+            log_level: None,
+            keep_logs: false,
         }
     }
 }
@@ -95,6 +101,15 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
 /// A test stack's config: fresh tables, secrets and app credentials; a short retry
 /// budget and resend delay. The Graph URL is set by the caller.
 pub(crate) fn test_config(opts: &AppOptions) -> LocalConfig {
+    let stack_name = unique("stack");
+    let mut lambda = ctwa_local::lambda::LambdaOptions::from_env();
+    lambda.keep_logs = opts.keep_logs;
+    lambda.max_instances = 8;
+    lambda.log_file = Some(
+        ctwa_local::lambda::workspace_dir()
+            .join(".ctwa/logs/tests")
+            .join(format!("{stack_name}.log")),
+    );
     LocalConfig {
         bind: ([127, 0, 0, 1], 0).into(),
         inbox_table: unique("inbox"),
@@ -103,17 +118,17 @@ pub(crate) fn test_config(opts: &AppOptions) -> LocalConfig {
         app_secret: unique("app-secret"),
         verify_token: unique("verify"),
         sinch_webhook_secret: unique("sinch"),
-        max_body_bytes: opts.max_body_bytes,
         inbox_ttl_days: 30,
         graph_url: String::new(),
         meta_app_id: "1234567890".into(),
-        token_secret_prefix: format!("{}/", unique("meta-token")),
+        log_level: opts.log_level.clone(),
+        stack_name,
         retry_policy: ctwa_shared::capi::RetryPolicy {
             budget: Duration::from_secs(3),
             resend_delay: Duration::from_millis(500),
             ..Default::default()
         },
-        resend_every: None,
+        lambda,
     }
 }
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    lambda_http::tracing::init_default_subscriber();
-    let table = std::env::var("DATA_TABLE").map_err(|_| "DATA_TABLE is not set")?;
+    ctwa_shared::telemetry::init();
+    let table = ctwa_shared::config::DataConfig::from_env()?.data_table;
     let sdk = aws_sdk_config().await;
     let data = Arc::new(DynamoData::new(aws_sdk_dynamodb::Client::new(&sdk), table));
     let deps = Arc::new(AdminDeps {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    ctwa_shared::telemetry::init();
     let config = DataConfig::from_env()?;
     let sdk = aws_sdk_config().await;
     let data = Arc::new(DynamoData::new(

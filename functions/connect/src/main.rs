@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    lambda_http::tracing::init_default_subscriber();
+    ctwa_shared::telemetry::init();
     let config = ConnectConfig::from_env()?;
     let sdk = aws_sdk_config().await;
     let data = Arc::new(DynamoData::new(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    lambda_http::tracing::init_default_subscriber();
+    ctwa_shared::telemetry::init();
     let settings = CapiSettings::from_env()?;
     let sdk = aws_sdk_config().await;
     let deps = Arc::new(capi_deps(&settings, &sdk)?);

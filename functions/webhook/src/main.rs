@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    lambda_http::tracing::init_default_subscriber();
+    ctwa_shared::telemetry::init();
     let config = WebhookConfig::from_env()?;
     let sdk = aws_sdk_config().await;
     let secrets = AwsSecrets::new(aws_sdk_secretsmanager::Client::new(&sdk));

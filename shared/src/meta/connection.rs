@@ -368,7 +368,7 @@ pub fn meta_deps(
         aws_sdk_secretsmanager::Client::new(sdk),
     ));
     Ok(MetaDeps {
-        graph: GraphClient::from_env()?,
+        graph: GraphClient::new(&config.graph_url, std::time::Duration::from_secs(10))?,
         connections,
         secrets: Arc::new(CachedSecrets::new(aws.clone(), config.secrets_cache_ttl)),
         secret_writer: aws,
