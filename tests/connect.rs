@@ -5,37 +5,8 @@
 use ctwa_shared::meta::connection::{REQUIRED_SCOPES, refresh_due};
 use ctwa_tests::*;
 use serde_json::{Value, json};
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 
 const WABA: &str = "102290129340398";
-
-/// Every log line of this test binary, at TRACE for every crate.
-fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let writer_buf = buf.clone();
-        tracing_subscriber::fmt()
-            .with_env_filter("trace")
-            .with_ansi(false)
-            .with_writer(move || Capture(writer_buf.clone()))
-            .init();
-        buf
-    })
-    .clone()
-}
-
-struct Capture(Arc<Mutex<Vec<u8>>>);
-impl Write for Capture {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 async fn secret_value(app: &TestApp, account: &str) -> Value {
     let id = format!("{}{account}", app.cfg.token_secret_prefix());
@@ -337,8 +308,14 @@ async fn scheduled_refresh_marks_the_revoked_one_broken_and_refreshes_the_others
 
 #[tokio::test]
 async fn no_token_in_any_response_or_log_line() {
-    let logs = captured_logs();
-    let app = spawn_app().await;
+    // Every function's own log lines (their processes' stdout and stderr), at the
+    // template's most verbose LogLevel.
+    let app = spawn_app_with(AppOptions {
+        keep_logs: true,
+        log_level: Some(most_verbose_log_level()),
+        ..Default::default()
+    })
+    .await;
     let mut bodies = String::new();
     let code = app.oauth_code(&REQUIRED_SCOPES, WABA);
     for (path, body) in [
@@ -358,7 +335,7 @@ async fn no_token_in_any_response_or_log_line() {
         "short-lived, long-lived and refreshed tokens were issued"
     );
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let text = app.stack.lambda.log_lines().join("\n");
     assert!(text.contains("Meta token refreshed"), "the capture works");
     for t in &tokens {
         assert!(!bodies.contains(t.as_str()), "token in a response");

@@ -44,6 +44,24 @@ pub fn require_local_env() {
     );
 }
 
+/// The most verbose value template.yaml's LogLevel parameter accepts.
+pub fn most_verbose_log_level() -> String {
+    let text = std::fs::read_to_string(ctwa_local::lambda::workspace_dir().join("template.yaml"))
+        .expect("template.yaml");
+    let raw = ctwa_local::lambda::template::parse_raw(&text).expect("template parses");
+    let allowed: Vec<String> = raw["Parameters"]["LogLevel"]["AllowedValues"]
+        .as_sequence()
+        .expect("LogLevel has AllowedValues")
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    ["trace", "debug", "info", "warn", "error"]
+        .iter()
+        .find(|l| allowed.iter().any(|a| a == *l))
+        .expect("a known level")
+        .to_string()
+}
+
 pub fn unique(prefix: &str) -> String {
     let mut b = [0u8; 6];
     getrandom::fill(&mut b).expect("random bytes");
@@ -104,6 +122,7 @@ pub(crate) fn test_config(opts: &AppOptions) -> LocalConfig {
     let stack_name = unique("stack");
     let mut lambda = ctwa_local::lambda::LambdaOptions::from_env();
     lambda.keep_logs = opts.keep_logs;
+    lambda.fail_on_access_denied = true;
     lambda.max_instances = 8;
     lambda.log_file = Some(
         ctwa_local::lambda::workspace_dir()

@@ -16,25 +16,23 @@ pub const MAX_EVENT_BYTES: usize = 6 * 1024 * 1024;
 
 /// The route of a request and its path parameters. API Gateway answers 404
 /// `{"message":"Not Found"}` for any method and path no route matches.
-pub fn match_route<'a>(
-    routes: &'a [Route],
-    method: &str,
-    path: &str,
-) -> Option<(&'a Route, Vec<(String, String)>)> {
+type RouteMatch<'a> = (&'a Route, Vec<(String, String)>);
+
+pub fn match_route<'a>(routes: &'a [Route], method: &str, path: &str) -> Option<RouteMatch<'a>> {
     // Exact routes win over routes with parameters, like API Gateway's most specific match.
-    let mut best: Option<(&Route, Vec<(String, String)>, usize)> = None;
+    let mut best: Option<(RouteMatch<'a>, usize)> = None;
     for r in routes
         .iter()
         .filter(|r| r.method == method || r.method == "ANY")
     {
         if let Some(params) = path_params(&r.path, path) {
             let literal = r.path.split('/').filter(|s| !s.starts_with('{')).count();
-            if best.as_ref().is_none_or(|(_, _, l)| literal > *l) {
-                best = Some((r, params, literal));
+            if best.as_ref().is_none_or(|(_, l)| literal > *l) {
+                best = Some(((r, params), literal));
             }
         }
     }
-    best.map(|(r, p, _)| (r, p))
+    best.map(|(m, _)| m)
 }
 
 fn path_params(pattern: &str, path: &str) -> Option<Vec<(String, String)>> {

@@ -128,9 +128,13 @@ pub struct LambdaOptions {
     pub keep_logs: bool,
     /// Run the template's schedules on their rates (the local run); tests invoke them.
     pub run_schedules: bool,
-    /// Append the gateway's allowed grants and denials here at the end (JSON lines),
-    /// for the least-privilege report.
-    pub usage_file: Option<PathBuf>,
+    /// Write the gateway's allowed grants and denials into this directory at the end
+    /// (`<stack>.jsonl`), for the least-privilege report (`ctwa-iam-report`).
+    pub usage_dir: Option<PathBuf>,
+    /// Panic when the stack stops (or is dropped) after any AccessDenied, naming each:
+    /// a test then fails with the denied action in its output, even when the denied
+    /// call's failure was tolerated on the way.
+    pub fail_on_access_denied: bool,
     pub dynamodb_upstream: String,
     pub secrets_upstream: String,
     /// The access key id the upstream servers see (DynamoDB Local keeps one database
@@ -150,7 +154,9 @@ impl LambdaOptions {
             .or_else(|| env("AWS_ENDPOINT_URL"))
             .unwrap_or_else(|| "http://127.0.0.1:15000".into());
         Self {
-            template_path: workspace_dir().join("template.yaml"),
+            template_path: env("CTWA_TEMPLATE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace_dir().join("template.yaml")),
             bootstraps: Bootstraps::from_env(),
             max_instances: env("CTWA_LOCAL_MAX_INSTANCES")
                 .and_then(|v| v.parse().ok())
@@ -158,7 +164,8 @@ impl LambdaOptions {
             log_file: None,
             keep_logs: false,
             run_schedules: false,
-            usage_file: env("CTWA_IAM_USAGE_FILE").map(PathBuf::from),
+            usage_dir: env("CTWA_IAM_USAGE_DIR").map(PathBuf::from),
+            fail_on_access_denied: false,
             dynamodb_upstream: ddb,
             secrets_upstream: sm,
             upstream_access_key: env("AWS_ACCESS_KEY_ID").unwrap_or_else(|| "local".into()),
@@ -217,7 +224,8 @@ pub struct LambdaStack {
     pub usage: Arc<iam::Usage>,
     pools: HashMap<String, Arc<FunctionPool>>,
     logs: Arc<LogSink>,
-    usage_file: Option<PathBuf>,
+    usage_dir: Option<PathBuf>,
+    fail_on_access_denied: bool,
     region: String,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -513,7 +521,8 @@ impl LambdaStack {
             usage,
             pools,
             logs,
-            usage_file: opts.usage_file,
+            usage_dir: opts.usage_dir,
+            fail_on_access_denied: opts.fail_on_access_denied,
             region: opts.region,
             shutdown: tx,
             tasks,
@@ -574,6 +583,41 @@ impl LambdaStack {
         if let Some(g) = self.gateway.take() {
             g.stop().await;
         }
+        self.finish();
+    }
+
+    /// Every AccessDenied so far, one line each.
+    pub fn access_denied(&self) -> Vec<String> {
+        self.usage
+            .denied()
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} AccessDenied: {} on {}",
+                    d.function, d.action, d.resource
+                )
+            })
+            .collect()
+    }
+
+    fn finish(&mut self) {
+        if let Some(dir) = self.usage_dir.take() {
+            let path = dir.join(format!("{}.jsonl", self.resources.stack_name));
+            if let Err(e) =
+                std::fs::create_dir_all(&dir).and_then(|_| self.usage.append_jsonl(&path))
+            {
+                tracing::warn!(error = %e, "could not write the IAM usage file");
+            }
+        }
+        if std::mem::take(&mut self.fail_on_access_denied) && !std::thread::panicking() {
+            let denied = self.access_denied();
+            if !denied.is_empty() {
+                panic!(
+                    "the functions were refused by their IAM policy in template.yaml:\n{}",
+                    denied.join("\n")
+                );
+            }
+        }
     }
 }
 
@@ -586,11 +630,7 @@ impl Drop for LambdaStack {
         for p in self.pools.values() {
             p.shutdown();
         }
-        if let Some(path) = &self.usage_file
-            && let Err(e) = self.usage.append_jsonl(path)
-        {
-            tracing::warn!(error = %e, "could not write the IAM usage file");
-        }
+        self.finish();
     }
 }
 

@@ -485,7 +485,7 @@ async fn runtime_api(
                 "lambda-runtime-trace-id",
                 format!(
                     "Root=1-00000000-{};Sampled=0",
-                    job.request_id.replace('-', "")[..24].to_string()
+                    &job.request_id.replace('-', "")[..24]
                 ),
             )
             .body(Full::new(job.payload))

@@ -37,6 +37,9 @@ pub struct Bindings {
     pub refs: HashMap<String, String>,
     /// `!GetAtt <logical id>.<attribute>`.
     pub attrs: HashMap<(String, String), String>,
+    /// Resolve a defined resource without a local value to a placeholder (`<Id>` or
+    /// `<Id.Attr>`) instead of refusing: for reading the template's grants only.
+    pub placeholders: bool,
 }
 
 impl Bindings {
@@ -230,6 +233,9 @@ fn ref_value(name: &str, b: &Bindings, raw: &Value, at: &str) -> Result<String, 
         return Ok(v.clone());
     }
     if raw.get("Resources").and_then(|r| r.get(name)).is_some() {
+        if b.placeholders {
+            return Ok(format!("<{name}>"));
+        }
         return err(format!(
             "{at}: !Ref {name}: the local stack has no value for this resource"
         ));
@@ -253,6 +259,9 @@ fn get_att(
         return err(format!(
             "{at}: !GetAtt {res}.{attr}: no resource {res} is defined"
         ));
+    }
+    if b.placeholders {
+        return Ok(format!("<{res}.{attr}>"));
     }
     err(format!(
         "{at}: !GetAtt {res}.{attr}: the local stack has no value for this attribute"
@@ -618,16 +627,14 @@ pub fn load(raw: &Value, b: &Bindings) -> Result<Template, TemplateError> {
                     }
                     Some("DynamoDB") => {
                         let table = match ep.get("Stream") {
-                            Some(Value::Tagged(t)) if t.tag == "!GetAtt" => {
-                                let s = scalar_string(&t.value);
-                                let s = match &t.value {
-                                    Value::Sequence(seq) if !seq.is_empty() => {
-                                        scalar_string(&seq[0])
-                                    }
-                                    _ => s.split('.').next().unwrap_or_default().to_string(),
-                                };
-                                s
-                            }
+                            Some(Value::Tagged(t)) if t.tag == "!GetAtt" => match &t.value {
+                                Value::Sequence(seq) if !seq.is_empty() => scalar_string(&seq[0]),
+                                v => scalar_string(v)
+                                    .split('.')
+                                    .next()
+                                    .unwrap_or_default()
+                                    .to_string(),
+                            },
                             _ => {
                                 return err(format!(
                                     "{at}: Stream must be !GetAtt <table>.StreamArn"
@@ -830,7 +837,11 @@ Resources:
     Metadata: {BuildProperties: {Binary: fnbin}}
     Properties:
       Timeout: 29
-      Environment: {Variables: {T: !Ref Table, P: !Sub "${AWS::StackName}/x/${Days}", A: !GetAtt Table.Arn}}
+      Environment:
+        Variables:
+          T: !Ref Table
+          P: !Sub "${AWS::StackName}/x/${Days}"
+          A: !GetAtt Table.Arn
       Policies:
         - Statement:
             - Sid: S
