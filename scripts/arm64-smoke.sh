@@ -39,7 +39,7 @@ apt_install() {
   step "apt-get install $*"
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
 }
-has_candidate() { LC_ALL=C apt-cache policy "$1" 2>/dev/null | grep -q 'Candidate: [^(]'; }
+has_candidate() { local p; p="$(LC_ALL=C apt-cache policy "$1" 2>/dev/null)"; grep -q 'Candidate: [^(]' <<<"$p"; }
 qemu=""
 find_qemu() { qemu="$(command -v qemu-aarch64 || command -v qemu-aarch64-static || true)"; }
 find_qemu

@@ -33,6 +33,7 @@ esac
 out="$root/.ctwa/loadtest"; mkdir -p "$out"
 
 echo "== release build (ctwa-local, ctwa-loadtest)" >&2
+scripts/build-functions.sh --quiet
 cargo build -q --release --locked -p ctwa-local --bin ctwa-local --bin ctwa-loadtest
 
 # A fresh DynamoDB Local (in memory; 1 GiB of heap for 100,000 inbox items and their

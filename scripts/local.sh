@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # README command 1: the whole system on this machine, no AWS account needed.
-# Installs what is missing (DynamoDB Local, moto), starts them, builds and runs every
-# function behind one HTTP port (CTWA_LOCAL_PORT, default 3000), seeds a demo account
-# and writes its connection details to .ctwa/local.json. Ctrl-C stops everything.
+# Installs what is missing (DynamoDB Local, moto), starts them, builds every function's
+# release bootstrap and the local run (progress shown; ~5 min the first time), then
+# deploys template.yaml locally: each function behind a local Lambda Runtime API, its
+# routes on one HTTP port (CTWA_LOCAL_PORT, default 3000), the inbox stream mapping, the
+# schedules, and its IAM policy enforced on every AWS call. Seeds a demo account and
+# writes its connection details to .ctwa/local.json. Ctrl-C stops everything.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -14,7 +17,12 @@ cleanup() { [ "$started_here" = 1 ] && scripts/services.sh stop; }
 trap cleanup EXIT
 # shellcheck disable=SC1091
 . .ctwa/env
-cargo build --release --locked -p ctwa-local --quiet
+scripts/build-functions.sh -p ctwa-local
+case "${CARGO_TARGET_DIR:-}" in
+  "") bin="$root/target/release/ctwa-local" ;;
+  /*) bin="$CARGO_TARGET_DIR/release/ctwa-local" ;;
+  *) bin="$root/$CARGO_TARGET_DIR/release/ctwa-local" ;;
+esac
 exec_status=0
-target/release/ctwa-local || exec_status=$?
+"$bin" || exec_status=$?
 exit "$exec_status"

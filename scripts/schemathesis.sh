@@ -24,6 +24,7 @@ if [ ! -x "$VENV/bin/schemathesis" ]; then
   echo "schemathesis: installing schemathesis into $VENV" >&2
   "$VENV/bin/pip" install --quiet --disable-pip-version-check 'schemathesis>=4,<5' >&2
 fi
+scripts/build-functions.sh --quiet
 cargo build --locked -p ctwa-local --quiet
 state="$root/.ctwa/schemathesis"
 rm -rf "$state"; mkdir -p "$state"

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # README command 2: every test, against real local servers.
 # Starts DynamoDB Local and the Secrets Manager emulator (installing them if missing),
-# runs the workspace's tests (unit, integration, end-to-end over HTTP), then lints the
-# SAM template with cfn-lint. Stops the servers it started. Extra arguments go to
-# `cargo test` (e.g. `scripts/test.sh -p ctwa-tests --test e2e`).
+# builds the functions' release bootstraps (the end-to-end tests run them behind a local
+# Lambda Runtime API, their AWS calls checked against template.yaml's IAM policies), runs
+# the workspace's tests (unit, integration, end-to-end), prints the least-privilege
+# report, then lints the SAM template with cfn-lint. Stops the servers it started. Extra
+# arguments go to `cargo test` (e.g. `scripts/test.sh -p ctwa-tests --test e2e`).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -14,9 +16,15 @@ cleanup() { if [ "$started_here" = 1 ]; then scripts/services.sh stop; fi; }
 trap cleanup EXIT
 # shellcheck disable=SC1091
 . .ctwa/env
+scripts/build-functions.sh
 log="$root/.ctwa/logs/cargo-test.log"
+# Each test stack writes the IAM calls its functions made here (ctwa-iam-report reads them).
+export CTWA_IAM_USAGE_DIR="$root/.ctwa/iam-usage"
+rm -rf "$CTWA_IAM_USAGE_DIR" "$root/.ctwa/logs/tests"
 status=0
 cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
+echo "== least-privilege report (template.yaml grants vs the calls the tests made)"
+cargo run --quiet --locked -p ctwa-local --bin ctwa-iam-report -- "$CTWA_IAM_USAGE_DIR"/*.jsonl | tee "$root/.ctwa/logs/iam-report.txt" || status=$?
 echo "== cfn-lint template.yaml"
 .ctwa/tools/venv/bin/cfn-lint template.yaml || status=$?
 echo

@@ -91,6 +91,10 @@ pub struct AppOptions {
     pub log_level: Option<String>,
     /// Keep every function log line in memory (`app.stack.lambda.log_lines()`).
     pub keep_logs: bool,
+    /// Deploy this template instead of template.yaml (tests of the stack's own rules).
+    pub template: Option<std::path::PathBuf>,
+    /// The test provokes AccessDenied on purpose: do not fail on it.
+    pub expect_access_denied: bool,
 }
 
 impl Default for AppOptions {
@@ -100,6 +104,8 @@ impl Default for AppOptions {
             sinch_app_id: FIXTURE_SINCH_APP.into(),
             log_level: None,
             keep_logs: false,
+            template: None,
+            expect_access_denied: false,
         }
     }
 }
@@ -118,11 +124,14 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
 
 /// A test stack's config: fresh tables, secrets and app credentials; a short retry
 /// budget and resend delay. The Graph URL is set by the caller.
-pub(crate) fn test_config(opts: &AppOptions) -> LocalConfig {
+pub fn test_config(opts: &AppOptions) -> LocalConfig {
     let stack_name = unique("stack");
     let mut lambda = ctwa_local::lambda::LambdaOptions::from_env();
     lambda.keep_logs = opts.keep_logs;
-    lambda.fail_on_access_denied = true;
+    lambda.fail_on_access_denied = !opts.expect_access_denied;
+    if let Some(t) = &opts.template {
+        lambda.template_path = t.clone();
+    }
     lambda.max_instances = 8;
     lambda.log_file = Some(
         ctwa_local::lambda::workspace_dir()
@@ -152,7 +161,7 @@ pub(crate) fn test_config(opts: &AppOptions) -> LocalConfig {
 }
 
 /// The Graph simulator for the app of `cfg`.
-pub(crate) async fn start_sim(cfg: &LocalConfig) -> graph_sim::RunningSim {
+pub async fn start_sim(cfg: &LocalConfig) -> graph_sim::RunningSim {
     graph_sim::start(
         ([127, 0, 0, 1], 0).into(),
         graph_sim::SimConfig {

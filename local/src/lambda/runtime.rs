@@ -128,6 +128,7 @@ struct InstanceShared {
 }
 
 struct Instance {
+    pid: Option<u32>,
     jobs: mpsc::Sender<Job>,
     shared: Arc<InstanceShared>,
     kill: Mutex<Option<oneshot::Sender<()>>>,
@@ -214,6 +215,18 @@ impl FunctionPool {
             timeouts: self.timeouts.load(Ordering::Relaxed),
             crashes: self.crashes.load(Ordering::Relaxed),
         }
+    }
+
+    /// The process ids of the live instances (for fault tests).
+    pub fn pids(&self) -> Vec<u32> {
+        self.all
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|w| w.upgrade())
+            .filter(|i| !i.dead())
+            .filter_map(|i| i.pid)
+            .collect()
     }
 
     /// Stops every instance (their processes are killed).
@@ -358,6 +371,7 @@ impl FunctionPool {
                 }
             });
         }
+        let pid = child.id();
         let (kill_tx, kill_rx) = oneshot::channel::<()>();
         let watcher_shared = shared.clone();
         let name = self.spec.function.clone();
@@ -400,6 +414,7 @@ impl FunctionPool {
             }
         });
         let instance = Arc::new(Instance {
+            pid,
             jobs: jobs_tx,
             shared,
             kill: Mutex::new(Some(kill_tx)),

@@ -1,0 +1,359 @@
+//! The local stack is as strict as AWS: the template is the configuration (a variable,
+//! a table or a binary it does not give stops the start), IAM is enforced on every AWS
+//! call (AccessDenied answered as AWS answers it, nothing stored), timeouts and crashed
+//! runtimes are answered as API Gateway answers them and the next request gets a fresh
+//! instance, the stream mapping gives up on a batch into its on-failure queue, scheduled
+//! functions take EventBridge's event, and no secret or customer PII reaches any log
+//! line at the most verbose LogLevel the template accepts.
+
+use ctwa_shared::meta::connection::REQUIRED_SCOPES;
+use ctwa_tests::*;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn template_text() -> String {
+    std::fs::read_to_string(ctwa_local::lambda::workspace_dir().join("template.yaml")).unwrap()
+}
+
+/// template.yaml with `from` replaced by `to` (exactly once), written to a temp file.
+fn template_with(from: &str, to: &str) -> PathBuf {
+    let text = template_text();
+    assert_eq!(text.matches(from).count(), 1, "{from:?} must occur once");
+    let path = std::env::temp_dir().join(format!("{}.yaml", unique("template")));
+    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    path
+}
+
+/// The start's answer for a template.
+async fn start_error(template: PathBuf) -> String {
+    let clients = clients().await;
+    let mut cfg = test_config(&AppOptions::default());
+    cfg.lambda.template_path = template;
+    let sim = start_sim(&cfg).await;
+    cfg.graph_url = sim.graph_url();
+    match ctwa_local::start(&clients, cfg).await {
+        Ok(_) => panic!("the stack started"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn the_start_refuses_what_aws_would_fail_on_with_one_clear_line() {
+    // A variable the code requires but the template does not set.
+    let e = start_error(template_with(
+        "      Description: Client HTTP API for conversations and their captured click ids.\n      CodeUri: .\n      Environment:\n        Variables:\n          DATA_TABLE: !Ref DataTable\n",
+        "      Description: Client HTTP API for conversations and their captured click ids.\n      CodeUri: .\n      Environment:\n        Variables:\n          DATA_TABLEX: !Ref DataTable\n",
+    ))
+    .await;
+    assert!(
+        e.contains("ApiFunction") && e.contains("DATA_TABLE is required"),
+        "{e}"
+    );
+    assert!(!e.contains('\n'), "one line: {e}");
+    // A policy that names a table the template does not define.
+    let e = start_error(template_with(
+        "            - Sid: InboxWrite\n              Effect: Allow\n              Action:\n                - dynamodb:PutItem\n              Resource: !GetAtt InboxTable.Arn",
+        "            - Sid: InboxWrite\n              Effect: Allow\n              Action:\n                - dynamodb:PutItem\n              Resource: !GetAtt InboxTabel.Arn",
+    ))
+    .await;
+    assert!(
+        e.contains("WebhookFunction") && e.contains("no resource InboxTabel is defined"),
+        "{e}"
+    );
+    // A function whose routes no binary answers.
+    let e = start_error(template_with(
+        "      BuildProperties:\n        Binary: api\n",
+        "      BuildProperties: {}\n",
+    ))
+    .await;
+    assert!(
+        e.contains("ApiFunction") && e.contains("Binary is missing"),
+        "{e}"
+    );
+    // A log level CloudFormation would refuse.
+    let clients = clients().await;
+    let mut cfg = test_config(&AppOptions::default());
+    cfg.log_level = Some("verbose".into());
+    let e = ctwa_local::start(&clients, cfg).await.err().unwrap().to_string();
+    assert!(e.contains("LogLevel=verbose") && e.contains("AllowedValues"), "{e}");
+}
+
+#[tokio::test]
+async fn an_action_the_policy_does_not_grant_is_access_denied_and_nothing_is_stored() {
+    let app = spawn_app_with(AppOptions {
+        template: Some(template_with(
+            "              Action:\n                - dynamodb:PutItem\n              Resource: !GetAtt InboxTable.Arn",
+            "              Action:\n                - dynamodb:GetItem\n              Resource: !GetAtt InboxTable.Arn",
+        )),
+        expect_access_denied: true,
+        ..Default::default()
+    })
+    .await;
+    let (s, v) = app
+        .post_webhook(ctwa_webhook(
+            FIXTURE_PNID,
+            "wamid.denied",
+            "16505551234",
+            Some("CLID-DENIED"),
+            1_750_000_000,
+        ))
+        .await;
+    // Meta sees a failure and retries; nothing was stored.
+    assert!(s >= 500, "{s} {v}");
+    assert_eq!(app.inbox_count().await, 0);
+    let denied = app.stack.lambda.access_denied();
+    assert!(
+        denied
+            .iter()
+            .any(|d| d.starts_with("WebhookFunction AccessDenied: dynamodb:PutItem on arn:aws:dynamodb:")
+                && d.contains(&format!("table/{}", app.cfg.inbox_table))),
+        "{denied:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_timed_out_invocation_is_a_503_and_the_next_request_gets_a_fresh_instance() {
+    // ConnectFunction with a 1 s Timeout; Meta's token endpoint answering in 2.5 s.
+    let app = spawn_app_with(AppOptions {
+        template: Some(template_with(
+            "      Description: Meta connection. OAuth code exchange, token refresh and status. Tokens live in Secrets Manager only.\n      CodeUri: .\n      Timeout: 29\n",
+            "      Description: Meta connection. OAuth code exchange, token refresh and status. Tokens live in Secrets Manager only.\n      CodeUri: .\n      Timeout: 1\n",
+        )),
+        ..Default::default()
+    })
+    .await;
+    app.sim.sim.add_fault(
+        serde_json::from_value(json!({"path": "oauth/access_token", "status": 200, "delay_ms": 2500}))
+            .unwrap(),
+    );
+    let code = app.oauth_code(&REQUIRED_SCOPES, FIXTURE_WABA);
+    let (s, v) = app
+        .post_json("/v1/oauth/exchange-code", &app.api_key, json!({"code": code}))
+        .await;
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(v, json!({"message": "Service Unavailable"}));
+    let pool = app.stack.lambda.pool("ConnectFunction").unwrap().clone();
+    assert_eq!(pool.stats().timeouts, 1);
+    let (s, v) = app.get("/v1/status", &app.api_key).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(pool.stats().cold_starts, 2, "the timed-out instance was replaced");
+}
+
+#[tokio::test]
+async fn a_crashed_runtime_is_a_500_and_the_next_request_gets_a_fresh_instance() {
+    let app = spawn_app().await;
+    let (s, _) = app.get("/v1/status", &app.api_key).await;
+    assert_eq!(s, 200);
+    let pool = app.stack.lambda.pool("ConnectFunction").unwrap().clone();
+    // Killed while idle: the next request starts a new instance.
+    for pid in pool.pids() {
+        std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (s, v) = app.get("/v1/status", &app.api_key).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(pool.stats().cold_starts, 2);
+    // Killed in the middle of an invocation: API Gateway's 500.
+    app.sim.sim.add_fault(
+        serde_json::from_value(json!({"path": "oauth/access_token", "status": 200, "delay_ms": 3000}))
+            .unwrap(),
+    );
+    let code = app.oauth_code(&REQUIRED_SCOPES, FIXTURE_WABA);
+    let exchange = app.post_json("/v1/oauth/exchange-code", &app.api_key, json!({"code": code}));
+    let killer = async {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        for pid in pool.pids() {
+            std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+        }
+    };
+    let ((s, v), ()) = tokio::join!(exchange, killer);
+    assert_eq!(s, 500, "{v}");
+    assert_eq!(v, json!({"message": "Internal Server Error"}));
+    assert!(pool.stats().crashes >= 1);
+    let (s, v) = app.get("/v1/status", &app.api_key).await;
+    assert_eq!(s, 200, "{v}");
+}
+
+#[tokio::test]
+async fn a_batch_capture_keeps_failing_goes_to_the_on_failure_queue_after_the_retries() {
+    // Capture without UpdateItem fails every click; one retry, then the on-failure queue.
+    let path = template_with(
+        "            MaximumRetryAttempts: 10\n",
+        "            MaximumRetryAttempts: 1\n",
+    );
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "                - dynamodb:PutItem\n                - dynamodb:UpdateItem\n                - dynamodb:Query\n                - dynamodb:ConditionCheckItem\n",
+        "                - dynamodb:PutItem\n                - dynamodb:Query\n                - dynamodb:ConditionCheckItem\n",
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    let app = spawn_app_with(AppOptions {
+        template: Some(path),
+        expect_access_denied: true,
+        ..Default::default()
+    })
+    .await;
+    let (s, v) = app
+        .post_webhook(ctwa_webhook(
+            FIXTURE_PNID,
+            "wamid.dlq",
+            "16505551234",
+            Some("CLID-DLQ"),
+            1_750_000_000,
+        ))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (_, url) = app.stack.lambda.resources.queues["CaptureDeadLetterQueue"].clone();
+    let record: Value = eventually("the batch reaches the on-failure queue", Duration::from_secs(60), || {
+        let sqs = app.clients.sqs.clone();
+        let url = url.clone();
+        async move {
+            let out = sqs.receive_message().queue_url(&url).send().await.ok()?;
+            let m = out.messages?.into_iter().next()?;
+            serde_json::from_str(m.body()?).ok()
+        }
+    })
+    .await;
+    assert_eq!(record["requestContext"]["condition"], "RetryAttemptsExhausted");
+    assert_eq!(record["requestContext"]["approximateInvokeCount"], 2);
+    let info = &record["DDBStreamBatchInfo"];
+    assert_eq!(info["batchSize"], 1);
+    assert!(info["shardId"].is_string() && info["startSequenceNumber"].is_string());
+    assert!(
+        app.stack
+            .lambda
+            .access_denied()
+            .iter()
+            .any(|d| d.starts_with("CaptureFunction AccessDenied: dynamodb:UpdateItem")),
+        "{:?}",
+        app.stack.lambda.access_denied()
+    );
+    // The message itself stays in the inbox, for a replay.
+    assert_eq!(app.inbox_count().await, 1);
+}
+
+#[tokio::test]
+async fn scheduled_functions_take_eventbridges_event() {
+    let app = spawn_app().await;
+    app.connect_meta(&app.api_key).await;
+    for f in ["ConversionsResendFunction", "TokenRefreshFunction"] {
+        let out = app.stack.lambda.invoke_scheduled(f).await;
+        assert!(out.is_ok(), "{f}: {out:?}");
+    }
+    let schedules: Vec<_> = app
+        .stack
+        .lambda
+        .template
+        .functions
+        .iter()
+        .flat_map(|f| f.schedules.iter().map(move |s| (f.logical_id.clone(), s.expression.clone())))
+        .collect();
+    assert!(schedules.contains(&("ConversionsResendFunction".into(), "rate(5 minutes)".into())));
+    assert!(schedules.contains(&("TokenRefreshFunction".into(), "rate(1 day)".into())));
+}
+
+/// The whole product at the most verbose LogLevel the template accepts: webhooks (Cloud
+/// API and Sinch), the OAuth exchange and refresh, the dataset and CAPI config,
+/// conversions with raw phones and emails, the audit trail, reads, API keys, the
+/// scheduled jobs; then every function log line is scanned for secrets and PII.
+#[tokio::test]
+async fn no_secret_or_pii_in_any_function_log_line_at_the_most_verbose_level() {
+    let level = most_verbose_log_level();
+    let app = spawn_app_with(AppOptions {
+        keep_logs: true,
+        log_level: Some(level.clone()),
+        ..Default::default()
+    })
+    .await;
+    let fun = app.stack.lambda.template.function("WebhookFunction").unwrap();
+    assert_eq!(fun.application_log_level, level.to_uppercase());
+
+    let phone = "16505559876";
+    let (s, _) = app
+        .post_webhook(ctwa_webhook(FIXTURE_PNID, "wamid.logs", phone, Some("CLID-LOGS"), ctwa_shared::time::now_secs() - 60))
+        .await;
+    assert_eq!(s, 200);
+    let sinch = std::fs::read_to_string(format!(
+        "{}/../events/webhooks/sinch/message_inbound_ctwa.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let (s, _) = app.post_sinch(sinch).await;
+    assert_eq!(s, 200);
+    let code = app.oauth_code(&REQUIRED_SCOPES, FIXTURE_WABA);
+    let (s, v) = app
+        .post_json("/v1/oauth/exchange-code", &app.api_key, json!({"code": code}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = app.post_json("/v1/oauth/refresh-token", &app.api_key, json!({})).await;
+    assert_eq!(s, 200);
+    let (s, _) = app.post_json("/v1/dataset", &app.api_key, json!({})).await;
+    assert_eq!(s, 200);
+    let (s, _) = app
+        .post_json("/v1/capi", &app.api_key, json!({"lead_event_enabled": true, "lead_event_trigger": "form_submitted"}))
+        .await;
+    assert!(s < 300, "{s}");
+    eventually("the click is captured", Duration::from_secs(30), || async {
+        (app.click_count().await >= 1).then_some(())
+    })
+    .await;
+    let raw_phone = "+1 (650) 555-9876";
+    let email = "Alice.Logs@Example.com";
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions",
+            &app.api_key,
+            json!({"phone": raw_phone, "email": email, "event_name": "Purchase", "value": 1499, "currency": "INR", "event_id": unique("ev")}),
+        )
+        .await;
+    assert!(s < 300, "{s} {v}");
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions/batch",
+            &app.api_key,
+            json!({"events": [{"phone": raw_phone, "email": email, "event_name": "Lead", "event_id": unique("ev")}]}),
+        )
+        .await;
+    assert!(s < 300, "{s} {v}");
+    let (s, _) = app.get("/v1/conversions", &app.api_key).await;
+    assert_eq!(s, 200);
+    let (s, _) = app.get(&format!("/v1/conversations?phone={phone}"), &app.api_key).await;
+    assert_eq!(s, 200);
+    let (s, v) = app.post_json("/v1/api-keys", &app.api_key, json!({"name": "logs"})).await;
+    assert!(s < 300, "{s} {v}");
+    let minted = v["api_key"].as_str().or(v["key"].as_str()).unwrap_or_default().to_string();
+    for f in ["ConversionsResendFunction", "TokenRefreshFunction"] {
+        app.stack.lambda.invoke_scheduled(f).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let lines = app.stack.lambda.log_lines();
+    assert!(lines.len() >= 10, "function logs were read: {lines:?}");
+    let mut secrets: Vec<(String, String)> = vec![
+        ("API key".into(), app.api_key.clone()),
+        ("app secret".into(), app.cfg.app_secret.clone()),
+        ("verify token".into(), app.cfg.verify_token.clone()),
+        ("Sinch secret".into(), app.cfg.sinch_webhook_secret.clone()),
+        ("OAuth code".into(), code),
+        ("raw phone".into(), raw_phone.into()),
+        ("phone digits".into(), phone.into()),
+        ("email".into(), email.into()),
+        ("email normalised".into(), email.to_lowercase()),
+    ];
+    if !minted.is_empty() {
+        secrets.push(("minted API key".into(), minted));
+    }
+    for t in app.sim.sim.issued_tokens() {
+        secrets.push(("Meta token".into(), t));
+    }
+    for line in &lines {
+        for (what, s) in &secrets {
+            assert!(!line.contains(s.as_str()), "{what} in a log line: {line}");
+        }
+        assert!(
+            !line.to_ascii_lowercase().contains("authorization"),
+            "an Authorization header in a log line: {line}"
+        );
+    }
+}
