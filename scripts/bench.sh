@@ -122,7 +122,8 @@ load conversions --count 3000 --concurrency 32 --customers 200 >"$out/load-conv-
 load webhooks --count 5000 --concurrency 32 >"$out/load-webhooks-32.json"
 # Sustained webhooks against raw conditional PutItem, same DynamoDB Local, same run: each
 # starts with the stack idle (capture has drained what came before).
-ticks() { cat "/proc/$local_pid/stat" "/proc/$ddb_pid/stat" | awk '{t += $14 + $15} END {print t}'; }
+# ctwa-local, its function instances (child processes) and DynamoDB Local.
+ticks() { { cat "/proc/$local_pid/stat" "/proc/$ddb_pid/stat"; for c in $(pgrep -P "$local_pid"); do cat "/proc/$c/stat" 2>/dev/null; done; } | awk '{t += $14 + $15} END {print t}'; }
 quiet() { # waits (up to 120 s) until ctwa-local and DynamoDB Local use under 15% of a core
   local a b
   for _ in $(seq 1 120); do
@@ -147,6 +148,17 @@ print(json.dumps({"mode": "putitem", "count": n, "concurrency": a["concurrency"]
     "latency_ms": {"p50": (a["latency_ms"]["p50"] + b["latency_ms"]["p50"]) / 2, "p99": pct("p99"), "max": pct("max")},
     "server_cpu_ms_per_request": None}))
 PY
+# Cold starts through the stack itself: each instance the load started, process start to
+# its first answer, behind the local Runtime API, API Gateway's mapping and the IAM gateway.
+python3 -c 'import sys,urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())' "http://127.0.0.1:$port/_local/stats" >"$out/stack-stats.json"
+sj() { python3 -c '
+import json, sys, statistics
+d = json.load(open(sys.argv[1]))
+for name in sorted(d):
+    v = sorted(d[name]["cold_start_ms"])
+    if v:
+        print("| cold start through the local stack, %s (process start to first answer: Runtime API, API Gateway mapping, IAM gateway) | median %.2f ms, p90 %.2f ms over %d instances; %d invocations |" % (name, statistics.median(v), v[min(len(v) - 1, int(len(v) * 0.9))], len(v), d[name]["invocations"]))
+' "$out/stack-stats.json"; }
 lj() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); c=d["server_cpu_ms_per_request"]; print("%.1f/s (p50 %.1f ms, p99 %.1f ms, %d errors%s)" % (d["per_second"], d["latency_ms"]["p50"], d["latency_ms"]["p99"], d["errors"], "" if c is None else "; local server CPU %.3f ms per request" % c))' "$out/$1"; }
 mj() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("peak RSS %.1f MiB after %d invocations (warm p50 %.2f ms, p99 %.2f ms; %d errors)" % (d["peak_rss_kb"]/1024, d["invocations_per_run"], d["warm_ms"]["p50"], d["warm_ms"]["p99"], d["errors"]))' "$out/mem-$1.json"; }
 ratio=$(python3 -c 'import json,sys; w=json.load(open(sys.argv[1])); p=json.load(open(sys.argv[2])); print("%.2f (webhooks %.1f/s, %d errors / PutItem %.1f/s, %d errors)" % (w["per_second"]/p["per_second"], w["per_second"], w["errors"], p["per_second"], p["errors"]))' "$out/load-webhooks-sustained.json" "$out/load-putitem-32.json")
@@ -174,6 +186,7 @@ echo "| cold start, api (GET /v1/conversations: API key GetItem) | $(cj api 'med
 for f in connect:"GET /v1/status" dataset:"GET /v1/dataset" conversions:"GET /v1/conversions" token-refresh:"schedule event: connections query" conversions-resend:"schedule event: due-events query" ads:"GET /v1/ads" admin:"GET /v1/api-keys"; do
   echo "| cold start, ${f%%:*} (${f#*:}) | $(cj "${f%%:*}" 'median %(med).2f ms, p90 %(p90).2f ms; peak RSS %(rss).1f MiB') |"
 done
+sj
 echo "| conversions through the local stack, 1 client (Graph simulator) | $(lj load-conv-1.json) |"
 echo "| conversions through the local stack, 32 concurrent | $(lj load-conv-32.json) |"
 echo "| signed webhooks through the local stack, 32 concurrent | $(lj load-webhooks-32.json) |"

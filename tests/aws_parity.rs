@@ -75,8 +75,15 @@ async fn the_start_refuses_what_aws_would_fail_on_with_one_clear_line() {
     let clients = clients().await;
     let mut cfg = test_config(&AppOptions::default());
     cfg.log_level = Some("verbose".into());
-    let e = ctwa_local::start(&clients, cfg).await.err().unwrap().to_string();
-    assert!(e.contains("LogLevel=verbose") && e.contains("AllowedValues"), "{e}");
+    let e = ctwa_local::start(&clients, cfg)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("LogLevel=verbose") && e.contains("AllowedValues"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -104,10 +111,9 @@ async fn an_action_the_policy_does_not_grant_is_access_denied_and_nothing_is_sto
     assert_eq!(app.inbox_count().await, 0);
     let denied = app.stack.lambda.access_denied();
     assert!(
-        denied
-            .iter()
-            .any(|d| d.starts_with("WebhookFunction AccessDenied: dynamodb:PutItem on arn:aws:dynamodb:")
-                && d.contains(&format!("table/{}", app.cfg.inbox_table))),
+        denied.iter().any(|d| d
+            .starts_with("WebhookFunction AccessDenied: dynamodb:PutItem on arn:aws:dynamodb:")
+            && d.contains(&format!("table/{}", app.cfg.inbox_table))),
         "{denied:?}"
     );
 }
@@ -124,12 +130,18 @@ async fn a_timed_out_invocation_is_a_503_and_the_next_request_gets_a_fresh_insta
     })
     .await;
     app.sim.sim.add_fault(
-        serde_json::from_value(json!({"path": "oauth/access_token", "status": 200, "delay_ms": 2500}))
-            .unwrap(),
+        serde_json::from_value(
+            json!({"path": "oauth/access_token", "status": 200, "delay_ms": 2500}),
+        )
+        .unwrap(),
     );
     let code = app.oauth_code(&REQUIRED_SCOPES, FIXTURE_WABA);
     let (s, v) = app
-        .post_json("/v1/oauth/exchange-code", &app.api_key, json!({"code": code}))
+        .post_json(
+            "/v1/oauth/exchange-code",
+            &app.api_key,
+            json!({"code": code}),
+        )
         .await;
     assert_eq!(s, 503, "{v}");
     assert_eq!(v, json!({"message": "Service Unavailable"}));
@@ -137,7 +149,11 @@ async fn a_timed_out_invocation_is_a_503_and_the_next_request_gets_a_fresh_insta
     assert_eq!(pool.stats().timeouts, 1);
     let (s, v) = app.get("/v1/status", &app.api_key).await;
     assert_eq!(s, 200, "{v}");
-    assert_eq!(pool.stats().cold_starts, 2, "the timed-out instance was replaced");
+    assert_eq!(
+        pool.stats().cold_starts,
+        2,
+        "the timed-out instance was replaced"
+    );
 }
 
 #[tokio::test]
@@ -148,7 +164,10 @@ async fn a_crashed_runtime_is_a_500_and_the_next_request_gets_a_fresh_instance()
     let pool = app.stack.lambda.pool("ConnectFunction").unwrap().clone();
     // Killed while idle: the next request starts a new instance.
     for pid in pool.pids() {
-        std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+        std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (s, v) = app.get("/v1/status", &app.api_key).await;
@@ -156,15 +175,24 @@ async fn a_crashed_runtime_is_a_500_and_the_next_request_gets_a_fresh_instance()
     assert_eq!(pool.stats().cold_starts, 2);
     // Killed in the middle of an invocation: API Gateway's 500.
     app.sim.sim.add_fault(
-        serde_json::from_value(json!({"path": "oauth/access_token", "status": 200, "delay_ms": 3000}))
-            .unwrap(),
+        serde_json::from_value(
+            json!({"path": "oauth/access_token", "status": 200, "delay_ms": 3000}),
+        )
+        .unwrap(),
     );
     let code = app.oauth_code(&REQUIRED_SCOPES, FIXTURE_WABA);
-    let exchange = app.post_json("/v1/oauth/exchange-code", &app.api_key, json!({"code": code}));
+    let exchange = app.post_json(
+        "/v1/oauth/exchange-code",
+        &app.api_key,
+        json!({"code": code}),
+    );
     let killer = async {
         tokio::time::sleep(Duration::from_millis(1000)).await;
         for pid in pool.pids() {
-            std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+            std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status()
+                .unwrap();
         }
     };
     let ((s, v), ()) = tokio::join!(exchange, killer);
@@ -205,17 +233,24 @@ async fn a_batch_capture_keeps_failing_goes_to_the_on_failure_queue_after_the_re
         .await;
     assert_eq!(s, 200, "{v}");
     let (_, url) = app.stack.lambda.resources.queues["CaptureDeadLetterQueue"].clone();
-    let record: Value = eventually("the batch reaches the on-failure queue", Duration::from_secs(60), || {
-        let sqs = app.clients.sqs.clone();
-        let url = url.clone();
-        async move {
-            let out = sqs.receive_message().queue_url(&url).send().await.ok()?;
-            let m = out.messages?.into_iter().next()?;
-            serde_json::from_str(m.body()?).ok()
-        }
-    })
+    let record: Value = eventually(
+        "the batch reaches the on-failure queue",
+        Duration::from_secs(60),
+        || {
+            let sqs = app.clients.sqs.clone();
+            let url = url.clone();
+            async move {
+                let out = sqs.receive_message().queue_url(&url).send().await.ok()?;
+                let m = out.messages?.into_iter().next()?;
+                serde_json::from_str(m.body()?).ok()
+            }
+        },
+    )
     .await;
-    assert_eq!(record["requestContext"]["condition"], "RetryAttemptsExhausted");
+    assert_eq!(
+        record["requestContext"]["condition"],
+        "RetryAttemptsExhausted"
+    );
     assert_eq!(record["requestContext"]["approximateInvokeCount"], 2);
     let info = &record["DDBStreamBatchInfo"];
     assert_eq!(info["batchSize"], 1);
@@ -247,7 +282,11 @@ async fn scheduled_functions_take_eventbridges_event() {
         .template
         .functions
         .iter()
-        .flat_map(|f| f.schedules.iter().map(move |s| (f.logical_id.clone(), s.expression.clone())))
+        .flat_map(|f| {
+            f.schedules
+                .iter()
+                .map(move |s| (f.logical_id.clone(), s.expression.clone()))
+        })
         .collect();
     assert!(schedules.contains(&("ConversionsResendFunction".into(), "rate(5 minutes)".into())));
     assert!(schedules.contains(&("TokenRefreshFunction".into(), "rate(1 day)".into())));
@@ -266,12 +305,23 @@ async fn no_secret_or_pii_in_any_function_log_line_at_the_most_verbose_level() {
         ..Default::default()
     })
     .await;
-    let fun = app.stack.lambda.template.function("WebhookFunction").unwrap();
+    let fun = app
+        .stack
+        .lambda
+        .template
+        .function("WebhookFunction")
+        .unwrap();
     assert_eq!(fun.application_log_level, level.to_uppercase());
 
     let phone = "16505559876";
     let (s, _) = app
-        .post_webhook(ctwa_webhook(FIXTURE_PNID, "wamid.logs", phone, Some("CLID-LOGS"), ctwa_shared::time::now_secs() - 60))
+        .post_webhook(ctwa_webhook(
+            FIXTURE_PNID,
+            "wamid.logs",
+            phone,
+            Some("CLID-LOGS"),
+            ctwa_shared::time::now_secs() - 60,
+        ))
         .await;
     assert_eq!(s, 200);
     let sinch = std::fs::read_to_string(format!(
@@ -283,15 +333,25 @@ async fn no_secret_or_pii_in_any_function_log_line_at_the_most_verbose_level() {
     assert_eq!(s, 200);
     let code = app.oauth_code(&REQUIRED_SCOPES, FIXTURE_WABA);
     let (s, v) = app
-        .post_json("/v1/oauth/exchange-code", &app.api_key, json!({"code": code}))
+        .post_json(
+            "/v1/oauth/exchange-code",
+            &app.api_key,
+            json!({"code": code}),
+        )
         .await;
     assert_eq!(s, 200, "{v}");
-    let (s, _) = app.post_json("/v1/oauth/refresh-token", &app.api_key, json!({})).await;
+    let (s, _) = app
+        .post_json("/v1/oauth/refresh-token", &app.api_key, json!({}))
+        .await;
     assert_eq!(s, 200);
     let (s, _) = app.post_json("/v1/dataset", &app.api_key, json!({})).await;
     assert_eq!(s, 200);
     let (s, _) = app
-        .post_json("/v1/capi", &app.api_key, json!({"lead_event_enabled": true, "lead_event_trigger": "form_submitted"}))
+        .post_json(
+            "/v1/capi",
+            &app.api_key,
+            json!({"lead_event_enabled": true, "lead_event_trigger": "form_submitted"}),
+        )
         .await;
     assert!(s < 300, "{s}");
     eventually("the click is captured", Duration::from_secs(30), || async {
@@ -318,18 +378,30 @@ async fn no_secret_or_pii_in_any_function_log_line_at_the_most_verbose_level() {
     assert!(s < 300, "{s} {v}");
     let (s, _) = app.get("/v1/conversions", &app.api_key).await;
     assert_eq!(s, 200);
-    let (s, _) = app.get(&format!("/v1/conversations?phone={phone}"), &app.api_key).await;
+    let (s, _) = app
+        .get(&format!("/v1/conversations?phone={phone}"), &app.api_key)
+        .await;
     assert_eq!(s, 200);
-    let (s, v) = app.post_json("/v1/api-keys", &app.api_key, json!({"name": "logs"})).await;
+    let (s, v) = app
+        .post_json("/v1/api-keys", &app.api_key, json!({"name": "logs"}))
+        .await;
     assert!(s < 300, "{s} {v}");
-    let minted = v["api_key"].as_str().or(v["key"].as_str()).unwrap_or_default().to_string();
+    let minted = v["api_key"]
+        .as_str()
+        .or(v["key"].as_str())
+        .unwrap_or_default()
+        .to_string();
     for f in ["ConversionsResendFunction", "TokenRefreshFunction"] {
         app.stack.lambda.invoke_scheduled(f).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let lines = app.stack.lambda.log_lines();
-    assert!(lines.len() >= 10, "function logs were read: {lines:?}");
+    let all = lines.join("\n");
+    assert!(
+        all.contains("cloud webhook accepted") && all.contains("Meta connected"),
+        "the functions' log lines were read: {lines:?}"
+    );
     let mut secrets: Vec<(String, String)> = vec![
         ("API key".into(), app.api_key.clone()),
         ("app secret".into(), app.cfg.app_secret.clone()),
@@ -356,4 +428,118 @@ async fn no_secret_or_pii_in_any_function_log_line_at_the_most_verbose_level() {
             "an Authorization header in a log line: {line}"
         );
     }
+}
+
+/// template.yaml with every `from` replaced by `to` (at least once), in a temp file.
+fn template_with_all(from: &str, to: &str) -> PathBuf {
+    let text = template_text();
+    assert!(text.contains(from), "{from:?} must occur");
+    let path = std::env::temp_dir().join(format!("{}.yaml", unique("template")));
+    std::fs::write(&path, text.replace(from, to)).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn a_pending_conversion_is_delivered_once_by_the_scheduled_resend_function() {
+    // The template's resend delay, shortened; every policy as in template.yaml.
+    let app = spawn_app_with(AppOptions {
+        template: Some(template_with_all(
+            "RESEND_DELAY_SECONDS: \"60\"",
+            "RESEND_DELAY_SECONDS: \"1\"",
+        )),
+        ..Default::default()
+    })
+    .await;
+    app.connect_meta(&app.api_key).await;
+    let (s, v) = app.post_json("/v1/dataset", &app.api_key, json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = app
+        .post_webhook(ctwa_webhook(
+            FIXTURE_PNID,
+            "wamid.resend",
+            "16505551234",
+            Some("CLID-RESEND"),
+            ctwa_shared::time::now_secs() - 60,
+        ))
+        .await;
+    assert_eq!(s, 200);
+    eventually("the click is captured", Duration::from_secs(30), || async {
+        (app.click_count().await == 1).then_some(())
+    })
+    .await;
+    app.sim.sim.add_fault(
+        serde_json::from_value(json!({"path": "/events", "status": 503, "times": 1000})).unwrap(),
+    );
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions",
+            &app.api_key,
+            json!({"phone": "16505551234", "event_name": "Lead", "event_id": "lead-resend"}),
+        )
+        .await;
+    assert_eq!(s, 202, "{v}");
+    assert!(app.sim.sim.received_events().is_empty());
+    app.sim.sim.clear_faults();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let report = app
+        .stack
+        .lambda
+        .invoke_scheduled("ConversionsResendFunction")
+        .await
+        .unwrap();
+    assert_eq!(report["delivered"], 1, "{report}");
+    let again = app
+        .stack
+        .lambda
+        .invoke_scheduled("ConversionsResendFunction")
+        .await
+        .unwrap();
+    assert_eq!(again["due"], 0, "{again}");
+    let at_meta = app.sim.sim.received_events();
+    assert_eq!(at_meta.len(), 1);
+    assert_eq!(at_meta[0]["event"]["event_id"], "lead-resend");
+}
+
+#[tokio::test]
+async fn the_scheduled_token_refresh_function_renews_an_expiring_token() {
+    // Long-lived tokens last ~60 days: a 61-day window makes the new one due. Every
+    // policy as in template.yaml.
+    let app = spawn_app_with(AppOptions {
+        template: Some(template_with(
+            "REFRESH_WITHIN_DAYS: !Ref TokenRefreshWithinDays",
+            "REFRESH_WITHIN_DAYS: \"61\"",
+        )),
+        ..Default::default()
+    })
+    .await;
+    app.connect_meta(&app.api_key).await;
+    let before = app.sim.sim.issued_tokens().len();
+    let report = app
+        .stack
+        .lambda
+        .invoke_scheduled("TokenRefreshFunction")
+        .await
+        .unwrap();
+    assert_eq!(report["refreshed"], 1, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    assert!(app.sim.sim.issued_tokens().len() > before);
+    let (s, st) = app.get("/v1/status", &app.api_key).await;
+    assert_eq!(s, 200, "{st}");
+    assert_eq!(st["status"], "connected", "{st}");
+}
+
+#[tokio::test]
+async fn a_revoked_token_found_while_provisioning_the_dataset_marks_the_connection_broken() {
+    let app = spawn_app().await;
+    app.connect_meta(&app.api_key).await;
+    let token = app.stack.connect.meta.token(&app.account_id).await.unwrap();
+    app.sim.sim.revoke(token.expose());
+    let (s, v) = app.post_json("/v1/dataset", &app.api_key, json!({})).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("meta_token_invalid")),
+        "{v}"
+    );
+    let (_, st) = app.get("/v1/status", &app.api_key).await;
+    assert_eq!(st["status"], "broken", "{st}");
 }

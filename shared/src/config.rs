@@ -155,6 +155,9 @@ pub struct CapiSettings {
     pub connect: ConnectConfig,
     /// Audit rows expire after this many days; unset or 0 keeps them forever.
     pub audit_ttl_days: Option<i64>,
+    /// A conversion Meta did not take is sent again by the resend job this long after
+    /// (`RESEND_DELAY_SECONDS`, default 60; later failures back off from it).
+    pub resend_delay: Duration,
 }
 
 impl CapiSettings {
@@ -164,7 +167,15 @@ impl CapiSettings {
 
     pub fn from_lookup(env: Lookup) -> Result<Self, ConfigError> {
         let days: i64 = number(env, "AUDIT_TTL_DAYS", 0)?;
+        let resend_delay: u64 = number(env, "RESEND_DELAY_SECONDS", 60)?;
+        if !(1..=3600).contains(&resend_delay) {
+            return Err(ConfigError::Invalid {
+                name: "RESEND_DELAY_SECONDS",
+                reason: "must be between 1 and 3600".into(),
+            });
+        }
         Ok(Self {
+            resend_delay: Duration::from_secs(resend_delay),
             connect: ConnectConfig::from_lookup(env)?,
             // Under 8 days the TTL could remove a pending event or its dedup record
             // while it can still be sent: such values are raised to 8.

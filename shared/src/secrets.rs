@@ -26,7 +26,12 @@ pub trait SecretSource: Send + Sync {
 /// Writing secrets (a new version when the secret exists).
 #[async_trait]
 pub trait SecretWriter: Send + Sync {
+    /// A new version of the secret, which is created when it does not exist yet
+    /// (`secretsmanager:PutSecretValue`, then `CreateSecret`).
     async fn put_secret(&self, id: &str, value: &str) -> Result<(), SecretError>;
+    /// A new version of an existing secret only (`secretsmanager:PutSecretValue`): a
+    /// missing one is `NotFound`, never re-created.
+    async fn put_new_version(&self, id: &str, value: &str) -> Result<(), SecretError>;
 }
 
 pub struct AwsSecrets {
@@ -63,8 +68,8 @@ impl SecretSource for AwsSecrets {
 
 #[async_trait]
 impl SecretWriter for AwsSecrets {
-    /// A new version of an existing secret (the common case, a refresh), or the secret
-    /// created when it does not exist yet.
+    /// A new version of an existing secret (a reconnect), or the secret created when it
+    /// does not exist yet (a first connection).
     async fn put_secret(&self, id: &str, value: &str) -> Result<(), SecretError> {
         let ctx = |e: &dyn std::fmt::Display| SecretError::Backend(e.to_string());
         let put = self
@@ -80,18 +85,50 @@ impl SecretWriter for AwsSecrets {
                 if e.as_service_error()
                     .is_some_and(|se| se.is_resource_not_found_exception()) =>
             {
-                self.client
-                    .create_secret()
-                    .name(id)
-                    .description("Meta access token of one account (ctwa)")
-                    .secret_string(value)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| ctx(&aws_sdk_secretsmanager::error::DisplayErrorContext(&e)))
+                self.create(id, value).await
             }
             Err(e) => Err(ctx(&aws_sdk_secretsmanager::error::DisplayErrorContext(&e))),
         }
+    }
+
+    async fn put_new_version(&self, id: &str, value: &str) -> Result<(), SecretError> {
+        match self
+            .client
+            .put_secret_value()
+            .secret_id(id)
+            .secret_string(value)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_resource_not_found_exception()) =>
+            {
+                Err(SecretError::NotFound(id.into()))
+            }
+            Err(e) => Err(SecretError::Backend(
+                aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
+            )),
+        }
+    }
+}
+
+impl AwsSecrets {
+    async fn create(&self, id: &str, value: &str) -> Result<(), SecretError> {
+        self.client
+            .create_secret()
+            .name(id)
+            .description("Meta access token of one account (ctwa)")
+            .secret_string(value)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                SecretError::Backend(
+                    aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
+                )
+            })
     }
 }
 
@@ -133,6 +170,19 @@ impl SecretSource for MemorySecrets {
 #[async_trait]
 impl SecretWriter for MemorySecrets {
     async fn put_secret(&self, id: &str, value: &str) -> Result<(), SecretError> {
+        self.set(id, value);
+        Ok(())
+    }
+
+    async fn put_new_version(&self, id: &str, value: &str) -> Result<(), SecretError> {
+        if !self
+            .values
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(id)
+        {
+            return Err(SecretError::NotFound(id.into()));
+        }
         self.set(id, value);
         Ok(())
     }

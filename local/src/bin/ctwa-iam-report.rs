@@ -18,11 +18,19 @@ fn main() -> ExitCode {
         }
     };
     let tpl = template::parse_raw(&text).and_then(|raw| {
+        // Parameters without a default get a placeholder: only the grants are read.
+        let given: HashMap<String, String> = raw["Parameters"]
+            .as_mapping()
+            .into_iter()
+            .flatten()
+            .filter(|(_, p)| p.get("Default").is_none())
+            .filter_map(|(k, _)| k.as_str().map(|k| (k.to_string(), format!("<{k}>"))))
+            .collect();
         let b = template::Bindings {
             stack_name: "stack".into(),
             region: "us-east-1".into(),
             account: "123456789012".into(),
-            parameters: template::parameters(&raw, &HashMap::new())?,
+            parameters: template::parameters(&raw, &given)?,
             placeholders: true,
             ..Default::default()
         };
@@ -36,6 +44,8 @@ fn main() -> ExitCode {
         }
     };
     let mut used: BTreeSet<(String, String)> = BTreeSet::new();
+    // (function, action, statement index, resource index)
+    let mut used_at: BTreeSet<(String, String, usize, usize)> = BTreeSet::new();
     let mut denied: BTreeMap<(String, String, String), usize> = BTreeMap::new();
     for file in std::env::args().skip(1) {
         let Ok(text) = std::fs::read_to_string(&file) else {
@@ -49,6 +59,11 @@ fn main() -> ExitCode {
             let a = v["action"].as_str().unwrap_or("").to_ascii_lowercase();
             match v["kind"].as_str() {
                 Some("allowed") => {
+                    if let Some((si, ri)) = v["statement"].as_str().and_then(|s| s.split_once('/'))
+                        && let (Ok(si), Ok(ri)) = (si.parse(), ri.parse())
+                    {
+                        used_at.insert((f.clone(), a.clone(), si, ri));
+                    }
                     used.insert((f, a));
                 }
                 Some("denied") => {

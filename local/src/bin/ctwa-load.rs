@@ -15,7 +15,8 @@
 //! (`attribute_not_exists(pk)`), at the same concurrency, so the stream and the capture
 //! do the same work behind it as behind `webhooks` (a fresh table is no fair baseline:
 //! DynamoDB Local writes to a table made late in its life are much slower); it needs the
-//! AWS SDK environment (`.ctwa/env`). With `--server-pid`, the server's CPU time (utime + stime from /proc)
+//! AWS SDK environment (`.ctwa/env`). With `--server-pid`, the server's CPU time (utime + stime from /proc,
+//! the server and its function instances, which are its child processes)
 //! per request is reported too. Prints one JSON line.
 
 use ctwa_shared::signature::sign_meta;
@@ -64,11 +65,30 @@ fn parse() -> Result<Opts, String> {
 }
 
 /// utime + stime of a process, in clock ticks (100 per second on Linux).
-fn cpu_ticks(pid: u32) -> Option<u64> {
+/// (parent pid, utime + stime) of a process.
+fn proc_ticks(pid: u32) -> Option<(u32, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = stat.rsplit_once(')')?.1;
     let f: Vec<&str> = after.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    Some((
+        f.get(1)?.parse().ok()?,
+        f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?,
+    ))
+}
+
+/// CPU ticks of the server and of its live children (the local stack runs each function
+/// instance as a child process).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let mut total = proc_ticks(pid)?.1;
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        if let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok())
+            && let Some((ppid, t)) = proc_ticks(child)
+            && ppid == pid
+        {
+            total += t;
+        }
+    }
+    Some(total)
 }
 
 fn webhook(pnid: &str, wamid: &str, phone: &str, clid: Option<&str>, ts: i64) -> String {

@@ -527,7 +527,7 @@ fn classify_sqs(
 pub struct UsedGrant {
     pub function: String,
     pub action: String,
-    /// The statement's Sid, or its index when it has none.
+    /// `<statement index>/<resource index>` in the function's statements.
     pub statement: String,
     /// The statement's resource pattern that matched.
     pub pattern: String,
@@ -623,11 +623,20 @@ impl Usage {
     /// `{"kind":"allowed"|"denied","function":..,"action":..,"resource":..,"pattern":..}`
     /// (plus `statement` for grants, `explicit` and `time_ms` for denials).
     pub fn append_jsonl(&self, path: &Path) -> std::io::Result<()> {
+        self.append_jsonl_filtered(path, &|_| true)
+    }
+
+    /// [`Self::append_jsonl`] for the functions `keep` accepts.
+    pub fn append_jsonl_filtered(
+        &self,
+        path: &Path,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> std::io::Result<()> {
         use std::io::Write;
         let mut out = String::new();
         {
             let inner = self.lock();
-            for g in &inner.allowed {
+            for g in inner.allowed.iter().filter(|g| keep(&g.function)) {
                 out.push_str(
                     &json!({
                         "kind": "allowed",
@@ -641,7 +650,7 @@ impl Usage {
                 );
                 out.push('\n');
             }
-            for d in &inner.denied {
+            for d in inner.denied.iter().filter(|d| keep(&d.function)) {
                 let ms = d
                     .time
                     .duration_since(UNIX_EPOCH)
@@ -1180,10 +1189,14 @@ async fn handle(inner: &Inner, req: hyper::Request<Incoming>) -> Resp {
         return inner.access_denied(svc, function, action, resource, explicit);
     }
     for (action, resource, statement, pattern) in grants {
-        let label = identity.statements[statement]
-            .sid
-            .clone()
-            .unwrap_or_else(|| statement.to_string());
+        // "<statement index>/<resource index>": where the grant is in the function's
+        // statements, as the least-privilege report reads the template.
+        let ri = identity.statements[statement]
+            .resources
+            .iter()
+            .position(|r| *r == pattern)
+            .unwrap_or(0);
+        let label = format!("{statement}/{ri}");
         inner
             .cfg
             .usage
@@ -1886,13 +1899,18 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                ("WebhookFunction", "dynamodb:PutItem", "InboxWrite", table),
-                ("WebhookFunction", "dynamodb:GetShardIterator", "1", stream),
-                ("WebhookFunction", "dynamodb:GetRecords", "1", stream),
+                ("WebhookFunction", "dynamodb:PutItem", "0/0", table),
+                (
+                    "WebhookFunction",
+                    "dynamodb:GetShardIterator",
+                    "1/0",
+                    stream
+                ),
+                ("WebhookFunction", "dynamodb:GetRecords", "1/0", stream),
                 (
                     "WebhookFunction",
                     "secretsmanager:GetSecretValue",
-                    "2",
+                    "2/0",
                     "arn:aws:secretsmanager:us-east-1:123456789012:secret:webhook-??????"
                 ),
             ]

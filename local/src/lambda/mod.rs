@@ -225,6 +225,7 @@ pub struct LambdaStack {
     pools: HashMap<String, Arc<FunctionPool>>,
     logs: Arc<LogSink>,
     usage_dir: Option<PathBuf>,
+    usage_functions: Option<std::collections::HashSet<String>>,
     fail_on_access_denied: bool,
     region: String,
     shutdown: watch::Sender<bool>,
@@ -302,6 +303,30 @@ impl LambdaStack {
             b.refs.insert(id, LOCAL_API_ID.into());
         }
         let tpl = template::load(&raw, &b).map_err(|e| e.to_string())?;
+        // With another template (a test's variant), only the functions whose policies are
+        // template.yaml's count for the least-privilege report.
+        let canonical = workspace_dir().join("template.yaml");
+        let usage_functions: Option<std::collections::HashSet<String>> =
+            if opts.template_path == canonical {
+                None
+            } else {
+                let same = std::fs::read_to_string(&canonical)
+                    .ok()
+                    .and_then(|t| template::parse_raw(&t).ok())
+                    .and_then(|r| template::load(&r, &b).ok())
+                    .map(|c| {
+                        tpl.functions
+                            .iter()
+                            .filter(|f| {
+                                c.function(&f.logical_id)
+                                    .is_some_and(|cf| cf.statements == f.statements)
+                            })
+                            .map(|f| f.logical_id.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Some(same)
+            };
 
         // Every function can start: its bootstrap is there, its code's required
         // variables are set by the template.
@@ -522,6 +547,7 @@ impl LambdaStack {
             pools,
             logs,
             usage_dir: opts.usage_dir,
+            usage_functions,
             fail_on_access_denied: opts.fail_on_access_denied,
             region: opts.region,
             shutdown: tx,
@@ -702,6 +728,32 @@ impl Front {
         let (parts, body) = req.into_parts();
         let method = parts.method.as_str().to_string();
         let path = parts.uri.path().to_string();
+        // The local stack's own counters: per function, invocations, cold starts (and
+        // their process start -> first answer times), timeouts, crashes.
+        if path == "/_local/stats" {
+            let stats: serde_json::Map<String, Value> = self
+                .pools
+                .iter()
+                .map(|(name, p)| {
+                    let s = p.stats();
+                    (
+                        name.clone(),
+                        json!({
+                            "invocations": s.invocations,
+                            "cold_starts": s.cold_starts,
+                            "timeouts": s.timeouts,
+                            "crashes": s.crashes,
+                            "cold_start_ms": p.cold_starts_ms(),
+                        }),
+                    )
+                })
+                .collect();
+            return to_hyper(apigw::HttpAnswer {
+                status: 200,
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: Bytes::from(Value::Object(stats).to_string()),
+            });
+        }
         // The local stack's own door: invoke a function directly (e.g. a scheduled one,
         // `POST /_local/invoke/ConversionsResendFunction`); not part of the HTTP API.
         if let Some(function) = path.strip_prefix("/_local/invoke/") {

@@ -174,6 +174,8 @@ pub struct FunctionPool {
     invocations: AtomicU64,
     timeouts: AtomicU64,
     crashes: AtomicU64,
+    /// Process start to the first answered invocation, per cold start (ms).
+    cold_start_ms: Mutex<Vec<f64>>,
 }
 
 fn now_ms() -> u64 {
@@ -197,7 +199,16 @@ impl FunctionPool {
             invocations: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             crashes: AtomicU64::new(0),
+            cold_start_ms: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Every cold start so far: process start to its first answered invocation, in ms.
+    pub fn cold_starts_ms(&self) -> Vec<f64> {
+        self.cold_start_ms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn name(&self) -> &str {
@@ -247,6 +258,7 @@ impl FunctionPool {
             .await
             .map_err(|_| InvokeError::Crashed("the function pool is closed".into()))?;
         self.invocations.fetch_add(1, Ordering::Relaxed);
+        let mut cold_since = None;
         let instance = loop {
             let popped = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
             match popped {
@@ -254,6 +266,7 @@ impl FunctionPool {
                 Some(i) => break i,
                 None => {
                     self.cold_starts.fetch_add(1, Ordering::Relaxed);
+                    cold_since = Some(std::time::Instant::now());
                     break self.spawn().await.inspect_err(|e| {
                         self.crashes.fetch_add(1, Ordering::Relaxed);
                         tracing::error!(function = %self.spec.function, error = %e, "{}: instance did not start: {e}", self.spec.function);
@@ -294,6 +307,12 @@ impl FunctionPool {
                 return Err(e);
             }
         };
+        if let (Some(t), Ok(_)) = (cold_since, &outcome) {
+            let mut v = self.cold_start_ms.lock().unwrap_or_else(|p| p.into_inner());
+            if v.len() < 10_000 {
+                v.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
         match &outcome {
             Err(InvokeError::Crashed(m)) => {
                 self.crashes.fetch_add(1, Ordering::Relaxed);

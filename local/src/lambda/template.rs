@@ -849,7 +849,11 @@ Resources:
               Action: [dynamodb:GetItem]
               Resource: [!GetAtt Table.Arn, !Sub "${Table.Arn}/index/*"]
       Events:
-        Get: {Type: HttpApi, Properties: {Method: get, Path: /v1/x/{id}}}
+        Get:
+          Type: HttpApi
+          Properties:
+            Method: get
+            Path: /v1/x/{id}
         Tick: {Type: Schedule, Properties: {Schedule: rate(5 minutes)}}
         S:
           Type: DynamoDB
@@ -861,7 +865,10 @@ Resources:
             MaximumRetryAttempts: 10
             MaximumRecordAgeInSeconds: 3600
             FilterCriteria: {Filters: [{Pattern: '{"eventName":["INSERT"]}'}]}
-            DestinationConfig: {OnFailure: {Type: SQS, Destination: !GetAtt Q.Arn}}
+            DestinationConfig:
+              OnFailure:
+                Type: SQS
+                Destination: !GetAtt Q.Arn
 "#;
 
     fn bindings(raw: &Value) -> Bindings {

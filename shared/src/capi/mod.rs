@@ -827,7 +827,10 @@ pub fn capi_deps(
         conversations: data.clone(),
         store: data,
         meta: Arc::new(meta),
-        policy: RetryPolicy::default(),
+        policy: RetryPolicy {
+            resend_delay: settings.resend_delay,
+            ..RetryPolicy::default()
+        },
         audit_ttl_days: settings.audit_ttl_days,
     })
 }

@@ -76,12 +76,15 @@ impl MetaDeps {
         })
     }
 
+    /// Writes the token's secret: created on a connection (`create`), only given a new
+    /// version on a refresh (the scheduled refresh may not create secrets).
     async fn store_token(
         &self,
         account_id: &str,
         token: &Token,
         info: &TokenInfo,
         version: i64,
+        create: bool,
     ) -> Result<String, SecretError> {
         let id = self.token_secret_id(account_id);
         let value = serde_json::to_string(&StoredToken {
@@ -94,7 +97,11 @@ impl MetaDeps {
             id: id.clone(),
             reason: e.to_string(),
         })?;
-        self.secret_writer.put_secret(&id, &value).await?;
+        if create {
+            self.secret_writer.put_secret(&id, &value).await?;
+        } else {
+            self.secret_writer.put_new_version(&id, &value).await?;
+        }
         self.secrets.invalidate(&id);
         Ok(id)
     }
@@ -203,7 +210,9 @@ pub async fn exchange_code(
     if !missing.is_empty() {
         return Err(ConnectError::MissingScopes(missing));
     }
-    let secret_id = deps.store_token(account_id, &token, &info, now_ms).await?;
+    let secret_id = deps
+        .store_token(account_id, &token, &info, now_ms, true)
+        .await?;
     let conn = MetaConnection {
         account_id: account_id.to_string(),
         status: ConnectionStatus::Connected,
@@ -286,7 +295,8 @@ pub async fn refresh(
                     expires_at: conn.expires_at,
                 });
             }
-            deps.store_token(account_id, &token, &info, version).await?;
+            deps.store_token(account_id, &token, &info, version, false)
+                .await?;
             tracing::info!(account_id, expires_at = ?conn.expires_at, "Meta token refreshed");
             Ok(RefreshOutcome::Refreshed {
                 expires_at: conn.expires_at,
