@@ -25,8 +25,10 @@ async fn five_thousand_webhooks_each_message_once_each_click_once_first_touch_th
     plan.accounts = 3;
     plan.customers = 60;
     plan.concurrency = 16;
-    // Bounded: the posting and the wait for capture stop by themselves.
-    let deadline = Instant::now() + Duration::from_secs(50);
+    // Bounded: the posting and the wait for capture stop by themselves. Generous: every
+    // webhook goes through a function's bootstrap and the IAM gateway, on 2 cores shared
+    // with DynamoDB Local; speed is measured by scripts/bench.sh, not here.
+    let deadline = Instant::now() + Duration::from_secs(180);
     let report = loadgen::run(&plan, &target, deadline)
         .await
         .expect("load test runs");
@@ -34,7 +36,7 @@ async fn five_thousand_webhooks_each_message_once_each_click_once_first_touch_th
     let w = &report["workload"];
     assert_eq!(
         report["post"]["timed_out"], false,
-        "the stack took only {}/s, too slow to post 5,000 webhooks within the bound (is DynamoDB Local overloaded? scripts/services.sh stop, then start it again): {report}",
+        "the stack took only {}/s, too slow to post 5,000 webhooks within the 180 s bound (is DynamoDB Local overloaded? scripts/services.sh stop, then start it again): {report}",
         report["post"]["per_second"]
     );
     assert_eq!(w["sent"], 5_000);

@@ -20,6 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+/// How often an idle shard is read again (Lambda: four times a second).
+const IDLE_POLL: Duration = Duration::from_millis(250);
+
 /// Where batches go: the function's answer (JSON), or why the invocation failed.
 #[async_trait::async_trait]
 pub trait BatchTarget: Send + Sync {
@@ -492,8 +495,9 @@ impl StreamFeeder {
                 }
             }
             if !got_any {
+                // Lambda polls each shard four times a second when it is idle.
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
                     _ = shutdown.changed() => return,
                 }
             }

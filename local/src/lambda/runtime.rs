@@ -470,6 +470,7 @@ async fn serve_runtime_api(listener: TcpListener, shared: Arc<InstanceShared>) {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
