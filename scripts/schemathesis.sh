@@ -31,7 +31,7 @@ rm -rf "$state"; mkdir -p "$state"
 port="${CTWA_SCHEMATHESIS_PORT:-3077}"
 run_id="st$$"
 CTWA_STATE_DIR="$state" CTWA_LOCAL_PORT="$port" DATA_TABLE="$run_id-data" INBOX_TABLE="$run_id-inbox" \
-  WEBHOOK_SECRET_ID="ctwa/$run_id/webhook" TOKEN_SECRET_PREFIX="ctwa/$run_id/meta-token/" \
+  WEBHOOK_SECRET_ID="ctwa/$run_id/webhook" CTWA_STACK_NAME="$run_id" \
   RUST_LOG=warn target/debug/ctwa-local >"$state/local.log" 2>&1 &
 pid=$!
 cleanup() {

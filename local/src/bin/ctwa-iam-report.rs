@@ -81,6 +81,9 @@ fn main() -> ExitCode {
         let mut unused = Vec::new();
         let mut seen = BTreeSet::new();
         for s in f.statements.iter().filter(|s| s.allow) {
+            // What SAM adds (the stream role's managed policy, the on-failure queue) is
+            // not in the template's hands: named apart.
+            let by_sam = s.sid.as_deref().is_some_and(|sid| sid.starts_with("SAM:"));
             for a in &s.actions {
                 if !seen.insert(a.to_ascii_lowercase()) {
                     continue;
@@ -88,7 +91,17 @@ fn main() -> ExitCode {
                 granted_n += 1;
                 if !used.contains(&(f.logical_id.clone(), a.to_ascii_lowercase())) {
                     unused_n += 1;
-                    unused.push(a.clone());
+                    unused.push(if by_sam {
+                        format!(
+                            "{a} (added by SAM: {})",
+                            s.sid
+                                .as_deref()
+                                .unwrap_or_default()
+                                .trim_start_matches("SAM:")
+                        )
+                    } else {
+                        a.clone()
+                    });
                 }
             }
         }
@@ -103,6 +116,27 @@ fn main() -> ExitCode {
         "  ({granted_n} actions granted, {} exercised, {unused_n} never exercised)",
         granted_n - unused_n
     );
+    println!("least privilege: resources of exercised actions that no call reached");
+    let mut none = true;
+    for f in &tpl.functions {
+        for (si, st) in f.statements.iter().enumerate().filter(|(_, s)| s.allow) {
+            for a in &st.actions {
+                let al = a.to_ascii_lowercase();
+                if !used.contains(&(f.logical_id.clone(), al.clone())) {
+                    continue;
+                }
+                for (ri, r) in st.resources.iter().enumerate() {
+                    if !used_at.contains(&(f.logical_id.clone(), al.clone(), si, ri)) {
+                        none = false;
+                        println!("  {:<28} {a} on {r}", f.logical_id);
+                    }
+                }
+            }
+        }
+    }
+    if none {
+        println!("  none");
+    }
     if denied.is_empty() {
         println!("AccessDenied during the run: none");
         ExitCode::SUCCESS

@@ -623,20 +623,25 @@ impl Usage {
     /// `{"kind":"allowed"|"denied","function":..,"action":..,"resource":..,"pattern":..}`
     /// (plus `statement` for grants, `explicit` and `time_ms` for denials).
     pub fn append_jsonl(&self, path: &Path) -> std::io::Result<()> {
-        self.append_jsonl_filtered(path, &|_| true)
+        self.append_jsonl_filtered(path, &|_, _| true)
     }
 
-    /// [`Self::append_jsonl`] for the functions `keep` accepts.
+    /// [`Self::append_jsonl`] for what `keep(function, statement)` accepts (a grant has
+    /// its statement, a denial none).
     pub fn append_jsonl_filtered(
         &self,
         path: &Path,
-        keep: &dyn Fn(&str) -> bool,
+        keep: &dyn Fn(&str, Option<&str>) -> bool,
     ) -> std::io::Result<()> {
         use std::io::Write;
         let mut out = String::new();
         {
             let inner = self.lock();
-            for g in inner.allowed.iter().filter(|g| keep(&g.function)) {
+            for g in inner
+                .allowed
+                .iter()
+                .filter(|g| keep(&g.function, Some(&g.statement)))
+            {
                 out.push_str(
                     &json!({
                         "kind": "allowed",
@@ -650,7 +655,7 @@ impl Usage {
                 );
                 out.push('\n');
             }
-            for d in inner.denied.iter().filter(|d| keep(&d.function)) {
+            for d in inner.denied.iter().filter(|d| keep(&d.function, None)) {
                 let ms = d
                     .time
                     .duration_since(UNIX_EPOCH)

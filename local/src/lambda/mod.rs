@@ -216,6 +216,10 @@ impl BatchTarget for PoolTarget {
     }
 }
 
+/// With a template variant: per function, whether its whole policy is template.yaml's,
+/// and which of its statements are.
+type UsageKeep = HashMap<String, (bool, std::collections::HashSet<usize>)>;
+
 pub struct LambdaStack {
     pub addr: SocketAddr,
     pub template: template::Template,
@@ -225,7 +229,7 @@ pub struct LambdaStack {
     pools: HashMap<String, Arc<FunctionPool>>,
     logs: Arc<LogSink>,
     usage_dir: Option<PathBuf>,
-    usage_functions: Option<std::collections::HashSet<String>>,
+    usage_functions: Option<UsageKeep>,
     fail_on_access_denied: bool,
     region: String,
     shutdown: watch::Sender<bool>,
@@ -306,27 +310,31 @@ impl LambdaStack {
         // With another template (a test's variant), only the functions whose policies are
         // template.yaml's count for the least-privilege report.
         let canonical = workspace_dir().join("template.yaml");
-        let usage_functions: Option<std::collections::HashSet<String>> =
-            if opts.template_path == canonical {
-                None
-            } else {
-                let same = std::fs::read_to_string(&canonical)
-                    .ok()
-                    .and_then(|t| template::parse_raw(&t).ok())
-                    .and_then(|r| template::load(&r, &b).ok())
-                    .map(|c| {
-                        tpl.functions
+        // function -> (its policy is template.yaml's, the statements that are).
+        let usage_functions: Option<UsageKeep> = if opts.template_path == canonical {
+            None
+        } else {
+            let canon = std::fs::read_to_string(&canonical)
+                .ok()
+                .and_then(|t| template::parse_raw(&t).ok())
+                .and_then(|r| template::load(&r, &b).ok());
+            Some(
+                tpl.functions
+                    .iter()
+                    .filter_map(|f| {
+                        let cf = canon.as_ref()?.function(&f.logical_id)?;
+                        let same: std::collections::HashSet<usize> = f
+                            .statements
                             .iter()
-                            .filter(|f| {
-                                c.function(&f.logical_id)
-                                    .is_some_and(|cf| cf.statements == f.statements)
-                            })
-                            .map(|f| f.logical_id.clone())
-                            .collect()
+                            .enumerate()
+                            .filter(|(i, s)| cf.statements.get(*i) == Some(*s))
+                            .map(|(i, _)| i)
+                            .collect();
+                        Some((f.logical_id.clone(), (cf.statements == f.statements, same)))
                     })
-                    .unwrap_or_default();
-                Some(same)
-            };
+                    .collect(),
+            )
+        };
 
         // Every function can start: its bootstrap is there, its code's required
         // variables are set by the template.
@@ -629,7 +637,18 @@ impl LambdaStack {
     fn finish(&mut self) {
         if let Some(dir) = self.usage_dir.take() {
             let path = dir.join(format!("{}.jsonl", self.resources.stack_name));
-            let keep = |f: &str| self.usage_functions.as_ref().is_none_or(|s| s.contains(f));
+            // A grant counts when its statement is template.yaml's; a refusal when the
+            // function's whole policy is.
+            let keep = |f: &str, statement: Option<&str>| match &self.usage_functions {
+                None => true,
+                Some(k) => k.get(f).is_some_and(|(whole, same)| match statement {
+                    None => *whole,
+                    Some(st) => st
+                        .split_once('/')
+                        .and_then(|(si, _)| si.parse::<usize>().ok())
+                        .is_some_and(|si| same.contains(&si)),
+                }),
+            };
             if let Err(e) = std::fs::create_dir_all(&dir)
                 .and_then(|_| self.usage.append_jsonl_filtered(&path, &keep))
             {
