@@ -71,23 +71,9 @@ impl SecretWriter for AwsSecrets {
     /// A new version of an existing secret (a reconnect), or the secret created when it
     /// does not exist yet (a first connection).
     async fn put_secret(&self, id: &str, value: &str) -> Result<(), SecretError> {
-        let ctx = |e: &dyn std::fmt::Display| SecretError::Backend(e.to_string());
-        let put = self
-            .client
-            .put_secret_value()
-            .secret_id(id)
-            .secret_string(value)
-            .send()
-            .await;
-        match put {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_resource_not_found_exception()) =>
-            {
-                self.create(id, value).await
-            }
-            Err(e) => Err(ctx(&aws_sdk_secretsmanager::error::DisplayErrorContext(&e))),
+        match self.put_new_version(id, value).await {
+            Err(SecretError::NotFound(_)) => self.create(id, value).await,
+            other => other,
         }
     }
 

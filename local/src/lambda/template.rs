@@ -372,6 +372,18 @@ fn strings(
     }
 }
 
+/// The resource a `!GetAtt <resource>.<attribute>` (or `[resource, attribute]`) names.
+fn get_att_resource(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::Tagged(t) if t.tag == "!GetAtt" => match &t.value {
+            Value::Sequence(seq) => seq.first().map(scalar_string),
+            v => scalar_string(v).split('.').next().map(str::to_string),
+        },
+        _ => None,
+    }
+    .filter(|r| !r.is_empty())
+}
+
 /// `rate(5 minutes)` (EventBridge's rate expressions); cron is refused: the local stack
 /// would not run it on the template's times.
 pub fn parse_rate(expr: &str) -> Option<Duration> {
@@ -626,20 +638,8 @@ pub fn load(raw: &Value, b: &Bindings) -> Result<Template, TemplateError> {
                         });
                     }
                     Some("DynamoDB") => {
-                        let table = match ep.get("Stream") {
-                            Some(Value::Tagged(t)) if t.tag == "!GetAtt" => match &t.value {
-                                Value::Sequence(seq) if !seq.is_empty() => scalar_string(&seq[0]),
-                                v => scalar_string(v)
-                                    .split('.')
-                                    .next()
-                                    .unwrap_or_default()
-                                    .to_string(),
-                            },
-                            _ => {
-                                return err(format!(
-                                    "{at}: Stream must be !GetAtt <table>.StreamArn"
-                                ));
-                            }
+                        let Some(table) = get_att_resource(ep.get("Stream")) else {
+                            return err(format!("{at}: Stream must be !GetAtt <table>.StreamArn"));
                         };
                         if resources.get(Value::String(table.clone())).is_none() {
                             return err(format!("{at}: Stream names an unknown table {table}"));
@@ -692,24 +692,10 @@ pub fn load(raw: &Value, b: &Bindings) -> Result<Template, TemplateError> {
                             None => None,
                             Some(of) => {
                                 let dest = of.get("Destination");
-                                let q = match dest {
-                                    Some(Value::Tagged(t)) if t.tag == "!GetAtt" => {
-                                        match &t.value {
-                                            Value::Sequence(seq) if !seq.is_empty() => {
-                                                scalar_string(&seq[0])
-                                            }
-                                            v => scalar_string(v)
-                                                .split('.')
-                                                .next()
-                                                .unwrap_or_default()
-                                                .to_string(),
-                                        }
-                                    }
-                                    _ => {
-                                        return err(format!(
-                                            "{at}: OnFailure.Destination must be !GetAtt <queue>.Arn"
-                                        ));
-                                    }
+                                let Some(q) = get_att_resource(dest) else {
+                                    return err(format!(
+                                        "{at}: OnFailure.Destination must be !GetAtt <queue>.Arn"
+                                    ));
                                 };
                                 if resources.get(Value::String(q.clone())).is_none() {
                                     return err(format!(
