@@ -17,7 +17,11 @@ cleanup() { [ "$started_here" = 1 ] && scripts/services.sh stop; }
 trap cleanup EXIT
 # shellcheck disable=SC1091
 . .ctwa/env
-scripts/build-functions.sh -p ctwa-local
+scripts/build-functions.sh
+# Built apart from the functions: together, cargo would unify their features with the
+# local run's and rebuild the bootstraps unlike scripts/test.sh (and `sam build`) does.
+echo "== building the local run (release)" >&2
+cargo build --release --locked -p ctwa-local --bin ctwa-local
 case "${CARGO_TARGET_DIR:-}" in
   "") bin="$root/target/release/ctwa-local" ;;
   /*) bin="$CARGO_TARGET_DIR/release/ctwa-local" ;;

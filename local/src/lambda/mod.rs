@@ -478,19 +478,8 @@ impl LambdaStack {
                 };
                 let pool = pools[&f.logical_id].clone();
                 let config = MappingConfig {
-                    batch_size: s.batch_size,
-                    batching_window: s.batching_window,
-                    report_batch_item_failures: s.report_batch_item_failures,
-                    bisect_on_error: s.bisect_on_error,
-                    maximum_retry_attempts: s.maximum_retry_attempts,
-                    maximum_record_age: s.maximum_record_age,
-                    event_names: s.event_names.clone(),
-                    function_arn: format!(
-                        "{}:function:{}-{}",
-                        arn_prefix("lambda"),
-                        resources.stack_name,
-                        f.logical_id
-                    ),
+                    function_arn: pools[&f.logical_id].function_arn().to_string(),
+                    ..s.mapping.clone()
                 };
                 let feeder = StreamFeeder::new(
                     admin_dynamodb.clone(),
@@ -510,12 +499,7 @@ impl LambdaStack {
                 for s in &f.schedules {
                     let pool = pools[&f.logical_id].clone();
                     let every = s.every;
-                    let rule = format!(
-                        "{}:rule/{}-{}",
-                        arn_prefix("events"),
-                        resources.stack_name,
-                        s.name
-                    );
+                    let rule = rule_arn(&opts.region, &resources.stack_name, &s.name);
                     let region = opts.region.clone();
                     let mut shutdown = rx.clone();
                     tasks.push(tokio::spawn(async move {
@@ -588,12 +572,7 @@ impl LambdaStack {
             .template
             .function(logical_id)
             .and_then(|f| f.schedules.first())
-            .map(|s| {
-                format!(
-                    "arn:aws:events:{}:{LOCAL_ACCOUNT}:rule/{}-{}",
-                    self.region, self.resources.stack_name, s.name
-                )
-            })
+            .map(|s| rule_arn(&self.region, &self.resources.stack_name, &s.name))
             .unwrap_or_default();
         self.invoke(logical_id, scheduled_event(&rule, &self.region))
             .await
@@ -685,6 +664,11 @@ impl Drop for LambdaStack {
         }
         self.finish();
     }
+}
+
+/// The ARN of a schedule's EventBridge rule (`<stack>-<event name>`).
+fn rule_arn(region: &str, stack_name: &str, event: &str) -> String {
+    format!("arn:aws:events:{region}:{LOCAL_ACCOUNT}:rule/{stack_name}-{event}")
 }
 
 /// EventBridge's scheduled event (the shape `sam local generate-event cloudwatch
@@ -798,10 +782,7 @@ impl Front {
                 Ok(b) if !b.is_empty() => b,
                 Ok(_) => Bytes::from(
                     scheduled_event(
-                        &format!(
-                            "arn:aws:events:{}:{LOCAL_ACCOUNT}:rule/{}-manual",
-                            self.region, self.stack_name
-                        ),
+                        &rule_arn(&self.region, &self.stack_name, "manual"),
                         &self.region,
                     )
                     .to_string(),

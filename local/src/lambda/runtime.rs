@@ -215,6 +215,10 @@ impl FunctionPool {
         &self.spec.function
     }
 
+    pub fn function_arn(&self) -> &str {
+        &self.spec.function_arn
+    }
+
     pub fn timeout(&self) -> Duration {
         self.spec.timeout
     }

@@ -75,16 +75,9 @@ pub struct StreamSource {
     /// The table (logical id) whose stream is read.
     pub table: String,
     pub starting_position: String,
-    pub batch_size: usize,
-    pub batching_window: Duration,
-    pub report_batch_item_failures: bool,
-    pub bisect_on_error: bool,
-    /// -1: until the record expires.
-    pub maximum_retry_attempts: i64,
-    /// -1: never too old.
-    pub maximum_record_age: Option<Duration>,
-    /// Event names an INSERT/MODIFY/REMOVE filter lets through (`None`: no filter).
-    pub event_names: Option<Vec<String>>,
+    /// Batch size and window, filter, failure reporting, bisection, retries and record
+    /// age (`function_arn` is the deployment's, left empty here).
+    pub mapping: crate::stream::MappingConfig,
     /// The on-failure SQS queue (logical id).
     pub on_failure_queue: Option<String>,
 }
@@ -721,23 +714,28 @@ pub fn load(raw: &Value, b: &Bindings) -> Result<Template, TemplateError> {
                                 .map(|v| resolve(v, b, raw, &at))
                                 .transpose()?
                                 .unwrap_or_else(|| "LATEST".into()),
-                            batch_size: num("BatchSize")?.unwrap_or(100).clamp(1, 10_000) as usize,
-                            batching_window: Duration::from_secs(
-                                num("MaximumBatchingWindowInSeconds")?.unwrap_or(0).max(0) as u64,
-                            ),
-                            report_batch_item_failures: frt
-                                .iter()
-                                .any(|t| t == "ReportBatchItemFailures"),
-                            bisect_on_error: ep
-                                .get("BisectBatchOnFunctionError")
-                                .map(|v| resolve(v, b, raw, &at))
-                                .transpose()?
-                                .is_some_and(|v| v == "true"),
-                            maximum_retry_attempts: num("MaximumRetryAttempts")?.unwrap_or(-1),
-                            maximum_record_age: num("MaximumRecordAgeInSeconds")?
-                                .filter(|s| *s >= 0)
-                                .map(|s| Duration::from_secs(s as u64)),
-                            event_names,
+                            mapping: crate::stream::MappingConfig {
+                                batch_size: num("BatchSize")?.unwrap_or(100).clamp(1, 10_000)
+                                    as usize,
+                                batching_window: Duration::from_secs(
+                                    num("MaximumBatchingWindowInSeconds")?.unwrap_or(0).max(0)
+                                        as u64,
+                                ),
+                                report_batch_item_failures: frt
+                                    .iter()
+                                    .any(|t| t == "ReportBatchItemFailures"),
+                                bisect_on_error: ep
+                                    .get("BisectBatchOnFunctionError")
+                                    .map(|v| resolve(v, b, raw, &at))
+                                    .transpose()?
+                                    .is_some_and(|v| v == "true"),
+                                maximum_retry_attempts: num("MaximumRetryAttempts")?.unwrap_or(-1),
+                                maximum_record_age: num("MaximumRecordAgeInSeconds")?
+                                    .filter(|s| *s >= 0)
+                                    .map(|s| Duration::from_secs(s as u64)),
+                                event_names,
+                                function_arn: String::new(),
+                            },
                             on_failure_queue,
                         });
                     }
@@ -896,8 +894,11 @@ Resources:
         assert_eq!(f.schedules[0].every, Duration::from_secs(300));
         let s = &f.streams[0];
         assert_eq!(s.table, "Table");
-        assert_eq!(s.event_names.as_deref(), Some(&["INSERT".to_string()][..]));
-        assert!(s.bisect_on_error && s.report_batch_item_failures);
+        assert_eq!(
+            s.mapping.event_names.as_deref(),
+            Some(&["INSERT".to_string()][..])
+        );
+        assert!(s.mapping.bisect_on_error && s.mapping.report_batch_item_failures);
         assert_eq!(s.on_failure_queue.as_deref(), Some("Q"));
         assert!(
             f.statements
