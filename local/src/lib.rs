@@ -6,15 +6,14 @@
 pub mod lambda;
 pub mod stream;
 
-use ctwa_shared::ads::usage::Governor;
-use ctwa_shared::ads::{AdsDeps, AdsPolicy};
+use ctwa_shared::ads::AdsDeps;
 use ctwa_shared::capi::{CapiDeps, RetryPolicy};
 use ctwa_shared::capture::CaptureDeps;
+use ctwa_shared::config::{CapiSettings, ConnectConfig, DataConfig};
 use ctwa_shared::handlers::connect;
-use ctwa_shared::meta::connection::MetaDeps;
-use ctwa_shared::secrets::{AwsSecrets, CachedSecrets};
 use ctwa_shared::store::dynamo::DynamoData;
 use ctwa_shared::tables;
+use ctwa_shared::wiring;
 use lambda::{LambdaOptions, LambdaStack, Resources};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -268,42 +267,43 @@ pub async fn start(clients: &Clients, cfg: LocalConfig) -> Result<Stack, StartEr
     .await
     .map_err(StartError)?;
 
-    // The shared crate's dependencies, in process, on the same tables and secrets.
-    let data = Arc::new(DynamoData::new(clients.dynamodb.clone(), &cfg.data_table));
-    let meta = |ttl: Duration| -> Result<Arc<MetaDeps>, StartError> {
-        let secrets = Arc::new(AwsSecrets::new(clients.secrets.clone()));
-        Ok(Arc::new(MetaDeps {
-            graph: ctwa_shared::graph::GraphClient::new(&cfg.graph_url, Duration::from_secs(10))
-                .map_err(|e| StartError(format!("Graph client: {e}")))?,
-            connections: data.clone(),
-            secrets: Arc::new(CachedSecrets::new(secrets.clone(), ttl)),
-            secret_writer: secrets,
-            app_secret_id: cfg.webhook_secret_id.clone(),
-            app_id: cfg.meta_app_id.clone(),
-            token_secret_prefix: cfg.token_secret_prefix(),
-        }))
+    // The shared crate's dependencies, in process, on the same tables and secrets,
+    // built by the same composition root as the functions'.
+    let aws = wiring::Aws {
+        dynamodb: clients.dynamodb.clone(),
+        secrets: clients.secrets.clone(),
     };
-    let connect = Arc::new(connect::ConnectDeps {
-        accounts: data.clone(),
-        capi: data.clone(),
-        meta: meta(Duration::from_secs(5))?,
-    });
-    let capi = Arc::new(CapiDeps {
-        accounts: data.clone(),
-        conversations: data.clone(),
-        store: data.clone(),
-        meta: meta(Duration::from_secs(300))?,
-        policy: cfg.retry_policy.clone(),
+    let connect_config = ConnectConfig {
+        data_table: cfg.data_table.clone(),
+        app_secret_id: cfg.webhook_secret_id.clone(),
+        meta_app_id: cfg.meta_app_id.clone(),
+        token_secret_prefix: cfg.token_secret_prefix(),
+        // Tests change tokens under the in-process connection: read them soon.
+        secrets_cache_ttl: Duration::from_secs(5),
+        refresh_within_days: 10,
+        graph_url: cfg.graph_url.clone(),
+    };
+    let graph_error = |e: ctwa_shared::graph::GraphError| StartError(format!("Graph client: {e}"));
+    let data = Arc::new(DynamoData::new(clients.dynamodb.clone(), &cfg.data_table));
+    let connect = Arc::new(wiring::connect(&aws, &connect_config).map_err(graph_error)?);
+    let capi_settings = CapiSettings {
+        connect: ConnectConfig {
+            secrets_cache_ttl: Duration::from_secs(300),
+            ..connect_config.clone()
+        },
         audit_ttl_days: None,
-    });
-    let ads = Arc::new(AdsDeps {
-        accounts: data.clone(),
-        ads: data.clone(),
-        meta: meta(Duration::from_secs(300))?,
-        governor: Governor::new(),
-        policy: AdsPolicy::default(),
-    });
-    let capture = Arc::new(CaptureDeps::new(data.clone(), data.clone()));
+        resend_delay: cfg.retry_policy.resend_delay,
+    };
+    let mut capi = wiring::capi(&aws, &capi_settings).map_err(graph_error)?;
+    capi.policy = cfg.retry_policy.clone();
+    let capi = Arc::new(capi);
+    let ads = Arc::new(wiring::ads(&aws, &capi_settings.connect).map_err(graph_error)?);
+    let capture = Arc::new(wiring::capture(
+        &aws,
+        &DataConfig {
+            data_table: cfg.data_table.clone(),
+        },
+    ));
     Ok(Stack {
         addr: lambda.addr,
         lambda,

@@ -108,8 +108,8 @@ pub struct Customer {
 impl Customer {
     /// `wa:<digits>` or `u:<user id>`; `None` when the message names no customer at all.
     pub fn key(&self) -> Option<String> {
-        if let Some(w) = self.wa_id.as_deref().and_then(phone_digits) {
-            return Some(format!("wa:{w}"));
+        if let Some(phone) = self.wa_id.as_deref().and_then(|w| Phone::parse(w).ok()) {
+            return Some(phone.customer_key());
         }
         self.user_id
             .as_deref()
@@ -145,19 +145,85 @@ pub fn conversation_id(account_id: &str, business_id: &str, customer_key: &str) 
     format!("c_{}", &hex::encode(h.finalize())[..24])
 }
 
-/// Digits of a phone number given as E.164 with or without `+`, with spaces, dashes,
-/// dots or brackets; `None` unless 6 to 15 digits remain (E.164 allows at most 15).
-pub fn phone_digits(raw: &str) -> Option<String> {
-    let mut out = String::with_capacity(raw.len());
-    for (i, c) in raw.trim().chars().enumerate() {
-        match c {
-            '0'..='9' => out.push(c),
-            '+' if i == 0 => {}
-            ' ' | '-' | '.' | '(' | ')' => {}
-            _ => return None,
+/// A customer's phone number, parsed once with the normalisation of Meta's business SDK
+/// (`facebook_business/adobjects/serverside/normalize.py`), so that the number a click
+/// was captured under, the number a conversion is looked up by and the number hashed
+/// for Meta are the same digits whatever the spelling:
+/// lowercase and trim; spaces, dashes, dots and parentheses dropped; a leading `+` and up
+/// to two zeros stripped, twice (so `+91`, `0091`, `+0091`, and a trunk `0` all go);
+/// then 7 to 15 digits (E.164's maximum) not starting with 0. Dots are dropped here too
+/// (the SDK refuses them, so nothing it accepts changes).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Phone(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PhoneError {
+    #[error(
+        "invalid phone number: use the international format with the country code, e.g. +919876543210"
+    )]
+    Invalid,
+    #[error(
+        "the phone number must be international: + then the country code and number, e.g. +919876543210"
+    )]
+    NotInternational,
+}
+
+/// Python's `re.sub(r"^\+?0{0,2}", "", s)`.
+fn strip_plus_and_two_zeros(s: &str) -> &str {
+    let s = s.strip_prefix('+').unwrap_or(s);
+    let s = s.strip_prefix('0').unwrap_or(s);
+    s.strip_prefix('0').unwrap_or(s)
+}
+
+fn without_separators(raw: &str) -> String {
+    raw.trim()
+        .chars()
+        .filter(|c| !(c.is_whitespace() || matches!(c, '-' | '.' | '(' | ')')))
+        .collect()
+}
+
+impl Phone {
+    pub fn parse(raw: &str) -> Result<Self, PhoneError> {
+        let v = without_separators(raw);
+        // The SDK strips twice (normalize, then get_international_number).
+        let v = strip_plus_and_two_zeros(strip_plus_and_two_zeros(&v));
+        if v.starts_with('0')
+            || !(7..=15).contains(&v.len())
+            || !v.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(PhoneError::Invalid);
         }
+        Ok(Self(v.to_string()))
     }
-    (6..=15).contains(&out.len()).then_some(out)
+
+    /// A number that must be written internationally (an ad's WhatsApp number): `+` or
+    /// `00` then a country code, which never starts with 0.
+    pub fn parse_international(raw: &str) -> Result<Self, PhoneError> {
+        let v = without_separators(raw);
+        let rest = v
+            .strip_prefix('+')
+            .or_else(|| v.strip_prefix("00"))
+            .ok_or(PhoneError::NotInternational)?;
+        if rest.starts_with('0') || rest.len() < 8 {
+            return Err(PhoneError::NotInternational);
+        }
+        Self::parse(rest)
+    }
+
+    /// The digits, country code first (what Meta's `wa_id` is, and what is hashed).
+    pub fn digits(&self) -> &str {
+        &self.0
+    }
+
+    /// `+` and the digits.
+    pub fn e164(&self) -> String {
+        format!("+{}", self.0)
+    }
+
+    /// The customer key a WhatsApp customer is kept under (`wa:<digits>`).
+    pub fn customer_key(&self) -> String {
+        format!("wa:{}", self.0)
+    }
 }
 
 /// A click as kept in the customer's history.
@@ -235,25 +301,56 @@ mod tests {
     use super::*;
 
     #[test]
-    fn phone_digits_accepts_common_spellings() {
+    fn phone_spellings_are_one_number() {
         for s in [
             "+91 98765-43210",
             "919876543210",
             "+91 (98765) 43210",
+            "(+91) 98765 43210",
             " 91.98765.43210 ",
+            "0091 98765 43210",
+            "+0091-98765-43210",
+            "++919876543210",
         ] {
-            assert_eq!(phone_digits(s).as_deref(), Some("919876543210"), "{s}");
+            let p = Phone::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+            assert_eq!(p.digits(), "919876543210", "{s}");
+            assert_eq!(p.customer_key(), "wa:919876543210");
         }
+        // The SDK strips a trunk zero too.
+        assert_eq!(
+            Phone::parse("0 98765 43210").unwrap().digits(),
+            "9876543210"
+        );
         for s in [
             "",
             "+",
-            "12345",
+            "123456",
             "1234567890123456",
             "91abc",
             "9+1234567",
-            "++919876543210",
+            "+00000",
+            "0000 0 98765 43210",
         ] {
-            assert_eq!(phone_digits(s), None, "{s}");
+            assert!(Phone::parse(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn an_ads_number_must_be_international() {
+        assert_eq!(
+            Phone::parse_international("+91 98765 43210")
+                .unwrap()
+                .e164(),
+            "+919876543210"
+        );
+        assert_eq!(
+            Phone::parse_international("0091 98765 43210")
+                .unwrap()
+                .digits(),
+            "919876543210"
+        );
+        for s in ["9876543210", "+0123456789", "+1234567", "0 98765 43210"] {
+            assert!(Phone::parse_international(s).is_err(), "{s}");
         }
     }
 

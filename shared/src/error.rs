@@ -1,12 +1,38 @@
 //! The one place where errors become HTTP answers.
 //!
-//! Expected failures (bad input, unknown ids, wrong keys) are `ApiError` values with a
-//! 4xx status and a JSON body that says what is wrong. Anything else is `Internal`: the
+//! Every failure a caller can see is a typed [`ApiError`] variant; the domain's errors
+//! ([`ConnectError`], [`CapiError`], [`AdsError`], storage and secrets) convert into it
+//! with `From` at the boundary, so handlers only write `?`. [`ApiError::into_response`]
+//! is the one encoder: `{"error": {"code", "message", ...details}}`, with Meta's error
+//! (`meta_status`, `meta_error`) for everything Meta answered, `Retry-After` when there
+//! is a wait, `WWW-Authenticate` on a 401 of ours. Anything unexpected is `Internal`: the
 //! caller gets an opaque 500 and the cause goes to the log, never to the response.
 
+use crate::ads::{AdsError, CleanupDone, CreatedIds, CreationFailed, StepDone};
+use crate::capi::CapiError;
+use crate::graph::GraphError;
 use crate::http::ApiResponse;
+use crate::meta::connection::ConnectError;
 use http::StatusCode;
-use serde_json::json;
+use serde_json::{Map, Value, json};
+use std::time::Duration;
+
+/// How long the caller should wait before trying again (`Retry-After`, whole seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryAfter(Duration);
+
+impl RetryAfter {
+    pub fn secs(secs: u64) -> Self {
+        Self(Duration::from_secs(secs))
+    }
+    /// Whole seconds, rounded up: a wait is never announced shorter than it is.
+    pub fn as_secs(self) -> u64 {
+        self.0.as_secs() + u64::from(self.0.subsec_nanos() > 0)
+    }
+}
+
+/// The hint given when Meta refuses a dataset call with (#100).
+const UNVERIFIED_HINT: &str = "(#100) Invalid parameter usually means the WhatsApp Business Account is not verified yet: complete business verification in Meta Business Manager";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -24,17 +50,93 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     UnsupportedMediaType(String),
-    /// Any other answer with its own status and code, and optional details merged into
-    /// the error object (e.g. the missing scopes, or Meta's error).
+    /// The request conflicts with what is stored (409 `conflict`).
+    #[error("{0}")]
+    Conflict(String),
+    /// A key that is revoked or expired cannot be rotated.
+    #[error("this key is revoked or expired: create a new one instead")]
+    KeyInactive,
+    #[error("a request with this Idempotency-Key is still running: retry in a few seconds")]
+    RequestInProgress,
+    #[error("this Idempotency-Key was used with another request body")]
+    IdempotencyKeyReused,
+    /// Our own hold (Meta announced a wait): no call was made.
     #[error("{message}")]
-    Status {
-        status: StatusCode,
-        code: &'static str,
+    RateLimited {
         message: String,
-        details: Option<serde_json::Value>,
+        retry_after: RetryAfter,
     },
+    #[error("Invalid code")]
+    InvalidCode(GraphError),
+    #[error("Required scopes missing: {}", .0.join(", "))]
+    MissingScopes(Vec<String>),
+    #[error("Meta is not connected for this account: run exchange-code first")]
+    MetaNotConnected,
+    #[error(
+        "The stored Meta token is expired or revoked: reconnect with a fresh code (exchange-code)"
+    )]
+    MetaTokenInvalid(Option<GraphError>),
+    #[error("No dataset for this account: POST /v1/dataset (or set dataset_id with POST /v1/capi)")]
+    NoDataset,
+    /// Meta's refusal or failure, passed on: Meta's own 4xx (the request was wrong), 429
+    /// for its rate limits, 502 for its failures.
+    #[error("{}", meta_message(.error))]
+    Meta {
+        error: GraphError,
+        retry_after: Option<RetryAfter>,
+    },
+    /// Meta permanently refused a call the caller cannot change (422), with a hint.
+    #[error("Meta refused the dataset call: {error}")]
+    MetaRefused {
+        error: GraphError,
+        hint: &'static str,
+    },
+    #[error(
+        "Meta answered too slowly: the request's time budget was spent before this call, which was not sent"
+    )]
+    MetaSlow,
+    /// A step of an ad creation failed; the answer says what was made and cleaned up.
+    #[error("ad creation failed at step {}", .0.step)]
+    AdCreationFailed(Box<FailedCreation>),
     #[error("internal error: {0}")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// A failed ad creation as the answer tells it: the failed step's own error and what
+/// was created and cleaned up before it.
+#[derive(Debug)]
+pub struct FailedCreation {
+    pub cause: ApiError,
+    pub ad_account_id: String,
+    pub step: u8,
+    pub failed_step: &'static str,
+    pub ids: CreatedIds,
+    pub steps: Vec<StepDone>,
+    pub cleanup: Vec<CleanupDone>,
+    pub unknown_outcome: bool,
+}
+
+impl From<CreationFailed> for ApiError {
+    fn from(f: CreationFailed) -> Self {
+        Self::AdCreationFailed(Box::new(FailedCreation {
+            cause: f.error.into(),
+            ad_account_id: f.ad_account_id,
+            step: f.step,
+            failed_step: f.failed_step,
+            ids: f.ids,
+            steps: f.steps,
+            cleanup: f.cleanup,
+            unknown_outcome: f.unknown_outcome,
+        }))
+    }
+}
+
+fn meta_message(e: &GraphError) -> String {
+    match e {
+        GraphError::Api { error, .. } if error.message.starts_with("(#") => error.message.clone(),
+        GraphError::Api { error, .. } => format!("(#{}) {}", error.code, error.message),
+        other => other.to_string(),
+    }
 }
 
 impl ApiError {
@@ -50,85 +152,48 @@ impl ApiError {
     pub fn internal(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self::Internal(err.into())
     }
-
-    pub fn status_with(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self::Status {
-            status,
-            code,
-            message: message.into(),
-            details: None,
+    pub fn meta(error: GraphError) -> Self {
+        Self::Meta {
+            error,
+            retry_after: None,
         }
-    }
-
-    pub fn with_details(self, details: serde_json::Value) -> Self {
-        match self {
-            Self::Status {
-                status,
-                code,
-                message,
-                ..
-            } => Self::Status {
-                status,
-                code,
-                message,
-                details: Some(details),
-            },
-            other => other,
-        }
-    }
-
-    /// Meta's refusal as an answer: Meta's own 4xx status (the request was wrong), 429
-    /// for its rate limits, 502 for its failures; the body keeps Meta's code, subcode,
-    /// message and fbtrace_id under `meta_error`.
-    pub fn meta(e: &crate::graph::GraphError) -> Self {
-        use crate::graph::GraphError;
-        match e {
-            GraphError::Api { status, error } => {
-                let message = if error.message.starts_with("(#") {
-                    error.message.clone()
-                } else {
-                    format!("(#{}) {}", error.code, error.message)
-                };
-                let status_code = match *status {
-                    _ if e.is_rate_limit() => StatusCode::TOO_MANY_REQUESTS,
-                    400..=499 => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
-                    _ => StatusCode::BAD_GATEWAY,
-                };
-                Self::status_with(status_code, "meta_error", message)
-                    .with_details(json!({"meta_status": status, "meta_error": error}))
-            }
-            other => Self::status_with(
-                StatusCode::BAD_GATEWAY,
-                "meta_unavailable",
-                other.to_string(),
-            )
-            .with_details(json!({"meta_error": {"message": other.to_string()}})),
-        }
-    }
-
-    /// 429 with `Retry-After`.
-    pub fn rate_limited(message: impl Into<String>, retry_after_secs: u64) -> Self {
-        Self::status_with(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
-            .with_details(json!({ "retry_after_secs": retry_after_secs }))
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Status { status, .. } => *status,
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::BadRequest(_) | Self::InvalidCode(_) | Self::MissingScopes(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Unauthorized(_) | Self::MetaTokenInvalid(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Conflict(_)
+            | Self::KeyInactive
+            | Self::RequestInProgress
+            | Self::MetaNotConnected
+            | Self::NoDataset => StatusCode::CONFLICT,
+            Self::IdempotencyKeyReused | Self::MetaRefused { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Meta { error, .. } => match error {
+                _ if error.is_rate_limit() => StatusCode::TOO_MANY_REQUESTS,
+                GraphError::Api { status, .. } if (400..500).contains(status) => {
+                    StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST)
+                }
+                _ => StatusCode::BAD_GATEWAY,
+            },
+            Self::MetaSlow => StatusCode::GATEWAY_TIMEOUT,
+            Self::AdCreationFailed(f) => f.cause.status(),
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Status { code, .. } => code,
             Self::BadRequest(_) => "bad_request",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
@@ -136,54 +201,154 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::Conflict(_) => "conflict",
+            Self::KeyInactive => "key_inactive",
+            Self::RequestInProgress => "request_in_progress",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::InvalidCode(_) => "invalid_code",
+            Self::MissingScopes(_) => "missing_scopes",
+            Self::MetaNotConnected => "meta_not_connected",
+            Self::MetaTokenInvalid(_) => "meta_token_invalid",
+            Self::NoDataset => "no_dataset",
+            Self::Meta {
+                error: GraphError::Api { .. },
+                ..
+            } => "meta_error",
+            Self::Meta { .. } => "meta_unavailable",
+            Self::MetaRefused { .. } => "meta_refused",
+            Self::MetaSlow => "meta_slow",
+            Self::AdCreationFailed(_) => "ad_creation_failed",
             Self::Internal(_) => "internal",
         }
     }
 
-    /// The answer the caller sees. 500s are opaque; their cause is logged here.
-    pub fn into_response(self) -> ApiResponse {
-        let status = self.status();
-        let message = match &self {
+    fn retry_after(&self) -> Option<RetryAfter> {
+        match self {
+            Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            Self::Meta { retry_after, .. } => *retry_after,
+            Self::AdCreationFailed(f) => f.cause.retry_after(),
+            _ => None,
+        }
+    }
+
+    /// The error object: `code`, `message` and what else the caller needs to act.
+    fn error_object(&self) -> Map<String, Value> {
+        let message = match self {
             Self::Internal(cause) => {
                 tracing::error!(error = %cause, "internal error");
                 "internal error".to_string()
             }
             other => other.to_string(),
         };
-        let mut error = json!({"code": self.code(), "message": message});
-        let retry_after = match &self {
-            Self::Status {
-                details: Some(d), ..
-            } => d
-                .get("retry_after_secs")
-                .and_then(serde_json::Value::as_u64),
-            _ => None,
-        };
-        if let Self::Status {
-            details: Some(serde_json::Value::Object(d)),
-            ..
-        } = &self
-            && let serde_json::Value::Object(e) = &mut error
-        {
-            for (k, v) in d {
-                e.entry(k.clone()).or_insert(v.clone());
+        let mut e = Map::new();
+        e.insert("code".into(), self.code().into());
+        e.insert("message".into(), message.into());
+        match self {
+            Self::InvalidCode(cause) => {
+                e.insert(
+                    "hint".into(),
+                    "codes are single-use and expire within minutes: restart the OAuth dialog for a fresh code".into(),
+                );
+                e.extend(cause.details());
             }
+            Self::MissingScopes(missing) => {
+                e.insert("missing_scopes".into(), json!(missing));
+            }
+            Self::MetaTokenInvalid(Some(cause)) | Self::Meta { error: cause, .. } => {
+                e.extend(cause.details());
+            }
+            Self::MetaRefused { error, hint } => {
+                e.extend(error.details());
+                e.insert("hint".into(), (*hint).into());
+            }
+            Self::AdCreationFailed(f) => return creation_failed(f),
+            _ => {}
         }
-        let mut resp = ApiResponse::json(status, &json!({ "error": error }));
+        if let Some(r) = self.retry_after() {
+            e.insert("retry_after_secs".into(), r.as_secs().into());
+        }
+        e
+    }
+
+    /// The status and the error object, for an answer that holds several outcomes (a
+    /// batch's items).
+    pub fn into_parts(self) -> (StatusCode, Value) {
+        (self.status(), Value::Object(self.error_object()))
+    }
+
+    /// The answer the caller sees. 500s are opaque; their cause is logged here.
+    pub fn into_response(self) -> ApiResponse {
+        let status = self.status();
+        let retry_after = self.retry_after();
+        let mut resp = ApiResponse::json(status, &json!({ "error": self.error_object() }));
         if let Self::Unauthorized(_) = self {
             resp.headers
                 .push(("www-authenticate", "Bearer".to_string()));
         }
-        if let Some(secs) = retry_after {
-            resp.headers.push(("retry-after", secs.to_string()));
+        if let Some(r) = retry_after {
+            resp.headers.push(("retry-after", r.as_secs().to_string()));
         }
         resp
     }
 }
 
+/// A failed ad creation: the failed step's own error (code, message, Meta's error, the
+/// wait) and what was created and cleaned up before it.
+fn creation_failed(f: &FailedCreation) -> Map<String, Value> {
+    let cause = &f.cause;
+    let cause_error = cause.error_object();
+    let left = f
+        .cleanup
+        .iter()
+        .filter(|c| c.action != "deleted" && c.action != "kept")
+        .count();
+    let message = format!(
+        "step {} ({}) failed: {}; {}",
+        f.step,
+        f.failed_step,
+        cause_error
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("error"),
+        if f.cleanup.is_empty() {
+            "nothing had been created".to_string()
+        } else if left == 0 {
+            "everything created before it was deleted".to_string()
+        } else {
+            format!("{left} object(s) could not be deleted and were paused or left: see cleanup")
+        }
+    );
+    let mut e = Map::new();
+    e.insert("code".into(), "ad_creation_failed".into());
+    e.insert("message".into(), message.into());
+    let details = json!({
+        "failed_step": f.failed_step,
+        "step": f.step,
+        "cause": cause.code(),
+        "ad_account_id": f.ad_account_id,
+        "created": f.ids,
+        "cleanup": f.cleanup,
+        "steps": f.steps,
+        "unknown_outcome": f.unknown_outcome,
+    });
+    if let Value::Object(d) = details {
+        e.extend(d);
+    }
+    for k in ["meta_status", "meta_error", "retry_after_secs", "hint"] {
+        if let Some(v) = cause_error.get(k) {
+            e.insert(k.into(), v.clone());
+        }
+    }
+    e
+}
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        Self::internal(e)
+        match e {
+            crate::store::StoreError::Conflict(m) => Self::Conflict(m),
+            other => Self::internal(other),
+        }
     }
 }
 
@@ -193,11 +358,81 @@ impl From<crate::secrets::SecretError> for ApiError {
     }
 }
 
+impl From<ConnectError> for ApiError {
+    fn from(e: ConnectError) -> Self {
+        match e {
+            ConnectError::InvalidCode(cause) => Self::InvalidCode(cause),
+            ConnectError::MissingScopes(missing) => Self::MissingScopes(missing),
+            ConnectError::NotConnected => Self::MetaNotConnected,
+            ConnectError::TokenInvalid(cause) => Self::MetaTokenInvalid(cause),
+            ConnectError::Meta(cause) => Self::meta(cause),
+            ConnectError::Store(e) => e.into(),
+            ConnectError::Secret(e) => e.into(),
+        }
+    }
+}
+
+impl From<CapiError> for ApiError {
+    fn from(e: CapiError) -> Self {
+        match e {
+            CapiError::Connect(c) => c.into(),
+            CapiError::NoWaba => Self::MetaNotConnected,
+            CapiError::NoDataset => Self::NoDataset,
+            CapiError::DatasetRefused(g) if g.is_token_error() => Self::MetaTokenInvalid(Some(g)),
+            CapiError::DatasetRefused(g) if g.is_retryable() => Self::meta(g),
+            CapiError::DatasetRefused(error) => Self::MetaRefused {
+                hint: if error.code() == Some(100) {
+                    UNVERIFIED_HINT
+                } else {
+                    "see meta_error"
+                },
+                error,
+            },
+            CapiError::Invalid(m) => Self::BadRequest(m),
+            CapiError::NotFound(m) => Self::NotFound(m),
+            CapiError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<AdsError> for ApiError {
+    fn from(e: AdsError) -> Self {
+        match e {
+            AdsError::NotYours => Self::Forbidden(crate::ads::NOT_YOURS.into()),
+            AdsError::Invalid(m) => Self::BadRequest(m),
+            AdsError::Throttled { retry_after_secs } => Self::RateLimited {
+                message: format!(
+                    "Meta's rate limit for this ad account is spent: retry in {retry_after_secs} s (no call was made)"
+                ),
+                retry_after: RetryAfter::secs(retry_after_secs),
+            },
+            AdsError::MetaRateLimited {
+                error,
+                retry_after_secs,
+            } => Self::Meta {
+                error,
+                retry_after: Some(RetryAfter::secs(retry_after_secs)),
+            },
+            AdsError::Deadline => Self::MetaSlow,
+            AdsError::Connect(c) => c.into(),
+            AdsError::Meta(g) => Self::meta(g),
+            AdsError::Store(s) => s.into(),
+        }
+    }
+}
+
 pub type ApiResult<T> = Result<T, ApiError>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::fake::FakeGraph;
+
+    fn body(e: ApiError) -> (StatusCode, Value, Vec<(&'static str, String)>) {
+        let resp = e.into_response();
+        let v: Value = serde_json::from_slice(&resp.body).unwrap();
+        (resp.status, v["error"].clone(), resp.headers)
+    }
 
     #[test]
     fn internal_errors_are_opaque() {
@@ -210,13 +445,60 @@ mod tests {
 
     #[test]
     fn client_errors_say_what_is_wrong() {
-        let resp = ApiError::PayloadTooLarge { limit: 10 }.into_response();
-        assert_eq!(resp.status, StatusCode::PAYLOAD_TOO_LARGE);
-        let v: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
-        assert_eq!(v["error"]["code"], "payload_too_large");
-        assert_eq!(
-            v["error"]["message"],
-            "request body is larger than 10 bytes"
+        let (s, e, _) = body(ApiError::PayloadTooLarge { limit: 10 });
+        assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(e["code"], "payload_too_large");
+        assert_eq!(e["message"], "request body is larger than 10 bytes");
+    }
+
+    #[test]
+    fn meta_errors_keep_metas_body_and_status() {
+        let (s, e, _) = body(ApiError::meta(FakeGraph::error(400, 100, Some(33))));
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(e["code"], "meta_error");
+        assert_eq!(e["meta_status"], 400);
+        assert_eq!(e["meta_error"]["error_subcode"], 33);
+        assert_eq!(e["message"], "(#100) fake error 100");
+        let (s, _, _) = body(ApiError::meta(FakeGraph::error(503, 2, None)));
+        assert_eq!(s, StatusCode::BAD_GATEWAY);
+        let (s, e, h) = body(
+            AdsError::MetaRateLimited {
+                error: FakeGraph::error(400, 80_004, None),
+                retry_after_secs: 120,
+            }
+            .into(),
         );
+        assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(e["retry_after_secs"], 120);
+        assert!(h.contains(&("retry-after", "120".to_string())));
+        let (s, e, _) = body(ApiError::meta(GraphError::Transport("timeout".into())));
+        assert_eq!(s, StatusCode::BAD_GATEWAY);
+        assert_eq!(e["code"], "meta_unavailable");
+        assert!(e["meta_error"]["message"].is_string());
+    }
+
+    #[test]
+    fn connection_states_have_one_answer_each() {
+        let from_connect: ApiError = ConnectError::NotConnected.into();
+        let from_capi: ApiError = CapiError::NoWaba.into();
+        for e in [from_connect, from_capi] {
+            let (s, e, _) = body(e);
+            assert_eq!(s, StatusCode::CONFLICT);
+            assert_eq!(e["code"], "meta_not_connected");
+        }
+        let refused = FakeGraph::error(401, 190, Some(463));
+        let (s, e, _) = body(CapiError::DatasetRefused(refused).into());
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        assert_eq!(e["code"], "meta_token_invalid");
+        assert_eq!(e["meta_error"]["code"], 190);
+        let (s, e, _) = body(CapiError::DatasetRefused(FakeGraph::error(400, 100, None)).into());
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(e["hint"].as_str().unwrap().contains("verified"));
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+        assert_eq!(RetryAfter(Duration::from_millis(1_200)).as_secs(), 2);
+        assert_eq!(RetryAfter::secs(3).as_secs(), 3);
     }
 }

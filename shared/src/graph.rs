@@ -122,6 +122,30 @@ impl GraphError {
     pub fn is_token_error(&self) -> bool {
         self.code() == Some(190)
     }
+
+    /// Meta's side of the error as JSON, the one shape used in answers and audit rows:
+    /// `meta_status` (Meta's HTTP status) and `meta_error` (Meta's error object: `code`,
+    /// `error_subcode`, `message`, `fbtrace_id`, ...), or `meta_error.message` alone
+    /// when Meta could not be reached or read.
+    pub fn details(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        match self {
+            GraphError::Api { status, error } => {
+                m.insert("meta_status".into(), (*status).into());
+                m.insert(
+                    "meta_error".into(),
+                    serde_json::to_value(error).unwrap_or_default(),
+                );
+            }
+            other => {
+                m.insert(
+                    "meta_error".into(),
+                    serde_json::json!({"message": other.to_string()}),
+                );
+            }
+        }
+        m
+    }
 }
 
 #[derive(Clone, Deserialize)]
@@ -145,6 +169,13 @@ impl std::fmt::Debug for TokenResponse {
 }
 
 impl TokenResponse {
+    pub fn new(token: &Token, token_type: Option<String>, expires_in: Option<i64>) -> Self {
+        Self {
+            access_token: token.expose().to_string(),
+            token_type,
+            expires_in,
+        }
+    }
     pub fn token(&self) -> Token {
         Token(self.access_token.clone())
     }
@@ -258,9 +289,73 @@ impl GraphClient {
         serde_json::from_slice(&bytes).map_err(|e| GraphError::Decode(e.to_string()))
     }
 
+    /// `GET /oauth/access_token` with the given parameters (never logged: they hold secrets).
+    async fn access_token(&self, q: &[(&str, &str)]) -> Result<TokenResponse, GraphError> {
+        let resp = self
+            .http
+            .get(format!("{}/oauth/access_token", self.base))
+            .query(q)
+            .send()
+            .await;
+        Self::read(resp).await
+    }
+}
+
+/// The Graph API as the domain uses it: the port. [`GraphClient`] is its adapter over
+/// HTTP (and `graph-sim` the HTTP-level contract it is tested against); [`fake`] is an
+/// in-memory stand-in for unit tests of the domain.
+#[async_trait::async_trait]
+pub trait Graph: Send + Sync {
     /// `GET /oauth/access_token?client_id&redirect_uri&client_secret&code`. Not retried:
     /// codes are single-use.
-    pub async fn exchange_code(
+    async fn exchange_code(
+        &self,
+        app: &AppCredentials,
+        code: &str,
+        redirect_uri: Option<&str>,
+    ) -> Result<TokenResponse, GraphError>;
+    /// `GET /oauth/access_token?grant_type=fb_exchange_token` (long-lived token, refresh).
+    async fn exchange_long_lived(
+        &self,
+        app: &AppCredentials,
+        token: &Token,
+    ) -> Result<TokenResponse, GraphError>;
+    /// `GET /debug_token?input_token=`, with the app token as bearer.
+    async fn debug_token(
+        &self,
+        app: &AppCredentials,
+        token: &Token,
+    ) -> Result<TokenInfo, GraphError>;
+    /// The WABA's dataset, if it has one.
+    async fn get_dataset(&self, waba_id: &str, token: &Token)
+    -> Result<Option<String>, GraphError>;
+    /// Creates the WABA's dataset (Meta returns the existing one if there is one).
+    async fn create_dataset(&self, waba_id: &str, token: &Token) -> Result<String, GraphError>;
+    /// `POST /{dataset}/events` with up to 1000 events.
+    async fn send_events(
+        &self,
+        dataset_id: &str,
+        events: &[serde_json::Value],
+        test_event_code: Option<&str>,
+        token: &Token,
+    ) -> Result<EventsResponse, GraphError>;
+    /// One Marketing API call: `path` is relative to the versioned base (`act_1/ads`,
+    /// `2385...`, or empty with `ids=` in the query). No retry here: the caller decides,
+    /// because a create that timed out may have happened.
+    async fn marketing(
+        &self,
+        method: http::Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&serde_json::Value>,
+        token: &Token,
+        timeout: Option<Duration>,
+    ) -> MarketingReply;
+}
+
+#[async_trait::async_trait]
+impl Graph for GraphClient {
+    async fn exchange_code(
         &self,
         app: &AppCredentials,
         code: &str,
@@ -277,19 +372,7 @@ impl GraphClient {
         self.access_token(&q).await
     }
 
-    /// `GET /oauth/access_token` with the given parameters (never logged: they hold secrets).
-    async fn access_token(&self, q: &[(&str, &str)]) -> Result<TokenResponse, GraphError> {
-        let resp = self
-            .http
-            .get(format!("{}/oauth/access_token", self.base))
-            .query(q)
-            .send()
-            .await;
-        Self::read(resp).await
-    }
-
-    /// `GET /oauth/access_token?grant_type=fb_exchange_token` (long-lived token, refresh).
-    pub async fn exchange_long_lived(
+    async fn exchange_long_lived(
         &self,
         app: &AppCredentials,
         token: &Token,
@@ -303,8 +386,7 @@ impl GraphClient {
         self.access_token(&q).await
     }
 
-    /// `GET /debug_token?input_token=`, with the app token as bearer.
-    pub async fn debug_token(
+    async fn debug_token(
         &self,
         app: &AppCredentials,
         token: &Token,
@@ -319,37 +401,8 @@ impl GraphClient {
             .await;
         Self::read::<DebugEnvelope>(resp).await.map(|d| d.data)
     }
-}
 
-/// `POST /{dataset}/events` -> this.
-#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
-pub struct EventsResponse {
-    #[serde(default)]
-    pub events_received: i64,
-    #[serde(default)]
-    pub messages: Vec<serde_json::Value>,
-    #[serde(default)]
-    pub fbtrace_id: Option<String>,
-}
-
-/// `GET /{waba}/dataset`: `{"id"}` or `{"data":[{"id"}]}` (the shape is UNCONFIRMED:
-/// both are accepted).
-#[derive(Debug, Deserialize)]
-struct DatasetLookup {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    data: Vec<DatasetRef>,
-}
-
-#[derive(Debug, Deserialize)]
-struct DatasetRef {
-    id: String,
-}
-
-impl GraphClient {
-    /// The WABA's dataset, if it has one.
-    pub async fn get_dataset(
+    async fn get_dataset(
         &self,
         waba_id: &str,
         token: &Token,
@@ -364,8 +417,7 @@ impl GraphClient {
         Ok(d.id.or_else(|| d.data.into_iter().next().map(|r| r.id)))
     }
 
-    /// Creates the WABA's dataset (Meta returns the existing one if there is one).
-    pub async fn create_dataset(&self, waba_id: &str, token: &Token) -> Result<String, GraphError> {
+    async fn create_dataset(&self, waba_id: &str, token: &Token) -> Result<String, GraphError> {
         let resp = self
             .http
             .post(format!("{}/{waba_id}/dataset", self.base))
@@ -378,8 +430,7 @@ impl GraphClient {
             .ok_or_else(|| GraphError::Decode("no dataset id in the answer".into()))
     }
 
-    /// `POST /{dataset}/events` with up to 1000 events.
-    pub async fn send_events(
+    async fn send_events(
         &self,
         dataset_id: &str,
         events: &[serde_json::Value],
@@ -399,30 +450,10 @@ impl GraphClient {
             .await;
         Self::read(resp).await
     }
-}
 
-/// A Marketing API answer: the JSON or Meta's error, and the usage headers Meta sent
-/// (`X-Business-Use-Case-Usage`, `X-Ad-Account-Usage`, `X-App-Usage`), read either way.
-#[derive(Debug)]
-pub struct MarketingReply {
-    pub result: Result<serde_json::Value, GraphError>,
-    pub usage: Vec<(&'static str, String)>,
-}
-
-/// The usage headers Meta sends on Marketing API answers.
-pub const USAGE_HEADERS: [&str; 3] = [
-    "x-business-use-case-usage",
-    "x-ad-account-usage",
-    "x-app-usage",
-];
-
-impl GraphClient {
-    /// One Marketing API call: `path` is relative to the versioned base (`act_1/ads`,
-    /// `2385...`, or empty with `ids=` in the query). No retry here: the caller decides,
-    /// because a create that timed out may have happened.
-    pub async fn marketing(
+    async fn marketing(
         &self,
-        method: reqwest::Method,
+        method: http::Method,
         path: &str,
         query: &[(&str, &str)],
         body: Option<&serde_json::Value>,
@@ -457,6 +488,216 @@ impl GraphClient {
                     result: Self::read(Ok(resp)).await,
                     usage,
                 }
+            }
+        }
+    }
+}
+
+/// `POST /{dataset}/events` -> this.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+pub struct EventsResponse {
+    #[serde(default)]
+    pub events_received: i64,
+    #[serde(default)]
+    pub messages: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub fbtrace_id: Option<String>,
+}
+
+/// `GET /{waba}/dataset`: `{"id"}` or `{"data":[{"id"}]}` (the shape is UNCONFIRMED:
+/// both are accepted).
+#[derive(Debug, Deserialize)]
+struct DatasetLookup {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    data: Vec<DatasetRef>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DatasetRef {
+    id: String,
+}
+
+/// A Marketing API answer: the JSON or Meta's error, and the usage headers Meta sent
+/// (`X-Business-Use-Case-Usage`, `X-Ad-Account-Usage`, `X-App-Usage`), read either way.
+#[derive(Debug)]
+pub struct MarketingReply {
+    pub result: Result<serde_json::Value, GraphError>,
+    pub usage: Vec<(&'static str, String)>,
+}
+
+/// The usage headers Meta sends on Marketing API answers.
+pub const USAGE_HEADERS: [&str; 3] = [
+    "x-business-use-case-usage",
+    "x-ad-account-usage",
+    "x-app-usage",
+];
+
+/// An in-memory Graph API for unit tests of the domain: conversions are answered from a
+/// script (then accepted), datasets and OAuth answered as Meta would for a healthy
+/// account, and every call recorded.
+#[cfg(any(test, feature = "test-support"))]
+pub mod fake {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    /// One `POST /{dataset}/events` the fake received.
+    #[derive(Debug, Clone)]
+    pub struct SentEvents {
+        pub dataset_id: String,
+        pub events: Vec<serde_json::Value>,
+        pub test_event_code: Option<String>,
+        pub token: Token,
+    }
+
+    #[derive(Default)]
+    pub struct FakeGraph {
+        events: Mutex<VecDeque<Result<EventsResponse, GraphError>>>,
+        marketing: Mutex<VecDeque<Result<serde_json::Value, GraphError>>>,
+        sent: Mutex<Vec<SentEvents>>,
+        datasets: Mutex<std::collections::HashMap<String, String>>,
+        /// Scopes `debug_token` reports (default: every required scope).
+        pub scopes: Vec<String>,
+    }
+
+    impl FakeGraph {
+        pub fn new() -> Self {
+            Self {
+                scopes: crate::meta::connection::REQUIRED_SCOPES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                ..Default::default()
+            }
+        }
+        /// The next `send_events` answers this (then the next scripted one; accepted
+        /// when the script is empty).
+        pub fn answer_events(&self, answer: Result<EventsResponse, GraphError>) {
+            self.events.lock().unwrap().push_back(answer);
+        }
+        /// The next Marketing API call answers this.
+        pub fn answer_marketing(&self, answer: Result<serde_json::Value, GraphError>) {
+            self.marketing.lock().unwrap().push_back(answer);
+        }
+        pub fn sent(&self) -> Vec<SentEvents> {
+            self.sent.lock().unwrap().clone()
+        }
+        /// Meta's error with this HTTP status and code.
+        pub fn error(status: u16, code: i64, subcode: Option<i64>) -> GraphError {
+            GraphError::Api {
+                status,
+                error: Box::new(GraphErrorBody {
+                    message: format!("fake error {code}"),
+                    code,
+                    error_subcode: subcode,
+                    fbtrace_id: Some("FakeTrace".into()),
+                    ..Default::default()
+                }),
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Graph for FakeGraph {
+        async fn exchange_code(
+            &self,
+            _app: &AppCredentials,
+            code: &str,
+            _redirect_uri: Option<&str>,
+        ) -> Result<TokenResponse, GraphError> {
+            if code.starts_with("bad") {
+                return Err(Self::error(400, 100, Some(36009)));
+            }
+            Ok(TokenResponse::new(
+                &Token::new(format!("short-{code}")),
+                None,
+                Some(3600),
+            ))
+        }
+        async fn exchange_long_lived(
+            &self,
+            _app: &AppCredentials,
+            token: &Token,
+        ) -> Result<TokenResponse, GraphError> {
+            Ok(TokenResponse::new(
+                &Token::new(format!("long-{}", token.expose())),
+                Some("bearer".into()),
+                Some(60 * 86_400),
+            ))
+        }
+        async fn debug_token(
+            &self,
+            app: &AppCredentials,
+            _token: &Token,
+        ) -> Result<TokenInfo, GraphError> {
+            Ok(TokenInfo {
+                app_id: Some(app.app_id.clone()),
+                kind: Some("USER".into()),
+                is_valid: true,
+                expires_at: crate::time::now_secs() + 60 * 86_400,
+                scopes: self.scopes.clone(),
+                granular_scopes: vec![GranularScope {
+                    scope: "whatsapp_business_management".into(),
+                    target_ids: vec!["102290129340398".into()],
+                }],
+                ..Default::default()
+            })
+        }
+        async fn get_dataset(
+            &self,
+            waba_id: &str,
+            _token: &Token,
+        ) -> Result<Option<String>, GraphError> {
+            Ok(self.datasets.lock().unwrap().get(waba_id).cloned())
+        }
+        async fn create_dataset(
+            &self,
+            waba_id: &str,
+            _token: &Token,
+        ) -> Result<String, GraphError> {
+            let mut d = self.datasets.lock().unwrap();
+            let n = d.len();
+            Ok(d.entry(waba_id.to_string())
+                .or_insert_with(|| format!("{}", 9_000_000 + n))
+                .clone())
+        }
+        async fn send_events(
+            &self,
+            dataset_id: &str,
+            events: &[serde_json::Value],
+            test_event_code: Option<&str>,
+            token: &Token,
+        ) -> Result<EventsResponse, GraphError> {
+            self.sent.lock().unwrap().push(SentEvents {
+                dataset_id: dataset_id.to_string(),
+                events: events.to_vec(),
+                test_event_code: test_event_code.map(str::to_string),
+                token: token.clone(),
+            });
+            let scripted = self.events.lock().unwrap().pop_front();
+            scripted.unwrap_or_else(|| {
+                Ok(EventsResponse {
+                    events_received: events.len() as i64,
+                    messages: Vec::new(),
+                    fbtrace_id: Some("FakeTrace".into()),
+                })
+            })
+        }
+        async fn marketing(
+            &self,
+            _method: http::Method,
+            _path: &str,
+            _query: &[(&str, &str)],
+            _body: Option<&serde_json::Value>,
+            _token: &Token,
+            _timeout: Option<Duration>,
+        ) -> MarketingReply {
+            let next = self.marketing.lock().unwrap().pop_front();
+            MarketingReply {
+                result: next.unwrap_or_else(|| Err(Self::error(400, 100, None))),
+                usage: Vec::new(),
             }
         }
     }

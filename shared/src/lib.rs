@@ -22,6 +22,7 @@ pub mod stream;
 pub mod tables;
 pub mod telemetry;
 pub mod time;
+pub mod wiring;
 
 /// Runs futures with at most `limit` in flight; results in completion order.
 pub async fn run_bounded<F: std::future::Future>(

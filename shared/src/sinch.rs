@@ -152,7 +152,8 @@ pub fn sinch_inbound(item: &InboxItem) -> Result<InboundMessage, StoredMessageEr
     let wa_id = identity
         .and_then(|c| c.identity.clone())
         .filter(|_| is_whatsapp)
-        .and_then(|i| crate::domain::phone_digits(&i));
+        .and_then(|i| crate::domain::Phone::parse(&i).ok())
+        .map(|p| p.digits().to_string());
     let customer = Customer {
         wa_id,
         user_id: msg.contact_id.filter(|c| !c.trim().is_empty()),

@@ -1,24 +1,11 @@
 //! Admin Lambda: wiring only (onboarding accounts, API keys).
-use ctwa_shared::config::aws_sdk_config;
-use ctwa_shared::handlers::admin::{AdminDeps, handle};
-use ctwa_shared::http::lambda::{from_lambda, into_lambda};
-use ctwa_shared::store::dynamo::DynamoData;
-use lambda_http::{Error, Request, service_fn};
-use std::sync::Arc;
+use ctwa_shared::config::DataConfig;
+use ctwa_shared::handlers::admin::handle;
+use ctwa_shared::wiring::{self, Aws, run_http};
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), lambda_http::Error> {
     ctwa_shared::telemetry::init();
-    let table = ctwa_shared::config::DataConfig::from_env()?.data_table;
-    let sdk = aws_sdk_config().await;
-    let data = Arc::new(DynamoData::new(aws_sdk_dynamodb::Client::new(&sdk), table));
-    let deps = Arc::new(AdminDeps {
-        accounts: data.clone(),
-        ads: data,
-    });
-    lambda_http::run(service_fn(move |req: Request| {
-        let deps = deps.clone();
-        async move { Ok::<_, Error>(into_lambda(handle(&deps, from_lambda(req)).await)) }
-    }))
-    .await
+    let deps = wiring::admin(&Aws::from_env().await, &DataConfig::from_env()?);
+    run_http(deps, |d, r| Box::pin(handle(d, r))).await
 }

@@ -1,9 +1,9 @@
 //! Token-refresh Lambda (EventBridge schedule): wiring only. Refreshes every Meta token
 //! expiring within REFRESH_WITHIN_DAYS, carries on past failures, and reports the run as
 //! a CloudWatch Embedded Metric Format line (the failures alarm reads it).
-use ctwa_shared::config::{ConnectConfig, aws_sdk_config};
-use ctwa_shared::meta::connection::{RefreshReport, meta_deps, refresh_due, refresh_metrics_line};
-use ctwa_shared::store::dynamo::DynamoData;
+use ctwa_shared::config::ConnectConfig;
+use ctwa_shared::meta::connection::{refresh_due, refresh_metrics_line};
+use ctwa_shared::wiring::{self, Aws};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use std::sync::Arc;
 
@@ -11,18 +11,13 @@ use std::sync::Arc;
 async fn main() -> Result<(), Error> {
     ctwa_shared::telemetry::init();
     let config = ConnectConfig::from_env()?;
-    let sdk = aws_sdk_config().await;
-    let data = Arc::new(DynamoData::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
-        &config.data_table,
-    ));
-    let deps = Arc::new(meta_deps(&config, &sdk, data)?);
+    let deps = Arc::new(wiring::meta(&Aws::from_env().await, &config)?);
     let within = config.refresh_within_days * 86_400;
     lambda_runtime::run(service_fn(move |_: LambdaEvent<serde_json::Value>| {
         let deps = deps.clone();
         async move {
             let now = ctwa_shared::time::now_millis();
-            let report: RefreshReport = refresh_due(&deps, within, now).await?;
+            let report = refresh_due(&deps, within, now).await?;
             println!("{}", refresh_metrics_line(&report, now));
             Ok::<_, Error>(report)
         }

@@ -113,13 +113,6 @@ pub fn is_object_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 30 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// The digits of an E.164 number (`+` then 8 to 15 digits, no leading zero).
-pub fn e164_digits(phone: &str) -> Option<&str> {
-    let d = phone.strip_prefix('+')?;
-    (d.len() >= 8 && d.len() <= 15 && d.bytes().all(|b| b.is_ascii_digit()) && !d.starts_with('0'))
-        .then_some(d)
-}
-
 /// The number a WhatsApp click-to-chat link opens: `https://wa.me/<digits>[?text=..]` or
 /// `https://api.whatsapp.com/send?phone=<digits>[&text=..]`.
 pub fn link_number(link: &str) -> Option<String> {
@@ -277,7 +270,8 @@ impl CtwaAdRequest {
                 "daily_budget must be from {MIN_DAILY_BUDGET} to 1000000000000 minor units"
             ));
         }
-        let phone_digits = e164_digits(self.whatsapp_phone_number.trim()).ok_or_else(|| {
+        let phone = crate::domain::Phone::parse_international(&self.whatsapp_phone_number);
+        let phone_digits = phone.as_ref().map(|p| p.digits()).map_err(|_| {
             format!(
                 "whatsapp_phone_number {:?} is not an E.164 number (+ then country code and number, e.g. +919876543210)",
                 self.whatsapp_phone_number
@@ -575,8 +569,6 @@ mod tests {
             Some("919876543210")
         );
         assert_eq!(link_number("http://wa.me/91"), None);
-        assert_eq!(e164_digits("+919876543210"), Some("919876543210"));
-        assert_eq!(e164_digits("+91 98765"), None);
         assert_eq!(ad_account_id("123").as_deref(), Some("act_123"));
         assert_eq!(ad_account_id("act_123").as_deref(), Some("act_123"));
         assert_eq!(ad_account_id("act_").as_deref(), None);

@@ -8,6 +8,7 @@
 //! with the same event id until it lands or is too old. A sender that dies holds only a
 //! lease: the resend job takes the event over when the lease ends.
 
+pub mod conversion;
 pub mod event;
 pub mod pii;
 
@@ -78,6 +79,69 @@ pub enum CapiError {
     NoDataset,
     #[error("Meta refused the dataset call: {0}")]
     DatasetRefused(GraphError),
+    /// The conversion breaks a rule (the message says which).
+    #[error("{0}")]
+    Invalid(String),
+    /// What the conversion names (a conversation, another account) is not this
+    /// account's.
+    #[error("{0}")]
+    NotFound(String),
+}
+
+impl CapiError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::Invalid(message.into())
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::NotFound(message.into())
+    }
+}
+
+/// Why an event ended `failed`, kept in its audit row (`error.reason`) so that the
+/// answer to a duplicate is the same as to the first send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    /// Meta refused the event (or the request) for good.
+    MetaRefused,
+    /// Meta refused the stored token (190): the business must reconnect.
+    MetaTokenInvalid,
+    /// No usable Meta connection when it was to be sent.
+    MetaNotConnected,
+    /// Older than Meta's 7 days before it could be sent.
+    TooOld,
+    /// The claim could not be written, so it was not sent.
+    NotRecorded,
+    /// The stored payload cannot be read back: it is never sent as something else.
+    CorruptPayload,
+}
+
+impl FailureReason {
+    /// The reason a failed record carries (`None` for other states, or rows written
+    /// before reasons were kept).
+    pub fn of(rec: &EventRecord) -> Option<Self> {
+        if rec.status != EventStatus::Failed {
+            return None;
+        }
+        rec.error
+            .as_ref()
+            .and_then(|e| e.get("reason"))
+            .and_then(|r| serde_json::from_value(r.clone()).ok())
+    }
+
+    /// The caller must reconnect Meta before this can work.
+    pub fn needs_reconnect(self) -> bool {
+        matches!(self, Self::MetaTokenInvalid | Self::MetaNotConnected)
+    }
+
+    /// The audit row's error: the reason, a message and any detail.
+    pub fn error(self, message: &str, details: serde_json::Map<String, Value>) -> Value {
+        let mut e = serde_json::Map::new();
+        e.insert("reason".into(), json!(self));
+        e.insert("message".into(), json!(message));
+        e.extend(details);
+        Value::Object(e)
+    }
 }
 
 /// "Equal jitter": half of `max` fixed, half random.
@@ -305,54 +369,97 @@ async fn send_with_retries(deps: &CapiDeps, out: Outgoing<'_>) -> (Attempt, u32)
     }
 }
 
-fn graph_error_json(e: &GraphError) -> Value {
-    match e {
-        GraphError::Api { status, error } => json!({"meta_status": status, "meta_error": error}),
-        other => json!({"message": other.to_string()}),
-    }
+/// How one request to Meta ended for its events, or why it was not made.
+#[derive(Clone, Copy)]
+enum Outcome<'a> {
+    Delivered(&'a EventsResponse),
+    Refused(&'a GraphError),
+    /// The call's time ran out before the request: left for the resend job.
+    NotSentInTime,
+    /// No usable Meta connection (not connected, or the token was refused before).
+    NotConnected,
+    /// The stored payload could not be read back.
+    CorruptPayload,
 }
 
-/// Applies a Meta outcome to a record: delivered, pending (retryable), failed.
-fn settle(
-    deps: &CapiDeps,
-    rec: &mut EventRecord,
-    attempt: Result<&EventsResponse, &GraphError>,
-    duration_ms: i64,
-    now_ms: i64,
-) {
+const RECONNECT: &str = "Meta is not connected or the token is invalid: reconnect (exchange-code)";
+
+/// Applies an outcome to a record: delivered, pending (sent again later), failed.
+fn settle(deps: &CapiDeps, rec: &mut EventRecord, outcome: Outcome, duration_ms: i64, now_ms: i64) {
     rec.updated_at_ms = now_ms;
     rec.duration_ms = Some(duration_ms);
-    match attempt {
-        Ok(r) => {
+    let too_old = rec.event_time < now_ms / 1000 - MAX_EVENT_AGE_SECS;
+    let retry_later = |rec: &mut EventRecord, error: Value| {
+        let exp = rec.attempts.saturating_sub(deps.policy.attempts).min(16);
+        let delay = (deps.policy.resend_delay
+            * 2u32.saturating_pow(exp / deps.policy.attempts.max(1)))
+        .min(deps.policy.max_resend_delay);
+        rec.status = EventStatus::Pending;
+        rec.next_attempt_at_ms = Some(now_ms + delay.as_millis() as i64);
+        rec.error = Some(error);
+    };
+    let fail = |rec: &mut EventRecord, error: Value| {
+        rec.status = EventStatus::Failed;
+        rec.next_attempt_at_ms = None;
+        rec.error = Some(error);
+    };
+    match outcome {
+        Outcome::Delivered(r) => {
             rec.status = EventStatus::Delivered;
             rec.events_received = Some(r.events_received);
             rec.fbtrace_id = r.fbtrace_id.clone();
             rec.error = None;
             rec.next_attempt_at_ms = None;
         }
-        Err(e) => {
-            rec.error = Some(graph_error_json(e));
+        Outcome::Refused(e) => {
             if let GraphError::Api { error, .. } = e {
                 rec.fbtrace_id = error.fbtrace_id.clone();
             }
-            let too_old = rec.event_time < now_ms / 1000 - MAX_EVENT_AGE_SECS;
+            let mut details = e.details();
+            details.insert("message".into(), json!(e.to_string()));
             if e.is_retryable() && !too_old {
-                rec.status = EventStatus::Pending;
-                let exp = rec.attempts.saturating_sub(deps.policy.attempts).min(16);
-                let delay = (deps.policy.resend_delay
-                    * 2u32.saturating_pow(exp / deps.policy.attempts.max(1)))
-                .min(deps.policy.max_resend_delay);
-                rec.next_attempt_at_ms = Some(now_ms + delay.as_millis() as i64);
+                retry_later(rec, Value::Object(details));
+            } else if e.is_retryable() {
+                let mut last = serde_json::Map::new();
+                last.insert("last_error".into(), Value::Object(details));
+                fail(
+                    rec,
+                    FailureReason::TooOld.error(
+                        "event_time is now older than 7 days: Meta would refuse it",
+                        last,
+                    ),
+                );
             } else {
-                rec.status = EventStatus::Failed;
-                rec.next_attempt_at_ms = None;
-                if too_old && e.is_retryable() {
-                    rec.error = Some(
-                        json!({"message": "event_time is now older than 7 days: Meta would refuse it", "last_error": graph_error_json(e)}),
-                    );
-                }
+                let reason = if e.is_token_error() {
+                    FailureReason::MetaTokenInvalid
+                } else {
+                    FailureReason::MetaRefused
+                };
+                fail(rec, reason.error(&e.to_string(), details));
             }
         }
+        Outcome::NotSentInTime if !too_old => retry_later(
+            rec,
+            json!({"message": "not sent before the call's deadline: the resend job sends it"}),
+        ),
+        Outcome::NotSentInTime => fail(
+            rec,
+            FailureReason::TooOld.error(
+                "event_time is now older than 7 days: Meta would refuse it",
+                Default::default(),
+            ),
+        ),
+        Outcome::NotConnected => fail(
+            rec,
+            FailureReason::MetaNotConnected.error(RECONNECT, Default::default()),
+        ),
+        Outcome::CorruptPayload => fail(
+            rec,
+            FailureReason::CorruptPayload.error(
+                "the stored event cannot be read back; not sent",
+                Default::default(),
+            ),
+        ),
     }
 }
 
@@ -479,13 +586,33 @@ fn send_group<'a>(
 ) -> BoxFuture<'a, Result<Vec<EventRecord>, CapiError>> {
     Box::pin(async move {
         if std::time::Instant::now() >= deadline {
-            let e = GraphError::Transport("not sent before the call's deadline".into());
-            return settle_all(deps, account_id, token, group, Err(&e), prior_attempts, 0).await;
+            let out = Outcome::NotSentInTime;
+            return settle_all(deps, account_id, group, out, prior_attempts, 0).await;
         }
-        let payloads: Vec<Value> = group
-            .iter()
-            .map(|r| serde_json::from_str(&r.payload).unwrap_or(Value::Null))
-            .collect();
+        // A payload that does not read back is never sent (as `null` or otherwise): that
+        // record fails alone, the others go.
+        let mut payloads = Vec::with_capacity(group.len());
+        let mut sendable = Vec::with_capacity(group.len());
+        let mut done = Vec::new();
+        for rec in group {
+            match serde_json::from_str::<Value>(&rec.payload) {
+                Ok(p) if p.is_object() => {
+                    payloads.push(p);
+                    sendable.push(rec);
+                }
+                _ => {
+                    tracing::error!(event_id = %rec.event_id, "stored payload is not a JSON object; not sent");
+                    let out = Outcome::CorruptPayload;
+                    done.extend(
+                        settle_all(deps, account_id, vec![rec], out, prior_attempts, 0).await?,
+                    );
+                }
+            }
+        }
+        let group = sendable;
+        if group.is_empty() {
+            return Ok(done);
+        }
         let started = std::time::Instant::now();
         let out = Outgoing {
             account_id,
@@ -496,40 +623,27 @@ fn send_group<'a>(
         };
         let (attempt, attempts) = send_with_retries(deps, out).await;
         let ms = started.elapsed().as_millis() as i64;
-        match attempt {
+        let spent = prior_attempts + attempts;
+        let settled = match attempt {
             Attempt::Failed(e) if group.len() > 1 && names_an_event(&e) => {
                 let mut left = group;
                 let right = left.split_off(left.len() / 2);
-                let spent = prior_attempts + attempts;
-                let mut done = send_group(deps, account_id, token, left, spent, deadline).await?;
-                done.extend(send_group(deps, account_id, token, right, spent, deadline).await?);
-                Ok(done)
+                let mut both = send_group(deps, account_id, token, left, spent, deadline).await?;
+                both.extend(send_group(deps, account_id, token, right, spent, deadline).await?);
+                both
             }
             Attempt::Delivered(r) => {
-                settle_all(
-                    deps,
-                    account_id,
-                    token,
-                    group,
-                    Ok(&r),
-                    prior_attempts + attempts,
-                    ms,
-                )
-                .await
+                settle_all(deps, account_id, group, Outcome::Delivered(&r), spent, ms).await?
             }
             Attempt::Failed(e) => {
-                settle_all(
-                    deps,
-                    account_id,
-                    token,
-                    group,
-                    Err(&e),
-                    prior_attempts + attempts,
-                    ms,
-                )
-                .await
+                if e.is_token_error() {
+                    deps.meta.mark_broken(account_id, token, &e).await;
+                }
+                settle_all(deps, account_id, group, Outcome::Refused(&e), spent, ms).await?
             }
-        }
+        };
+        done.extend(settled);
+        Ok(done)
     })
 }
 
@@ -537,17 +651,11 @@ fn send_group<'a>(
 async fn settle_all(
     deps: &CapiDeps,
     account_id: &str,
-    token: &Token,
     group: Vec<EventRecord>,
-    outcome: Result<&EventsResponse, &GraphError>,
+    outcome: Outcome<'_>,
     attempts: u32,
     ms: i64,
 ) -> Result<Vec<EventRecord>, CapiError> {
-    if let Err(e) = outcome
-        && e.is_token_error()
-    {
-        deps.meta.mark_broken(account_id, token, e).await;
-    }
     let now_ms = crate::time::now_millis();
     let mut done = Vec::with_capacity(group.len());
     for mut rec in group {
@@ -556,7 +664,7 @@ async fn settle_all(
         settle(deps, &mut rec, outcome, ms, now_ms);
         save_settled(deps, &rec, &lease).await?;
         tracing::info!(
-            account_id = %rec.account_id,
+            account_id,
             event_id = %rec.event_id,
             event_name = %rec.event_name,
             status = rec.status.as_str(),
@@ -611,9 +719,10 @@ pub async fn deliver(
                 let mut failed = rec;
                 failed.status = EventStatus::Failed;
                 failed.next_attempt_at_ms = None;
-                failed.error = Some(
-                    json!({"message": "the event could not be recorded, so it was not sent; retry with the same event_id"}),
-                );
+                failed.error = Some(FailureReason::NotRecorded.error(
+                    "the event could not be recorded, so it was not sent; retry with the same event_id",
+                    Default::default(),
+                ));
                 results[i] = Some(SendResult {
                     record: failed,
                     duplicate: false,
@@ -628,19 +737,7 @@ pub async fn deliver(
         let settled = match deps.meta.token(&account_id).await {
             Ok(t) => send_group(deps, &account_id, &t, recs, 0, deadline).await?,
             Err(ConnectError::TokenInvalid(_)) | Err(ConnectError::NotConnected) => {
-                let error = crate::graph::GraphErrorBody {
-                    message:
-                        "Meta is not connected or the token is invalid: reconnect (exchange-code)"
-                            .into(),
-                    code: 190,
-                    ..Default::default()
-                };
-                let e = GraphError::Api {
-                    status: 401,
-                    error: Box::new(error),
-                };
-                let none = Token::new("");
-                settle_all(deps, &account_id, &none, recs, Err(&e), 0, 0).await?
+                settle_all(deps, &account_id, recs, Outcome::NotConnected, 0, 0).await?
             }
             Err(e) => return Err(e.into()),
         };
@@ -732,6 +829,20 @@ pub async fn resend_due(
     Ok(report)
 }
 
+/// The resend run's report as a CloudWatch Embedded Metric Format line (namespace
+/// `ctwa`: `ConversionsResent`, `ConversionsFailed`, `ConversionsPending`).
+pub fn resend_metrics_line(report: &ResendReport, now_ms: i64) -> String {
+    json!({
+        "_aws": {"Timestamp": now_ms, "CloudWatchMetrics": [{"Namespace": "ctwa", "Dimensions": [[]],
+            "Metrics": [{"Name": "ConversionsResent", "Unit": "Count"}, {"Name": "ConversionsFailed", "Unit": "Count"}, {"Name": "ConversionsPending", "Unit": "Count"}]}]},
+        "ConversionsResent": report.delivered,
+        "ConversionsFailed": report.failed,
+        "ConversionsPending": report.pending,
+        "report": report,
+    })
+    .to_string()
+}
+
 /// Resends one due event; `None` when it was not (or no longer) due.
 async fn resend_one(
     deps: &CapiDeps,
@@ -761,28 +872,26 @@ async fn resend_one(
         next_attempt_at_ms: Some(until),
         ..rec
     };
-    let fail = |rec: &mut EventRecord, message: Value| {
+    let fail = |rec: &mut EventRecord, reason: FailureReason, message: &str| {
+        let mut last = serde_json::Map::new();
+        if let Some(e) = rec.error.take() {
+            last.insert("last_error".into(), e);
+        }
         rec.status = EventStatus::Failed;
         rec.next_attempt_at_ms = None;
         rec.updated_at_ms = crate::time::now_millis();
-        rec.error = Some(message);
+        rec.error = Some(reason.error(message, last));
     };
     if rec.event_time < crate::time::now_secs() - MAX_EVENT_AGE_SECS {
-        let last = rec.error.clone();
-        fail(
-            &mut rec,
-            json!({"message": "event_time is older than 7 days: Meta would refuse it; not sent", "last_error": last}),
-        );
+        let message = "event_time is older than 7 days: Meta would refuse it; not sent";
+        fail(&mut rec, FailureReason::TooOld, message);
         save_settled(deps, &rec, &lease).await?;
         return Ok(Some(rec.status));
     }
     let token = match deps.meta.token(&rec.account_id).await {
         Ok(t) => t,
         Err(ConnectError::TokenInvalid(_)) | Err(ConnectError::NotConnected) => {
-            fail(
-                &mut rec,
-                json!({"message": "Meta is not connected or the token is invalid: reconnect (exchange-code)"}),
-            );
+            fail(&mut rec, FailureReason::MetaNotConnected, RECONNECT);
             save_settled(deps, &rec, &lease).await?;
             return Ok(Some(rec.status));
         }
@@ -808,29 +917,5 @@ pub fn capi_view(config: &CapiConfig, connected: bool) -> Value {
         "purchase_event_currency": config.purchase_event_currency,
         "purchase_event_value": config.purchase_event_value.unwrap_or(0.0),
         "connected": connected,
-    })
-}
-
-/// Builds the CAPI dependencies once per cold start (dataset, conversions and resend
-/// functions).
-pub fn capi_deps(
-    settings: &crate::config::CapiSettings,
-    sdk: &aws_config::SdkConfig,
-) -> Result<CapiDeps, GraphError> {
-    let data = Arc::new(crate::store::dynamo::DynamoData::new(
-        aws_sdk_dynamodb::Client::new(sdk),
-        &settings.connect.data_table,
-    ));
-    let meta = crate::meta::connection::meta_deps(&settings.connect, sdk, data.clone())?;
-    Ok(CapiDeps {
-        accounts: data.clone(),
-        conversations: data.clone(),
-        store: data,
-        meta: Arc::new(meta),
-        policy: RetryPolicy {
-            resend_delay: settings.resend_delay,
-            ..RetryPolicy::default()
-        },
-        audit_ttl_days: settings.audit_ttl_days,
     })
 }

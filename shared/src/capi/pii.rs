@@ -4,6 +4,7 @@
 //! then lowercase hex SHA-256 of the UTF-8 bytes. A test compares these hashes with the
 //! SDK's own on a battery of messy inputs. `ctwa_clid` is never hashed.
 
+use crate::domain::Phone;
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,36 +27,17 @@ pub fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
-/// Python's `re.sub(r"^\+?0{0,2}", "", s)`.
-fn strip_plus_and_two_zeros(s: &str) -> &str {
-    let s = s.strip_prefix('+').unwrap_or(s);
-    let s = s.strip_prefix('0').unwrap_or(s);
-    s.strip_prefix('0').unwrap_or(s)
-}
-
-/// The normalised phone (`ph`), before hashing: digits with the country code.
+/// The normalised phone (`ph`), before hashing: the digits of [`Phone`], the one
+/// normalisation the click lookups use too.
 pub fn normalize_phone(raw: &str) -> Result<String, PiiError> {
     let lowered = raw.to_lowercase();
     let v = lowered.trim();
     if is_hex_digest(v) {
         return Ok(v.to_string());
     }
-    // re.sub(r"[\s\-()]", "", v)
-    let v: String = v
-        .chars()
-        .filter(|c| !(c.is_whitespace() || matches!(c, '-' | '(' | ')')))
-        .collect();
-    // The SDK strips `+` and up to two leading zeros twice (normalize, then
-    // get_international_number), so up to four zeros go.
-    let v = strip_plus_and_two_zeros(strip_plus_and_two_zeros(&v));
-    if v.starts_with('0') {
-        return Err(PiiError::Phone);
-    }
-    // ^\d{1,4}\(?\d{2,3}\)?\d{4,}$ — with brackets already removed: 7 or more digits.
-    if v.len() < 7 || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(PiiError::Phone);
-    }
-    Ok(v.to_string())
+    Phone::parse(v)
+        .map(|p| p.digits().to_string())
+        .map_err(|_| PiiError::Phone)
 }
 
 /// The normalised email (`em`), before hashing; must match `.+@.+\..+` (from the start).
@@ -123,6 +105,40 @@ mod tests {
             h,
             "already hashed passes through"
         );
+    }
+
+    /// Every spelling Meta's SDK accepts hashes to the digits the click lookup uses, so
+    /// a conversion finds the click captured under Meta's `wa_id` and Meta can match
+    /// the hash.
+    #[test]
+    fn lookups_and_hashes_agree_for_every_spelling() {
+        let wa_id = crate::domain::Customer {
+            wa_id: Some("919876543210".into()),
+            ..Default::default()
+        };
+        let captured = wa_id.key().unwrap();
+        for raw in [
+            "919876543210",
+            "+919876543210",
+            "+91 98765 43210",
+            "+91-98765-43210",
+            "(+91) 98765 43210",
+            "+91 (98765) 43210",
+            "0091 98765 43210",
+            "+0091 98765 43210",
+            "00919876543210",
+            "91.98765.43210",
+            "  +91 98765 43210\t",
+            "++919876543210",
+        ] {
+            let phone = Phone::parse(raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
+            assert_eq!(phone.customer_key(), captured, "{raw}");
+            assert_eq!(
+                hash_phone(raw).unwrap(),
+                sha256_hex("919876543210"),
+                "{raw}"
+            );
+        }
     }
 
     #[test]

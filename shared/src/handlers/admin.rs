@@ -238,7 +238,7 @@ async fn create_account(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<ApiResp
 
 fn conflict(e: StoreError) -> ApiError {
     match e {
-        StoreError::Conflict(m) => ApiError::status_with(StatusCode::CONFLICT, "conflict", m),
+        StoreError::Conflict(m) => ApiError::Conflict(m),
         other => ApiError::from(other),
     }
 }
@@ -430,11 +430,7 @@ async fn rotate_key(deps: &AdminDeps, req: &ApiRequest, key_id: &str) -> ApiResu
     let old = managed_key(deps, req, key_id).await?;
     let now = crate::time::now_millis();
     if !old.is_active(now) {
-        return Err(ApiError::status_with(
-            StatusCode::CONFLICT,
-            "key_inactive",
-            "this key is revoked or expired: create a new one instead",
-        ));
+        return Err(ApiError::KeyInactive);
     }
     if old.operator {
         return Err(ApiError::bad_request(

@@ -6,11 +6,9 @@
 //! account or object of another account answers 403 `id does not belong to your
 //! account` before any Meta call.
 
-use super::connect::{connect_error, json_body_limited};
+use super::connect::json_body_limited;
 use crate::ads::spec::{self, CtwaAdRequest};
-use crate::ads::{
-    self, AdsDeps, AdsError, CallKind, CreationFailed, EDGES, FORWARDED_QUERY, NOT_YOURS,
-};
+use crate::ads::{self, AdsDeps, AdsError, CallKind, EDGES, FORWARDED_QUERY, NOT_YOURS};
 use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ApiRequest, ApiResponse};
@@ -49,49 +47,6 @@ pub async fn handle(deps: &AdsDeps, req: ApiRequest) -> ApiResponse {
         ))),
     };
     result.unwrap_or_else(ApiError::into_response)
-}
-
-/// The one mapping of ads failures to answers.
-fn ads_error(e: AdsError) -> ApiError {
-    match e {
-        AdsError::NotYours => ApiError::Forbidden(NOT_YOURS.into()),
-        AdsError::Invalid(m) => ApiError::bad_request(m),
-        AdsError::Throttled { retry_after_secs } => ApiError::rate_limited(
-            format!(
-                "Meta's rate limit for this ad account is spent: retry in {retry_after_secs} s (no call was made)"
-            ),
-            retry_after_secs,
-        ),
-        AdsError::MetaRateLimited {
-            error,
-            retry_after_secs,
-        } => match ApiError::meta(&error) {
-            ApiError::Status {
-                status,
-                code,
-                message,
-                details,
-            } => {
-                let mut d = details.unwrap_or_else(|| json!({}));
-                d["retry_after_secs"] = json!(retry_after_secs);
-                ApiError::Status {
-                    status,
-                    code,
-                    message,
-                    details: Some(d),
-                }
-            }
-            other => other,
-        },
-        AdsError::Deadline => ApiError::status_with(
-            StatusCode::GATEWAY_TIMEOUT,
-            "meta_slow",
-            AdsError::Deadline.to_string(),
-        ),
-        AdsError::Connect(c) => connect_error(c),
-        AdsError::Meta(g) => ApiError::meta(&g),
-        AdsError::Store(s) => ApiError::from(s),
-    }
 }
 
 /// Meta's answer as the proxy's answer, with Meta's usage headers passed on. Paging
@@ -172,9 +127,9 @@ async fn proxy_edge(
     let link = deps
         .own_ad_account(&account_id, act)
         .await
-        .map_err(ads_error)?;
+        .map_err(ApiError::from)?;
     let act = link.ad_account_id;
-    let s = deps.session(&account_id).await.map_err(ads_error)?;
+    let s = deps.session(&account_id).await.map_err(ApiError::from)?;
     if req.method == Method::GET {
         let q = forwarded_query(req)?;
         let (v, usage) = s
@@ -187,7 +142,7 @@ async fn proxy_edge(
                 CallKind::Read,
             )
             .await
-            .map_err(ads_error)?;
+            .map_err(ApiError::from)?;
         return Ok(passthrough(v, usage));
     }
     let limit = if edge == "adimages" {
@@ -221,7 +176,7 @@ async fn proxy_edge(
     let (v, usage) = s
         .create(&act, edge, &Value::Object(body))
         .await
-        .map_err(ads_error)?;
+        .map_err(ApiError::from)?;
     Ok(passthrough(v, usage))
 }
 
@@ -244,8 +199,8 @@ async fn proxy_object(deps: &AdsDeps, req: &ApiRequest, id: &str) -> ApiResult<A
         Method::GET => forwarded_query(req)?,
         _ => Vec::new(),
     };
-    let s = deps.session(&account_id).await.map_err(ads_error)?;
-    let act = s.own_object(id).await.map_err(ads_error)?;
+    let s = deps.session(&account_id).await.map_err(ApiError::from)?;
+    let act = s.own_object(id).await.map_err(ApiError::from)?;
     let kind = match req.method {
         Method::GET => CallKind::Read,
         _ => CallKind::Update,
@@ -253,7 +208,7 @@ async fn proxy_object(deps: &AdsDeps, req: &ApiRequest, id: &str) -> ApiResult<A
     let (v, usage) = s
         .call(&act, req.method.clone(), id, &q, body.as_ref(), kind)
         .await
-        .map_err(ads_error)?;
+        .map_err(ApiError::from)?;
     Ok(passthrough(v, usage))
 }
 
@@ -281,7 +236,7 @@ async fn create_ctwa(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse>
         Some(raw) => deps
             .own_ad_account(&account_id, raw)
             .await
-            .map_err(ads_error)?,
+            .map_err(ApiError::from)?,
         None => {
             let mut links = deps.ads.ad_accounts(&account_id).await?;
             if links.len() != 1 {
@@ -320,25 +275,17 @@ async fn create_ctwa(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse>
                 return Ok(r);
             }
             RequestClaim::InProgress => {
-                return Err(ApiError::status_with(
-                    StatusCode::CONFLICT,
-                    "request_in_progress",
-                    "a request with this Idempotency-Key is still running: retry in a few seconds",
-                ));
+                return Err(ApiError::RequestInProgress);
             }
             RequestClaim::Mismatch => {
-                return Err(ApiError::status_with(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "idempotency_key_reused",
-                    "this Idempotency-Key was used with another request body",
-                ));
+                return Err(ApiError::IdempotencyKeyReused);
             }
         }
     }
     // Whether Meta may hold something of this request (then the key keeps the answer).
     let mut reached_meta = false;
     let answer = match deps.session(&account_id).await {
-        Err(e) => ads_error(e).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
         Ok(s) => match s.create_ctwa(plan).await {
             Ok(c) => {
                 reached_meta = true;
@@ -365,7 +312,7 @@ async fn create_ctwa(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse>
                     // Raw stdout: CloudWatch reads embedded metrics from the log stream.
                     println!("{line}");
                 }
-                creation_failed(*f).into_response()
+                ApiError::from(*f).into_response()
             }
         },
     };
@@ -387,47 +334,6 @@ async fn create_ctwa(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse>
     Ok(answer)
 }
 
-fn creation_failed(f: CreationFailed) -> ApiError {
-    let cause = ads_error(f.error);
-    let status = cause.status();
-    let cause_body = cause.into_response().body_json();
-    let cause_error = &cause_body["error"];
-    let mut details = json!({
-        "failed_step": f.failed_step,
-        "step": f.step,
-        "cause": cause_error["code"],
-        "ad_account_id": f.ad_account_id,
-        "created": f.ids,
-        "cleanup": f.cleanup,
-        "steps": f.steps,
-        "unknown_outcome": f.unknown_outcome,
-    });
-    for k in ["meta_status", "meta_error", "retry_after_secs", "hint"] {
-        if let Some(v) = cause_error.get(k) {
-            details[k] = v.clone();
-        }
-    }
-    let left = f
-        .cleanup
-        .iter()
-        .filter(|c| c.action != "deleted" && c.action != "kept")
-        .count();
-    let message = format!(
-        "step {} ({}) failed: {}; {}",
-        f.step,
-        f.failed_step,
-        cause_error["message"].as_str().unwrap_or("error"),
-        if f.cleanup.is_empty() {
-            "nothing had been created".to_string()
-        } else if left == 0 {
-            "everything created before it was deleted".to_string()
-        } else {
-            format!("{left} object(s) could not be deleted and were paused or left: see cleanup")
-        }
-    );
-    ApiError::status_with(status, "ad_creation_failed", message).with_details(details)
-}
-
 /// `GET /v1/ads?ad_account_id=&limit=&after=`.
 async fn list(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     let account_id = authenticate(deps.accounts.as_ref(), req).await?;
@@ -443,7 +349,7 @@ async fn list(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
         Some(raw) => vec![
             deps.own_ad_account(&account_id, raw)
                 .await
-                .map_err(ads_error)?,
+                .map_err(ApiError::from)?,
         ],
         None => deps.ads.ad_accounts(&account_id).await?,
     };
@@ -458,10 +364,10 @@ async fn list(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     {
         return Err(ApiError::bad_request("after is not a cursor from this API"));
     }
-    let s = deps.session(&account_id).await.map_err(ads_error)?;
+    let s = deps.session(&account_id).await.map_err(ApiError::from)?;
     let (data, next) = ads::list_ads(&s, &links, limit, req.query_param("after"))
         .await
-        .map_err(ads_error)?;
+        .map_err(ApiError::from)?;
     Ok(ApiResponse::json(
         StatusCode::OK,
         &json!({
@@ -478,7 +384,7 @@ async fn detail(deps: &AdsDeps, req: &ApiRequest, ad_id: &str) -> ApiResult<ApiR
     if !spec::is_object_id(ad_id) {
         return Err(ApiError::bad_request("the ad id must be digits"));
     }
-    let s = deps.session(&account_id).await.map_err(ads_error)?;
+    let s = deps.session(&account_id).await.map_err(ApiError::from)?;
     let v = ads::ad_detail(&s, ad_id).await.map_err(|e| match e {
         // Meta's "does not exist, or cannot be loaded" (100/33): not found here.
         AdsError::Meta(crate::graph::GraphError::Api { error, .. })
@@ -486,7 +392,7 @@ async fn detail(deps: &AdsDeps, req: &ApiRequest, ad_id: &str) -> ApiResult<ApiR
         {
             ApiError::not_found(format!("ad {ad_id} not found"))
         }
-        other => ads_error(other),
+        other => other.into(),
     })?;
     Ok(ApiResponse::json(StatusCode::OK, &v))
 }

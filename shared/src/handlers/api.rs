@@ -4,7 +4,7 @@
 //! other id answers 404, as if it did not exist.
 
 use crate::auth::authenticate;
-use crate::domain::{Click, Conversation, phone_digits};
+use crate::domain::{Click, Conversation, Phone};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ApiRequest, ApiResponse};
 use crate::store::{Accounts, Conversations};
@@ -43,12 +43,9 @@ pub async fn handle(deps: &ApiDeps, req: ApiRequest) -> ApiResponse {
 async fn list_conversations(deps: &ApiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     let account_id = authenticate(deps.accounts.as_ref(), req).await?;
     let customer_key = match (req.query_param("phone"), req.query_param("user_id")) {
-        (Some(p), _) => format!(
-            "wa:{}",
-            phone_digits(p).ok_or_else(|| ApiError::bad_request(
-                "phone must be an E.164 number, with or without +, 6 to 15 digits"
-            ))?
-        ),
+        (Some(p), _) => Phone::parse(p)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?
+            .customer_key(),
         (None, Some(u)) if !u.trim().is_empty() && u.len() <= 256 => format!("u:{}", u.trim()),
         _ => {
             return Err(ApiError::bad_request(

@@ -4,24 +4,21 @@
 
 use crate::auth::authenticate;
 use crate::capi::RecordContext;
-use crate::capi::event::{Conversion, Currency, EventName, new_event_id};
-use crate::capi::pii::{hash_email, hash_phone};
+use crate::capi::conversion::{AccountContext, ConversionBody, Prepared, Ready, context, prepare};
+use crate::capi::event::{Currency, EventName, new_event_id};
 use crate::capi::{
-    ATTRIBUTION_WINDOW_MS, Attribution, CapiDeps, CapiError, MAX_EVENT_AGE_SECS, SendResult,
-    capi_view, deliver, last_click_for_customer, last_click_in_conversation, new_record,
+    Attribution, CapiDeps, FailureReason, SendResult, capi_view, deliver, new_record,
     provision_dataset,
 };
-use crate::domain::phone_digits;
 use crate::error::{ApiError, ApiResult};
-use crate::graph::GraphError;
 use crate::handlers::connect::json_body;
 use crate::http::{ApiRequest, ApiResponse};
-use crate::meta::connection::ConnectError;
-use crate::store::{CapiConfig, ConnectionStatus, EventRecord, EventStatus};
+use crate::meta::connection::ConnectionState;
+use crate::store::{CapiConfig, EventRecord, EventStatus};
 use crate::time::rfc3339_millis;
 use http::{Method, StatusCode};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// Events per batch request (Meta's limit per request).
 pub const MAX_BATCH: usize = 1000;
@@ -62,69 +59,10 @@ pub async fn handle_conversions(deps: &CapiDeps, req: ApiRequest) -> ApiResponse
     result.unwrap_or_else(ApiError::into_response)
 }
 
-fn capi_error(e: CapiError) -> ApiError {
-    match e {
-        // The account's state, not a server failure: 409 / 401 like the connect routes.
-        CapiError::Connect(ConnectError::NotConnected) | CapiError::NoWaba => {
-            ApiError::status_with(
-                StatusCode::CONFLICT,
-                "meta_not_connected",
-                "Meta not connected: run exchange-code first",
-            )
-        }
-        CapiError::Connect(ConnectError::TokenInvalid(_)) => ApiError::status_with(
-            StatusCode::UNAUTHORIZED,
-            "meta_token_invalid",
-            "The stored Meta token is expired or revoked: reconnect with a fresh code (exchange-code)",
-        ),
-        CapiError::NoDataset => ApiError::status_with(
-            StatusCode::CONFLICT,
-            "no_dataset",
-            "No dataset for this account: POST /v1/dataset (or set dataset_id with POST /v1/capi)",
-        ),
-        CapiError::DatasetRefused(g) if g.is_token_error() => ApiError::status_with(
-            StatusCode::UNAUTHORIZED,
-            "meta_token_invalid",
-            "Meta refused the stored token: reconnect with a fresh code (exchange-code)",
-        )
-        .with_details(json!({"meta_error": meta_error(&g)})),
-        CapiError::DatasetRefused(g) if g.is_retryable() => ApiError::status_with(
-            StatusCode::BAD_GATEWAY,
-            "meta_unavailable",
-            format!("Meta did not answer the dataset call: {g}; try again"),
-        )
-        .with_details(json!({"meta_error": meta_error(&g)})),
-        CapiError::DatasetRefused(g) => {
-            let hint = if g.code() == Some(100) {
-                "(#100) Invalid parameter usually means the WhatsApp Business Account is not verified yet: complete business verification in Meta Business Manager"
-            } else {
-                "see meta_error"
-            };
-            ApiError::status_with(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "meta_refused",
-                format!("Meta refused the dataset call: {g}"),
-            )
-            .with_details(json!({"meta_error": meta_error(&g), "hint": hint}))
-        }
-        CapiError::Connect(other) => ApiError::internal(other),
-        CapiError::Store(e) => ApiError::from(e),
-    }
-}
-
-fn meta_error(e: &GraphError) -> Value {
-    match e {
-        GraphError::Api { error, .. } => serde_json::to_value(error).unwrap_or(Value::Null),
-        other => json!({"message": other.to_string()}),
-    }
-}
-
+/// Whether the account's Meta connection can be used now.
 async fn connected(deps: &CapiDeps, account_id: &str) -> ApiResult<bool> {
     let conn = deps.meta.connections.get_connection(account_id).await?;
-    let now = crate::time::now_secs();
-    Ok(conn.is_some_and(|c| {
-        c.status == ConnectionStatus::Connected && c.expires_at.is_none_or(|e| e > now)
-    }))
+    Ok(ConnectionState::of(conn.as_ref(), crate::time::now_secs()).is_usable())
 }
 
 // ------------------------------------------------------------------ dataset and config
@@ -168,9 +106,7 @@ async fn post_dataset(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiRespons
             &json!({"dataset_id": id, "created": false, "source": "provided"}),
         ));
     }
-    let out = provision_dataset(deps, &account_id)
-        .await
-        .map_err(capi_error)?;
+    let out = provision_dataset(deps, &account_id).await?;
     Ok(ApiResponse::json(
         StatusCode::OK,
         &json!({"dataset_id": out.dataset_id, "created": out.created}),
@@ -268,9 +204,7 @@ async fn post_capi(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> 
     let is_connected = connected(deps, &account_id).await?;
     deps.store.put_capi(&account_id, &config).await?;
     if config.dataset_id.is_none() && is_connected {
-        let out = provision_dataset(deps, &account_id)
-            .await
-            .map_err(capi_error)?;
+        let out = provision_dataset(deps, &account_id).await?;
         config.dataset_id = Some(out.dataset_id);
     }
     Ok(ApiResponse::json(
@@ -280,242 +214,6 @@ async fn post_capi(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> 
 }
 
 // ------------------------------------------------------------------ conversions
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConversionBody {
-    #[serde(default, alias = "accountId")]
-    account_id: Option<String>,
-    #[serde(default, alias = "conversationId")]
-    conversation_id: Option<String>,
-    #[serde(
-        default,
-        alias = "phone_number",
-        alias = "phoneE164",
-        alias = "phone_e164"
-    )]
-    phone: Option<String>,
-    #[serde(alias = "eventName")]
-    event_name: String,
-    #[serde(default, alias = "eventId")]
-    event_id: Option<String>,
-    #[serde(default, alias = "eventTime")]
-    event_time: Option<i64>,
-    #[serde(default)]
-    value: Option<f64>,
-    #[serde(default)]
-    currency: Option<String>,
-    #[serde(default)]
-    email: Option<String>,
-    #[serde(default, alias = "testCode", alias = "testEventCode")]
-    test_event_code: Option<String>,
-    #[serde(default, alias = "customData")]
-    custom_data: Option<Map<String, Value>>,
-}
-
-/// A conversion checked and resolved to its click, or the reason it has none.
-enum Prepared {
-    Ready(Box<Ready>),
-    NoClick(&'static str),
-}
-
-struct Ready {
-    conversion: Conversion,
-    attribution: Attribution,
-    warnings: Vec<String>,
-    test_event_code: Option<String>,
-}
-
-struct AccountContext {
-    account_id: String,
-    waba_id: String,
-    dataset_id: String,
-}
-
-async fn context(deps: &CapiDeps, account_id: &str) -> ApiResult<AccountContext> {
-    let conn = deps.meta.connections.get_connection(account_id).await?;
-    let conn = conn.ok_or_else(|| capi_error(CapiError::Connect(ConnectError::NotConnected)))?;
-    if conn.status == ConnectionStatus::Broken {
-        return Err(capi_error(CapiError::Connect(ConnectError::TokenInvalid(
-            None,
-        ))));
-    }
-    let waba_id = match conn.waba_id {
-        Some(w) => w,
-        None => deps
-            .accounts
-            .get_account(account_id)
-            .await?
-            .and_then(|a| a.waba_id)
-            .ok_or_else(|| capi_error(CapiError::NoWaba))?,
-    };
-    let dataset_id = deps
-        .store
-        .get_capi(account_id)
-        .await?
-        .and_then(|c| c.dataset_id)
-        .ok_or_else(|| capi_error(CapiError::NoDataset))?;
-    Ok(AccountContext {
-        account_id: account_id.to_string(),
-        waba_id,
-        dataset_id,
-    })
-}
-
-fn valid_event_id(raw: Option<String>) -> ApiResult<String> {
-    match raw {
-        None => Ok(new_event_id()),
-        Some(id) => {
-            let id = id.trim().to_string();
-            if id.is_empty()
-                || id.len() > 128
-                || !id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
-            {
-                return Err(ApiError::bad_request(
-                    "event_id must be 1 to 128 characters: letters, digits, _ - . :",
-                ));
-            }
-            Ok(id)
-        }
-    }
-}
-
-async fn prepare(
-    deps: &CapiDeps,
-    ctx: &AccountContext,
-    b: ConversionBody,
-    now_ms: i64,
-) -> ApiResult<Prepared> {
-    if let Some(a) = &b.account_id
-        && a != &ctx.account_id
-    {
-        return Err(ApiError::not_found(format!("account {a} not found")));
-    }
-    let event_name = EventName::parse(&b.event_name).map_err(ApiError::bad_request)?;
-    let currency = b
-        .currency
-        .as_deref()
-        .map(Currency::parse)
-        .transpose()
-        .map_err(ApiError::bad_request)?;
-    if let Some(v) = b.value
-        && (!v.is_finite() || v < 0.0)
-    {
-        return Err(ApiError::bad_request("value must be a number >= 0"));
-    }
-    if event_name.requires_value() && (currency.is_none() || b.value.is_none()) {
-        return Err(ApiError::bad_request(format!(
-            "currency (ISO 4217) and value are required for {}",
-            event_name.as_str()
-        )));
-    }
-    if b.value.is_some() != currency.is_some() {
-        return Err(ApiError::bad_request("value and currency go together"));
-    }
-    let event_id = valid_event_id(b.event_id)?;
-    let now_s = now_ms / 1000;
-    let event_time = b.event_time.unwrap_or(now_s);
-    if event_time < now_s - MAX_EVENT_AGE_SECS {
-        return Err(ApiError::bad_request(
-            "event_time is more than 7 days old: Meta refuses such events (and the whole request with them)",
-        ));
-    }
-    if event_time > now_s + 300 {
-        return Err(ApiError::bad_request("event_time is in the future"));
-    }
-    if let Some(code) = &b.test_event_code
-        && (code.is_empty() || code.len() > 64)
-    {
-        return Err(ApiError::bad_request(
-            "test_event_code must be 1 to 64 characters",
-        ));
-    }
-    // Keeps every record far below DynamoDB's 400 KB item limit.
-    if b.custom_data
-        .as_ref()
-        .is_some_and(|c| Value::Object(c.clone()).to_string().len() > 8 * 1024)
-    {
-        return Err(ApiError::bad_request(
-            "custom_data must be at most 8 KB of JSON",
-        ));
-    }
-    let ph = b
-        .phone
-        .as_deref()
-        .map(hash_phone)
-        .transpose()
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let em = b
-        .email
-        .as_deref()
-        .map(hash_email)
-        .transpose()
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let attribution = match (&b.conversation_id, &b.phone) {
-        (Some(cid), _) => {
-            if cid.is_empty()
-                || cid.len() > 64
-                || !cid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            {
-                return Err(ApiError::not_found(format!("conversation {cid} not found")));
-            }
-            let conv = deps.conversations.get_conversation(cid).await?;
-            if conv.is_none_or(|c| c.account_id != ctx.account_id) {
-                return Err(ApiError::not_found(format!("conversation {cid} not found")));
-            }
-            match last_click_in_conversation(deps, cid).await? {
-                Some(a) => a,
-                None => return Ok(Prepared::NoClick("no_ctwa_click_id_for_conversation")),
-            }
-        }
-        (None, Some(p)) => {
-            let digits = phone_digits(p).ok_or_else(|| {
-                ApiError::bad_request("phone must be an E.164 number, with or without +")
-            })?;
-            match last_click_for_customer(deps, &ctx.account_id, &format!("wa:{digits}")).await? {
-                Some(a) => a,
-                None => return Ok(Prepared::NoClick("no_ctwa_click_id_for_phone")),
-            }
-        }
-        (None, None) => {
-            return Err(ApiError::bad_request(
-                "conversation_id or phone is required",
-            ));
-        }
-    };
-    let mut warnings = Vec::new();
-    if attribution.click.clicked_at_ms < now_ms - ATTRIBUTION_WINDOW_MS {
-        warnings.push(format!(
-            "the click ({}) is older than the 7-day attribution window: sent, but Meta may not attribute it",
-            rfc3339_millis(attribution.click.clicked_at_ms)
-        ));
-    }
-    let ctwa_clid = attribution
-        .click
-        .referral
-        .ctwa_clid
-        .clone()
-        .unwrap_or_default();
-    Ok(Prepared::Ready(Box::new(Ready {
-        conversion: Conversion {
-            event_name,
-            event_id,
-            event_time,
-            waba_id: ctx.waba_id.clone(),
-            ctwa_clid,
-            currency,
-            value: b.value,
-            ph,
-            em,
-            custom_data: b.custom_data,
-        },
-        attribution,
-        warnings,
-        test_event_code: b.test_event_code,
-    })))
-}
 
 fn result_view(r: &SendResult, attribution: Option<&Attribution>) -> (StatusCode, Value) {
     let rec = &r.record;
@@ -553,18 +251,10 @@ fn result_view(r: &SendResult, attribution: Option<&Attribution>) -> (StatusCode
             );
             StatusCode::ACCEPTED
         }
-        EventStatus::Failed => {
-            let token = rec
-                .error
-                .as_ref()
-                .and_then(|e| e["meta_error"]["code"].as_i64())
-                == Some(190);
-            if token {
-                StatusCode::UNAUTHORIZED
-            } else {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-        }
+        EventStatus::Failed => match FailureReason::of(rec) {
+            Some(reason) if reason.needs_reconnect() => StatusCode::UNAUTHORIZED,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        },
     };
     (status, v)
 }
@@ -612,7 +302,7 @@ async fn send_prepared(
         }
     }
     if !records.is_empty() {
-        let results = deliver(deps, records).await.map_err(capi_error)?;
+        let results = deliver(deps, records).await?;
         for ((slot, attribution), r) in slots.into_iter().zip(results) {
             out[slot] = Some(result_view(&r, Some(&attribution)));
         }
@@ -697,7 +387,7 @@ async fn send_batch(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse>
                         "event_id appears twice in this batch",
                     ))
                 } else {
-                    prepare(deps, &ctx, b, now_ms).await
+                    prepare(deps, &ctx, b, now_ms).await.map_err(ApiError::from)
                 }
             }
         };
@@ -707,9 +397,9 @@ async fn send_batch(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse>
                 to_send.push((p, body.test_event_code.clone()));
             }
             Err(e) => {
-                let r = e.into_response();
+                let (status, error) = e.into_parts();
                 answers[i] = Some(
-                    json!({"index": i, "success": false, "status": "invalid", "http_status": r.status.as_u16(), "error": r.body_json()["error"]}),
+                    json!({"index": i, "success": false, "status": "invalid", "http_status": status.as_u16(), "error": error}),
                 );
             }
         }

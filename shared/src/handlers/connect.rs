@@ -3,10 +3,9 @@
 
 use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
-use crate::graph::GraphError;
 use crate::http::{ApiRequest, ApiResponse};
-use crate::meta::connection::{ConnectError, MetaDeps, RefreshOutcome, exchange_code, refresh};
-use crate::store::{Accounts, CapiStore, ConnectionStatus};
+use crate::meta::connection::{ConnectionState, MetaDeps, RefreshOutcome, exchange_code, refresh};
+use crate::store::{Accounts, CapiStore};
 use crate::time::rfc3339_millis;
 use http::{Method, StatusCode};
 use serde::Deserialize;
@@ -82,48 +81,6 @@ struct ExchangeBody {
 #[serde(deny_unknown_fields)]
 struct EmptyBody {}
 
-fn meta_error_details(e: &GraphError) -> Value {
-    match e {
-        GraphError::Api { status, error } => json!({"meta_status": status, "meta_error": error}),
-        other => json!({"meta_error": {"message": other.to_string()}}),
-    }
-}
-
-/// The one mapping of connection failures to answers.
-pub(crate) fn connect_error(e: ConnectError) -> ApiError {
-    match e {
-        ConnectError::InvalidCode(cause) => {
-            ApiError::status_with(StatusCode::BAD_REQUEST, "invalid_code", "Invalid code").with_details(json!({
-                "hint": "codes are single-use and expire within minutes: restart the OAuth dialog for a fresh code",
-                "meta_error": meta_error_details(&cause)["meta_error"],
-            }))
-        }
-        ConnectError::MissingScopes(missing) => ApiError::status_with(
-            StatusCode::BAD_REQUEST,
-            "missing_scopes",
-            format!("Required scopes missing: {}", missing.join(", ")),
-        )
-        .with_details(json!({ "missing_scopes": missing })),
-        ConnectError::NotConnected => ApiError::status_with(
-            StatusCode::CONFLICT,
-            "meta_not_connected",
-            "Meta is not connected for this account: run exchange-code first",
-        ),
-        ConnectError::TokenInvalid(cause) => ApiError::status_with(
-            StatusCode::UNAUTHORIZED,
-            "meta_token_invalid",
-            "The stored Meta token is expired or revoked: reconnect with a fresh code (exchange-code)",
-        )
-        .with_details(cause.as_ref().map(meta_error_details).unwrap_or_else(|| json!({}))),
-        ConnectError::Meta(cause) => {
-            ApiError::status_with(StatusCode::BAD_GATEWAY, "meta_error", format!("Meta refused the request: {cause}"))
-                .with_details(meta_error_details(&cause))
-        }
-        ConnectError::Store(e) => ApiError::from(e),
-        ConnectError::Secret(e) => ApiError::from(e),
-    }
-}
-
 fn expires_view(expires_at: Option<i64>) -> Value {
     match expires_at {
         Some(s) => json!(rfc3339_millis(s.saturating_mul(1000))),
@@ -155,8 +112,7 @@ async fn exchange(deps: &ConnectDeps, req: &ApiRequest) -> ApiResult<ApiResponse
         body.granted_scopes.as_deref(),
         crate::time::now_millis(),
     )
-    .await
-    .map_err(connect_error)?;
+    .await?;
     Ok(ApiResponse::json(
         StatusCode::OK,
         &json!({
@@ -173,9 +129,7 @@ async fn exchange(deps: &ConnectDeps, req: &ApiRequest) -> ApiResult<ApiResponse
 async fn refresh_token(deps: &ConnectDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     let account_id = authenticate(deps.accounts.as_ref(), req).await?;
     let _: EmptyBody = json_body(req)?;
-    let outcome = refresh(&deps.meta, &account_id, crate::time::now_millis())
-        .await
-        .map_err(connect_error)?;
+    let outcome = refresh(&deps.meta, &account_id, crate::time::now_millis()).await?;
     let body = match outcome {
         RefreshOutcome::Refreshed { expires_at } => {
             json!({"success": true, "refreshed": true, "expires_at": expires_view(expires_at)})
@@ -193,12 +147,9 @@ async fn status(deps: &ConnectDeps, req: &ApiRequest) -> ApiResult<ApiResponse> 
     let conn = deps.meta.connections.get_connection(&account_id).await?;
     let capi = deps.capi.get_capi(&account_id).await?.unwrap_or_default();
     let now_s = crate::time::now_secs();
-    let (connected, state) = match &conn {
-        None => (false, "not_connected"),
-        Some(c) if c.status == ConnectionStatus::Broken => (false, "broken"),
-        Some(c) if c.expires_at.is_some_and(|e| e <= now_s) => (false, "expired"),
-        Some(_) => (true, "connected"),
-    };
+    let state = ConnectionState::of(conn.as_ref(), now_s);
+    let connected = state.is_usable();
+    let state = state.as_str();
     let meta = conn.as_ref().map(|c| {
         json!({
             "status": state,

@@ -5,7 +5,7 @@
 //! The token never reaches a response, a log line or the table; the table keeps only
 //! metadata ([`MetaConnection`]).
 
-use crate::graph::{AppCredentials, GraphClient, GraphError, Token, TokenInfo};
+use crate::graph::{AppCredentials, Graph, GraphError, Token, TokenInfo};
 use crate::secrets::{CachedSecrets, SecretError, SecretSource, SecretWriter, WebhookSecrets};
 use crate::store::{ConnectionStatus, Connections, MetaConnection, StoreError};
 use serde::{Deserialize, Serialize};
@@ -37,6 +37,39 @@ pub enum ConnectError {
     Secret(#[from] SecretError),
 }
 
+/// Whether an account's Meta connection can be used now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    NotConnected,
+    /// Meta refused the token (190): the business must reconnect.
+    Broken,
+    /// The token's expiry has passed.
+    Expired,
+    Connected,
+}
+
+impl ConnectionState {
+    pub fn of(conn: Option<&MetaConnection>, now_secs: i64) -> Self {
+        match conn {
+            None => Self::NotConnected,
+            Some(c) if c.status == ConnectionStatus::Broken => Self::Broken,
+            Some(c) if c.expires_at.is_some_and(|e| e <= now_secs) => Self::Expired,
+            Some(_) => Self::Connected,
+        }
+    }
+    pub fn is_usable(self) -> bool {
+        self == Self::Connected
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotConnected => "not_connected",
+            Self::Broken => "broken",
+            Self::Expired => "expired",
+            Self::Connected => "connected",
+        }
+    }
+}
+
 /// What is stored in the account's token secret.
 #[derive(Serialize, Deserialize)]
 struct StoredToken {
@@ -51,7 +84,7 @@ struct StoredToken {
 }
 
 pub struct MetaDeps {
-    pub graph: GraphClient,
+    pub graph: Arc<dyn Graph>,
     pub connections: Arc<dyn Connections>,
     /// Reads (cached): the deployment secret (app secret) and the token secrets.
     pub secrets: Arc<CachedSecrets>,
@@ -365,27 +398,6 @@ pub async fn refresh_due(
         }
     }
     Ok(report)
-}
-
-/// Builds the Meta dependencies from configuration and the AWS SDK config, once per
-/// cold start (shared by the connect and token-refresh functions).
-pub fn meta_deps(
-    config: &crate::config::ConnectConfig,
-    sdk: &aws_config::SdkConfig,
-    connections: Arc<dyn Connections>,
-) -> Result<MetaDeps, GraphError> {
-    let aws = Arc::new(crate::secrets::AwsSecrets::new(
-        aws_sdk_secretsmanager::Client::new(sdk),
-    ));
-    Ok(MetaDeps {
-        graph: GraphClient::new(&config.graph_url, std::time::Duration::from_secs(10))?,
-        connections,
-        secrets: Arc::new(CachedSecrets::new(aws.clone(), config.secrets_cache_ttl)),
-        secret_writer: aws,
-        app_secret_id: config.app_secret_id.clone(),
-        app_id: config.meta_app_id.clone(),
-        token_secret_prefix: config.token_secret_prefix.clone(),
-    })
 }
 
 /// The scheduled run's report as a CloudWatch Embedded Metric Format line

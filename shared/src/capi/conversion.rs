@@ -1,0 +1,251 @@
+//! A conversion as the API receives it, parsed once: the rules of an event Meta will
+//! take (name, value and currency, event id, time window, sizes), the account's
+//! context (connection, WABA, dataset) and the click it is attributed to. Every entry
+//! point (single, batch, trigger) goes through [`prepare`].
+
+use super::event::{Conversion, Currency, EventName, new_event_id};
+use super::pii::{hash_email, hash_phone};
+use super::{
+    ATTRIBUTION_WINDOW_MS, Attribution, CapiDeps, CapiError, MAX_EVENT_AGE_SECS,
+    last_click_for_customer, last_click_in_conversation,
+};
+use crate::domain::Phone;
+use crate::meta::connection::ConnectError;
+use crate::store::ConnectionStatus;
+use crate::time::rfc3339_millis;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConversionBody {
+    #[serde(default, alias = "accountId")]
+    pub account_id: Option<String>,
+    #[serde(default, alias = "conversationId")]
+    pub conversation_id: Option<String>,
+    #[serde(
+        default,
+        alias = "phone_number",
+        alias = "phoneE164",
+        alias = "phone_e164"
+    )]
+    pub phone: Option<String>,
+    #[serde(alias = "eventName")]
+    pub event_name: String,
+    #[serde(default, alias = "eventId")]
+    pub event_id: Option<String>,
+    #[serde(default, alias = "eventTime")]
+    pub event_time: Option<i64>,
+    #[serde(default)]
+    pub value: Option<f64>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default, alias = "testCode", alias = "testEventCode")]
+    pub test_event_code: Option<String>,
+    #[serde(default, alias = "customData")]
+    pub custom_data: Option<Map<String, Value>>,
+}
+
+/// A conversion checked and resolved to its click, or the reason it has none.
+pub enum Prepared {
+    Ready(Box<Ready>),
+    NoClick(&'static str),
+}
+
+pub struct Ready {
+    pub conversion: Conversion,
+    pub attribution: Attribution,
+    pub warnings: Vec<String>,
+    pub test_event_code: Option<String>,
+}
+
+pub struct AccountContext {
+    pub account_id: String,
+    pub waba_id: String,
+    pub dataset_id: String,
+}
+
+pub async fn context(deps: &CapiDeps, account_id: &str) -> Result<AccountContext, CapiError> {
+    let conn = deps.meta.connections.get_connection(account_id).await?;
+    let conn = conn.ok_or(ConnectError::NotConnected)?;
+    if conn.status == ConnectionStatus::Broken {
+        return Err(ConnectError::TokenInvalid(None).into());
+    }
+    let waba_id = match conn.waba_id {
+        Some(w) => w,
+        None => deps
+            .accounts
+            .get_account(account_id)
+            .await?
+            .and_then(|a| a.waba_id)
+            .ok_or(CapiError::NoWaba)?,
+    };
+    let dataset_id = deps
+        .store
+        .get_capi(account_id)
+        .await?
+        .and_then(|c| c.dataset_id)
+        .ok_or(CapiError::NoDataset)?;
+    Ok(AccountContext {
+        account_id: account_id.to_string(),
+        waba_id,
+        dataset_id,
+    })
+}
+
+pub fn valid_event_id(raw: Option<String>) -> Result<String, CapiError> {
+    match raw {
+        None => Ok(new_event_id()),
+        Some(id) => {
+            let id = id.trim().to_string();
+            if id.is_empty()
+                || id.len() > 128
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+            {
+                return Err(CapiError::invalid(
+                    "event_id must be 1 to 128 characters: letters, digits, _ - . :",
+                ));
+            }
+            Ok(id)
+        }
+    }
+}
+
+pub async fn prepare(
+    deps: &CapiDeps,
+    ctx: &AccountContext,
+    b: ConversionBody,
+    now_ms: i64,
+) -> Result<Prepared, CapiError> {
+    if let Some(a) = &b.account_id
+        && a != &ctx.account_id
+    {
+        return Err(CapiError::not_found(format!("account {a} not found")));
+    }
+    let event_name = EventName::parse(&b.event_name).map_err(CapiError::invalid)?;
+    let currency = b
+        .currency
+        .as_deref()
+        .map(Currency::parse)
+        .transpose()
+        .map_err(CapiError::invalid)?;
+    if let Some(v) = b.value
+        && (!v.is_finite() || v < 0.0)
+    {
+        return Err(CapiError::invalid("value must be a number >= 0"));
+    }
+    if event_name.requires_value() && (currency.is_none() || b.value.is_none()) {
+        return Err(CapiError::invalid(format!(
+            "currency (ISO 4217) and value are required for {}",
+            event_name.as_str()
+        )));
+    }
+    if b.value.is_some() != currency.is_some() {
+        return Err(CapiError::invalid("value and currency go together"));
+    }
+    let event_id = valid_event_id(b.event_id)?;
+    let now_s = now_ms / 1000;
+    let event_time = b.event_time.unwrap_or(now_s);
+    if event_time < now_s - MAX_EVENT_AGE_SECS {
+        return Err(CapiError::invalid(
+            "event_time is more than 7 days old: Meta refuses such events (and the whole request with them)",
+        ));
+    }
+    if event_time > now_s + 300 {
+        return Err(CapiError::invalid("event_time is in the future"));
+    }
+    if let Some(code) = &b.test_event_code
+        && (code.is_empty() || code.len() > 64)
+    {
+        return Err(CapiError::invalid(
+            "test_event_code must be 1 to 64 characters",
+        ));
+    }
+    // Keeps every record far below DynamoDB's 400 KB item limit.
+    if b.custom_data
+        .as_ref()
+        .is_some_and(|c| Value::Object(c.clone()).to_string().len() > 8 * 1024)
+    {
+        return Err(CapiError::invalid(
+            "custom_data must be at most 8 KB of JSON",
+        ));
+    }
+    let ph = b
+        .phone
+        .as_deref()
+        .map(hash_phone)
+        .transpose()
+        .map_err(|e| CapiError::invalid(e.to_string()))?;
+    let em = b
+        .email
+        .as_deref()
+        .map(hash_email)
+        .transpose()
+        .map_err(|e| CapiError::invalid(e.to_string()))?;
+    let attribution = match (&b.conversation_id, &b.phone) {
+        (Some(cid), _) => {
+            if cid.is_empty()
+                || cid.len() > 64
+                || !cid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                return Err(CapiError::not_found(format!(
+                    "conversation {cid} not found"
+                )));
+            }
+            let conv = deps.conversations.get_conversation(cid).await?;
+            if conv.is_none_or(|c| c.account_id != ctx.account_id) {
+                return Err(CapiError::not_found(format!(
+                    "conversation {cid} not found"
+                )));
+            }
+            match last_click_in_conversation(deps, cid).await? {
+                Some(a) => a,
+                None => return Ok(Prepared::NoClick("no_ctwa_click_id_for_conversation")),
+            }
+        }
+        (None, Some(p)) => {
+            let phone = Phone::parse(p).map_err(|e| CapiError::invalid(e.to_string()))?;
+            match last_click_for_customer(deps, &ctx.account_id, &phone.customer_key()).await? {
+                Some(a) => a,
+                None => return Ok(Prepared::NoClick("no_ctwa_click_id_for_phone")),
+            }
+        }
+        (None, None) => {
+            return Err(CapiError::invalid("conversation_id or phone is required"));
+        }
+    };
+    let mut warnings = Vec::new();
+    if attribution.click.clicked_at_ms < now_ms - ATTRIBUTION_WINDOW_MS {
+        warnings.push(format!(
+            "the click ({}) is older than the 7-day attribution window: sent, but Meta may not attribute it",
+            rfc3339_millis(attribution.click.clicked_at_ms)
+        ));
+    }
+    let ctwa_clid = attribution
+        .click
+        .referral
+        .ctwa_clid
+        .clone()
+        .unwrap_or_default();
+    Ok(Prepared::Ready(Box::new(Ready {
+        conversion: Conversion {
+            event_name,
+            event_id,
+            event_time,
+            waba_id: ctx.waba_id.clone(),
+            ctwa_clid,
+            currency,
+            value: b.value,
+            ph,
+            em,
+            custom_data: b.custom_data,
+        },
+        attribution,
+        warnings,
+        test_event_code: b.test_event_code,
+    })))
+}

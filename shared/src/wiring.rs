@@ -1,0 +1,159 @@
+//! The composition root: every function's dependencies built from its typed config,
+//! once per cold start. The ten binaries under `functions/` and the local stack
+//! (`local/`, which keeps the domain in process beside the real functions) build their
+//! dependencies here and nowhere else: the only place where adapters (DynamoDB, Secrets
+//! Manager, the Graph API over HTTP) are chosen for the ports.
+
+use crate::ads::usage::Governor;
+use crate::ads::{AdsDeps, AdsPolicy};
+use crate::capi::{CapiDeps, RetryPolicy};
+use crate::capture::CaptureDeps;
+use crate::config::{CapiSettings, ConnectConfig, DataConfig, WebhookConfig};
+use crate::graph::{Graph, GraphClient, GraphError};
+use crate::handlers::admin::AdminDeps;
+use crate::handlers::api::ApiDeps;
+use crate::handlers::connect::ConnectDeps;
+use crate::handlers::webhook::WebhookDeps;
+use crate::http::{ApiRequest, ApiResponse};
+use crate::meta::connection::MetaDeps;
+use crate::secrets::{AwsSecrets, CachedSecrets};
+use crate::store::dynamo::{DynamoData, DynamoInbox};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long one Graph API call may take (a Lambda's budget is larger).
+pub const GRAPH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The AWS clients a function uses, from one SDK configuration.
+#[derive(Clone)]
+pub struct Aws {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
+}
+
+impl Aws {
+    /// From the standard SDK environment (the Lambda's role, region and endpoints).
+    pub async fn from_env() -> Self {
+        Self::new(&crate::config::aws_sdk_config().await)
+    }
+
+    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
+        Self {
+            dynamodb: aws_sdk_dynamodb::Client::new(sdk),
+            secrets: aws_sdk_secretsmanager::Client::new(sdk),
+        }
+    }
+
+    fn data(&self, table: &str) -> Arc<DynamoData> {
+        Arc::new(DynamoData::new(self.dynamodb.clone(), table))
+    }
+}
+
+/// The Graph API adapter (reqwest) behind the port.
+pub fn graph(base_url: &str) -> Result<Arc<dyn Graph>, GraphError> {
+    Ok(Arc::new(GraphClient::new(base_url, GRAPH_TIMEOUT)?))
+}
+
+pub fn webhook(aws: &Aws, config: WebhookConfig) -> WebhookDeps {
+    let source = Arc::new(AwsSecrets::new(aws.secrets.clone()));
+    WebhookDeps {
+        inbox: Arc::new(DynamoInbox::new(aws.dynamodb.clone(), &config.inbox_table)),
+        secrets: Arc::new(CachedSecrets::new(source, config.secrets_cache_ttl)),
+        config,
+    }
+}
+
+pub fn capture(aws: &Aws, config: &DataConfig) -> CaptureDeps {
+    let data = aws.data(&config.data_table);
+    CaptureDeps::new(data.clone(), data)
+}
+
+pub fn api(aws: &Aws, config: &DataConfig) -> ApiDeps {
+    let data = aws.data(&config.data_table);
+    ApiDeps {
+        accounts: data.clone(),
+        conversations: data,
+    }
+}
+
+pub fn admin(aws: &Aws, config: &DataConfig) -> AdminDeps {
+    let data = aws.data(&config.data_table);
+    AdminDeps {
+        accounts: data.clone(),
+        ads: data,
+    }
+}
+
+/// An account's Meta connection: the Graph API, the connection records, the token
+/// secrets (read through a cache), the app's credentials.
+pub fn meta(aws: &Aws, config: &ConnectConfig) -> Result<MetaDeps, GraphError> {
+    let secrets = Arc::new(AwsSecrets::new(aws.secrets.clone()));
+    Ok(MetaDeps {
+        graph: graph(&config.graph_url)?,
+        connections: aws.data(&config.data_table),
+        secrets: Arc::new(CachedSecrets::new(
+            secrets.clone(),
+            config.secrets_cache_ttl,
+        )),
+        secret_writer: secrets,
+        app_secret_id: config.app_secret_id.clone(),
+        app_id: config.meta_app_id.clone(),
+        token_secret_prefix: config.token_secret_prefix.clone(),
+    })
+}
+
+pub fn connect(aws: &Aws, config: &ConnectConfig) -> Result<ConnectDeps, GraphError> {
+    let data = aws.data(&config.data_table);
+    Ok(ConnectDeps {
+        accounts: data.clone(),
+        capi: data,
+        meta: Arc::new(meta(aws, config)?),
+    })
+}
+
+pub fn ads(aws: &Aws, config: &ConnectConfig) -> Result<AdsDeps, GraphError> {
+    let data = aws.data(&config.data_table);
+    Ok(AdsDeps {
+        accounts: data.clone(),
+        ads: data,
+        meta: Arc::new(meta(aws, config)?),
+        governor: Governor::new(),
+        policy: AdsPolicy::default(),
+    })
+}
+
+/// The dataset, conversions and resend functions.
+pub fn capi(aws: &Aws, settings: &CapiSettings) -> Result<CapiDeps, GraphError> {
+    let data = aws.data(&settings.connect.data_table);
+    Ok(CapiDeps {
+        accounts: data.clone(),
+        conversations: data.clone(),
+        store: data,
+        meta: Arc::new(meta(aws, &settings.connect)?),
+        policy: RetryPolicy {
+            resend_delay: settings.resend_delay,
+            ..RetryPolicy::default()
+        },
+        audit_ttl_days: settings.audit_ttl_days,
+    })
+}
+
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// A route handler: the function's dependencies and the request, to the answer.
+pub type HttpHandler<D> = for<'a> fn(&'a D, ApiRequest) -> BoxFuture<'a, ApiResponse>;
+
+/// Serves API Gateway (HTTP API, payload 2.0) requests with `handler` until the runtime
+/// stops: the request in, the answer out; the handler never fails (errors are answers).
+pub async fn run_http<D: Send + Sync + 'static>(
+    deps: D,
+    handler: HttpHandler<D>,
+) -> Result<(), lambda_http::Error> {
+    use crate::http::lambda::{from_lambda, into_lambda};
+    let deps = Arc::new(deps);
+    lambda_http::run(lambda_http::service_fn(move |req: lambda_http::Request| {
+        let deps = deps.clone();
+        async move { Ok::<_, lambda_http::Error>(into_lambda(handler(&deps, from_lambda(req)).await)) }
+    }))
+    .await
+}
