@@ -53,16 +53,23 @@ impl SecretSource for AwsSecrets {
                 id: id.into(),
                 reason: "no SecretString".into(),
             }),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_resource_not_found_exception()) =>
-            {
-                Err(SecretError::NotFound(id.into()))
-            }
-            Err(e) => Err(SecretError::Backend(
-                aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
-            )),
+            Err(e) => Err(backend_error(id, e)),
         }
+    }
+}
+
+/// Secrets Manager's answer as our error: a missing secret is `NotFound` (a first
+/// connection creates it), anything else the backend's failure with its context.
+fn backend_error<E, R>(id: &str, e: aws_sdk_secretsmanager::error::SdkError<E, R>) -> SecretError
+where
+    E: aws_sdk_secretsmanager::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
+    if e.code() == Some("ResourceNotFoundException") {
+        SecretError::NotFound(id.into())
+    } else {
+        SecretError::Backend(aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string())
     }
 }
 
@@ -87,15 +94,7 @@ impl SecretWriter for AwsSecrets {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_resource_not_found_exception()) =>
-            {
-                Err(SecretError::NotFound(id.into()))
-            }
-            Err(e) => Err(SecretError::Backend(
-                aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
-            )),
+            Err(e) => Err(backend_error(id, e)),
         }
     }
 }
@@ -110,11 +109,7 @@ impl AwsSecrets {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| {
-                SecretError::Backend(
-                    aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
-                )
-            })
+            .map_err(|e| backend_error(id, e))
     }
 }
 
