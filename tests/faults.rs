@@ -3,12 +3,8 @@
 //! failing in every way the simulator can. In each, nothing may be lost and nothing may
 //! happen twice.
 
-// The same generator and accounting as `ctwa-loadtest` and tests/load.rs.
-#[allow(dead_code)]
-#[path = "../local/src/bin/ctwa-loadtest/loadgen.rs"]
-mod loadgen;
-
 use ctwa_local::Clients;
+use ctwa_local::loadgen;
 use ctwa_local::stream::StreamFeeder;
 use ctwa_shared::capi::resend_due;
 use ctwa_shared::capture::CaptureDeps;

@@ -3,11 +3,7 @@
 //! webhooks posted concurrently to the local stack, then every message, click and first
 //! touch accounted for in the tables.
 
-// The same generator and accounting as `ctwa-loadtest`.
-#[allow(dead_code)]
-#[path = "../local/src/bin/ctwa-loadtest/loadgen.rs"]
-mod loadgen;
-
+use ctwa_local::loadgen;
 use ctwa_tests::*;
 use std::time::{Duration, Instant};
 

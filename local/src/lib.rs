@@ -4,6 +4,7 @@
 //! with records shaped exactly like Lambda's event and Lambda's partial-batch retries.
 
 pub mod lambda;
+pub mod loadgen;
 pub mod stream;
 
 use ctwa_shared::ads::AdsDeps;

@@ -3,6 +3,7 @@
 //! Secrets Manager adapters and in-memory fakes, configuration, and the one mapping from
 //! errors to HTTP answers. The Lambda binaries under `functions/` only wire these together.
 
+pub mod accounts;
 pub mod ads;
 pub mod auth;
 pub mod capi;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod graph;
 pub mod handlers;
 pub mod http;
+pub mod ids;
 pub mod meta;
 pub mod secrets;
 pub mod signature;

@@ -11,154 +11,209 @@
 //! ```
 //! The operator key (for `/v1/admin/...` and `/v1/api-keys`, `ctwa admin ...`) is the
 //! bootstrap: everything else can then be done over HTTP.
-//! The API key is printed once; only its SHA-256 hash is stored.
+//! The API key is printed once; only its SHA-256 hash is stored. `account create` and
+//! `ad-account link` keep the rules of their HTTP routes (`ctwa_shared::accounts`).
 
+use clap::error::ErrorKind;
+use clap::{Parser, Subcommand};
+use ctwa_shared::accounts::{NewAccount, NewAdAccountLink};
 use ctwa_shared::auth::generate_key;
-use ctwa_shared::domain::Account;
+use ctwa_shared::ids::AccountId;
 use ctwa_shared::store::dynamo::DynamoData;
-use ctwa_shared::store::{Accounts, AdAccountLink, AdsStore};
+use ctwa_shared::store::{Accounts, AdsStore};
 use std::process::ExitCode;
 
-const USAGE: &str = "usage:
+const USAGE: &str = "
   ctwa-admin account create --table DATA_TABLE --id ID --name NAME [--waba-id ID] [--phone-number-id ID]... [--sinch-app-id ID]
   ctwa-admin account show   --table DATA_TABLE --id ID
   ctwa-admin api-key create --table DATA_TABLE --account ID
   ctwa-admin ad-account link --table DATA_TABLE --account ID --ad-account-id act_ID [--page-id ID]
-  ctwa-admin operator-key create --table DATA_TABLE
-The table defaults to $DATA_TABLE (the DataTableName output of the stack).";
+  ctwa-admin operator-key create --table DATA_TABLE";
 
-struct Args {
-    words: Vec<String>,
-    flags: Vec<(String, String)>,
+/// Operator commands against a stack's data table. An account is checked by the same
+/// rules as `POST /v1/admin/accounts`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ctwa-admin",
+    override_usage = USAGE,
+    after_help = "The table defaults to $DATA_TABLE (the DataTableName output of the stack).",
+    // A flag given twice: the last one counts.
+    args_override_self = true
+)]
+struct Cli {
+    /// The stack's data table [default: $DATA_TABLE].
+    #[arg(long, global = true, value_name = "DATA_TABLE")]
+    table: Option<String>,
+    #[command(subcommand)]
+    command: Command,
 }
 
-fn parse(argv: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut words = Vec::new();
-    let mut flags = Vec::new();
-    let mut it = argv.peekable();
-    while let Some(a) = it.next() {
-        if let Some(name) = a.strip_prefix("--") {
-            let v = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
-            flags.push((name.to_string(), v));
-        } else {
-            words.push(a);
-        }
-    }
-    Ok(Args { words, flags })
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create or show an account.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Create an API key for an account.
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
+    /// Link an ad account to an account.
+    #[command(subcommand)]
+    AdAccount(AdAccountCommand),
+    /// Create an operator key (for /v1/admin/... and /v1/api-keys).
+    #[command(subcommand)]
+    OperatorKey(OperatorKeyCommand),
 }
 
-impl Args {
-    fn one(&self, name: &str) -> Option<String> {
-        self.flags
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    }
-    fn all(&self, name: &str) -> Vec<String> {
-        self.flags
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .collect()
-    }
-    fn required(&self, name: &str) -> Result<String, String> {
-        self.one(name)
-            .filter(|v| !v.trim().is_empty())
-            .ok_or_else(|| format!("--{name} is required"))
+#[derive(Debug, Subcommand)]
+enum AccountCommand {
+    /// Create an account (its phone number ids route its webhooks).
+    Create {
+        #[arg(long, value_name = "ID")]
+        id: String,
+        #[arg(long, value_name = "NAME", allow_hyphen_values = true)]
+        name: String,
+        #[arg(long, value_name = "ID")]
+        waba_id: Option<String>,
+        /// Repeatable.
+        #[arg(long = "phone-number-id", value_name = "ID")]
+        phone_number_ids: Vec<String>,
+        #[arg(long, value_name = "ID")]
+        sinch_app_id: Option<String>,
+    },
+    /// Show an account and its ad accounts.
+    Show {
+        #[arg(long, value_name = "ID")]
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ApiKeyCommand {
+    /// Create an API key (printed once; only its hash is stored).
+    Create {
+        #[arg(long, value_name = "ID")]
+        account: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdAccountCommand {
+    /// Link an ad account (`act_<digits>` or `<digits>`) to an account.
+    Link {
+        #[arg(long, value_name = "ID")]
+        account: String,
+        #[arg(long, value_name = "act_ID")]
+        ad_account_id: String,
+        #[arg(long, value_name = "ID")]
+        page_id: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OperatorKeyCommand {
+    /// Create an operator key (printed once; only its hash is stored).
+    Create,
+}
+
+/// The exit code of a command line that does not parse: 1 where a required flag or
+/// the command is missing or unknown, 2 where a flag is malformed (as before clap).
+fn usage_exit_code(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+        ErrorKind::MissingRequiredArgument
+        | ErrorKind::MissingSubcommand
+        | ErrorKind::InvalidSubcommand
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 1,
+        _ => 2,
     }
 }
 
-fn valid_id(id: &str) -> Result<(), String> {
-    if id.is_empty()
-        || id.len() > 64
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+async fn existing(data: &DynamoData, account: &AccountId) -> Result<(), String> {
+    if data
+        .get_account(account.as_str())
+        .await
+        .map_err(|e| e.to_string())?
+        .is_none()
     {
-        return Err(format!(
-            "invalid id {id:?}: 1 to 64 letters, digits, - or _"
-        ));
+        return Err(format!("account {account} not found"));
     }
     Ok(())
 }
 
-async fn run(args: Args) -> Result<serde_json::Value, String> {
-    let table = args
-        .one("table")
+fn account_id(raw: &str) -> Result<AccountId, String> {
+    AccountId::parse(raw).map_err(|e| e.to_string())
+}
+
+async fn run(cli: Cli) -> Result<serde_json::Value, String> {
+    let table = cli
+        .table
         .or_else(|| std::env::var("DATA_TABLE").ok())
         .ok_or("--table (or DATA_TABLE) is required")?;
     let sdk = ctwa_shared::config::aws_sdk_config().await;
     let data = DynamoData::new(aws_sdk_dynamodb::Client::new(&sdk), table);
-    let words: Vec<&str> = args.words.iter().map(String::as_str).collect();
-    match words.as_slice() {
-        ["account", "create"] => {
-            let id = args.required("id")?;
-            valid_id(&id)?;
-            let account = Account {
-                id,
-                name: args.required("name")?,
-                waba_id: args.one("waba-id"),
-                phone_number_ids: args.all("phone-number-id"),
-                sinch_app_id: args.one("sinch-app-id"),
-                created_at_ms: ctwa_shared::time::now_millis(),
-            };
+    match cli.command {
+        Command::Account(AccountCommand::Create {
+            id,
+            name,
+            waba_id,
+            phone_number_ids,
+            sinch_app_id,
+        }) => {
+            let account = NewAccount {
+                id: Some(id),
+                name,
+                waba_id,
+                phone_number_ids,
+                sinch_app_id,
+                ad_account_ids: Vec::new(),
+                page_id: None,
+            }
+            .parse(ctwa_shared::time::now_millis())
+            .map_err(|e| e.to_string())?
+            .account;
             data.create_account(&account)
                 .await
                 .map_err(|e| e.to_string())?;
             serde_json::to_value(&account).map_err(|e| e.to_string())
         }
-        ["account", "show"] => {
-            let id = args.required("id")?;
-            let account = data.get_account(&id).await.map_err(|e| e.to_string())?;
+        Command::Account(AccountCommand::Show { id }) => {
+            let id = account_id(&id)?;
+            let account = data
+                .get_account(id.as_str())
+                .await
+                .map_err(|e| e.to_string())?;
             let account = account.ok_or_else(|| format!("account {id} not found"))?;
-            let links = data.ad_accounts(&id).await.map_err(|e| e.to_string())?;
+            let links = data
+                .ad_accounts(id.as_str())
+                .await
+                .map_err(|e| e.to_string())?;
             let mut v = serde_json::to_value(&account).map_err(|e| e.to_string())?;
             v["ad_accounts"] = serde_json::to_value(&links).map_err(|e| e.to_string())?;
             Ok(v)
         }
-        ["ad-account", "link"] => {
-            let account = args.required("account")?;
-            let raw = args.required("ad-account-id")?;
-            let ad_account_id = ctwa_shared::ads::spec::ad_account_id(&raw)
-                .ok_or_else(|| format!("{raw:?} is not an ad account id (act_<digits>)"))?;
-            let page_id = args.one("page-id");
-            if page_id
-                .as_deref()
-                .is_some_and(|p| !ctwa_shared::ads::spec::is_object_id(p))
-            {
-                return Err("--page-id must be digits".into());
-            }
-            if data
-                .get_account(&account)
-                .await
-                .map_err(|e| e.to_string())?
-                .is_none()
-            {
-                return Err(format!("account {account} not found"));
-            }
-            let link = AdAccountLink {
+        Command::AdAccount(AdAccountCommand::Link {
+            account,
+            ad_account_id,
+            page_id,
+        }) => {
+            let valid = NewAdAccountLink {
                 ad_account_id,
-                account_id: account,
                 page_id,
-                linked_at_ms: ctwa_shared::time::now_millis(),
-            };
+            }
+            .parse()
+            .map_err(|e| e.to_string())?;
+            let account = account_id(&account)?;
+            existing(&data, &account).await?;
+            let link = valid.link(&account, ctwa_shared::time::now_millis());
             data.link_ad_account(&link)
                 .await
                 .map_err(|e| e.to_string())?;
             serde_json::to_value(&link).map_err(|e| e.to_string())
         }
-        ["api-key", "create"] => {
-            let account = args.required("account")?;
-            if data
-                .get_account(&account)
-                .await
-                .map_err(|e| e.to_string())?
-                .is_none()
-            {
-                return Err(format!("account {account} not found"));
-            }
-            let (key, rec) = generate_key(&account, ctwa_shared::time::now_millis())
+        Command::ApiKey(ApiKeyCommand::Create { account }) => {
+            let account = account_id(&account)?;
+            existing(&data, &account).await?;
+            let (key, rec) = generate_key(account.as_str(), ctwa_shared::time::now_millis())
                 .map_err(|e| e.to_string())?;
             data.put_api_key(&rec).await.map_err(|e| e.to_string())?;
             Ok(
@@ -166,7 +221,7 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
                 "note": "shown once: only its hash is stored"}),
             )
         }
-        ["operator-key", "create"] => {
+        Command::OperatorKey(OperatorKeyCommand::Create) => {
             let (key, rec) =
                 ctwa_shared::auth::generate_operator_key(ctwa_shared::time::now_millis())
                     .map_err(|e| e.to_string())?;
@@ -176,20 +231,19 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
                 "note": "shown once: only its hash is stored; revoke with DELETE /v1/api-keys/{key_id}"}),
             )
         }
-        _ => Err(USAGE.to_string()),
     }
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let args = match parse(std::env::args().skip(1)) {
-        Ok(a) => a,
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
         Err(e) => {
-            eprintln!("{e}\n{USAGE}");
-            return ExitCode::from(2);
+            let _ = e.print();
+            return ExitCode::from(usage_exit_code(e.kind()));
         }
     };
-    match run(args).await {
+    match run(cli).await {
         Ok(v) => {
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             ExitCode::SUCCESS
@@ -198,5 +252,96 @@ async fn main() -> ExitCode {
             eprintln!("ctwa-admin: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("ctwa-admin").chain(line.split_whitespace()))
+    }
+
+    #[test]
+    fn every_documented_command_line_parses() {
+        let c = parse("account create --table T --id acme --name Acme --waba-id 555 --phone-number-id 1 --phone-number-id 2 --sinch-app-id s1").unwrap();
+        assert_eq!(c.table.as_deref(), Some("T"));
+        match c.command {
+            Command::Account(AccountCommand::Create {
+                id,
+                name,
+                waba_id,
+                phone_number_ids,
+                sinch_app_id,
+            }) => {
+                assert_eq!((id.as_str(), name.as_str()), ("acme", "Acme"));
+                assert_eq!(waba_id.as_deref(), Some("555"));
+                assert_eq!(phone_number_ids, ["1", "2"]);
+                assert_eq!(sinch_app_id.as_deref(), Some("s1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = parse("account create --id acme --name Acme").unwrap();
+        assert_eq!(c.table, None, "the table then comes from $DATA_TABLE");
+        assert!(matches!(
+            parse("account show --table T --id acme").unwrap().command,
+            Command::Account(AccountCommand::Show { id }) if id == "acme"
+        ));
+        assert!(matches!(
+            parse("api-key create --table T --account acme").unwrap().command,
+            Command::ApiKey(ApiKeyCommand::Create { account }) if account == "acme"
+        ));
+        match parse("ad-account link --table T --account acme --ad-account-id act_1 --page-id 9")
+            .unwrap()
+            .command
+        {
+            Command::AdAccount(AdAccountCommand::Link {
+                account,
+                ad_account_id,
+                page_id,
+            }) => {
+                assert_eq!(
+                    (account.as_str(), ad_account_id.as_str(), page_id.as_deref()),
+                    ("acme", "act_1", Some("9"))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse("ad-account link --account acme --ad-account-id 1")
+                .unwrap()
+                .command,
+            Command::AdAccount(AdAccountCommand::Link { page_id: None, .. })
+        ));
+        // README.md: `target/release/ctwa-admin operator-key create --table <DataTableName>`.
+        let c = parse("operator-key create --table ctwa-DataTable-1").unwrap();
+        assert!(matches!(
+            c.command,
+            Command::OperatorKey(OperatorKeyCommand::Create)
+        ));
+        assert_eq!(c.table.as_deref(), Some("ctwa-DataTable-1"));
+        // The table anywhere on the line; a flag given twice: the last one.
+        let c = parse("--table A operator-key create --table B").unwrap();
+        assert_eq!(c.table.as_deref(), Some("B"));
+        assert!(
+            parse("account create --id a --id b --name N --name -M")
+                .is_ok_and(|c| matches!(c.command, Command::Account(AccountCommand::Create { id, name, .. }) if id == "b" && name == "-M"))
+        );
+    }
+
+    #[test]
+    fn bad_command_lines_exit_as_before() {
+        let code = |line: &str| usage_exit_code(parse(line).unwrap_err().kind());
+        assert_eq!(
+            code("account create --table T --name Acme"),
+            1,
+            "--id is required"
+        );
+        assert_eq!(code("account delete --id a"), 1);
+        assert_eq!(code("account"), 1);
+        assert_eq!(code(""), 1);
+        assert_eq!(code("account show --id"), 2, "a flag needs a value");
+        assert_eq!(code("--help"), 0);
     }
 }

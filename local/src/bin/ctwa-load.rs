@@ -19,6 +19,7 @@
 //! the server and its function instances, which are its child processes)
 //! per request is reported too. Prints one JSON line.
 
+use ctwa_local::loadgen::{LocalState, envelope, latency_ms};
 use ctwa_shared::signature::sign_meta;
 use serde_json::{Value, json};
 use std::process::ExitCode;
@@ -97,10 +98,9 @@ fn webhook(pnid: &str, wamid: &str, phone: &str, clid: Option<&str>, ts: i64) ->
         m["referral"] = json!({"source_url": "https://fb.me/x", "source_id": "120226305854810726", "source_type": "ad",
             "headline": "Chat with us", "body": "Offer", "media_type": "image", "image_url": "https://img", "ctwa_clid": c});
     }
-    json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
+    envelope(json!({
         "messaging_product": "whatsapp", "metadata": {"display_phone_number": "15550783881", "phone_number_id": pnid},
-        "contacts": [{"profile": {"name": "Load"}, "wa_id": phone}], "messages": [m]}}]}]})
-    .to_string()
+        "contacts": [{"profile": {"name": "Load"}, "wa_id": phone}], "messages": [m]}))
 }
 
 async fn run_load<F, Fut>(count: usize, concurrency: usize, f: F) -> (Duration, Vec<f64>, usize)
@@ -143,31 +143,25 @@ where
     (started.elapsed(), all, errors)
 }
 
-fn pct(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    (v[i.min(v.len() - 1)] * 100.0).round() / 100.0
+/// `GET {url}` with the API key; its JSON body.
+async fn get_json(http: &reqwest::Client, url: String, key: &str) -> Result<Value, String> {
+    http.get(url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn main_inner(o: Opts) -> Result<Value, String> {
-    let state: Value = serde_json::from_slice(
-        &std::fs::read(&o.state)
-            .map_err(|e| format!("{}: {e} (start scripts/local.sh first)", o.state))?,
-    )
-    .map_err(|e| e.to_string())?;
-    let s = |k: &str| {
-        state[k]
-            .as_str()
-            .map(str::to_string)
-            .ok_or(format!("{k} missing in {}", o.state))
-    };
+    let state = LocalState::read(&o.state)?;
     let (base, key, secret, pnid) = (
-        s("base_url")?,
-        s("api_key")?,
-        s("app_secret")?,
-        s("phone_number_id")?,
+        state.get("base_url")?,
+        state.get("api_key")?,
+        state.get("app_secret")?,
+        state.get("phone_number_id")?,
     );
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(o.concurrency)
@@ -193,7 +187,7 @@ async fn main_inner(o: Opts) -> Result<Value, String> {
     let cpu_before = o.server_pid.and_then(cpu_ticks);
     let (elapsed, lat, errors) = match o.mode.as_str() {
         "putitem" => {
-            let inbox = s("inbox_table")?;
+            let inbox = state.get("inbox_table")?;
             return putitem(&o, &inbox, &pnid, run_id).await;
         }
         "webhooks" => {
@@ -213,17 +207,9 @@ async fn main_inner(o: Opts) -> Result<Value, String> {
         }
         "conversions" => {
             // Connect and provision once.
-            let status: Value = http
-                .get(format!("{base}/v1/status"))
-                .bearer_auth(&key)
-                .send()
-                .await
-                .map_err(|e| e.to_string())?
-                .json()
-                .await
-                .map_err(|e| e.to_string())?;
+            let status = get_json(&http, format!("{base}/v1/status"), &key).await?;
             if status["connected"] != true {
-                let code = s("oauth_code")?;
+                let code = state.get("oauth_code")?;
                 let r = http
                     .post(format!("{base}/v1/oauth/exchange-code"))
                     .bearer_auth(&key)
@@ -266,15 +252,8 @@ async fn main_inner(o: Opts) -> Result<Value, String> {
             let last = format!("1666{:07}", o.customers - 1);
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
-                let v: Value = http
-                    .get(format!("{base}/v1/conversations?phone={last}"))
-                    .bearer_auth(&key)
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .json()
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let v =
+                    get_json(&http, format!("{base}/v1/conversations?phone={last}"), &key).await?;
                 if v["conversations"].as_array().is_some_and(|a| !a.is_empty()) {
                     break;
                 }
@@ -379,7 +358,7 @@ fn report(
         "errors": errors,
         "seconds": (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
         "per_second": ((o.count as f64 / elapsed.as_secs_f64()) * 10.0).round() / 10.0,
-        "latency_ms": {"p50": pct(&lat, 0.5), "p99": pct(&lat, 0.99), "max": pct(&lat, 1.0)},
+        "latency_ms": latency_ms(&lat),
         "server_cpu_ms_per_request": cpu_ms_per_req,
     })
 }

@@ -1,6 +1,7 @@
 //! `POST /v1/ads/ctwa`: the request, checked completely before the first Meta call, and
 //! the plan of Graph calls it becomes (meta-api.md section 6, seed 000).
 
+use crate::ids::AdAccountId;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -101,17 +102,14 @@ pub struct Plan {
     pub publish: bool,
 }
 
-/// `act_<digits>` from `act_123` or `123`; `None` when it is not an ad account id.
+/// `act_<digits>` from `act_123` or `123`; `None` when it is not an ad account id
+/// ([`AdAccountId`]'s rule).
 pub fn ad_account_id(raw: &str) -> Option<String> {
-    let digits = raw.trim().strip_prefix("act_").unwrap_or(raw.trim());
-    (!digits.is_empty() && digits.len() <= 20 && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| format!("act_{digits}"))
+    AdAccountId::parse(raw).ok().map(AdAccountId::into_string)
 }
 
-/// A Graph object id: 1 to 30 digits.
-pub fn is_object_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 30 && s.bytes().all(|b| b.is_ascii_digit())
-}
+/// A Graph object id: 1 to 30 digits (the rule is [`crate::ids::is_object_id`]).
+pub use crate::ids::is_object_id;
 
 /// The number a WhatsApp click-to-chat link opens: `https://wa.me/<digits>[?text=..]` or
 /// `https://api.whatsapp.com/send?phone=<digits>[&text=..]`.

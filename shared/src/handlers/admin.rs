@@ -8,12 +8,13 @@
 //! `DELETE /v1/api-keys/{key_id}`. Keys are shown once; only their SHA-256 is stored.
 
 use super::connect::json_body;
-use crate::ads::spec;
+use crate::accounts::{AccountRuleError, NewAccount, NewAdAccountLink, ValidAccount};
 use crate::auth::{Caller, caller_record, generate_key};
 use crate::domain::Account;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ApiRequest, ApiResponse};
-use crate::store::{Accounts, AdAccountLink, AdsStore, ApiKeyRecord, StoreError};
+use crate::ids::AccountId;
+use crate::store::{Accounts, AdsStore, ApiKeyRecord, StoreError};
 use crate::time::rfc3339_millis;
 use http::{Method, StatusCode};
 use serde::Deserialize;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 /// The longest grace period a rotation may give the old key.
 pub const MAX_GRACE_SECS: i64 = 30 * 86_400;
 /// Phone number ids or ad accounts per account creation.
-pub const MAX_IDS_PER_LIST: usize = 25;
+pub use crate::accounts::MAX_IDS_PER_LIST;
 
 pub struct AdminDeps {
     pub accounts: Arc<dyn Accounts>,
@@ -84,52 +85,13 @@ async fn operator(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<()> {
     }
 }
 
-fn valid_account_id(id: &str) -> ApiResult<()> {
-    if id.is_empty()
-        || id.len() > 64
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(ApiError::bad_request(
-            "account id: 1 to 64 letters, digits, - or _",
-        ));
-    }
-    Ok(())
+/// A broken onboarding rule is the caller's mistake.
+fn rule_broken(e: impl Into<AccountRuleError>) -> ApiError {
+    ApiError::bad_request(e.into().to_string())
 }
 
-fn new_account_id() -> String {
-    let mut b = [0u8; 8];
-    let _ = getrandom::fill(&mut b);
-    format!("acct_{}", hex::encode(b))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewAccount {
-    #[serde(default)]
-    id: Option<String>,
-    name: String,
-    #[serde(default)]
-    waba_id: Option<String>,
-    #[serde(default)]
-    phone_number_ids: Vec<String>,
-    #[serde(default)]
-    sinch_app_id: Option<String>,
-    #[serde(default)]
-    ad_account_ids: Vec<String>,
-    #[serde(default)]
-    page_id: Option<String>,
-}
-
-fn digits_id(what: &str, v: &str) -> ApiResult<()> {
-    if spec::is_object_id(v) {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(format!(
-            "{what} {v:?} must be digits"
-        )))
-    }
+fn account_id(raw: &str) -> ApiResult<AccountId> {
+    AccountId::parse(raw).map_err(rule_broken)
 }
 
 async fn account_view(deps: &AdminDeps, a: &Account) -> ApiResult<Value> {
@@ -148,83 +110,10 @@ async fn account_view(deps: &AdminDeps, a: &Account) -> ApiResult<Value> {
 async fn create_account(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     operator(deps, req).await?;
     let body: NewAccount = json_body(req)?;
-    let id = body.id.clone().unwrap_or_else(new_account_id);
-    valid_account_id(&id)?;
-    if body.name.trim().is_empty() || body.name.len() > 200 {
-        return Err(ApiError::bad_request(
-            "name is required (at most 200 characters)",
-        ));
-    }
-    if let Some(w) = &body.waba_id {
-        digits_id("waba_id", w)?;
-    }
-    for p in &body.phone_number_ids {
-        digits_id("phone_number_ids[]", p)?;
-    }
-    // One transaction holds the account, its routes and its ad accounts (DynamoDB: at
-    // most 100 items, no item twice).
-    for (what, list) in [
-        ("phone_number_ids", &body.phone_number_ids),
-        ("ad_account_ids", &body.ad_account_ids),
-    ] {
-        if list.len() > MAX_IDS_PER_LIST {
-            return Err(ApiError::bad_request(format!(
-                "{what}: at most {MAX_IDS_PER_LIST}"
-            )));
-        }
-    }
-    let mut seen = std::collections::HashSet::new();
-    if let Some(p) = body
-        .phone_number_ids
-        .iter()
-        .find(|p| !seen.insert(p.as_str()))
-    {
-        return Err(ApiError::bad_request(format!(
-            "phone_number_ids: {p} is given twice"
-        )));
-    }
-    if let Some(s) = &body.sinch_app_id
-        && (s.is_empty() || s.len() > 64 || !s.bytes().all(|b| b.is_ascii_alphanumeric()))
-    {
-        return Err(ApiError::bad_request(
-            "sinch_app_id must be letters and digits",
-        ));
-    }
-    if let Some(p) = &body.page_id {
-        digits_id("page_id", p)?;
-    }
-    let mut acts: Vec<String> = Vec::new();
-    for raw in &body.ad_account_ids {
-        let act = spec::ad_account_id(raw).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "ad_account_ids: {raw:?} is not an ad account id (act_<digits>)"
-            ))
-        })?;
-        if acts.contains(&act) {
-            return Err(ApiError::bad_request(format!(
-                "ad_account_ids: {act} is given twice"
-            )));
-        }
-        acts.push(act);
-    }
-    let now = crate::time::now_millis();
-    let account = Account {
-        id: id.clone(),
-        name: body.name.trim().to_string(),
-        waba_id: body.waba_id,
-        phone_number_ids: body.phone_number_ids,
-        sinch_app_id: body.sinch_app_id,
-        created_at_ms: now,
-    };
-    let links: Vec<AdAccountLink> = acts
-        .into_iter()
-        .map(|act| AdAccountLink {
-            ad_account_id: act,
-            account_id: id.clone(),
-            page_id: body.page_id.clone(),
-            linked_at_ms: now,
-        })
-        .collect();
+    let ValidAccount {
+        account,
+        ad_account_links: links,
+    } = body.parse(crate::time::now_millis()).map_err(rule_broken)?;
     // All or nothing: the account, its routes and its ad accounts in one transaction.
     deps.ads
         .create_account_with_ad_accounts(&account, &links)
@@ -243,47 +132,29 @@ fn conflict(e: StoreError) -> ApiError {
     }
 }
 
-async fn existing_account(deps: &AdminDeps, id: &str) -> ApiResult<Account> {
-    valid_account_id(id)?;
+async fn existing_account(deps: &AdminDeps, id: &AccountId) -> ApiResult<Account> {
     deps.accounts
-        .get_account(id)
+        .get_account(id.as_str())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("account {id} not found")))
 }
 
 async fn show_account(deps: &AdminDeps, req: &ApiRequest, id: &str) -> ApiResult<ApiResponse> {
     operator(deps, req).await?;
-    let a = existing_account(deps, id).await?;
+    let a = existing_account(deps, &account_id(id)?).await?;
     Ok(ApiResponse::json(
         StatusCode::OK,
         &json!({"account": account_view(deps, &a).await?}),
     ))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LinkBody {
-    ad_account_id: String,
-    #[serde(default)]
-    page_id: Option<String>,
-}
-
 async fn link_ad_account(deps: &AdminDeps, req: &ApiRequest, id: &str) -> ApiResult<ApiResponse> {
     operator(deps, req).await?;
-    let body: LinkBody = json_body(req)?;
-    let act = spec::ad_account_id(&body.ad_account_id).ok_or_else(|| {
-        ApiError::bad_request("ad_account_id is not an ad account id (act_<digits>)")
-    })?;
-    if let Some(p) = &body.page_id {
-        digits_id("page_id", p)?;
-    }
-    existing_account(deps, id).await?;
-    let link = AdAccountLink {
-        ad_account_id: act,
-        account_id: id.to_string(),
-        page_id: body.page_id,
-        linked_at_ms: crate::time::now_millis(),
-    };
+    let body: NewAdAccountLink = json_body(req)?;
+    let valid = body.parse().map_err(rule_broken)?;
+    let id = account_id(id)?;
+    existing_account(deps, &id).await?;
+    let link = valid.link(&id, crate::time::now_millis());
     deps.ads.link_ad_account(&link).await.map_err(conflict)?;
     Ok(ApiResponse::json(
         StatusCode::CREATED,
@@ -322,8 +193,9 @@ async fn target_account(
             let id = named.ok_or_else(|| {
                 ApiError::bad_request("account_id is required with an operator key")
             })?;
-            existing_account(deps, id).await?;
-            Ok(id.to_string())
+            let id = account_id(id)?;
+            existing_account(deps, &id).await?;
+            Ok(id.into_string())
         }
     }
 }

@@ -12,8 +12,7 @@
 //! when anything was lost, duplicated or wrong, or the time ran out. The AWS SDK
 //! environment (`.ctwa/env`) must point at the stack's DynamoDB Local.
 
-mod loadgen;
-
+use ctwa_local::loadgen::{self, LocalState};
 use serde_json::Value;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -67,27 +66,17 @@ fn parse() -> Result<Opts, String> {
 
 async fn main_inner(o: Opts) -> Result<Value, String> {
     let deadline = Instant::now() + o.timeout;
-    let state: Value = serde_json::from_slice(
-        &std::fs::read(&o.state)
-            .map_err(|e| format!("{}: {e} (start the local stack first)", o.state))?,
-    )
-    .map_err(|e| e.to_string())?;
-    let s = |k: &str| {
-        state[k]
-            .as_str()
-            .map(str::to_string)
-            .ok_or(format!("{k} missing in {}", o.state))
-    };
-    let base_url = s("base_url")?;
+    let state = LocalState::read(&o.state)?;
+    let base_url = state.get("base_url")?;
     if !(base_url.starts_with("http://127.0.0.1:") || base_url.starts_with("http://localhost:")) {
         return Err(format!("{base_url}: loopback only"));
     }
     let sdk = ctwa_shared::config::aws_sdk_config().await;
     let target = loadgen::Target {
         base_url,
-        app_secret: s("app_secret")?,
-        inbox_table: s("inbox_table")?,
-        data_table: s("data_table")?,
+        app_secret: state.get("app_secret")?,
+        inbox_table: state.get("inbox_table")?,
+        data_table: state.get("data_table")?,
         dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
     };
     let report = loadgen::run(&o.plan, &target, deadline).await;

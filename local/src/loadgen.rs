@@ -6,7 +6,8 @@
 //! once, every referral a click once, every conversation's first touch its earliest
 //! click (timestamp, then message id: `click_precedes`).
 //!
-//! Shared by `ctwa-loadtest` (scripts/loadtest.sh), tests/load.rs and tests/faults.rs.
+//! Used by `ctwa-loadtest` (scripts/loadtest.sh), tests/load.rs and tests/faults.rs;
+//! [`LocalState`], [`envelope`] and [`latency_ms`] by `ctwa-load` too.
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use ctwa_shared::domain::{Account, conversation_id};
@@ -19,6 +20,47 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+/// The state file of a running local stack (`.ctwa/local.json`): its base URL, keys,
+/// secrets and table names.
+#[derive(Debug, Clone)]
+pub struct LocalState {
+    path: String,
+    value: Value,
+}
+
+impl LocalState {
+    pub fn read(path: &str) -> Result<Self, String> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| format!("{path}: {e} (start the local stack first: scripts/local.sh)"))?;
+        Ok(Self {
+            path: path.to_string(),
+            value: serde_json::from_slice(&bytes).map_err(|e| e.to_string())?,
+        })
+    }
+
+    /// The text of `key`.
+    pub fn get(&self, key: &str) -> Result<String, String> {
+        self.value[key]
+            .as_str()
+            .map(str::to_string)
+            .ok_or(format!("{key} missing in {}", self.path))
+    }
+}
+
+/// The `p` quantile (0 to 1, nearest rank) of `sorted` (ascending), to 0.01; 0 for none.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    (sorted[i.min(sorted.len() - 1)] * 100.0).round() / 100.0
+}
+
+/// `{"p50", "p99", "max"}` of latencies (ms, ascending).
+pub fn latency_ms(sorted: &[f64]) -> Value {
+    json!({"p50": percentile(sorted, 0.5), "p99": percentile(sorted, 0.99), "max": percentile(sorted, 1.0)})
+}
 
 /// What to send.
 #[derive(Debug, Clone)]
@@ -177,7 +219,8 @@ fn message_json(rng: &mut Rng, m: &Msg) -> Value {
     v
 }
 
-fn envelope(value: Value) -> String {
+/// A Cloud API webhook body: one `messages` change with `value`, of the test WABA.
+pub fn envelope(value: Value) -> String {
     json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": value}]}]})
         .to_string()
 }
@@ -389,19 +432,11 @@ impl PostReport {
     pub fn to_json(&self) -> Value {
         let mut l = self.latencies_ms.clone();
         l.sort_by(|a, b| a.total_cmp(b));
-        let pct = |p: f64| {
-            if l.is_empty() {
-                0.0
-            } else {
-                let i = ((l.len() as f64 - 1.0) * p).round() as usize;
-                (l[i.min(l.len() - 1)] * 100.0).round() / 100.0
-            }
-        };
         json!({
             "posts": self.posts,
             "seconds": (self.seconds * 1000.0).round() / 1000.0,
             "per_second": if self.seconds > 0.0 { ((self.posts as f64 / self.seconds) * 10.0).round() / 10.0 } else { 0.0 },
-            "latency_ms": {"p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0)},
+            "latency_ms": latency_ms(&l),
             "http_5xx": self.http_5xx,
             "http_4xx": self.http_4xx,
             "transport_errors": self.transport_errors,
@@ -897,4 +932,50 @@ pub async fn run(plan: &Plan, target: &Target, deadline: Instant) -> Result<Valu
         "first_touch_wrong": acc.first_touch_wrong,
         "ok": ok,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        assert_eq!(percentile(&[], 0.5), 0.0);
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 51.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&v, 1.0), 100.0);
+        assert_eq!(percentile(&[1.23456], 0.5), 1.23);
+        assert_eq!(
+            latency_ms(&v),
+            json!({"p50": 51.0, "p99": 99.0, "max": 100.0})
+        );
+    }
+
+    #[test]
+    fn the_local_state_file() {
+        let path =
+            std::env::temp_dir().join(format!("ctwa-local-state-{}.json", std::process::id()));
+        let path = path.to_str().unwrap();
+        assert!(
+            LocalState::read(path)
+                .unwrap_err()
+                .contains("start the local stack first")
+        );
+        std::fs::write(path, r#"{"base_url": "http://127.0.0.1:1", "n": 1}"#).unwrap();
+        let s = LocalState::read(path).unwrap();
+        assert_eq!(s.get("base_url").unwrap(), "http://127.0.0.1:1");
+        assert_eq!(s.get("n").unwrap_err(), format!("n missing in {path}"));
+        assert_eq!(s.get("x").unwrap_err(), format!("x missing in {path}"));
+        std::fs::write(path, "{").unwrap();
+        assert!(LocalState::read(path).is_err());
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn a_webhook_envelope() {
+        let v: Value = serde_json::from_str(&envelope(json!({"k": 1}))).unwrap();
+        assert_eq!(v["object"], "whatsapp_business_account");
+        assert_eq!(v["entry"][0]["changes"][0]["value"], json!({"k": 1}));
+    }
 }
