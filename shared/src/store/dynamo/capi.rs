@@ -9,6 +9,41 @@ fn event_pk(account_id: &str, event_id: &str) -> String {
     format!("EVT#{account_id}#{event_id}")
 }
 
+/// A record's sort key in its account's audit trail (gsi1): creation time, event id.
+pub(in crate::store) fn events_sk(r: &EventRecord) -> String {
+    format!("{}#{}", sortable_millis(r.created_at_ms), r.event_id)
+}
+
+/// A record's sort key in the due index (gsi2): the next attempt, account, event id;
+/// `None` when it is not in the index (final, or no next attempt). The record is due at
+/// `now` when this key sorts before `sortable_millis(now)`.
+pub(in crate::store) fn due_sk(r: &EventRecord) -> Option<String> {
+    let next = r.next_attempt_at_ms.filter(|_| !r.status.is_final())?;
+    Some(format!(
+        "{}#{}#{}",
+        sortable_millis(next),
+        r.account_id,
+        r.event_id
+    ))
+}
+
+/// The `list_events` cursor: `<gsi1sk>|<dedup key>` of the last row read.
+pub(in crate::store) fn list_cursor(events_sk: &str, dedup_key: &str) -> String {
+    format!("{events_sk}|{dedup_key}")
+}
+
+/// The `(gsi1sk, dedup key)` a cursor continues after; `None` for no cursor (or one
+/// without a `|`), `Corrupt` when a part is empty.
+pub(in crate::store) fn parse_list_cursor(
+    cursor: Option<&str>,
+) -> Result<Option<(&str, &str)>, StoreError> {
+    match cursor.and_then(|c| c.split_once('|')) {
+        Some((sk, dedup)) if !sk.is_empty() && !dedup.is_empty() => Ok(Some((sk, dedup))),
+        Some(_) => Err(StoreError::Corrupt("invalid cursor".into())),
+        None => Ok(None),
+    }
+}
+
 fn event_item(r: &EventRecord) -> Result<Item, StoreError> {
     let mut item = key(event_pk(&r.account_id, &r.dedup_key()), "EVT");
     // The whole record as JSON, plus the attributes keys, indexes and conditions need.
@@ -20,26 +55,11 @@ fn event_item(r: &EventRecord) -> Result<Item, StoreError> {
     item.insert("status".into(), s(r.status.as_str()));
     item.insert("lease_id".into(), s(&r.lease_id));
     item.insert("gsi1pk".into(), s(format!("ACCT#{}#EVENTS", r.account_id)));
-    item.insert(
-        "gsi1sk".into(),
-        s(format!(
-            "{}#{}",
-            sortable_millis(r.created_at_ms),
-            r.event_id
-        )),
-    );
-    if let (false, Some(next)) = (r.status.is_final(), r.next_attempt_at_ms) {
+    item.insert("gsi1sk".into(), s(events_sk(r)));
+    if let (Some(next), Some(due)) = (r.next_attempt_at_ms, due_sk(r)) {
         item.insert("next_attempt_at".into(), n(next));
         item.insert("gsi2pk".into(), s(DUE_INDEX_PK));
-        item.insert(
-            "gsi2sk".into(),
-            s(format!(
-                "{}#{}#{}",
-                sortable_millis(next),
-                r.account_id,
-                r.event_id
-            )),
-        );
+        item.insert("gsi2sk".into(), s(due));
     }
     if let Some(e) = r.expires_at {
         item.insert("expires_at".into(), n(e));
@@ -226,16 +246,12 @@ impl CapiStore for DynamoData {
         let pk_prefix = format!("EVT#{account_id}#");
         // The cursor is `<gsi1sk>|<dedup key>`; the keys are rebuilt from the caller's own
         // account, so a crafted cursor can only move within it.
-        let mut start: Option<Item> = match cursor.and_then(|c| c.split_once('|')) {
-            Some((gsi1sk, dedup)) if !gsi1sk.is_empty() && !dedup.is_empty() => {
-                let mut k = key(event_pk(account_id, dedup), "EVT");
-                k.insert("gsi1pk".into(), s(&gsi1pk));
-                k.insert("gsi1sk".into(), s(gsi1sk));
-                Some(k)
-            }
-            Some(_) => return Err(StoreError::Corrupt("invalid cursor".into())),
-            None => None,
-        };
+        let mut start: Option<Item> = parse_list_cursor(cursor)?.map(|(gsi1sk, dedup)| {
+            let mut k = key(event_pk(account_id, dedup), "EVT");
+            k.insert("gsi1pk".into(), s(&gsi1pk));
+            k.insert("gsi1sk".into(), s(gsi1sk));
+            k
+        });
         let mut items = Vec::new();
         let mut resume: Option<String> = None;
         // A status filter is applied after the read: read fixed pages, at most ten.
@@ -280,7 +296,7 @@ impl CapiStore for DynamoData {
                         resume = get_s(&k, "gsi1sk")
                             .zip(get_s(&k, "pk"))
                             .and_then(|(sk, pk)| {
-                                pk.strip_prefix(&pk_prefix).map(|d| format!("{sk}|{d}"))
+                                pk.strip_prefix(&pk_prefix).map(|d| list_cursor(&sk, d))
                             });
                     }
                     start = Some(k);
@@ -299,7 +315,7 @@ impl CapiStore for DynamoData {
         let next = if items.len() == limit {
             items.last().and_then(|i| {
                 let dedup = get_s(i, "dedup_key").or_else(|| get_s(i, "event_id"))?;
-                Some(format!("{}|{dedup}", get_s(i, "gsi1sk")?))
+                Some(list_cursor(&get_s(i, "gsi1sk")?, &dedup))
             })
         } else {
             resume

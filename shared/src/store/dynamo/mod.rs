@@ -34,6 +34,8 @@ mod connections;
 mod conversations;
 pub mod inbox;
 
+/// The event record's index keys and list cursor, shared with the in-memory store.
+pub(super) use capi::{due_sk, events_sk, list_cursor, parse_list_cursor};
 pub use inbox::inbox_item_to_attrs;
 
 use super::*;
