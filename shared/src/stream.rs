@@ -74,6 +74,7 @@ pub fn inbox_item_from_image(img: &Map<String, Value>) -> Result<InboxItem, Imag
 }
 
 /// The stream image of an inbox item, as DynamoDB would write it (for tests and fixtures).
+#[cfg(any(test, feature = "test-support"))]
 pub fn image_of(item: &InboxItem) -> Map<String, Value> {
     inbox::inbox_item_to_image(item)
 }

@@ -123,6 +123,7 @@ pub fn inbox_item_from_image(img: &Map<String, Value>) -> Result<InboxItem, Stri
 }
 
 /// The stream image of an inbox item, as DynamoDB writes it (for tests and fixtures).
+#[cfg(any(test, feature = "test-support"))]
 pub fn inbox_item_to_image(item: &InboxItem) -> Map<String, Value> {
     let mut m = Map::new();
     write_fields(item, |k, v| {
