@@ -37,6 +37,8 @@ impl ApiRequest {
         self
     }
 
+    /// For tests: production requests come from `lambda::from_lambda` or the local server.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn with_body(mut self, body: impl Into<Bytes>) -> Self {
         self.body = body.into();
         self

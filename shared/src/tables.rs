@@ -1,5 +1,7 @@
 //! Table definitions for the local run and the tests, the same keys, indexes, stream and
-//! TTL as template.yaml (a test compares the two).
+//! TTL as template.yaml (a test compares the two). Behind the `test-support` feature: no
+//! function creates tables.
+#![cfg(any(test, feature = "test-support"))]
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::DisplayErrorContext;

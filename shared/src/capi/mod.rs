@@ -11,6 +11,8 @@
 pub mod conversion;
 pub mod event;
 pub mod pii;
+#[cfg(test)]
+mod tests;
 
 use crate::domain::Click;
 use crate::graph::{EventsResponse, GraphError, Token};

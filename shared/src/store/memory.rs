@@ -1,12 +1,25 @@
-//! In-memory fakes of the storage ports, for unit tests of the handlers and domain.
-//! They follow the same rules as the DynamoDB adapters (one-shot, idempotent writes).
+//! In-memory fakes of every storage port, for unit tests of the handlers and domain.
+//! They follow the same rules as the DynamoDB adapters (one-shot, idempotent writes,
+//! the same conditions, orders and cursors).
 
+use super::dynamo::{due_sk, events_sk, list_cursor, parse_list_cursor};
 use super::*;
+use crate::time::sortable_millis;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 /// Per conversation id: (clicked_at, message id) -> click.
 type ClickHistory = HashMap<String, BTreeMap<(i64, String), ClickRecord>>;
+
+/// An idempotency key's record (the adapter's `IDEM` item).
+#[derive(Debug, Clone, Default)]
+struct RequestRecord {
+    /// `None` when `finish_request` made the record (no claim before it).
+    request_hash: Option<String>,
+    claimed_at_ms: Option<i64>,
+    /// Set by `finish_request`: the key is done.
+    answer: Option<(u16, serde_json::Value)>,
+}
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -19,6 +32,15 @@ pub struct MemoryStore {
     pub unrouted: Mutex<Vec<InboxItem>>,
     connections: Mutex<HashMap<String, MetaConnection>>,
     pub automatic_events: Mutex<Vec<(String, AutomaticEvent)>>,
+    /// Per account id.
+    capi: Mutex<HashMap<String, CapiConfig>>,
+    /// Per (account id, dedup key).
+    events: Mutex<BTreeMap<(String, String), EventRecord>>,
+    /// Per ad account id.
+    ad_links: Mutex<BTreeMap<String, AdAccountLink>>,
+    ad_objects: Mutex<HashMap<String, AdObject>>,
+    /// Per (account id, idempotency key).
+    requests: Mutex<HashMap<(String, String), RequestRecord>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -38,6 +60,46 @@ impl MemoryStore {
     pub fn conversation_count(&self) -> usize {
         lock(&self.conversations).len()
     }
+
+    /// The account, its routes and `links`, all or nothing (one transaction in the
+    /// adapter): `Conflict` when the id, a route or an ad account is taken.
+    fn create_account_items(
+        &self,
+        account: &Account,
+        links: &[AdAccountLink],
+    ) -> Result<(), StoreError> {
+        // Always in this order: accounts, routes, ad accounts.
+        let mut accounts = lock(&self.accounts);
+        let mut routes = lock(&self.routes);
+        let mut ad_links = lock(&self.ad_links);
+        if accounts.contains_key(&account.id) {
+            return Err(StoreError::Conflict(format!(
+                "account {} exists",
+                account.id
+            )));
+        }
+        for r in account.routes() {
+            if routes.contains_key(&r) {
+                return Err(StoreError::Conflict(format!("{} is claimed", r.key())));
+            }
+        }
+        for l in links {
+            if ad_links.contains_key(&l.ad_account_id) {
+                return Err(StoreError::Conflict(format!(
+                    "ad account {} is linked",
+                    l.ad_account_id
+                )));
+            }
+        }
+        for r in account.routes() {
+            routes.insert(r, account.id.clone());
+        }
+        for l in links {
+            ad_links.insert(l.ad_account_id.clone(), l.clone());
+        }
+        accounts.insert(account.id.clone(), account.clone());
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -55,24 +117,7 @@ impl Inbox for MemoryStore {
 #[async_trait]
 impl Accounts for MemoryStore {
     async fn create_account(&self, account: &Account) -> Result<(), StoreError> {
-        let mut accounts = lock(&self.accounts);
-        let mut routes = lock(&self.routes);
-        if accounts.contains_key(&account.id) {
-            return Err(StoreError::Conflict(format!(
-                "account {} exists",
-                account.id
-            )));
-        }
-        for r in account.routes() {
-            if routes.contains_key(&r) {
-                return Err(StoreError::Conflict(format!("{} is claimed", r.key())));
-            }
-        }
-        for r in account.routes() {
-            routes.insert(r, account.id.clone());
-        }
-        accounts.insert(account.id.clone(), account.clone());
-        Ok(())
+        self.create_account_items(account, &[])
     }
     async fn get_account(&self, id: &str) -> Result<Option<Account>, StoreError> {
         Ok(lock(&self.accounts).get(id).cloned())
@@ -293,6 +338,302 @@ impl Connections for MemoryStore {
     }
 }
 
+fn event_key(account_id: &str, dedup_key: &str) -> (String, String) {
+    (account_id.to_string(), dedup_key.to_string())
+}
+
+#[async_trait]
+impl CapiStore for MemoryStore {
+    async fn get_capi(&self, account_id: &str) -> Result<Option<CapiConfig>, StoreError> {
+        Ok(lock(&self.capi).get(account_id).cloned())
+    }
+
+    async fn put_capi(&self, account_id: &str, config: &CapiConfig) -> Result<(), StoreError> {
+        let mut capi = lock(&self.capi);
+        let stored = capi.entry(account_id.to_string()).or_default();
+        // The dataset id is written only when set, never removed.
+        let dataset_id = config.dataset_id.clone().or(stored.dataset_id.take());
+        *stored = CapiConfig {
+            dataset_id,
+            ..config.clone()
+        };
+        Ok(())
+    }
+
+    async fn set_dataset_if_absent(
+        &self,
+        account_id: &str,
+        dataset_id: &str,
+    ) -> Result<String, StoreError> {
+        let mut capi = lock(&self.capi);
+        let stored = capi.entry(account_id.to_string()).or_default();
+        Ok(stored
+            .dataset_id
+            .get_or_insert_with(|| dataset_id.to_string())
+            .clone())
+    }
+
+    async fn claim_event(&self, rec: &EventRecord) -> Result<bool, StoreError> {
+        let mut events = lock(&self.events);
+        let k = event_key(&rec.account_id, &rec.dedup_key());
+        if events.contains_key(&k) {
+            return Ok(false);
+        }
+        events.insert(k, rec.clone());
+        Ok(true)
+    }
+
+    async fn get_event(
+        &self,
+        account_id: &str,
+        dedup_key: &str,
+    ) -> Result<Option<EventRecord>, StoreError> {
+        Ok(lock(&self.events)
+            .get(&event_key(account_id, dedup_key))
+            .cloned())
+    }
+
+    async fn save_event(&self, rec: &EventRecord, lease_id: &str) -> Result<bool, StoreError> {
+        let mut events = lock(&self.events);
+        let k = event_key(&rec.account_id, &rec.dedup_key());
+        if events.get(&k).is_none_or(|r| r.lease_id != lease_id) {
+            return Ok(false);
+        }
+        events.insert(k, rec.clone());
+        Ok(true)
+    }
+
+    async fn lease_event(
+        &self,
+        rec: &EventRecord,
+        new_lease_id: &str,
+        lease_until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut events = lock(&self.events);
+        let k = event_key(&rec.account_id, &rec.dedup_key());
+        // As the adapter's condition: the caller's copy still holds the lease and the
+        // record is not settled (whether it is due is the caller's check).
+        let takeable = events.get(&k).is_some_and(|cur| {
+            cur.lease_id == rec.lease_id
+                && matches!(cur.status, EventStatus::Pending | EventStatus::InFlight)
+        });
+        if !takeable {
+            return Ok(false);
+        }
+        let mut taken = rec.clone();
+        taken.lease_id = new_lease_id.to_string();
+        taken.status = EventStatus::InFlight;
+        taken.next_attempt_at_ms = Some(lease_until_ms);
+        events.insert(k, taken);
+        Ok(true)
+    }
+
+    async fn due_events(&self, now_ms: i64, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        // The due index: not settled, with a next attempt before now, oldest first.
+        let now = sortable_millis(now_ms);
+        let mut due: Vec<(String, EventRecord)> = lock(&self.events)
+            .values()
+            .filter_map(|r| due_sk(r).filter(|k| *k < now).map(|k| (k, r.clone())))
+            .collect();
+        due.sort_by(|a, b| a.0.cmp(&b.0));
+        due.truncate(limit.clamp(1, 1000));
+        Ok(due.into_iter().map(|(_, r)| r).collect())
+    }
+
+    async fn list_events(
+        &self,
+        account_id: &str,
+        limit: usize,
+        cursor: Option<&str>,
+        status: Option<EventStatus>,
+    ) -> Result<(Vec<EventRecord>, Option<String>), StoreError> {
+        let limit = limit.clamp(1, 200);
+        let after = parse_list_cursor(cursor)?;
+        let events = lock(&self.events);
+        // The audit trail newest first, each row keyed as the adapter's index orders it.
+        let mut rows: Vec<((String, String), &EventRecord)> = events
+            .iter()
+            .filter(|((a, _), _)| a == account_id)
+            .map(|((_, dedup), r)| ((events_sk(r), dedup.clone()), r))
+            .collect();
+        rows.sort_by(|a, b| b.0.cmp(&a.0));
+        let rows = rows.into_iter().filter(|((sk, dedup), _)| {
+            after.is_none_or(|(a_sk, a_dedup)| (sk.as_str(), dedup.as_str()) < (a_sk, a_dedup))
+        });
+        // The adapter reads at most ten pages of 200 when filtering on the status.
+        let max_read = if status.is_some() {
+            10 * 200
+        } else {
+            usize::MAX
+        };
+        let (mut out, mut last_read, mut read) = (Vec::new(), None, 0usize);
+        let mut resume = None;
+        for (k, r) in rows {
+            if read == max_read {
+                resume = last_read.map(|(sk, dedup): (String, String)| list_cursor(&sk, &dedup));
+                break;
+            }
+            read += 1;
+            if status.is_none_or(|s| r.status == s) {
+                out.push(r.clone());
+            }
+            last_read = Some(k);
+            if out.len() == limit {
+                break;
+            }
+        }
+        // A next page exists when this one is full; the cursor is the last row's key.
+        let next = match out.last() {
+            Some(r) if out.len() == limit => Some(list_cursor(&events_sk(r), &r.dedup_key())),
+            _ => resume,
+        };
+        Ok((out, next))
+    }
+}
+
+#[async_trait]
+impl AdsStore for MemoryStore {
+    async fn create_account_with_ad_accounts(
+        &self,
+        account: &Account,
+        links: &[AdAccountLink],
+    ) -> Result<(), StoreError> {
+        self.create_account_items(account, links)
+    }
+
+    async fn link_ad_account(&self, link: &AdAccountLink) -> Result<(), StoreError> {
+        let mut links = lock(&self.ad_links);
+        if links
+            .get(&link.ad_account_id)
+            .is_some_and(|cur| cur.account_id != link.account_id)
+        {
+            return Err(StoreError::Conflict(format!(
+                "ad account {} is linked to another account",
+                link.ad_account_id
+            )));
+        }
+        // A repeat by the same account rewrites the link, as the adapter's put does.
+        links.insert(link.ad_account_id.clone(), link.clone());
+        Ok(())
+    }
+
+    async fn ad_account(&self, ad_account_id: &str) -> Result<Option<AdAccountLink>, StoreError> {
+        Ok(lock(&self.ad_links).get(ad_account_id).cloned())
+    }
+
+    async fn ad_accounts(&self, account_id: &str) -> Result<Vec<AdAccountLink>, StoreError> {
+        // By ad account id; the adapter's index query reads `act_` ids only.
+        Ok(lock(&self.ad_links)
+            .values()
+            .filter(|l| l.account_id == account_id && l.ad_account_id.starts_with("act_"))
+            .cloned()
+            .collect())
+    }
+
+    async fn put_ad_object(&self, object: &AdObject) -> Result<(), StoreError> {
+        lock(&self.ad_objects)
+            .entry(object.id.clone())
+            .or_insert_with(|| object.clone());
+        Ok(())
+    }
+
+    async fn ad_object(&self, id: &str) -> Result<Option<AdObject>, StoreError> {
+        Ok(lock(&self.ad_objects).get(id).cloned())
+    }
+
+    async fn ad_stats(&self, account_id: &str, ad_id: &str) -> Result<AdStats, StoreError> {
+        let clicks = lock(&self.clicks)
+            .values()
+            .flat_map(|m| m.values())
+            .filter(|r| {
+                r.account_id == account_id && r.click.referral.source_id.as_deref() == Some(ad_id)
+            })
+            .count();
+        let events = lock(&self.events);
+        // Test sends are not the ad's conversions.
+        let conversions: Vec<&EventRecord> = events
+            .values()
+            .filter(|r| {
+                r.account_id == account_id
+                    && r.ad_id.as_deref() == Some(ad_id)
+                    && r.test_event_code.is_none()
+            })
+            .collect();
+        let delivered = conversions
+            .iter()
+            .filter(|r| r.status == EventStatus::Delivered)
+            .count();
+        Ok(AdStats {
+            clicks: clicks as u64,
+            conversions: conversions.len() as u64,
+            conversions_delivered: delivered as u64,
+        })
+    }
+
+    async fn claim_request(
+        &self,
+        account_id: &str,
+        key: &str,
+        request_hash: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<RequestClaim, StoreError> {
+        let mut requests = lock(&self.requests);
+        let k = (account_id.to_string(), key.to_string());
+        let claim = RequestRecord {
+            request_hash: Some(request_hash.to_string()),
+            claimed_at_ms: Some(now_ms),
+            answer: None,
+        };
+        let Some(cur) = requests.get(&k) else {
+            requests.insert(k, claim);
+            return Ok(RequestClaim::New);
+        };
+        let same_body = cur.request_hash.as_deref() == Some(request_hash);
+        // A running claim older than the lease, for the same body, is taken over.
+        if same_body
+            && cur.answer.is_none()
+            && cur.claimed_at_ms.is_some_and(|c| c < now_ms - lease_ms)
+        {
+            requests.insert(k, claim);
+            return Ok(RequestClaim::New);
+        }
+        Ok(match (&cur.answer, same_body) {
+            (_, false) => RequestClaim::Mismatch,
+            (Some((status, body)), true) => RequestClaim::Done {
+                status: *status,
+                body: body.clone(),
+            },
+            (None, true) => RequestClaim::InProgress,
+        })
+    }
+
+    async fn finish_request(
+        &self,
+        account_id: &str,
+        key: &str,
+        status: u16,
+        body: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        // An upsert, as the adapter's update (no claim before it leaves no request hash).
+        lock(&self.requests)
+            .entry((account_id.to_string(), key.to_string()))
+            .or_default()
+            .answer = Some((status, body.clone()));
+        Ok(())
+    }
+
+    async fn release_request(&self, account_id: &str, key: &str) -> Result<(), StoreError> {
+        // A claim from the epoch is stale for every lease: the next claim takes it.
+        if let Some(cur) = lock(&self.requests).get_mut(&(account_id.to_string(), key.to_string()))
+            && cur.answer.is_none()
+        {
+            cur.claimed_at_ms = Some(0);
+        }
+        Ok(())
+    }
+}
+
 /// Fills customer fields a later message knows and an earlier one did not.
 pub(crate) fn merge_customer(cur: &mut Customer, new: &Customer) {
     if new.wa_id.is_some() {
@@ -303,5 +644,405 @@ pub(crate) fn merge_customer(cur: &mut Customer, new: &Customer) {
     }
     if new.name.is_some() {
         cur.name.clone_from(&new.name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Referral;
+
+    fn event(id: &str, created_at_ms: i64, status: EventStatus, next: Option<i64>) -> EventRecord {
+        EventRecord {
+            account_id: "acct1".into(),
+            event_id: id.into(),
+            event_name: "Purchase".into(),
+            conversation_id: None,
+            ctwa_clid: "clid".into(),
+            dataset_id: "ds1".into(),
+            status,
+            attempts: 0,
+            created_at_ms,
+            updated_at_ms: created_at_ms,
+            event_time: created_at_ms / 1000,
+            events_received: None,
+            fbtrace_id: None,
+            duration_ms: None,
+            error: None,
+            payload: "{}".into(),
+            test_event_code: None,
+            next_attempt_at_ms: next,
+            lease_id: "lease1".into(),
+            warnings: Vec::new(),
+            expires_at: None,
+            ad_id: None,
+        }
+    }
+
+    fn account(id: &str, pnid: &str) -> Account {
+        Account {
+            id: id.into(),
+            name: id.into(),
+            waba_id: None,
+            phone_number_ids: vec![pnid.into()],
+            sinch_app_id: None,
+            created_at_ms: 0,
+        }
+    }
+
+    fn link(ad_account_id: &str, account_id: &str) -> AdAccountLink {
+        AdAccountLink {
+            ad_account_id: ad_account_id.into(),
+            account_id: account_id.into(),
+            page_id: None,
+            linked_at_ms: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn claims_are_one_shot() {
+        let store = MemoryStore::new();
+        let rec = event("e1", 1_000, EventStatus::InFlight, Some(2_000));
+        assert!(store.claim_event(&rec).await.unwrap());
+        let again = EventRecord {
+            lease_id: "other".into(),
+            ..rec.clone()
+        };
+        assert!(!store.claim_event(&again).await.unwrap());
+        assert_eq!(
+            store.get_event("acct1", "e1").await.unwrap(),
+            Some(rec.clone())
+        );
+        // A test send of the same event id has its own dedup key.
+        let test = EventRecord {
+            test_event_code: Some("TEST1".into()),
+            ..rec
+        };
+        assert!(store.claim_event(&test).await.unwrap());
+        assert!(
+            store
+                .get_event("acct1", "e1|test:TEST1")
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn saving_needs_the_stored_lease() {
+        let store = MemoryStore::new();
+        let rec = event("e1", 1_000, EventStatus::InFlight, Some(2_000));
+        let delivered = EventRecord {
+            status: EventStatus::Delivered,
+            next_attempt_at_ms: None,
+            ..rec.clone()
+        };
+        // No record yet: nothing to hold a lease on.
+        assert!(!store.save_event(&delivered, "lease1").await.unwrap());
+        store.claim_event(&rec).await.unwrap();
+        assert!(!store.save_event(&delivered, "someone-else").await.unwrap());
+        assert_eq!(store.get_event("acct1", "e1").await.unwrap(), Some(rec));
+        assert!(store.save_event(&delivered, "lease1").await.unwrap());
+        assert_eq!(
+            store.get_event("acct1", "e1").await.unwrap(),
+            Some(delivered)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lease_takes_a_due_record_out_until_it_expires() {
+        let store = MemoryStore::new();
+        let pending = event("e1", 1_000, EventStatus::Pending, Some(5_000));
+        store.claim_event(&pending).await.unwrap();
+        store
+            .claim_event(&event("e2", 1_000, EventStatus::Delivered, None))
+            .await
+            .unwrap();
+        // Due strictly after its next attempt (the index key sorts before `now`).
+        assert!(store.due_events(5_000, 10).await.unwrap().is_empty());
+        assert_eq!(
+            store.due_events(5_001, 10).await.unwrap(),
+            vec![pending.clone()]
+        );
+
+        assert!(store.lease_event(&pending, "lease2", 9_000).await.unwrap());
+        // The old copy no longer holds the lease.
+        assert!(!store.lease_event(&pending, "lease3", 9_000).await.unwrap());
+        let leased = store.get_event("acct1", "e1").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                leased.status,
+                leased.lease_id.as_str(),
+                leased.next_attempt_at_ms
+            ),
+            (EventStatus::InFlight, "lease2", Some(9_000))
+        );
+        assert!(store.due_events(6_000, 10).await.unwrap().is_empty());
+        // Past the lease, the in-flight record is due again and can be taken over.
+        assert_eq!(
+            store.due_events(9_001, 10).await.unwrap(),
+            vec![leased.clone()]
+        );
+        assert!(store.lease_event(&leased, "lease4", 20_000).await.unwrap());
+
+        // A settled record is never due, nor leased.
+        let done = EventRecord {
+            status: EventStatus::Delivered,
+            next_attempt_at_ms: None,
+            lease_id: "lease4".into(),
+            ..leased
+        };
+        assert!(store.save_event(&done, "lease4").await.unwrap());
+        assert!(store.due_events(i64::MAX, 10).await.unwrap().is_empty());
+        assert!(!store.lease_event(&done, "lease5", 30_000).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn due_events_are_oldest_first_and_limited() {
+        let store = MemoryStore::new();
+        for (id, next) in [("a", 300), ("b", 100), ("c", 200)] {
+            store
+                .claim_event(&event(id, 1, EventStatus::Pending, Some(next)))
+                .await
+                .unwrap();
+        }
+        let due = store.due_events(1_000, 2).await.unwrap();
+        let ids: Vec<&str> = due.iter().map(|r| r.event_id.as_str()).collect();
+        assert_eq!(ids, ["b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn list_events_pages_newest_first() {
+        let store = MemoryStore::new();
+        for i in 1..=5 {
+            let status = if i % 2 == 0 {
+                EventStatus::Failed
+            } else {
+                EventStatus::Delivered
+            };
+            store
+                .claim_event(&event(&format!("e{i}"), i * 1_000, status, None))
+                .await
+                .unwrap();
+        }
+        let mut other = event("x", 9_000, EventStatus::Delivered, None);
+        other.account_id = "acct2".into();
+        store.claim_event(&other).await.unwrap();
+
+        let ids = |v: &[EventRecord]| v.iter().map(|r| r.event_id.clone()).collect::<Vec<_>>();
+        let (page, next) = store.list_events("acct1", 2, None, None).await.unwrap();
+        assert_eq!(ids(&page), ["e5", "e4"]);
+        let next = next.expect("a full page has a cursor");
+        assert_eq!(next, format!("{}#e4|e4", sortable_millis(4_000)));
+        let (page, next) = store
+            .list_events("acct1", 2, Some(&next), None)
+            .await
+            .unwrap();
+        assert_eq!(ids(&page), ["e3", "e2"]);
+        let (page, next) = store
+            .list_events("acct1", 2, next.as_deref(), None)
+            .await
+            .unwrap();
+        assert_eq!((ids(&page), next), (vec!["e1".to_string()], None));
+
+        // Filtered on the status; a page that ends exactly at the end still has a cursor.
+        let (page, next) = store
+            .list_events("acct1", 2, None, Some(EventStatus::Failed))
+            .await
+            .unwrap();
+        assert_eq!(ids(&page), ["e4", "e2"]);
+        let (page, next) = store
+            .list_events("acct1", 2, next.as_deref(), Some(EventStatus::Failed))
+            .await
+            .unwrap();
+        assert!(page.is_empty() && next.is_none());
+
+        assert!(matches!(
+            store.list_events("acct1", 2, Some("|e4"), None).await,
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_first_dataset_id_is_kept() {
+        let store = MemoryStore::new();
+        assert_eq!(store.get_capi("acct1").await.unwrap(), None);
+        assert_eq!(
+            store.set_dataset_if_absent("acct1", "ds1").await.unwrap(),
+            "ds1"
+        );
+        assert_eq!(
+            store.set_dataset_if_absent("acct1", "ds2").await.unwrap(),
+            "ds1"
+        );
+        // A save without a dataset id keeps the stored one.
+        let config = CapiConfig {
+            lead_event_enabled: true,
+            ..CapiConfig::default()
+        };
+        store.put_capi("acct1", &config).await.unwrap();
+        let stored = store.get_capi("acct1").await.unwrap().unwrap();
+        assert_eq!(stored.dataset_id.as_deref(), Some("ds1"));
+        assert!(stored.lead_event_enabled);
+    }
+
+    #[tokio::test]
+    async fn ad_accounts_belong_to_one_account() {
+        let store = MemoryStore::new();
+        store
+            .link_ad_account(&link("act_1", "acct1"))
+            .await
+            .unwrap();
+        store
+            .link_ad_account(&link("act_1", "acct1"))
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.link_ad_account(&link("act_1", "acct2")).await,
+            Err(StoreError::Conflict(_))
+        ));
+        // All or nothing: the taken ad account leaves no account behind.
+        let res = store
+            .create_account_with_ad_accounts(
+                &account("acct2", "pn2"),
+                &[link("act_2", "acct2"), link("act_1", "acct2")],
+            )
+            .await;
+        assert!(matches!(res, Err(StoreError::Conflict(_))));
+        assert!(store.get_account("acct2").await.unwrap().is_none());
+        assert!(store.ad_account("act_2").await.unwrap().is_none());
+        store
+            .create_account_with_ad_accounts(&account("acct2", "pn2"), &[link("act_2", "acct2")])
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .account_for_route(&Route::PhoneNumberId("pn2".into()))
+                .await
+                .unwrap(),
+            Some("acct2".into())
+        );
+        assert_eq!(
+            store.ad_accounts("acct2").await.unwrap(),
+            vec![link("act_2", "acct2")]
+        );
+    }
+
+    #[tokio::test]
+    async fn ad_stats_count_clicks_and_non_test_conversions() {
+        let store = MemoryStore::new();
+        let referral = Referral {
+            source_id: Some("ad1".into()),
+            ..Referral::default()
+        };
+        for (i, ad) in [(1, "ad1"), (2, "ad1"), (3, "ad2")] {
+            let click = Click {
+                conversation_id: "c1".into(),
+                message_id: format!("m{i}"),
+                channel: Channel::Cloud,
+                clicked_at_ms: i,
+                referral: Referral {
+                    source_id: Some(ad.into()),
+                    ..referral.clone()
+                },
+            };
+            let rec = ClickRecord {
+                account_id: "acct1".into(),
+                customer_key: "k".into(),
+                click,
+            };
+            store.record_click(&rec).await.unwrap();
+        }
+        let with_ad = |id: &str, status, test: Option<&str>| EventRecord {
+            ad_id: Some("ad1".into()),
+            test_event_code: test.map(str::to_string),
+            ..event(id, 1, status, None)
+        };
+        for r in [
+            with_ad("e1", EventStatus::Delivered, None),
+            with_ad("e2", EventStatus::Failed, None),
+            with_ad("e3", EventStatus::Delivered, Some("TEST1")),
+        ] {
+            store.claim_event(&r).await.unwrap();
+        }
+        assert_eq!(
+            store.ad_stats("acct1", "ad1").await.unwrap(),
+            AdStats {
+                clicks: 2,
+                conversions: 2,
+                conversions_delivered: 1
+            }
+        );
+        assert_eq!(
+            store.ad_stats("acct2", "ad1").await.unwrap(),
+            AdStats::default()
+        );
+    }
+
+    #[tokio::test]
+    async fn idempotency_keys_claim_finish_and_release() {
+        let store = MemoryStore::new();
+        let claim = |key: &'static str, hash: &'static str, now: i64| {
+            let store = &store;
+            async move {
+                store
+                    .claim_request("acct1", key, hash, now, 1_000)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(claim("k1", "h1", 10_000).await, RequestClaim::New);
+        assert_eq!(claim("k1", "h1", 10_500).await, RequestClaim::InProgress);
+        assert_eq!(claim("k1", "h2", 10_500).await, RequestClaim::Mismatch);
+        // A claim past its lease is taken over.
+        assert_eq!(claim("k1", "h1", 11_001).await, RequestClaim::New);
+        let body = serde_json::json!({"id": "1"});
+        store
+            .finish_request("acct1", "k1", 201, &body)
+            .await
+            .unwrap();
+        assert_eq!(
+            claim("k1", "h1", 99_000).await,
+            RequestClaim::Done { status: 201, body }
+        );
+        // A released key is taken by the next claim at once.
+        assert_eq!(claim("k2", "h1", 10_000).await, RequestClaim::New);
+        store.release_request("acct1", "k2").await.unwrap();
+        assert_eq!(claim("k2", "h1", 10_001).await, RequestClaim::New);
+        store.release_request("acct1", "none").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn connection_updates_are_conditional_on_the_token_version() {
+        let store = MemoryStore::new();
+        let c = MetaConnection {
+            account_id: "acct1".into(),
+            status: ConnectionStatus::Connected,
+            token_type: None,
+            scopes: Vec::new(),
+            waba_id: None,
+            expires_at: Some(100),
+            connected_at_ms: 0,
+            refreshed_at_ms: None,
+            last_error: None,
+            secret_id: "s".into(),
+            token_version: 1,
+        };
+        assert!(!store.update_connection(&c, 1).await.unwrap());
+        store.put_connection(&c).await.unwrap();
+        let refreshed = MetaConnection {
+            token_version: 2,
+            ..c.clone()
+        };
+        assert!(store.update_connection(&refreshed, 1).await.unwrap());
+        assert!(!store.update_connection(&c, 1).await.unwrap());
+        assert_eq!(
+            store.connections_expiring_before(100).await.unwrap(),
+            vec![]
+        );
+        assert_eq!(
+            store.connections_expiring_before(101).await.unwrap(),
+            vec![refreshed]
+        );
     }
 }

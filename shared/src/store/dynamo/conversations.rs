@@ -1,0 +1,256 @@
+//! The Conversations port: conversations, clicks, unrouted items, automatic events.
+
+use super::*;
+use crate::domain::Referral;
+use crate::time::sortable_millis;
+
+fn conv_pk(id: &str) -> String {
+    format!("CONV#{id}")
+}
+fn customer_gsi(account_id: &str, customer_key: &str) -> String {
+    format!("ACCT#{account_id}#CUST#{customer_key}")
+}
+fn click_sk(ms: i64, msg: &str) -> String {
+    format!("CLICK#{}#{msg}", sortable_millis(ms))
+}
+
+fn referral_json(r: &Referral) -> String {
+    serde_json::to_string(r).unwrap_or_else(|_| "{}".into())
+}
+fn referral_from(item: &Item, k: &str) -> Result<Referral, StoreError> {
+    let raw = req_s(item, k)?;
+    serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt(format!("{k}: {e}")))
+}
+
+fn conversation_from(item: &Item) -> Result<Conversation, StoreError> {
+    let channel = req_s(item, "channel")?;
+    let first_touch = match get_s(item, "ctwa_clid") {
+        Some(clid) => Some(FirstTouch {
+            ctwa_clid: clid,
+            captured_at_ms: get_n(item, "ctwa_captured_at").unwrap_or_default(),
+            clicked_at_ms: get_n(item, "ctwa_clicked_at").unwrap_or_default(),
+            message_id: get_s(item, "ctwa_message_id").unwrap_or_default(),
+            referral: referral_from(item, "ctwa_referral")?,
+        }),
+        None => None,
+    };
+    Ok(Conversation {
+        id: req_s(item, "conversation_id")?,
+        account_id: req_s(item, "account_id")?,
+        channel: Channel::parse(&channel)
+            .ok_or_else(|| StoreError::Corrupt(format!("channel {channel}")))?,
+        business_id: req_s(item, "business_id")?,
+        customer_key: req_s(item, "customer_key")?,
+        customer: Customer {
+            wa_id: get_s(item, "wa_id"),
+            user_id: get_s(item, "user_id"),
+            name: get_s(item, "customer_name"),
+        },
+        created_at_ms: get_n(item, "created_at").unwrap_or_default(),
+        updated_at_ms: get_n(item, "updated_at").unwrap_or_default(),
+        first_touch,
+    })
+}
+
+fn click_from(item: &Item) -> Result<Click, StoreError> {
+    let channel = req_s(item, "channel")?;
+    Ok(Click {
+        conversation_id: req_s(item, "conversation_id")?,
+        message_id: req_s(item, "message_id")?,
+        channel: Channel::parse(&channel)
+            .ok_or_else(|| StoreError::Corrupt(format!("channel {channel}")))?,
+        clicked_at_ms: get_n(item, "clicked_at").unwrap_or_default(),
+        referral: referral_from(item, "referral")?,
+    })
+}
+
+#[async_trait]
+impl Conversations for DynamoData {
+    async fn record_click(&self, rec: &ClickRecord) -> Result<bool, StoreError> {
+        let c = &rec.click;
+        let sk = click_sk(c.clicked_at_ms, &c.message_id);
+        let mut item = key(conv_pk(&c.conversation_id), &sk);
+        item.insert("account_id".into(), s(&rec.account_id));
+        item.insert("customer_key".into(), s(&rec.customer_key));
+        item.insert("conversation_id".into(), s(&c.conversation_id));
+        item.insert("message_id".into(), s(&c.message_id));
+        item.insert("channel".into(), s(c.channel.as_str()));
+        item.insert("clicked_at".into(), n(c.clicked_at_ms));
+        item.insert("referral".into(), s(referral_json(&c.referral)));
+        if let Some(clid) = &c.referral.ctwa_clid {
+            item.insert("ctwa_clid".into(), s(clid));
+        }
+        item.insert(
+            "gsi1pk".into(),
+            s(customer_gsi(&rec.account_id, &rec.customer_key)),
+        );
+        item.insert("gsi1sk".into(), s(sk.clone()));
+        if let Some(ad) = &c.referral.source_id {
+            item.insert("source_id".into(), s(ad));
+            item.insert("gsi2pk".into(), s(ad_gsi(&rec.account_id, ad)));
+            item.insert("gsi2sk".into(), s(sk));
+        }
+        self.put_new(item).await
+    }
+
+    async fn upsert_conversation(
+        &self,
+        c: &ConversationUpsert,
+        first_touch: Option<&FirstTouch>,
+    ) -> Result<FirstTouchOutcome, StoreError> {
+        let base = |e: &mut SetExpr| {
+            e.set("conversation_id", s(&c.id));
+            e.set("account_id", s(&c.account_id));
+            e.set("channel", s(c.channel.as_str()));
+            e.set("business_id", s(&c.business_id));
+            e.set("customer_key", s(&c.customer_key));
+            e.set("gsi1pk", s(customer_gsi(&c.account_id, &c.customer_key)));
+            e.set("gsi1sk", s(conv_pk(&c.id)));
+            e.set("updated_at", n(c.now_ms));
+            e.set_if_not_exists("created_at", n(c.now_ms));
+            if let Some(w) = &c.customer.wa_id {
+                e.set("wa_id", s(w));
+            }
+            if let Some(u) = &c.customer.user_id {
+                e.set("user_id", s(u));
+            }
+            if let Some(nm) = &c.customer.name {
+                e.set("customer_name", s(nm));
+            }
+        };
+        let update = |e: SetExpr, condition: Option<String>| {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(conv_pk(&c.id), "CONV")))
+                .update_expression(e.expression())
+                .set_condition_expression(condition)
+                .set_expression_attribute_names(Some(e.names))
+                .set_expression_attribute_values(Some(e.values))
+                .send()
+        };
+        if let Some(ft) = first_touch {
+            let mut e = SetExpr::default();
+            base(&mut e);
+            e.set("ctwa_clid", s(&ft.ctwa_clid));
+            e.set("ctwa_captured_at", n(ft.captured_at_ms));
+            e.set("ctwa_message_id", s(&ft.message_id));
+            e.set("ctwa_referral", s(referral_json(&ft.referral)));
+            let clid = e.name("ctwa_clid");
+            let at = e.name("ctwa_clicked_at");
+            let mid = e.name("ctwa_message_id");
+            let at_v = e.value(n(ft.clicked_at_ms));
+            e.parts.push(format!("{at} = {at_v}"));
+            let mid_v = e.value(s(&ft.message_id));
+            let cond = format!(
+                "attribute_not_exists({clid}) OR {at} > {at_v} OR ({at} = {at_v} AND {mid} > {mid_v})"
+            );
+            match update(e, Some(cond)).await {
+                Ok(_) => return Ok(FirstTouchOutcome::Captured),
+                Err(err)
+                    if err
+                        .as_service_error()
+                        .is_some_and(|se| se.is_conditional_check_failed_exception()) => {}
+                Err(err) => return Err(backend(err)),
+            }
+        }
+        let mut e = SetExpr::default();
+        base(&mut e);
+        update(e, None).await.map_err(backend)?;
+        Ok(if first_touch.is_some() {
+            FirstTouchOutcome::Kept
+        } else {
+            FirstTouchOutcome::NoClick
+        })
+    }
+
+    async fn get_conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError> {
+        self.get(conv_pk(id), "CONV")
+            .await?
+            .map(|i| conversation_from(&i))
+            .transpose()
+    }
+
+    async fn conversations_for_customer(
+        &self,
+        account_id: &str,
+        customer_key: &str,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        self.query(
+            KeyQuery::gsi1(customer_gsi(account_id, customer_key), "CONV#"),
+            false,
+            1000,
+        )
+        .await?
+        .iter()
+        .map(conversation_from)
+        .collect()
+    }
+
+    async fn clicks_for_conversation(
+        &self,
+        id: &str,
+        limit: usize,
+    ) -> Result<Vec<Click>, StoreError> {
+        self.query(KeyQuery::table(conv_pk(id), "CLICK#"), true, limit)
+            .await?
+            .iter()
+            .map(click_from)
+            .collect()
+    }
+
+    async fn clicks_for_customer(
+        &self,
+        account_id: &str,
+        customer_key: &str,
+        limit: usize,
+    ) -> Result<Vec<Click>, StoreError> {
+        self.query(
+            KeyQuery::gsi1(customer_gsi(account_id, customer_key), "CLICK#"),
+            true,
+            limit,
+        )
+        .await?
+        .iter()
+        .map(click_from)
+        .collect()
+    }
+
+    async fn record_unrouted(&self, it: &InboxItem) -> Result<(), StoreError> {
+        let mut item = key(
+            format!("UNROUTED#{}", it.route.key()),
+            &format!("{}#{}", sortable_millis(it.received_at_ms), it.id),
+        );
+        item.insert("inbox_id".into(), s(&it.id));
+        item.insert("kind".into(), s(it.kind.as_str()));
+        item.insert("channel".into(), s(it.channel.as_str()));
+        item.insert("payload".into(), s(&it.payload));
+        if let Some(c) = &it.contact {
+            item.insert("contact".into(), s(c));
+        }
+        item.insert("received_at".into(), n(it.received_at_ms));
+        self.put_new(item).await.map(|_| ())
+    }
+
+    async fn record_automatic_event(
+        &self,
+        account_id: &str,
+        ev: &AutomaticEvent,
+    ) -> Result<bool, StoreError> {
+        let mut item = key(
+            format!("ACCT#{account_id}#AUTOEVENT"),
+            &format!("{}#{}", sortable_millis(ev.occurred_at_ms), ev.id),
+        );
+        item.insert("account_id".into(), s(account_id));
+        item.insert("event_id".into(), s(&ev.id));
+        item.insert("event_name".into(), s(&ev.event_name));
+        item.insert("occurred_at".into(), n(ev.occurred_at_ms));
+        if let Some(c) = &ev.ctwa_clid {
+            item.insert("ctwa_clid".into(), s(c));
+        }
+        if let Some(d) = &ev.custom_data {
+            item.insert("custom_data".into(), s(d.to_string()));
+        }
+        self.put_new(item).await
+    }
+}
