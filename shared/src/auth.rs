@@ -14,11 +14,6 @@ pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
-/// The public id of a key: `key_` + the first 16 hex digits of its hash.
-pub fn key_id_for_hash(hash: &str) -> String {
-    format!("key_{}", &hash[..hash.len().min(16)])
-}
-
 /// A new key (`ctwa_` + 43 base64url characters) and its record for `account_id`.
 pub fn generate_key(
     account_id: &str,
@@ -32,7 +27,7 @@ pub fn generate_key(
     );
     let hash = hash_key(&key);
     let record = ApiKeyRecord {
-        key_id: key_id_for_hash(&hash),
+        key_id: ApiKeyRecord::key_id_for_hash(&hash),
         hash,
         prefix: key[..12].to_string(),
         account_id: account_id.to_string(),
@@ -110,17 +105,22 @@ pub async fn caller_record(
     }
 }
 
+impl From<ApiKeyRecord> for Caller {
+    fn from(rec: ApiKeyRecord) -> Self {
+        if rec.operator {
+            Caller::Operator { key_id: rec.key_id }
+        } else {
+            Caller::Account {
+                account_id: rec.account_id,
+                key_id: rec.key_id,
+            }
+        }
+    }
+}
+
 /// Who is calling; 401 for a missing, unknown, revoked or expired key.
 pub async fn caller(accounts: &dyn Accounts, req: &ApiRequest) -> Result<Caller, ApiError> {
-    let rec = caller_record(accounts, req).await?;
-    Ok(if rec.operator {
-        Caller::Operator { key_id: rec.key_id }
-    } else {
-        Caller::Account {
-            account_id: rec.account_id,
-            key_id: rec.key_id,
-        }
-    })
+    Ok(caller_record(accounts, req).await?.into())
 }
 
 /// The account the request's key belongs to; 401 for a missing, unknown, revoked or

@@ -358,6 +358,18 @@ impl From<crate::secrets::SecretError> for ApiError {
     }
 }
 
+impl From<crate::ids::IdError> for ApiError {
+    fn from(e: crate::ids::IdError) -> Self {
+        Self::BadRequest(e.to_string())
+    }
+}
+
+impl From<crate::accounts::AccountRuleError> for ApiError {
+    fn from(e: crate::accounts::AccountRuleError) -> Self {
+        Self::BadRequest(e.to_string())
+    }
+}
+
 impl From<ConnectError> for ApiError {
     fn from(e: ConnectError) -> Self {
         match e {

@@ -29,16 +29,26 @@ async fn world(connected: bool) -> World {
     let meta = MetaDeps {
         graph: graph.clone(),
         connections: store.clone(),
-        secrets: Arc::new(CachedSecrets::new(secrets.clone(), Duration::from_secs(300))),
+        secrets: Arc::new(CachedSecrets::new(
+            secrets.clone(),
+            Duration::from_secs(300),
+        )),
         secret_writer: secrets,
         app_secret_id: APP_SECRET_ID.into(),
         app_id: "1234".into(),
         token_secret_prefix: "stack/meta-token/".into(),
     };
     if connected {
-        exchange_code(&meta, ACCOUNT, "code-1", None, None, crate::time::now_millis())
-            .await
-            .expect("the fake connects");
+        exchange_code(
+            &meta,
+            ACCOUNT,
+            "code-1",
+            None,
+            None,
+            crate::time::now_millis(),
+        )
+        .await
+        .expect("the fake connects");
     }
     let deps = CapiDeps {
         accounts: store.clone(),
@@ -132,7 +142,9 @@ async fn transient_failures_are_retried_within_the_call() {
     let w = world(true).await;
     w.graph.answer_events(Err(FakeGraph::error(503, 2, None)));
     w.graph.answer_events(Err(FakeGraph::error(400, 613, None)));
-    let out = deliver(&w.deps, vec![record(&w, "ev-retry")]).await.unwrap();
+    let out = deliver(&w.deps, vec![record(&w, "ev-retry")])
+        .await
+        .unwrap();
     assert_eq!(out[0].record.status, EventStatus::Delivered);
     assert_eq!(out[0].record.attempts, 3);
     assert_eq!(w.graph.sent().len(), 3);
@@ -148,7 +160,10 @@ async fn a_permanent_refusal_fails_without_retrying() {
     let rec = &out[0].record;
     assert_eq!(rec.status, EventStatus::Failed);
     assert_eq!(FailureReason::of(rec), Some(FailureReason::MetaRefused));
-    assert_eq!(rec.error.as_ref().unwrap()["meta_error"]["error_subcode"], 2_804_087);
+    assert_eq!(
+        rec.error.as_ref().unwrap()["meta_error"]["error_subcode"],
+        2_804_087
+    );
     assert_eq!(rec.fbtrace_id.as_deref(), Some("FakeTrace"));
     assert_eq!(rec.next_attempt_at_ms, None);
     assert_eq!(w.graph.sent().len(), 1);
@@ -177,16 +192,22 @@ async fn one_bad_event_does_not_fail_the_others() {
 #[tokio::test]
 async fn a_refused_token_fails_the_event_and_breaks_the_connection() {
     let w = world(true).await;
-    w.graph.answer_events(Err(FakeGraph::error(401, 190, Some(463))));
+    w.graph
+        .answer_events(Err(FakeGraph::error(401, 190, Some(463))));
     // The re-read after a 190 finds the same token: no second call with it.
     let out = deliver(&w.deps, vec![record(&w, "ev-190")]).await.unwrap();
     let rec = &out[0].record;
     assert_eq!(rec.status, EventStatus::Failed);
-    assert_eq!(FailureReason::of(rec), Some(FailureReason::MetaTokenInvalid));
+    assert_eq!(
+        FailureReason::of(rec),
+        Some(FailureReason::MetaTokenInvalid)
+    );
     let conn = w.store.get_connection(ACCOUNT).await.unwrap().unwrap();
     assert_eq!(conn.status, ConnectionStatus::Broken);
     // The next conversion is not sent with the refused token.
-    let next = deliver(&w.deps, vec![record(&w, "ev-after")]).await.unwrap();
+    let next = deliver(&w.deps, vec![record(&w, "ev-after")])
+        .await
+        .unwrap();
     assert_eq!(
         FailureReason::of(&next[0].record),
         Some(FailureReason::MetaNotConnected)
@@ -200,7 +221,10 @@ async fn without_a_connection_nothing_is_sent() {
     let out = deliver(&w.deps, vec![record(&w, "ev-nc")]).await.unwrap();
     let rec = &out[0].record;
     assert_eq!(rec.status, EventStatus::Failed);
-    assert_eq!(FailureReason::of(rec), Some(FailureReason::MetaNotConnected));
+    assert_eq!(
+        FailureReason::of(rec),
+        Some(FailureReason::MetaNotConnected)
+    );
     assert!(FailureReason::MetaNotConnected.needs_reconnect());
     assert!(w.graph.sent().is_empty());
 }
@@ -230,7 +254,9 @@ async fn still_failing_stays_pending_and_the_resend_job_delivers_it() {
     for _ in 0..3 {
         w.graph.answer_events(Err(FakeGraph::error(500, 2, None)));
     }
-    let out = deliver(&w.deps, vec![record(&w, "ev-later")]).await.unwrap();
+    let out = deliver(&w.deps, vec![record(&w, "ev-later")])
+        .await
+        .unwrap();
     let rec = &out[0].record;
     assert_eq!(rec.status, EventStatus::Pending);
     let next = rec.next_attempt_at_ms.expect("a time to try again");
@@ -250,7 +276,9 @@ async fn still_failing_stays_pending_and_the_resend_job_delivers_it() {
     assert_eq!(sent.len(), 4);
     assert!(sent.iter().all(|s| s.events[0]["event_id"] == "ev-later"));
     // Delivered is final: a later run has nothing to do.
-    let after = resend_due(&w.deps, next + 10_000_000, 10, far).await.unwrap();
+    let after = resend_due(&w.deps, next + 10_000_000, 10, far)
+        .await
+        .unwrap();
     assert_eq!(after.delivered, 0);
     assert_eq!(w.graph.sent().len(), 4);
 }

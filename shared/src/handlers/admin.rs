@@ -8,13 +8,13 @@
 //! `DELETE /v1/api-keys/{key_id}`. Keys are shown once; only their SHA-256 is stored.
 
 use super::connect::json_body;
-use crate::accounts::{AccountRuleError, NewAccount, NewAdAccountLink, ValidAccount};
+use crate::accounts::{NewAccount, NewAdAccountLink, ValidAccount};
 use crate::auth::{Caller, caller_record, generate_key};
 use crate::domain::Account;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ApiRequest, ApiResponse};
 use crate::ids::AccountId;
-use crate::store::{Accounts, AdsStore, ApiKeyRecord, StoreError};
+use crate::store::{Accounts, AdsStore, ApiKeyRecord};
 use crate::time::rfc3339_millis;
 use http::{Method, StatusCode};
 use serde::Deserialize;
@@ -66,14 +66,7 @@ async fn manager(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<Caller> {
                 .into(),
         ));
     }
-    Ok(if rec.operator {
-        Caller::Operator { key_id: rec.key_id }
-    } else {
-        Caller::Account {
-            account_id: rec.account_id,
-            key_id: rec.key_id,
-        }
-    })
+    Ok(rec.into())
 }
 
 async fn operator(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<()> {
@@ -86,12 +79,8 @@ async fn operator(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<()> {
 }
 
 /// A broken onboarding rule is the caller's mistake.
-fn rule_broken(e: impl Into<AccountRuleError>) -> ApiError {
-    ApiError::bad_request(e.into().to_string())
-}
-
 fn account_id(raw: &str) -> ApiResult<AccountId> {
-    AccountId::parse(raw).map_err(rule_broken)
+    Ok(AccountId::parse(raw)?)
 }
 
 async fn account_view(deps: &AdminDeps, a: &Account) -> ApiResult<Value> {
@@ -113,23 +102,15 @@ async fn create_account(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<ApiResp
     let ValidAccount {
         account,
         ad_account_links: links,
-    } = body.parse(crate::time::now_millis()).map_err(rule_broken)?;
+    } = body.parse(crate::time::now_millis())?;
     // All or nothing: the account, its routes and its ad accounts in one transaction.
     deps.ads
         .create_account_with_ad_accounts(&account, &links)
-        .await
-        .map_err(conflict)?;
+        .await?;
     Ok(ApiResponse::json(
         StatusCode::CREATED,
         &json!({"account": account_view(deps, &account).await?}),
     ))
-}
-
-fn conflict(e: StoreError) -> ApiError {
-    match e {
-        StoreError::Conflict(m) => ApiError::Conflict(m),
-        other => ApiError::from(other),
-    }
 }
 
 async fn existing_account(deps: &AdminDeps, id: &AccountId) -> ApiResult<Account> {
@@ -151,11 +132,11 @@ async fn show_account(deps: &AdminDeps, req: &ApiRequest, id: &str) -> ApiResult
 async fn link_ad_account(deps: &AdminDeps, req: &ApiRequest, id: &str) -> ApiResult<ApiResponse> {
     operator(deps, req).await?;
     let body: NewAdAccountLink = json_body(req)?;
-    let valid = body.parse().map_err(rule_broken)?;
+    let valid = body.parse()?;
     let id = account_id(id)?;
     existing_account(deps, &id).await?;
     let link = valid.link(&id, crate::time::now_millis());
-    deps.ads.link_ad_account(&link).await.map_err(conflict)?;
+    deps.ads.link_ad_account(&link).await?;
     Ok(ApiResponse::json(
         StatusCode::CREATED,
         &json!({"ad_account": link}),

@@ -124,12 +124,9 @@ async fn proxy_edge(
             EDGES.map(|(e, _)| e).join(", ")
         )));
     }
-    let link = deps
-        .own_ad_account(&account_id, act)
-        .await
-        .map_err(ApiError::from)?;
+    let link = deps.own_ad_account(&account_id, act).await?;
     let act = link.ad_account_id;
-    let s = deps.session(&account_id).await.map_err(ApiError::from)?;
+    let s = deps.session(&account_id).await?;
     if req.method == Method::GET {
         let q = forwarded_query(req)?;
         let (v, usage) = s
@@ -141,8 +138,7 @@ async fn proxy_edge(
                 None,
                 CallKind::Read,
             )
-            .await
-            .map_err(ApiError::from)?;
+            .await?;
         return Ok(passthrough(v, usage));
     }
     let limit = if edge == "adimages" {
@@ -173,10 +169,7 @@ async fn proxy_edge(
             return Err(ApiError::Forbidden(NOT_YOURS.into()));
         }
     }
-    let (v, usage) = s
-        .create(&act, edge, &Value::Object(body))
-        .await
-        .map_err(ApiError::from)?;
+    let (v, usage) = s.create(&act, edge, &Value::Object(body)).await?;
     Ok(passthrough(v, usage))
 }
 
@@ -199,16 +192,15 @@ async fn proxy_object(deps: &AdsDeps, req: &ApiRequest, id: &str) -> ApiResult<A
         Method::GET => forwarded_query(req)?,
         _ => Vec::new(),
     };
-    let s = deps.session(&account_id).await.map_err(ApiError::from)?;
-    let act = s.own_object(id).await.map_err(ApiError::from)?;
+    let s = deps.session(&account_id).await?;
+    let act = s.own_object(id).await?;
     let kind = match req.method {
         Method::GET => CallKind::Read,
         _ => CallKind::Update,
     };
     let (v, usage) = s
         .call(&act, req.method.clone(), id, &q, body.as_ref(), kind)
-        .await
-        .map_err(ApiError::from)?;
+        .await?;
     Ok(passthrough(v, usage))
 }
 
@@ -233,10 +225,7 @@ async fn create_ctwa(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse>
     };
     // The ad account: named and owned, or the account's only one.
     let link = match &body.ad_account_id {
-        Some(raw) => deps
-            .own_ad_account(&account_id, raw)
-            .await
-            .map_err(ApiError::from)?,
+        Some(raw) => deps.own_ad_account(&account_id, raw).await?,
         None => {
             let mut links = deps.ads.ad_accounts(&account_id).await?;
             if links.len() != 1 {
@@ -346,11 +335,7 @@ async fn list(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
             .ok_or_else(|| ApiError::bad_request("limit must be from 1 to 100"))?,
     };
     let links = match req.query_param("ad_account_id") {
-        Some(raw) => vec![
-            deps.own_ad_account(&account_id, raw)
-                .await
-                .map_err(ApiError::from)?,
-        ],
+        Some(raw) => vec![deps.own_ad_account(&account_id, raw).await?],
         None => deps.ads.ad_accounts(&account_id).await?,
     };
     if links.is_empty() {
@@ -364,10 +349,8 @@ async fn list(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     {
         return Err(ApiError::bad_request("after is not a cursor from this API"));
     }
-    let s = deps.session(&account_id).await.map_err(ApiError::from)?;
-    let (data, next) = ads::list_ads(&s, &links, limit, req.query_param("after"))
-        .await
-        .map_err(ApiError::from)?;
+    let s = deps.session(&account_id).await?;
+    let (data, next) = ads::list_ads(&s, &links, limit, req.query_param("after")).await?;
     Ok(ApiResponse::json(
         StatusCode::OK,
         &json!({
@@ -384,7 +367,7 @@ async fn detail(deps: &AdsDeps, req: &ApiRequest, ad_id: &str) -> ApiResult<ApiR
     if !spec::is_object_id(ad_id) {
         return Err(ApiError::bad_request("the ad id must be digits"));
     }
-    let s = deps.session(&account_id).await.map_err(ApiError::from)?;
+    let s = deps.session(&account_id).await?;
     let v = ads::ad_detail(&s, ad_id).await.map_err(|e| match e {
         // Meta's "does not exist, or cannot be loaded" (100/33): not found here.
         AdsError::Meta(crate::graph::GraphError::Api { error, .. })

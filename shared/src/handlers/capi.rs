@@ -13,6 +13,7 @@ use crate::capi::{
 use crate::error::{ApiError, ApiResult};
 use crate::handlers::connect::json_body;
 use crate::http::{ApiRequest, ApiResponse};
+use crate::ids::DatasetId;
 use crate::meta::connection::ConnectionState;
 use crate::store::{CapiConfig, EventRecord, EventStatus};
 use crate::time::rfc3339_millis;
@@ -83,21 +84,11 @@ struct DatasetBody {
     dataset_id: Option<String>,
 }
 
-fn valid_meta_id(id: &str, what: &str) -> ApiResult<String> {
-    let id = id.trim();
-    if id.is_empty() || id.len() > 32 || !id.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ApiError::bad_request(format!(
-            "{what} must be a Meta id (digits)"
-        )));
-    }
-    Ok(id.to_string())
-}
-
 async fn post_dataset(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     let account_id = authenticate(deps.accounts.as_ref(), req).await?;
     let body: DatasetBody = json_body(req)?;
     if let Some(id) = body.dataset_id {
-        let id = valid_meta_id(&id, "dataset_id")?;
+        let id = DatasetId::parse(&id)?.into_string();
         let mut config = deps.store.get_capi(&account_id).await?.unwrap_or_default();
         config.dataset_id = Some(id.clone());
         deps.store.put_capi(&account_id, &config).await?;
@@ -164,7 +155,7 @@ async fn post_capi(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> 
     let body: CapiBody = json_body(req)?;
     let mut config: CapiConfig = deps.store.get_capi(&account_id).await?.unwrap_or_default();
     if let Some(id) = &body.dataset_id {
-        config.dataset_id = Some(valid_meta_id(id, "dataset_id")?);
+        config.dataset_id = Some(DatasetId::parse(id)?.into_string());
     }
     if let Some(b) = body.lead_event_enabled {
         config.lead_event_enabled = b;

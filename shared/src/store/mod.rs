@@ -92,6 +92,11 @@ pub struct ApiKeyRecord {
 }
 
 impl ApiKeyRecord {
+    /// The public id of a key: `key_` + the first 16 hex digits of its hash.
+    pub fn key_id_for_hash(hash: &str) -> String {
+        format!("key_{}", &hash[..hash.len().min(16)])
+    }
+
     /// Usable now: not revoked, not past a rotation's grace period.
     pub fn is_active(&self, now_ms: i64) -> bool {
         !self.revoked && self.expires_at_ms.is_none_or(|e| e > now_ms)

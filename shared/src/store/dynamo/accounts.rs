@@ -169,7 +169,7 @@ fn api_keys_gsi(k: &ApiKeyRecord) -> String {
 
 fn key_id_of(k: &ApiKeyRecord) -> String {
     if k.key_id.is_empty() {
-        crate::auth::key_id_for_hash(&k.hash)
+        ApiKeyRecord::key_id_for_hash(&k.hash)
     } else {
         k.key_id.clone()
     }
@@ -182,7 +182,7 @@ fn api_key_from(hash: &str, item: &Item) -> Result<ApiKeyRecord, StoreError> {
         account_id: req_s(item, "account_id")?,
         created_at_ms: get_n(item, "created_at").unwrap_or_default(),
         revoked: matches!(item.get("revoked"), Some(AttributeValue::Bool(true))),
-        key_id: get_s(item, "key_id").unwrap_or_else(|| crate::auth::key_id_for_hash(hash)),
+        key_id: get_s(item, "key_id").unwrap_or_else(|| ApiKeyRecord::key_id_for_hash(hash)),
         name: get_s(item, "key_name"),
         operator: matches!(item.get("operator"), Some(AttributeValue::Bool(true))),
         expires_at_ms: get_n(item, "key_expires_at"),
