@@ -3,7 +3,7 @@
 //! validation before any call, rate limits, idempotency, and the inventory with the
 //! clicks and conversions captured for an ad.
 
-use ctwa_shared::store::{AdAccountLink, AdsStore};
+use ctwa_shared::store::{AdAccountLink, AdInventory};
 use ctwa_tests::*;
 use serde_json::{Value, json};
 

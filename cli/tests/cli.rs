@@ -8,7 +8,7 @@
 //! CTWA_* variables) leaks in.
 
 use ctwa_shared::meta::connection::REQUIRED_SCOPES;
-use ctwa_shared::store::{AdAccountLink, AdsStore};
+use ctwa_shared::store::{AdAccountLink, AdInventory};
 use ctwa_tests::{FIXTURE_PNID, TestApp, eventually, spawn_app, unique};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};

@@ -10,7 +10,7 @@ pub mod stream;
 use ctwa_shared::ads::AdsDeps;
 use ctwa_shared::capi::{CapiDeps, RetryPolicy};
 use ctwa_shared::capture::CaptureDeps;
-use ctwa_shared::config::{CapiSettings, ConnectConfig, DataConfig};
+use ctwa_shared::config::{CapiConfig, ConnectConfig, DataConfig};
 use ctwa_shared::handlers::connect;
 use ctwa_shared::store::dynamo::DynamoData;
 use ctwa_shared::tables;
@@ -287,7 +287,7 @@ pub async fn start(clients: &Clients, cfg: LocalConfig) -> Result<Stack, StartEr
     let graph_error = |e: ctwa_shared::graph::GraphError| StartError(format!("Graph client: {e}"));
     let data = Arc::new(DynamoData::new(clients.dynamodb.clone(), &cfg.data_table));
     let connect = Arc::new(wiring::connect(&aws, &connect_config).map_err(graph_error)?);
-    let capi_settings = CapiSettings {
+    let capi_config = CapiConfig {
         connect: ConnectConfig {
             secrets_cache_ttl: Duration::from_secs(300),
             ..connect_config.clone()
@@ -295,10 +295,10 @@ pub async fn start(clients: &Clients, cfg: LocalConfig) -> Result<Stack, StartEr
         audit_ttl_days: None,
         resend_delay: cfg.retry_policy.resend_delay,
     };
-    let mut capi = wiring::capi(&aws, &capi_settings).map_err(graph_error)?;
+    let mut capi = wiring::capi(&aws, &capi_config).map_err(graph_error)?;
     capi.policy = cfg.retry_policy.clone();
     let capi = Arc::new(capi);
-    let ads = Arc::new(wiring::ads(&aws, &capi_settings.connect).map_err(graph_error)?);
+    let ads = Arc::new(wiring::ads(&aws, &capi_config.connect).map_err(graph_error)?);
     let capture = Arc::new(wiring::capture(
         &aws,
         &DataConfig {

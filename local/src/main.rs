@@ -5,7 +5,7 @@
 use ctwa_local::{Clients, LocalConfig, start};
 use ctwa_shared::auth::generate_key;
 use ctwa_shared::domain::Account;
-use ctwa_shared::store::{Accounts, AdAccountLink, AdsStore, StoreError};
+use ctwa_shared::store::{Accounts, AdAccountLink, AdInventory, StoreError};
 use std::path::PathBuf;
 
 pub const DEMO_ACCOUNT: &str = "demo";

@@ -151,7 +151,7 @@ impl ConnectConfig {
 
 /// The dataset, conversions and resend functions: the connect settings plus these.
 #[derive(Debug, Clone)]
-pub struct CapiSettings {
+pub struct CapiConfig {
     pub connect: ConnectConfig,
     /// Audit rows expire after this many days; unset or 0 keeps them forever.
     pub audit_ttl_days: Option<i64>,
@@ -160,7 +160,7 @@ pub struct CapiSettings {
     pub resend_delay: Duration,
 }
 
-impl CapiSettings {
+impl CapiConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(&process_env)
     }
@@ -193,9 +193,7 @@ pub fn check_function(binary: &str, env: Lookup) -> Result<(), ConfigError> {
         "webhook" => WebhookConfig::from_lookup(env).map(drop),
         "capture" | "api" | "admin" => DataConfig::from_lookup(env).map(drop),
         "connect" | "token-refresh" | "ads" => ConnectConfig::from_lookup(env).map(drop),
-        "dataset" | "conversions" | "conversions-resend" => {
-            CapiSettings::from_lookup(env).map(drop)
-        }
+        "dataset" | "conversions" | "conversions-resend" => CapiConfig::from_lookup(env).map(drop),
         other => Err(ConfigError::Invalid {
             name: "binary",
             reason: format!("{other} is not a function of this project"),

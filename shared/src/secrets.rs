@@ -114,12 +114,14 @@ impl AwsSecrets {
 }
 
 /// Fake for unit tests.
+#[cfg(any(test, feature = "test-support"))]
 #[derive(Default)]
 pub struct MemorySecrets {
     values: Mutex<HashMap<String, String>>,
     pub reads: std::sync::atomic::AtomicUsize,
 }
 
+#[cfg(any(test, feature = "test-support"))]
 impl MemorySecrets {
     pub fn with(id: &str, value: &str) -> Self {
         let s = Self::default();
@@ -134,6 +136,7 @@ impl MemorySecrets {
     }
 }
 
+#[cfg(any(test, feature = "test-support"))]
 #[async_trait]
 impl SecretSource for MemorySecrets {
     async fn get_secret(&self, id: &str) -> Result<String, SecretError> {
@@ -148,6 +151,7 @@ impl SecretSource for MemorySecrets {
     }
 }
 
+#[cfg(any(test, feature = "test-support"))]
 #[async_trait]
 impl SecretWriter for MemorySecrets {
     async fn put_secret(&self, id: &str, value: &str) -> Result<(), SecretError> {

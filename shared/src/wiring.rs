@@ -8,7 +8,7 @@ use crate::ads::usage::Governor;
 use crate::ads::{AdsDeps, AdsPolicy};
 use crate::capi::{CapiDeps, RetryPolicy};
 use crate::capture::CaptureDeps;
-use crate::config::{CapiSettings, ConnectConfig, DataConfig, WebhookConfig};
+use crate::config::{CapiConfig, ConnectConfig, DataConfig, WebhookConfig};
 use crate::graph::{Graph, GraphClient, GraphError};
 use crate::handlers::admin::AdminDeps;
 use crate::handlers::api::ApiDeps;
@@ -123,18 +123,19 @@ pub fn ads(aws: &Aws, config: &ConnectConfig) -> Result<AdsDeps, GraphError> {
 }
 
 /// The dataset, conversions and resend functions.
-pub fn capi(aws: &Aws, settings: &CapiSettings) -> Result<CapiDeps, GraphError> {
-    let data = aws.data(&settings.connect.data_table);
+pub fn capi(aws: &Aws, config: &CapiConfig) -> Result<CapiDeps, GraphError> {
+    let data = aws.data(&config.connect.data_table);
     Ok(CapiDeps {
         accounts: data.clone(),
         conversations: data.clone(),
-        store: data,
-        meta: Arc::new(meta(aws, &settings.connect)?),
+        settings: data.clone(),
+        events: data,
+        meta: Arc::new(meta(aws, &config.connect)?),
         policy: RetryPolicy {
-            resend_delay: settings.resend_delay,
+            resend_delay: config.resend_delay,
             ..RetryPolicy::default()
         },
-        audit_ttl_days: settings.audit_ttl_days,
+        audit_ttl_days: config.audit_ttl_days,
     })
 }
 

@@ -2,7 +2,7 @@
 //! those whose sender died mid-call) again with the same event id; reports the run as
 //! a CloudWatch Embedded Metric Format line.
 use ctwa_shared::capi::{resend_due, resend_metrics_line};
-use ctwa_shared::config::CapiSettings;
+use ctwa_shared::config::CapiConfig;
 use ctwa_shared::wiring::{self, Aws};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use std::sync::Arc;
@@ -13,7 +13,7 @@ async fn main() -> Result<(), Error> {
     ctwa_shared::telemetry::init();
     let deps = Arc::new(wiring::capi(
         &Aws::from_env().await,
-        &CapiSettings::from_env()?,
+        &CapiConfig::from_env()?,
     )?);
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<serde_json::Value>| {
         let deps = deps.clone();

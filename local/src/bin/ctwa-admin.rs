@@ -20,7 +20,7 @@ use ctwa_shared::accounts::{NewAccount, NewAdAccountLink};
 use ctwa_shared::auth::generate_key;
 use ctwa_shared::ids::AccountId;
 use ctwa_shared::store::dynamo::DynamoData;
-use ctwa_shared::store::{Accounts, AdsStore};
+use ctwa_shared::store::{Accounts, AdInventory};
 use std::process::ExitCode;
 
 const USAGE: &str = "

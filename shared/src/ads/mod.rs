@@ -8,7 +8,7 @@ pub mod usage;
 
 use crate::graph::{GraphError, Token};
 use crate::meta::connection::{ConnectError, MetaDeps};
-use crate::store::{Accounts, AdAccountLink, AdObject, AdsStore, StoreError};
+use crate::store::{Accounts, AdAccountLink, AdInventory, AdObject, StoreError};
 use reqwest::Method;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -69,7 +69,7 @@ impl Default for AdsPolicy {
 
 pub struct AdsDeps {
     pub accounts: Arc<dyn Accounts>,
-    pub ads: Arc<dyn AdsStore>,
+    pub ads: Arc<dyn AdInventory>,
     pub meta: Arc<MetaDeps>,
     pub governor: Governor,
     pub policy: AdsPolicy,

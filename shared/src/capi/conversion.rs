@@ -11,11 +11,12 @@ use super::{
 };
 use crate::domain::Phone;
 use crate::meta::connection::ConnectError;
-use crate::store::ConnectionStatus;
+use crate::store::{CapiSettings, ConnectionStatus};
 use crate::time::rfc3339_millis;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+/// A conversion as the API receives it (single, in a batch, or made by a trigger).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConversionBody {
@@ -83,7 +84,7 @@ pub async fn context(deps: &CapiDeps, account_id: &str) -> Result<AccountContext
             .ok_or(CapiError::NoWaba)?,
     };
     let dataset_id = deps
-        .store
+        .settings
         .get_capi(account_id)
         .await?
         .and_then(|c| c.dataset_id)
@@ -248,4 +249,120 @@ pub async fn prepare(
         warnings,
         test_event_code: b.test_event_code,
     })))
+}
+
+/// `POST /v1/triggers`: a trigger name (seed 001's `lead_event_trigger`,
+/// `purchase_event_trigger`) and the customer it happened for.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerBody {
+    pub trigger: String,
+    #[serde(default, alias = "phone_number")]
+    pub phone: Option<String>,
+    #[serde(default, alias = "conversationId")]
+    pub conversation_id: Option<String>,
+    #[serde(default)]
+    pub value: Option<f64>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default, alias = "eventId")]
+    pub event_id: Option<String>,
+    #[serde(default, alias = "testEventCode")]
+    pub test_event_code: Option<String>,
+}
+
+/// What a trigger name fires under an account's CAPI settings.
+#[derive(Debug)]
+pub enum TriggerMatch {
+    /// No configured event has this trigger.
+    Unknown,
+    /// The event is configured but switched off.
+    Disabled { event_name: &'static str },
+    /// The conversion to send: the purchase takes the configured value and currency
+    /// unless the trigger gives its own.
+    Fire(Box<ConversionBody>),
+}
+
+impl TriggerBody {
+    pub fn resolve(self, settings: &CapiSettings) -> TriggerMatch {
+        let name = self.trigger.trim();
+        let matches = |t: &Option<String>| t.as_deref().is_some_and(|t| t == name);
+        let (event_name, enabled, value, currency) = if matches(&settings.purchase_event_trigger) {
+            (
+                "Purchase",
+                settings.purchase_event_enabled,
+                self.value.or(settings.purchase_event_value),
+                self.currency.or(settings.purchase_event_currency.clone()),
+            )
+        } else if matches(&settings.lead_event_trigger) {
+            (
+                "LeadSubmitted",
+                settings.lead_event_enabled,
+                self.value,
+                self.currency,
+            )
+        } else {
+            return TriggerMatch::Unknown;
+        };
+        if !enabled {
+            return TriggerMatch::Disabled { event_name };
+        }
+        TriggerMatch::Fire(Box::new(ConversionBody {
+            account_id: None,
+            conversation_id: self.conversation_id,
+            phone: self.phone,
+            event_name: event_name.into(),
+            event_id: self.event_id,
+            event_time: None,
+            value,
+            currency,
+            email: None,
+            test_event_code: self.test_event_code,
+            custom_data: None,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trigger(name: &str) -> TriggerBody {
+        serde_json::from_value(serde_json::json!({"trigger": name, "phone": "+919876543210"}))
+            .unwrap()
+    }
+
+    #[test]
+    fn triggers_fire_the_configured_event() {
+        let settings = CapiSettings {
+            purchase_event_enabled: true,
+            purchase_event_trigger: Some("paid".into()),
+            purchase_event_currency: Some("INR".into()),
+            purchase_event_value: Some(1499.0),
+            lead_event_enabled: false,
+            lead_event_trigger: Some("qualified".into()),
+            ..Default::default()
+        };
+        match trigger(" paid ").resolve(&settings) {
+            TriggerMatch::Fire(b) => {
+                assert_eq!(b.event_name, "Purchase");
+                assert_eq!(
+                    (b.value, b.currency.as_deref()),
+                    (Some(1499.0), Some("INR"))
+                );
+                assert_eq!(b.phone.as_deref(), Some("+919876543210"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            trigger("qualified").resolve(&settings),
+            TriggerMatch::Disabled {
+                event_name: "LeadSubmitted"
+            }
+        ));
+        assert!(matches!(
+            trigger("nope").resolve(&settings),
+            TriggerMatch::Unknown
+        ));
+    }
 }

@@ -18,7 +18,8 @@ use crate::domain::Click;
 use crate::graph::{EventsResponse, GraphError, Token};
 use crate::meta::connection::{ConnectError, MetaDeps};
 use crate::store::{
-    Accounts, CapiConfig, CapiStore, Conversations, EventRecord, EventStatus, StoreError,
+    Accounts, CapiSettings, CapiSettingsStore, Conversations, ConversionEvents, EventRecord,
+    EventStatus, StoreError,
 };
 use event::Conversion;
 use serde_json::{Value, json};
@@ -62,7 +63,8 @@ impl Default for RetryPolicy {
 pub struct CapiDeps {
     pub accounts: Arc<dyn Accounts>,
     pub conversations: Arc<dyn Conversations>,
-    pub store: Arc<dyn CapiStore>,
+    pub settings: Arc<dyn CapiSettingsStore>,
+    pub events: Arc<dyn ConversionEvents>,
     pub meta: Arc<MetaDeps>,
     pub policy: RetryPolicy,
     /// Audit rows expire after this many days; `None` keeps them forever.
@@ -191,7 +193,11 @@ pub async fn provision_dataset(
     deps: &CapiDeps,
     account_id: &str,
 ) -> Result<DatasetOutcome, CapiError> {
-    let config = deps.store.get_capi(account_id).await?.unwrap_or_default();
+    let config = deps
+        .settings
+        .get_capi(account_id)
+        .await?
+        .unwrap_or_default();
     if let Some(id) = &config.dataset_id {
         return Ok(DatasetOutcome {
             dataset_id: id.clone(),
@@ -219,7 +225,7 @@ pub async fn provision_dataset(
     };
     // Only the dataset id is written: a config saved meanwhile is kept.
     let dataset_id = deps
-        .store
+        .settings
         .set_dataset_if_absent(account_id, &dataset_id)
         .await?;
     tracing::info!(account_id, %dataset_id, created, "dataset provisioned");
@@ -520,7 +526,7 @@ async fn first_outcome(
 ) -> Result<EventRecord, CapiError> {
     let deadline = std::time::Instant::now() + deps.policy.budget;
     loop {
-        let rec = deps.store.get_event(account_id, event_id).await?;
+        let rec = deps.events.get_event(account_id, event_id).await?;
         match rec {
             Some(r) if r.status != EventStatus::InFlight => return Ok(r),
             Some(r) if std::time::Instant::now() >= deadline => return Ok(r),
@@ -540,7 +546,7 @@ async fn first_outcome(
 async fn save_settled(deps: &CapiDeps, rec: &EventRecord, lease: &str) -> Result<(), StoreError> {
     let mut wait = Duration::from_millis(50);
     for attempt in 1..=5 {
-        match deps.store.save_event(rec, lease).await {
+        match deps.events.save_event(rec, lease).await {
             Ok(true) => return Ok(()),
             Ok(false) => {
                 tracing::warn!(event_id = %rec.event_id, "event was taken over by the resend job before this send settled");
@@ -690,7 +696,7 @@ pub async fn deliver(
     let n = records.len();
     let mut claims = Vec::with_capacity(n);
     for rec in &records {
-        claims.push(deps.store.claim_event(rec));
+        claims.push(deps.events.claim_event(rec));
     }
     // Up to 32 conditional writes at a time, results in order.
     let claimed_flags: Vec<Result<bool, StoreError>> = {
@@ -794,7 +800,7 @@ pub async fn resend_due(
     limit: usize,
     deadline: std::time::Instant,
 ) -> Result<ResendReport, CapiError> {
-    let due = deps.store.due_events(now_ms, limit).await?;
+    let due = deps.events.due_events(now_ms, limit).await?;
     let mut report = ResendReport {
         due: due.len(),
         ..Default::default()
@@ -853,7 +859,7 @@ async fn resend_one(
 ) -> Result<Option<EventStatus>, CapiError> {
     // The index copy may lag: take over the record as it is now.
     let Some(rec) = deps
-        .store
+        .events
         .get_event(&candidate.account_id, &candidate.dedup_key())
         .await?
     else {
@@ -865,7 +871,7 @@ async fn resend_one(
     let lease = lease_id();
     // The lease runs from now, not from the start of the run.
     let until = crate::time::now_millis() + deps.policy.lease.as_millis() as i64;
-    if !deps.store.lease_event(&rec, &lease, until).await? {
+    if !deps.events.lease_event(&rec, &lease, until).await? {
         return Ok(None);
     }
     let mut rec = EventRecord {
@@ -907,7 +913,7 @@ async fn resend_one(
 }
 
 /// The CAPI config as the API shows it (seed 001's `capi` object).
-pub fn capi_view(config: &CapiConfig, connected: bool) -> Value {
+pub fn capi_view(config: &CapiSettings, connected: bool) -> Value {
     json!({
         "dataset_id": config.dataset_id,
         "lead_event_enabled": config.lead_event_enabled,

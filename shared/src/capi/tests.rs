@@ -8,7 +8,7 @@ use crate::graph::fake::FakeGraph;
 use crate::meta::connection::{MetaDeps, exchange_code};
 use crate::secrets::{CachedSecrets, MemorySecrets};
 use crate::store::memory::MemoryStore;
-use crate::store::{ConnectionStatus, Connections};
+use crate::store::{ConnectionStatus, Connections, ConversionEvents};
 
 const ACCOUNT: &str = "acme";
 const APP_SECRET_ID: &str = "stack/webhook";
@@ -53,7 +53,8 @@ async fn world(connected: bool) -> World {
     let deps = CapiDeps {
         accounts: store.clone(),
         conversations: store.clone(),
-        store: store.clone(),
+        settings: store.clone(),
+        events: store.clone(),
         meta: Arc::new(meta),
         policy: RetryPolicy {
             attempts: 3,

@@ -14,7 +14,7 @@ use crate::domain::Account;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ApiRequest, ApiResponse};
 use crate::ids::AccountId;
-use crate::store::{Accounts, AdsStore, ApiKeyRecord};
+use crate::store::{Accounts, AdInventory, ApiKeyRecord};
 use crate::time::rfc3339_millis;
 use http::{Method, StatusCode};
 use serde::Deserialize;
@@ -28,7 +28,7 @@ pub use crate::accounts::MAX_IDS_PER_LIST;
 
 pub struct AdminDeps {
     pub accounts: Arc<dyn Accounts>,
-    pub ads: Arc<dyn AdsStore>,
+    pub ads: Arc<dyn AdInventory>,
 }
 
 pub async fn handle(deps: &AdminDeps, req: ApiRequest) -> ApiResponse {

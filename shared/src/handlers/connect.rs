@@ -5,7 +5,7 @@ use crate::auth::authenticate;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ApiRequest, ApiResponse};
 use crate::meta::connection::{ConnectionState, MetaDeps, RefreshOutcome, exchange_code, refresh};
-use crate::store::{Accounts, CapiStore};
+use crate::store::{Accounts, CapiSettingsStore};
 use crate::time::rfc3339_millis;
 use http::{Method, StatusCode};
 use serde::Deserialize;
@@ -19,7 +19,7 @@ pub struct ConnectDeps {
     pub accounts: Arc<dyn Accounts>,
     pub meta: Arc<MetaDeps>,
     /// For the status: the dataset and the CAPI config summary.
-    pub capi: Arc<dyn CapiStore>,
+    pub capi: Arc<dyn CapiSettingsStore>,
 }
 
 pub async fn handle(deps: &ConnectDeps, req: ApiRequest) -> ApiResponse {

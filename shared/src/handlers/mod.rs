@@ -3,8 +3,9 @@
 pub mod admin;
 pub mod ads;
 pub mod api;
-pub mod capi;
 pub mod connect;
+pub mod conversions;
+pub mod dataset;
 pub mod webhook;
 
 /// Normalises a request path for routing (no trailing slash, never empty).

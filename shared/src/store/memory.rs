@@ -33,7 +33,7 @@ pub struct MemoryStore {
     connections: Mutex<HashMap<String, MetaConnection>>,
     pub automatic_events: Mutex<Vec<(String, AutomaticEvent)>>,
     /// Per account id.
-    capi: Mutex<HashMap<String, CapiConfig>>,
+    capi: Mutex<HashMap<String, CapiSettings>>,
     /// Per (account id, dedup key).
     events: Mutex<BTreeMap<(String, String), EventRecord>>,
     /// Per ad account id.
@@ -343,17 +343,17 @@ fn event_key(account_id: &str, dedup_key: &str) -> (String, String) {
 }
 
 #[async_trait]
-impl CapiStore for MemoryStore {
-    async fn get_capi(&self, account_id: &str) -> Result<Option<CapiConfig>, StoreError> {
+impl CapiSettingsStore for MemoryStore {
+    async fn get_capi(&self, account_id: &str) -> Result<Option<CapiSettings>, StoreError> {
         Ok(lock(&self.capi).get(account_id).cloned())
     }
 
-    async fn put_capi(&self, account_id: &str, config: &CapiConfig) -> Result<(), StoreError> {
+    async fn put_capi(&self, account_id: &str, config: &CapiSettings) -> Result<(), StoreError> {
         let mut capi = lock(&self.capi);
         let stored = capi.entry(account_id.to_string()).or_default();
         // The dataset id is written only when set, never removed.
         let dataset_id = config.dataset_id.clone().or(stored.dataset_id.take());
-        *stored = CapiConfig {
+        *stored = CapiSettings {
             dataset_id,
             ..config.clone()
         };
@@ -372,7 +372,10 @@ impl CapiStore for MemoryStore {
             .get_or_insert_with(|| dataset_id.to_string())
             .clone())
     }
+}
 
+#[async_trait]
+impl ConversionEvents for MemoryStore {
     async fn claim_event(&self, rec: &EventRecord) -> Result<bool, StoreError> {
         let mut events = lock(&self.events);
         let k = event_key(&rec.account_id, &rec.dedup_key());
@@ -492,7 +495,7 @@ impl CapiStore for MemoryStore {
 }
 
 #[async_trait]
-impl AdsStore for MemoryStore {
+impl AdInventory for MemoryStore {
     async fn create_account_with_ad_accounts(
         &self,
         account: &Account,
@@ -876,9 +879,9 @@ mod tests {
             "ds1"
         );
         // A save without a dataset id keeps the stored one.
-        let config = CapiConfig {
+        let config = CapiSettings {
             lead_event_enabled: true,
-            ..CapiConfig::default()
+            ..CapiSettings::default()
         };
         store.put_capi("acct1", &config).await.unwrap();
         let stored = store.get_capi("acct1").await.unwrap().unwrap();

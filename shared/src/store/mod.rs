@@ -5,6 +5,8 @@
 //! redelivers batches) is a conditional write, so a repeat is a no-op, not a duplicate.
 
 pub mod dynamo;
+/// In-memory adapters of every port, for unit tests of the domain.
+#[cfg(any(test, feature = "test-support"))]
 pub mod memory;
 
 use crate::domain::{
@@ -262,9 +264,9 @@ pub trait Connections: Send + Sync {
     ) -> Result<Vec<MetaConnection>, StoreError>;
 }
 
-/// The CAPI configuration of an account (seed 001's `capi` object).
+/// The CAPI settings an account stores (seed 001's `capi` object: dataset, triggers).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct CapiConfig {
+pub struct CapiSettings {
     pub dataset_id: Option<String>,
     pub lead_event_enabled: bool,
     pub lead_event_trigger: Option<String>,
@@ -355,17 +357,24 @@ impl EventRecord {
     }
 }
 
+/// Each account's CAPI settings (seed 001's `capi` object).
 #[async_trait]
-pub trait CapiStore: Send + Sync {
-    async fn get_capi(&self, account_id: &str) -> Result<Option<CapiConfig>, StoreError>;
+pub trait CapiSettingsStore: Send + Sync {
+    async fn get_capi(&self, account_id: &str) -> Result<Option<CapiSettings>, StoreError>;
     /// Saves the config; `dataset_id` is written only when set (never removed).
-    async fn put_capi(&self, account_id: &str, config: &CapiConfig) -> Result<(), StoreError>;
+    async fn put_capi(&self, account_id: &str, config: &CapiSettings) -> Result<(), StoreError>;
     /// Stores the dataset id unless one is stored already; answers the stored one.
     async fn set_dataset_if_absent(
         &self,
         account_id: &str,
         dataset_id: &str,
     ) -> Result<String, StoreError>;
+}
+
+/// The conversion events: one record per event id, the dedup claim, the send's lease,
+/// the resend queue and the audit trail.
+#[async_trait]
+pub trait ConversionEvents: Send + Sync {
     /// Creates the record unless the account already has one with this event id
     /// (`false`): the dedup gate before any Meta call.
     async fn claim_event(&self, rec: &EventRecord) -> Result<bool, StoreError>;
@@ -462,8 +471,10 @@ pub enum RequestClaim {
     },
 }
 
+/// What the ads function keeps: linked ad accounts, the objects it made, per-ad
+/// counts, and the Idempotency-Key claims of its creations.
 #[async_trait]
-pub trait AdsStore: Send + Sync {
+pub trait AdInventory: Send + Sync {
     /// Creates the account with its routes and ad accounts, all or nothing; `Conflict`
     /// when the id, a route or an ad account is taken.
     async fn create_account_with_ad_accounts(

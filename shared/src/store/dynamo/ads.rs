@@ -1,4 +1,4 @@
-//! The AdsStore port: linked ad accounts, objects made here, per-ad counts, idempotency keys.
+//! The AdInventory port: linked ad accounts, objects made here, per-ad counts, idempotency keys.
 
 use super::*;
 
@@ -80,7 +80,7 @@ impl DynamoData {
 }
 
 #[async_trait]
-impl AdsStore for DynamoData {
+impl AdInventory for DynamoData {
     async fn create_account_with_ad_accounts(
         &self,
         account: &Account,

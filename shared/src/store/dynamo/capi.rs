@@ -1,4 +1,4 @@
-//! The CapiStore port: each account's CAPI settings and its conversion records.
+//! The CapiSettingsStore and ConversionEvents ports: each account's CAPI settings and its conversion records.
 
 use super::*;
 use crate::time::sortable_millis;
@@ -85,23 +85,23 @@ fn event_from(item: &Item) -> Result<EventRecord, StoreError> {
 }
 
 #[async_trait]
-impl CapiStore for DynamoData {
-    async fn get_capi(&self, account_id: &str) -> Result<Option<CapiConfig>, StoreError> {
+impl CapiSettingsStore for DynamoData {
+    async fn get_capi(&self, account_id: &str) -> Result<Option<CapiSettings>, StoreError> {
         let Some(item) = self.get(format!("ACCT#{account_id}"), "CAPI").await? else {
             return Ok(None);
         };
-        let mut config: CapiConfig = match get_s(&item, "config") {
+        let mut config: CapiSettings = match get_s(&item, "config") {
             Some(json) => serde_json::from_str(&json)
                 .map_err(|e| StoreError::Corrupt(format!("capi config: {e}")))?,
-            None => CapiConfig::default(),
+            None => CapiSettings::default(),
         };
         // The dataset id is its own attribute, so provisioning never races a config save.
         config.dataset_id = get_s(&item, "dataset_id").or(config.dataset_id);
         Ok(Some(config))
     }
 
-    async fn put_capi(&self, account_id: &str, config: &CapiConfig) -> Result<(), StoreError> {
-        let json = serde_json::to_string(&CapiConfig {
+    async fn put_capi(&self, account_id: &str, config: &CapiSettings) -> Result<(), StoreError> {
+        let json = serde_json::to_string(&CapiSettings {
             dataset_id: None,
             ..config.clone()
         })
@@ -149,7 +149,10 @@ impl CapiStore for DynamoData {
             .and_then(|a| get_s(a, "dataset_id"))
             .unwrap_or_else(|| dataset_id.to_string()))
     }
+}
 
+#[async_trait]
+impl ConversionEvents for DynamoData {
     async fn claim_event(&self, rec: &EventRecord) -> Result<bool, StoreError> {
         self.put_new(event_item(rec)?).await
     }

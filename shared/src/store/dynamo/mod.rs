@@ -35,6 +35,7 @@ mod conversations;
 pub mod inbox;
 
 /// The event record's index keys and list cursor, shared with the in-memory store.
+#[cfg(any(test, feature = "test-support"))]
 pub(super) use capi::{due_sk, events_sk, list_cursor, parse_list_cursor};
 pub use inbox::inbox_item_to_attrs;
 

@@ -1,21 +1,18 @@
-//! CAPI routes. Dataset function: `GET|POST /v1/dataset`, `GET|POST /v1/capi`.
-//! Conversions function: `POST /v1/conversions`, `POST /v1/conversions/batch`,
-//! `GET /v1/conversions` (audit trail), `POST /v1/triggers`.
+//! The conversions function's routes: `POST /v1/conversions`, `POST
+//! /v1/conversions/batch`, `GET /v1/conversions` (the audit trail) and `POST
+//! /v1/triggers` (seed 001's configured events).
 
 use crate::auth::authenticate;
 use crate::capi::RecordContext;
-use crate::capi::conversion::{AccountContext, ConversionBody, Prepared, Ready, context, prepare};
-use crate::capi::event::{Currency, EventName, new_event_id};
-use crate::capi::{
-    Attribution, CapiDeps, FailureReason, SendResult, capi_view, deliver, new_record,
-    provision_dataset,
+use crate::capi::conversion::{
+    AccountContext, ConversionBody, Prepared, Ready, TriggerBody, TriggerMatch, context, prepare,
 };
+use crate::capi::event::{EventName, new_event_id};
+use crate::capi::{Attribution, CapiDeps, FailureReason, SendResult, deliver, new_record};
 use crate::error::{ApiError, ApiResult};
 use crate::handlers::connect::json_body;
 use crate::http::{ApiRequest, ApiResponse};
-use crate::ids::DatasetId;
-use crate::meta::connection::ConnectionState;
-use crate::store::{CapiConfig, EventRecord, EventStatus};
+use crate::store::{EventRecord, EventStatus};
 use crate::time::rfc3339_millis;
 use http::{Method, StatusCode};
 use serde::Deserialize;
@@ -26,23 +23,7 @@ pub const MAX_BATCH: usize = 1000;
 /// A batch body may be large: up to 1000 events.
 const MAX_BATCH_BODY_BYTES: usize = 2 * 1024 * 1024;
 
-pub async fn handle_dataset(deps: &CapiDeps, req: ApiRequest) -> ApiResponse {
-    let path = super::route_path(&req.path);
-    let result = match (&req.method, path) {
-        (&Method::GET, "/v1/dataset") => get_dataset(deps, &req).await,
-        (&Method::POST, "/v1/dataset") => post_dataset(deps, &req).await,
-        (&Method::GET, "/v1/capi") => get_capi(deps, &req).await,
-        (&Method::POST, "/v1/capi") => post_capi(deps, &req).await,
-        (_, "/v1/dataset" | "/v1/capi") => Err(ApiError::MethodNotAllowed),
-        _ => Err(ApiError::not_found(format!(
-            "no route for {} {}",
-            req.method, req.path
-        ))),
-    };
-    result.unwrap_or_else(ApiError::into_response)
-}
-
-pub async fn handle_conversions(deps: &CapiDeps, req: ApiRequest) -> ApiResponse {
+pub async fn handle(deps: &CapiDeps, req: ApiRequest) -> ApiResponse {
     let path = super::route_path(&req.path);
     let result = match (&req.method, path) {
         (&Method::POST, "/v1/conversions") => send_one(deps, &req).await,
@@ -59,152 +40,6 @@ pub async fn handle_conversions(deps: &CapiDeps, req: ApiRequest) -> ApiResponse
     };
     result.unwrap_or_else(ApiError::into_response)
 }
-
-/// Whether the account's Meta connection can be used now.
-async fn connected(deps: &CapiDeps, account_id: &str) -> ApiResult<bool> {
-    let conn = deps.meta.connections.get_connection(account_id).await?;
-    Ok(ConnectionState::of(conn.as_ref(), crate::time::now_secs()).is_usable())
-}
-
-// ------------------------------------------------------------------ dataset and config
-
-async fn get_dataset(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
-    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
-    let config = deps.store.get_capi(&account_id).await?.unwrap_or_default();
-    Ok(ApiResponse::json(
-        StatusCode::OK,
-        &json!({"dataset_id": config.dataset_id, "configured": config.dataset_id.is_some()}),
-    ))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DatasetBody {
-    #[serde(default, alias = "datasetId")]
-    dataset_id: Option<String>,
-}
-
-async fn post_dataset(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
-    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
-    let body: DatasetBody = json_body(req)?;
-    if let Some(id) = body.dataset_id {
-        let id = DatasetId::parse(&id)?.into_string();
-        let mut config = deps.store.get_capi(&account_id).await?.unwrap_or_default();
-        config.dataset_id = Some(id.clone());
-        deps.store.put_capi(&account_id, &config).await?;
-        return Ok(ApiResponse::json(
-            StatusCode::OK,
-            &json!({"dataset_id": id, "created": false, "source": "provided"}),
-        ));
-    }
-    let out = provision_dataset(deps, &account_id).await?;
-    Ok(ApiResponse::json(
-        StatusCode::OK,
-        &json!({"dataset_id": out.dataset_id, "created": out.created}),
-    ))
-}
-
-async fn get_capi(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
-    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
-    let config = deps.store.get_capi(&account_id).await?.unwrap_or_default();
-    let connected = connected(deps, &account_id).await?;
-    Ok(ApiResponse::json(
-        StatusCode::OK,
-        &json!({"success": true, "capi": capi_view(&config, connected)}),
-    ))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CapiBody {
-    #[serde(default)]
-    dataset_id: Option<String>,
-    #[serde(default)]
-    lead_event_enabled: Option<bool>,
-    #[serde(default)]
-    lead_event_trigger: Option<String>,
-    #[serde(default)]
-    lead_event_tag: Option<String>,
-    #[serde(default)]
-    purchase_event_enabled: Option<bool>,
-    #[serde(default)]
-    purchase_event_trigger: Option<String>,
-    #[serde(default)]
-    purchase_event_tag: Option<String>,
-    #[serde(default)]
-    purchase_event_currency: Option<String>,
-    #[serde(default)]
-    purchase_event_value: Option<f64>,
-}
-
-fn short_text(v: Option<String>, what: &str) -> ApiResult<Option<String>> {
-    match v {
-        None => Ok(None),
-        Some(s) if s.trim().is_empty() => Ok(None),
-        Some(s) if s.len() > 128 || s.chars().any(char::is_control) => Err(ApiError::bad_request(
-            format!("{what} must be up to 128 printable characters"),
-        )),
-        Some(s) => Ok(Some(s.trim().to_string())),
-    }
-}
-
-/// Partial update: only the fields given change. With no dataset yet and none given,
-/// the dataset is provisioned (GET-first) when Meta is connected.
-async fn post_capi(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
-    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
-    let body: CapiBody = json_body(req)?;
-    let mut config: CapiConfig = deps.store.get_capi(&account_id).await?.unwrap_or_default();
-    if let Some(id) = &body.dataset_id {
-        config.dataset_id = Some(DatasetId::parse(id)?.into_string());
-    }
-    if let Some(b) = body.lead_event_enabled {
-        config.lead_event_enabled = b;
-    }
-    if body.lead_event_trigger.is_some() {
-        config.lead_event_trigger = short_text(body.lead_event_trigger, "lead_event_trigger")?;
-    }
-    if body.lead_event_tag.is_some() {
-        config.lead_event_tag = short_text(body.lead_event_tag, "lead_event_tag")?;
-    }
-    if let Some(b) = body.purchase_event_enabled {
-        config.purchase_event_enabled = b;
-    }
-    if body.purchase_event_trigger.is_some() {
-        config.purchase_event_trigger =
-            short_text(body.purchase_event_trigger, "purchase_event_trigger")?;
-    }
-    if body.purchase_event_tag.is_some() {
-        config.purchase_event_tag = short_text(body.purchase_event_tag, "purchase_event_tag")?;
-    }
-    if let Some(c) = body.purchase_event_currency {
-        config.purchase_event_currency = Some(
-            Currency::parse(&c)
-                .map_err(ApiError::bad_request)?
-                .as_str()
-                .to_string(),
-        );
-    }
-    if let Some(v) = body.purchase_event_value {
-        if !v.is_finite() || v < 0.0 {
-            return Err(ApiError::bad_request(
-                "purchase_event_value must be a number >= 0",
-            ));
-        }
-        config.purchase_event_value = Some(v);
-    }
-    let is_connected = connected(deps, &account_id).await?;
-    deps.store.put_capi(&account_id, &config).await?;
-    if config.dataset_id.is_none() && is_connected {
-        let out = provision_dataset(deps, &account_id).await?;
-        config.dataset_id = Some(out.dataset_id);
-    }
-    Ok(ApiResponse::json(
-        StatusCode::OK,
-        &json!({"success": true, "capi": capi_view(&config, is_connected)}),
-    ))
-}
-
-// ------------------------------------------------------------------ conversions
 
 fn result_view(r: &SendResult, attribution: Option<&Attribution>) -> (StatusCode, Value) {
     let rec = &r.record;
@@ -443,7 +278,7 @@ async fn list(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
         return Err(ApiError::bad_request("invalid cursor"));
     }
     let (events, next) = deps
-        .store
+        .events
         .list_events(&account_id, limit, cursor, status)
         .await?;
     let rows: Vec<Value> = events
@@ -474,71 +309,30 @@ async fn list(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     ))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TriggerBody {
-    trigger: String,
-    #[serde(default, alias = "phone_number")]
-    phone: Option<String>,
-    #[serde(default, alias = "conversationId")]
-    conversation_id: Option<String>,
-    #[serde(default)]
-    value: Option<f64>,
-    #[serde(default)]
-    currency: Option<String>,
-    #[serde(default, alias = "eventId")]
-    event_id: Option<String>,
-    #[serde(default, alias = "testEventCode")]
-    test_event_code: Option<String>,
-}
-
 /// Fires the configured event whose trigger name matches (seed 001's CAPI config).
 async fn trigger(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     let account_id = authenticate(deps.accounts.as_ref(), req).await?;
     let b: TriggerBody = json_body(req)?;
-    let config = deps.store.get_capi(&account_id).await?.unwrap_or_default();
-    let name = b.trigger.trim();
-    let matches = |t: &Option<String>| t.as_deref().is_some_and(|t| t == name);
-    let (event_name, enabled, value, currency) = if matches(&config.purchase_event_trigger) {
-        (
-            "Purchase",
-            config.purchase_event_enabled,
-            b.value.or(config.purchase_event_value),
-            b.currency
-                .clone()
-                .or(config.purchase_event_currency.clone()),
-        )
-    } else if matches(&config.lead_event_trigger) {
-        (
-            "LeadSubmitted",
-            config.lead_event_enabled,
-            b.value,
-            b.currency.clone(),
-        )
-    } else {
-        return Ok(ApiResponse::json(
-            StatusCode::OK,
-            &json!({"success": false, "reason": "unknown_trigger", "trigger": name}),
-        ));
-    };
-    if !enabled {
-        return Ok(ApiResponse::json(
-            StatusCode::OK,
-            &json!({"success": false, "reason": "trigger_disabled", "trigger": name, "event_name": event_name}),
-        ));
-    }
-    let body = ConversionBody {
-        account_id: None,
-        conversation_id: b.conversation_id,
-        phone: b.phone,
-        event_name: event_name.into(),
-        event_id: b.event_id,
-        event_time: None,
-        value,
-        currency,
-        email: None,
-        test_event_code: b.test_event_code,
-        custom_data: None,
+    let settings = deps
+        .settings
+        .get_capi(&account_id)
+        .await?
+        .unwrap_or_default();
+    let name = b.trigger.trim().to_string();
+    let body = match b.resolve(&settings) {
+        TriggerMatch::Unknown => {
+            return Ok(ApiResponse::json(
+                StatusCode::OK,
+                &json!({"success": false, "reason": "unknown_trigger", "trigger": name}),
+            ));
+        }
+        TriggerMatch::Disabled { event_name } => {
+            return Ok(ApiResponse::json(
+                StatusCode::OK,
+                &json!({"success": false, "reason": "trigger_disabled", "trigger": name, "event_name": event_name}),
+            ));
+        }
+        TriggerMatch::Fire(body) => *body,
     };
     let now_ms = crate::time::now_millis();
     let ctx = context(deps, &account_id).await?;
