@@ -193,11 +193,7 @@ pub async fn provision_dataset(
     deps: &CapiDeps,
     account_id: &str,
 ) -> Result<DatasetOutcome, CapiError> {
-    let config = deps
-        .settings
-        .get_capi(account_id)
-        .await?
-        .unwrap_or_default();
+    let config = deps.settings.get_capi_or_default(account_id).await?;
     if let Some(id) = &config.dataset_id {
         return Ok(DatasetOutcome {
             dataset_id: id.clone(),

@@ -145,7 +145,7 @@ async fn status(deps: &ConnectDeps, req: &ApiRequest) -> ApiResult<ApiResponse> 
     let account_id = authenticate(deps.accounts.as_ref(), req).await?;
     let account = deps.accounts.get_account(&account_id).await?;
     let conn = deps.meta.connections.get_connection(&account_id).await?;
-    let capi = deps.capi.get_capi(&account_id).await?.unwrap_or_default();
+    let capi = deps.capi.get_capi_or_default(&account_id).await?;
     let now_s = crate::time::now_secs();
     let state = ConnectionState::of(conn.as_ref(), now_s);
     let connected = state.is_usable();

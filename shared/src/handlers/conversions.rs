@@ -313,11 +313,7 @@ async fn list(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
 async fn trigger(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     let account_id = authenticate(deps.accounts.as_ref(), req).await?;
     let b: TriggerBody = json_body(req)?;
-    let settings = deps
-        .settings
-        .get_capi(&account_id)
-        .await?
-        .unwrap_or_default();
+    let settings = deps.settings.get_capi_or_default(&account_id).await?;
     let name = b.trigger.trim().to_string();
     let body = match b.resolve(&settings) {
         TriggerMatch::Unknown => {

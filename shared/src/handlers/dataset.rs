@@ -38,11 +38,7 @@ async fn connected(deps: &CapiDeps, account_id: &str) -> ApiResult<bool> {
 
 async fn get_dataset(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     let account_id = authenticate(deps.accounts.as_ref(), req).await?;
-    let config = deps
-        .settings
-        .get_capi(&account_id)
-        .await?
-        .unwrap_or_default();
+    let config = deps.settings.get_capi_or_default(&account_id).await?;
     Ok(ApiResponse::json(
         StatusCode::OK,
         &json!({"dataset_id": config.dataset_id, "configured": config.dataset_id.is_some()}),
@@ -61,11 +57,7 @@ async fn post_dataset(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiRespons
     let body: DatasetBody = json_body(req)?;
     if let Some(id) = body.dataset_id {
         let id = DatasetId::parse(&id)?.into_string();
-        let mut config = deps
-            .settings
-            .get_capi(&account_id)
-            .await?
-            .unwrap_or_default();
+        let mut config = deps.settings.get_capi_or_default(&account_id).await?;
         config.dataset_id = Some(id.clone());
         deps.settings.put_capi(&account_id, &config).await?;
         return Ok(ApiResponse::json(
@@ -82,11 +74,7 @@ async fn post_dataset(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiRespons
 
 async fn get_capi(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     let account_id = authenticate(deps.accounts.as_ref(), req).await?;
-    let config = deps
-        .settings
-        .get_capi(&account_id)
-        .await?
-        .unwrap_or_default();
+    let config = deps.settings.get_capi_or_default(&account_id).await?;
     let connected = connected(deps, &account_id).await?;
     Ok(ApiResponse::json(
         StatusCode::OK,
@@ -133,11 +121,7 @@ fn short_text(v: Option<String>, what: &str) -> ApiResult<Option<String>> {
 async fn post_capi(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     let account_id = authenticate(deps.accounts.as_ref(), req).await?;
     let body: CapiBody = json_body(req)?;
-    let mut config: CapiSettings = deps
-        .settings
-        .get_capi(&account_id)
-        .await?
-        .unwrap_or_default();
+    let mut config: CapiSettings = deps.settings.get_capi_or_default(&account_id).await?;
     if let Some(id) = &body.dataset_id {
         config.dataset_id = Some(DatasetId::parse(id)?.into_string());
     }

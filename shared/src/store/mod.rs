@@ -361,6 +361,10 @@ impl EventRecord {
 #[async_trait]
 pub trait CapiSettingsStore: Send + Sync {
     async fn get_capi(&self, account_id: &str) -> Result<Option<CapiSettings>, StoreError>;
+    /// The account's settings, or the defaults when it saved none.
+    async fn get_capi_or_default(&self, account_id: &str) -> Result<CapiSettings, StoreError> {
+        Ok(self.get_capi(account_id).await?.unwrap_or_default())
+    }
     /// Saves the config; `dataset_id` is written only when set (never removed).
     async fn put_capi(&self, account_id: &str, config: &CapiSettings) -> Result<(), StoreError>;
     /// Stores the dataset id unless one is stored already; answers the stored one.

@@ -59,23 +59,10 @@ impl Accounts for DynamoData {
         );
         let mut by_id = key(format!("KEYID#{key_id}"), "KEYID");
         by_id.insert("key_hash".into(), s(&k.hash));
-        let put = |item: Item| self.put_new_in_transaction(item);
-        let res = self
-            .client
-            .transact_write_items()
-            .transact_items(put(item)?)
-            .transact_items(put(by_id)?)
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_transaction_canceled_exception()) =>
-            {
-                Err(StoreError::Conflict("api key exists".into()))
-            }
-            Err(e) => Err(backend(e)),
+        if self.put_all_new(vec![item, by_id]).await? {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict("api key exists".into()))
         }
     }
 
@@ -130,14 +117,8 @@ impl Accounts for DynamoData {
             condition = format!("{condition} AND (attribute_not_exists({nm}) OR {nm} > {v})");
         }
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(format!("APIKEY#{hash}"), "APIKEY")))
-            .update_expression(e.expression())
+            .update(format!("APIKEY#{hash}"), "APIKEY", e)
             .condition_expression(condition)
-            .set_expression_attribute_names(Some(e.names))
-            .set_expression_attribute_values(Some(e.values))
             .send()
             .await;
         match res {
@@ -211,34 +192,20 @@ impl DynamoData {
             item.insert("sinch_app_id".into(), s(app));
         }
         item.insert("created_at".into(), n(a.created_at_ms));
-        let put = |item: Item| self.put_new_in_transaction(item);
-        let mut writes = vec![put(item)?];
+        let mut writes = vec![item];
         for r in a.routes() {
             let mut ri = key(format!("ROUTE#{}", r.key()), "ROUTE");
             ri.insert("account_id".into(), s(&a.id));
-            writes.push(put(ri)?);
+            writes.push(ri);
         }
-        for l in links {
-            writes.push(put(link_item(l))?);
-        }
-        let res = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(writes))
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_transaction_canceled_exception()) =>
-            {
-                Err(StoreError::Conflict(format!(
-                    "account {} or one of its phone number ids, Sinch app or ad accounts is already registered",
-                    a.id
-                )))
-            }
-            Err(e) => Err(backend(e)),
+        writes.extend(links.iter().map(link_item));
+        if self.put_all_new(writes).await? {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!(
+                "account {} or one of its phone number ids, Sinch app or ad accounts is already registered",
+                a.id
+            )))
         }
     }
 }

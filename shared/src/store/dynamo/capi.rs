@@ -111,13 +111,7 @@ impl CapiSettingsStore for DynamoData {
         if let Some(d) = &config.dataset_id {
             e.set("dataset_id", s(d));
         }
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(format!("ACCT#{account_id}"), "CAPI")))
-            .update_expression(e.expression())
-            .set_expression_attribute_names(Some(e.names))
-            .set_expression_attribute_values(Some(e.values))
+        self.update(format!("ACCT#{account_id}"), "CAPI", e)
             .send()
             .await
             .map_err(backend)?;
@@ -132,13 +126,7 @@ impl CapiSettingsStore for DynamoData {
         let mut e = SetExpr::default();
         e.set_if_not_exists("dataset_id", s(dataset_id));
         let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(format!("ACCT#{account_id}"), "CAPI")))
-            .update_expression(e.expression())
-            .set_expression_attribute_names(Some(e.names))
-            .set_expression_attribute_values(Some(e.values))
+            .update(format!("ACCT#{account_id}"), "CAPI", e)
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await
@@ -169,20 +157,11 @@ impl ConversionEvents for DynamoData {
     }
 
     async fn save_event(&self, rec: &EventRecord, lease_id: &str) -> Result<bool, StoreError> {
-        let res = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(event_item(rec)?))
-            .condition_expression("lease_id = :l")
-            .expression_attribute_values(":l", s(lease_id))
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failed(&e) => Ok(false),
-            Err(e) => Err(backend(e)),
-        }
+        put_if(&self.client, &self.table, event_item(rec)?, |p| {
+            p.condition_expression("lease_id = :l")
+                .expression_attribute_values(":l", s(lease_id))
+        })
+        .await
     }
 
     async fn lease_event(
@@ -195,23 +174,14 @@ impl ConversionEvents for DynamoData {
         taken.lease_id = new_lease_id.to_string();
         taken.status = EventStatus::InFlight;
         taken.next_attempt_at_ms = Some(lease_until_ms);
-        let res = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(event_item(&taken)?))
-            .condition_expression("lease_id = :l AND #st IN (:p, :f)")
-            .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":l", s(&rec.lease_id))
-            .expression_attribute_values(":p", s(EventStatus::Pending.as_str()))
-            .expression_attribute_values(":f", s(EventStatus::InFlight.as_str()))
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failed(&e) => Ok(false),
-            Err(e) => Err(backend(e)),
-        }
+        put_if(&self.client, &self.table, event_item(&taken)?, |p| {
+            p.condition_expression("lease_id = :l AND #st IN (:p, :f)")
+                .expression_attribute_names("#st", "status")
+                .expression_attribute_values(":l", s(&rec.lease_id))
+                .expression_attribute_values(":p", s(EventStatus::Pending.as_str()))
+                .expression_attribute_values(":f", s(EventStatus::InFlight.as_str()))
+        })
+        .await
     }
 
     async fn due_events(&self, now_ms: i64, limit: usize) -> Result<Vec<EventRecord>, StoreError> {

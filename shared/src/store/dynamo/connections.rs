@@ -76,20 +76,11 @@ impl Connections for DynamoData {
         c: &MetaConnection,
         expected: i64,
     ) -> Result<bool, StoreError> {
-        let res = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(connection_item(c)))
-            .condition_expression("token_version = :v")
-            .expression_attribute_values(":v", n(expected))
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failed(&e) => Ok(false),
-            Err(e) => Err(backend(e)),
-        }
+        put_if(&self.client, &self.table, connection_item(c), |p| {
+            p.condition_expression("token_version = :v")
+                .expression_attribute_values(":v", n(expected))
+        })
+        .await
     }
 
     async fn get_connection(&self, account_id: &str) -> Result<Option<MetaConnection>, StoreError> {

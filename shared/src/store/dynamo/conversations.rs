@@ -119,14 +119,8 @@ impl Conversations for DynamoData {
             }
         };
         let update = |e: SetExpr, condition: Option<String>| {
-            self.client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(key(conv_pk(&c.id), "CONV")))
-                .update_expression(e.expression())
+            self.update(conv_pk(&c.id), "CONV", e)
                 .set_condition_expression(condition)
-                .set_expression_attribute_names(Some(e.names))
-                .set_expression_attribute_values(Some(e.values))
                 .send()
         };
         if let Some(ft) = first_touch {

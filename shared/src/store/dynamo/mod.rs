@@ -42,6 +42,8 @@ pub use inbox::inbox_item_to_attrs;
 use super::*;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use std::collections::HashMap;
 
@@ -75,20 +77,28 @@ fn req_s(item: &Item, k: &str) -> Result<String, StoreError> {
     get_s(item, k).ok_or_else(|| StoreError::Corrupt(format!("missing attribute {k}")))
 }
 
-/// A conditional put: `false` when an item with the same key exists (a repeat).
-async fn put_if_absent(client: &Client, table: &str, item: Item) -> Result<bool, StoreError> {
-    let res = client
-        .put_item()
-        .table_name(table)
-        .set_item(Some(item))
-        .condition_expression("attribute_not_exists(pk)")
-        .send()
-        .await;
-    match res {
+/// A conditional put: `condition` adds the condition expression (with its names and
+/// values); `false` when the condition does not hold, so nothing was written.
+async fn put_if(
+    client: &Client,
+    table: &str,
+    item: Item,
+    condition: impl FnOnce(PutItemFluentBuilder) -> PutItemFluentBuilder,
+) -> Result<bool, StoreError> {
+    let put = client.put_item().table_name(table).set_item(Some(item));
+    match condition(put).send().await {
         Ok(_) => Ok(true),
         Err(e) if is_condition_failed(&e) => Ok(false),
         Err(e) => Err(backend(e)),
     }
+}
+
+/// A put unless an item with the same key exists (`false`: a repeat).
+async fn put_if_absent(client: &Client, table: &str, item: Item) -> Result<bool, StoreError> {
+    put_if(client, table, item, |p| {
+        p.condition_expression("attribute_not_exists(pk)")
+    })
+    .await
 }
 
 // ---------------------------------------------------------------- inbox
@@ -219,14 +229,49 @@ impl DynamoData {
     }
 
     /// A transaction's put of a new item (`attribute_not_exists(pk)`).
-    fn put_new_in_transaction(&self, item: Item) -> Result<TransactWriteItem, StoreError> {
-        let p = Put::builder()
+    /// Writes every item in one transaction, none of which may exist yet: `false`
+    /// (nothing written) when one does.
+    async fn put_all_new(&self, items: Vec<Item>) -> Result<bool, StoreError> {
+        let writes = items
+            .into_iter()
+            .map(|item| {
+                let p = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .condition_expression("attribute_not_exists(pk)")
+                    .build()
+                    .map_err(|e| StoreError::Backend(e.to_string()))?;
+                Ok(TransactWriteItem::builder().put(p).build())
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let res = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(writes))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_transaction_canceled_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    /// An update of one item with `e` (its names and values); the caller adds a
+    /// condition or the values to return, and sends it.
+    fn update(&self, pk: String, sk: &str, e: SetExpr) -> UpdateItemFluentBuilder {
+        self.client
+            .update_item()
             .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
-        Ok(TransactWriteItem::builder().put(p).build())
+            .set_key(Some(key(pk, sk)))
+            .update_expression(e.expression())
+            .set_expression_attribute_names(Some(e.names))
+            .set_expression_attribute_values(Some(e.values))
     }
 
     /// A conditional put: `false` when an item with the same key exists.
