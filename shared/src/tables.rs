@@ -58,18 +58,7 @@ pub async fn create_inbox_table(client: &Client, name: &str) -> Result<(), Table
                 .build()
                 .expect("stream_enabled is set"),
         );
-    finish(
-        client,
-        name,
-        req.send().await.map(|_| ()).map_err(|e| {
-            (
-                e.as_service_error()
-                    .is_some_and(|s| s.is_resource_in_use_exception()),
-                DisplayErrorContext(&e).to_string(),
-            )
-        }),
-    )
-    .await
+    finish(client, name, req).await
 }
 
 /// Creates the data table with its indexes and TTL.
@@ -100,25 +89,23 @@ pub async fn create_data_table(client: &Client, name: &str) -> Result<(), TableE
                     .expect("name, keys and projection are set"),
             );
     }
-    finish(
-        client,
-        name,
-        req.send().await.map(|_| ()).map_err(|e| {
-            (
-                e.as_service_error()
-                    .is_some_and(|s| s.is_resource_in_use_exception()),
-                DisplayErrorContext(&e).to_string(),
-            )
-        }),
-    )
-    .await
+    finish(client, name, req).await
 }
 
+/// Sends the table's creation (an existing table is kept: `(true, _)`), then turns on
+/// its TTL.
 async fn finish(
     client: &Client,
     name: &str,
-    created: Result<(), (bool, String)>,
+    req: aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder,
 ) -> Result<(), TableError> {
+    let created = req.send().await.map(|_| ()).map_err(|e| {
+        (
+            e.as_service_error()
+                .is_some_and(|s| s.is_resource_in_use_exception()),
+            DisplayErrorContext(&e).to_string(),
+        )
+    });
     let err = |reason: String| TableError {
         table: name.into(),
         reason,
