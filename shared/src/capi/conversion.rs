@@ -6,9 +6,12 @@
 use super::event::{Conversion, Currency, EventName, new_event_id};
 use super::pii::{hash_email, hash_phone};
 use super::{
-    ATTRIBUTION_WINDOW_MS, Attribution, CapiDeps, CapiError, MAX_EVENT_AGE_SECS,
+    ATTRIBUTION_WINDOW_MS, Attribution, CapiDeps, CapiError, LastClick, MAX_EVENT_AGE_SECS,
     last_click_for_customer, last_click_in_conversation,
 };
+
+/// The answer's reason when the customer's clicks all came after the conversion.
+pub const NO_CLICK_BEFORE: &str = "no_ctwa_click_before_event_time";
 use crate::domain::Phone;
 use crate::meta::connection::ConnectError;
 use crate::store::{CapiSettings, ConnectionStatus};
@@ -203,16 +206,21 @@ pub async fn prepare(
                     "conversation {cid} not found"
                 )));
             }
-            match last_click_in_conversation(deps, cid).await? {
-                Some(a) => a,
-                None => return Ok(Prepared::NoClick("no_ctwa_click_id_for_conversation")),
+            match last_click_in_conversation(deps, cid, event_time * 1000).await? {
+                LastClick::Found(a) => *a,
+                LastClick::NoneBefore => return Ok(Prepared::NoClick(NO_CLICK_BEFORE)),
+                LastClick::None => {
+                    return Ok(Prepared::NoClick("no_ctwa_click_id_for_conversation"));
+                }
             }
         }
         (None, Some(p)) => {
             let phone = Phone::parse(p).map_err(|e| CapiError::invalid(e.to_string()))?;
-            match last_click_for_customer(deps, &ctx.account_id, &phone.customer_key()).await? {
-                Some(a) => a,
-                None => return Ok(Prepared::NoClick("no_ctwa_click_id_for_phone")),
+            let key = phone.customer_key();
+            match last_click_for_customer(deps, &ctx.account_id, &key, event_time * 1000).await? {
+                LastClick::Found(a) => *a,
+                LastClick::NoneBefore => return Ok(Prepared::NoClick(NO_CLICK_BEFORE)),
+                LastClick::None => return Ok(Prepared::NoClick("no_ctwa_click_id_for_phone")),
             }
         }
         (None, None) => {
@@ -220,9 +228,10 @@ pub async fn prepare(
         }
     };
     let mut warnings = Vec::new();
-    if attribution.click.clicked_at_ms < now_ms - ATTRIBUTION_WINDOW_MS {
+    // The window runs from the click to the conversion, not to the moment it is sent.
+    if attribution.click.clicked_at_ms < event_time * 1000 - ATTRIBUTION_WINDOW_MS {
         warnings.push(format!(
-            "the click ({}) is older than the 7-day attribution window: sent, but Meta may not attribute it",
+            "the click ({}) is more than 7 days before event_time: sent, but Meta may not attribute it",
             rfc3339_millis(attribution.click.clicked_at_ms)
         ));
     }

@@ -254,40 +254,70 @@ pub struct Attribution {
     pub model: &'static str,
 }
 
-fn latest_with_clid(clicks: Vec<Click>) -> Option<Attribution> {
-    // Clicks come newest first; a Status click (no id) cannot be attributed.
-    clicks
-        .into_iter()
-        .find(|c| c.referral.ctwa_clid.is_some())
-        .map(|click| Attribution {
-            click,
-            model: "last_click",
-        })
+/// How far a click may lie after the conversion's `event_time` and still count as
+/// before it: the two clocks (Meta's message timestamp, the business's event time) are
+/// not the same clock. One minute.
+pub const CLICK_CLOCK_SKEW_MS: i64 = 60_000;
+
+/// The last click of a conversion: the newest click with a click id at or before the
+/// conversion's `event_time` (within [`CLICK_CLOCK_SKEW_MS`]).
+#[derive(Debug, Clone)]
+pub enum LastClick {
+    Found(Box<Attribution>),
+    /// Clicks with an id exist, but all of them after the conversion: crediting one
+    /// would credit an ad the customer had not seen yet.
+    NoneBefore,
+    /// No click with an id at all (organic, or a Status placement).
+    None,
 }
 
-/// The customer's most recent click that carries a click id, in this account.
+/// `clicks` newest first; a Status click (no id) cannot be attributed.
+pub fn last_click_before(clicks: Vec<Click>, event_ms: i64) -> LastClick {
+    let mut any = false;
+    for click in clicks {
+        if click.referral.ctwa_clid.is_none() {
+            continue;
+        }
+        any = true;
+        if click.clicked_at_ms <= event_ms + CLICK_CLOCK_SKEW_MS {
+            return LastClick::Found(Box::new(Attribution {
+                click,
+                model: "last_click",
+            }));
+        }
+    }
+    if any {
+        LastClick::NoneBefore
+    } else {
+        LastClick::None
+    }
+}
+
+/// The customer's last click in this account before `event_ms`.
 pub async fn last_click_for_customer(
     deps: &CapiDeps,
     account_id: &str,
     customer_key: &str,
-) -> Result<Option<Attribution>, StoreError> {
-    Ok(latest_with_clid(
-        deps.conversations
-            .clicks_for_customer(account_id, customer_key, 100)
-            .await?,
-    ))
+    event_ms: i64,
+) -> Result<LastClick, StoreError> {
+    let clicks = deps
+        .conversations
+        .clicks_for_customer(account_id, customer_key, 100)
+        .await?;
+    Ok(last_click_before(clicks, event_ms))
 }
 
-/// The conversation's most recent click with a click id.
+/// The conversation's last click before `event_ms`.
 pub async fn last_click_in_conversation(
     deps: &CapiDeps,
     conversation_id: &str,
-) -> Result<Option<Attribution>, StoreError> {
-    Ok(latest_with_clid(
-        deps.conversations
-            .clicks_for_conversation(conversation_id, 100)
-            .await?,
-    ))
+    event_ms: i64,
+) -> Result<LastClick, StoreError> {
+    let clicks = deps
+        .conversations
+        .clicks_for_conversation(conversation_id, 100)
+        .await?;
+    Ok(last_click_before(clicks, event_ms))
 }
 
 // ------------------------------------------------------------------ delivery

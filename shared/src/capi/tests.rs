@@ -319,3 +319,108 @@ async fn the_dedup_claim_is_conditional() {
     assert!(!w.store.save_event(&done, "someone-else").await.unwrap());
     assert!(w.store.save_event(&done, &rec.lease_id).await.unwrap());
 }
+
+mod attribution {
+    use super::*;
+    use crate::capi::conversion::{AccountContext, ConversionBody, NO_CLICK_BEFORE, prepare};
+    use crate::domain::{Channel, Click, Referral};
+    use crate::store::{ClickRecord, Conversations};
+
+    const DAY_MS: i64 = 86_400_000;
+
+    async fn click(w: &World, ad: &str, at_ms: i64) {
+        let rec = ClickRecord {
+            account_id: ACCOUNT.into(),
+            customer_key: "wa:919876543210".into(),
+            click: Click {
+                conversation_id: "conv1".into(),
+                message_id: format!("wamid.{ad}"),
+                channel: Channel::Cloud,
+                clicked_at_ms: at_ms,
+                referral: Referral {
+                    ctwa_clid: Some(format!("clid-{ad}")),
+                    source_id: Some(ad.into()),
+                    ..Default::default()
+                },
+            },
+        };
+        assert!(w.store.record_click(&rec).await.unwrap());
+    }
+
+    fn purchase(event_time_s: i64) -> ConversionBody {
+        serde_json::from_value(serde_json::json!({
+            "phone": "0091 98765 43210",
+            "event_name": "Purchase",
+            "currency": "INR",
+            "value": 1499,
+            "event_time": event_time_s,
+        }))
+        .unwrap()
+    }
+
+    fn ctx() -> AccountContext {
+        AccountContext {
+            account_id: ACCOUNT.into(),
+            waba_id: "102290129340398".into(),
+            dataset_id: "1500000000000".into(),
+        }
+    }
+
+    async fn credited(w: &World, event_time_s: i64) -> Result<(String, Vec<String>), String> {
+        let now = crate::time::now_millis();
+        match prepare(&w.deps, &ctx(), purchase(event_time_s), now)
+            .await
+            .unwrap()
+        {
+            Prepared::Ready(r) => Ok((r.conversion.ctwa_clid.clone(), r.warnings.clone())),
+            Prepared::NoClick(reason) => Err(reason.to_string()),
+        }
+    }
+
+    use crate::capi::conversion::Prepared;
+
+    #[tokio::test]
+    async fn the_last_click_is_the_one_before_the_conversion() {
+        let w = world(true).await;
+        let now = crate::time::now_millis();
+        click(&w, "111", now - 5 * DAY_MS).await;
+        click(&w, "222", now - 3_600_000).await;
+        let now_s = now / 1000;
+        // Three days ago the customer had only seen ad 111.
+        assert_eq!(
+            credited(&w, now_s - 3 * 86_400).await.unwrap().0,
+            "clid-111"
+        );
+        // Now, the newest click.
+        assert_eq!(credited(&w, now_s).await.unwrap().0, "clid-222");
+        // Within the clock-skew tolerance a click counts as before.
+        let skew = (crate::capi::CLICK_CLOCK_SKEW_MS / 1000) - 5;
+        assert_eq!(
+            credited(&w, (now - 3_600_000) / 1000 - skew)
+                .await
+                .unwrap()
+                .0,
+            "clid-222"
+        );
+        // Before every click: nothing is sent, with its own reason.
+        assert_eq!(
+            credited(&w, now_s - 6 * 86_400).await.unwrap_err(),
+            NO_CLICK_BEFORE
+        );
+    }
+
+    #[tokio::test]
+    async fn the_seven_day_warning_runs_from_the_click_to_the_conversion() {
+        let w = world(true).await;
+        let now = crate::time::now_millis();
+        click(&w, "333", now - 9 * DAY_MS).await;
+        let now_s = now / 1000;
+        // Six days from click to conversion: no warning, though the click is 9 days old.
+        let (_, warnings) = credited(&w, now_s - 3 * 86_400).await.unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        // Nine days from click to conversion: warned.
+        let (_, warnings) = credited(&w, now_s).await.unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("before event_time"));
+    }
+}

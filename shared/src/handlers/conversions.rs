@@ -64,7 +64,8 @@ fn result_view(r: &SendResult, attribution: Option<&Attribution>) -> (StatusCode
             "source_id": a.click.referral.source_id,
         });
     } else if let Some(c) = &rec.conversation_id {
-        v["attribution"] = json!({"model": "last_click", "conversation_id": c});
+        v["attribution"] =
+            json!({"model": "last_click", "conversation_id": c, "source_id": rec.ad_id});
     }
     if rec.error.is_some() {
         v["error"] = rec.error.clone().unwrap_or(Value::Null);
@@ -130,7 +131,8 @@ async fn send_prepared(
     if !records.is_empty() {
         let results = deliver(deps, records).await?;
         for ((slot, attribution), r) in slots.into_iter().zip(results) {
-            out[slot] = Some(result_view(&r, Some(&attribution)));
+            // A duplicate answers what was sent the first time, nothing recomputed.
+            out[slot] = Some(result_view(&r, (!r.duplicate).then_some(&attribution)));
         }
     }
     Ok(out
@@ -208,9 +210,16 @@ async fn send_batch(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse>
                 if b.event_id.is_none() {
                     b.event_id = Some(new_event_id());
                 }
-                if !seen.insert(b.event_id.as_deref().unwrap_or_default().trim().to_string()) {
+                // A test send and a production send of one id are kept apart (as
+                // they are across requests): the key is the id and the test code.
+                let test_code = b.test_event_code.as_ref().or(body.test_event_code.as_ref());
+                let key = (
+                    b.event_id.as_deref().unwrap_or_default().trim().to_string(),
+                    test_code.cloned(),
+                );
+                if !seen.insert(key) {
                     Err(ApiError::bad_request(
-                        "event_id appears twice in this batch",
+                        "event_id appears twice in this batch (with the same test_event_code)",
                     ))
                 } else {
                     prepare(deps, &ctx, b, now_ms).await.map_err(ApiError::from)

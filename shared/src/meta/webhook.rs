@@ -224,9 +224,13 @@ fn match_contact<'a>(
                 .find(|(h, _)| h.user_id.as_deref() == Some(u))
         })
     };
+    // The single contact of a change names the sender only when the message names
+    // nobody itself: a message from someone else never takes that contact (and its
+    // name) as its own.
+    let anonymous = m.from.is_none() && m.from_user_id.is_none();
     by_phone
         .or_else(by_user)
-        .or(if contacts.len() == 1 {
+        .or(if contacts.len() == 1 && anonymous {
             contacts.first()
         } else {
             None
@@ -353,9 +357,10 @@ pub fn cloud_inbound(item: &InboxItem) -> Result<InboundMessage, StoredMessageEr
         .as_deref()
         .and_then(|c| serde_json::from_str(c).ok())
         .unwrap_or_default();
+    // The message's own sender wins; its contact only fills what the message lacks.
     let customer = Customer {
-        wa_id: non_empty(contact.wa_id.or(m.from)),
-        user_id: non_empty(contact.user_id.or(m.from_user_id)),
+        wa_id: non_empty(non_empty(m.from).or(contact.wa_id)),
+        user_id: non_empty(non_empty(m.from_user_id).or(contact.user_id)),
         name: non_empty(contact.profile.and_then(|p| p.name)),
     };
     Ok(InboundMessage {
@@ -410,6 +415,30 @@ mod tests {
   "from":"16505551234","id":"wamid.HBgLMTY1","timestamp":"1750275992",
   "text":{"body":"Can I get more info about this?"},"type":"text"}]},
  "field":"messages"}]}]}"#;
+
+    /// One contact (Alice) and two messages, Alice's and Bob's with a referral: Bob's
+    /// click is Bob's, never Alice's.
+    #[test]
+    fn each_message_keeps_its_own_sender() {
+        let body = r#"{"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"value":{
+ "messaging_product":"whatsapp",
+ "metadata":{"display_phone_number":"15550783881","phone_number_id":"1204727649384372"},
+ "contacts":[{"profile":{"name":"Alice"},"wa_id":"16505550001"}],
+ "messages":[
+  {"from":"16505550001","id":"wamid.A","timestamp":"1750275990","type":"text","text":{"body":"hi"}},
+  {"from":"16505550002","id":"wamid.B","timestamp":"1750275992","type":"text","text":{"body":"hello"},
+   "referral":{"source_id":"120226305854810726","source_type":"ad","ctwa_clid":"clid-bob"}}]},
+ "field":"messages"}]}]}"#;
+        let p = parse_cloud_webhook(body.as_bytes(), 5, 9).unwrap();
+        let alice = cloud_inbound(&p.items[0]).unwrap();
+        let bob = cloud_inbound(&p.items[1]).unwrap();
+        assert_eq!(alice.customer.wa_id.as_deref(), Some("16505550001"));
+        assert_eq!(alice.customer.name.as_deref(), Some("Alice"));
+        assert_eq!(bob.customer.wa_id.as_deref(), Some("16505550002"));
+        assert_eq!(bob.customer.name, None, "Alice's name is not Bob's");
+        assert_eq!(bob.referral.unwrap().ctwa_clid.as_deref(), Some("clid-bob"));
+        assert_ne!(alice.customer.key(), bob.customer.key());
+    }
 
     #[test]
     fn ctwa_message_round_trip() {
