@@ -335,6 +335,72 @@ async fn a_test_send_does_not_block_the_production_send_of_the_same_id() {
     app.stack.stop().await;
 }
 
+/// Issue 13: the click before the sale, whatever the phone's spelling; a duplicate
+/// answers what was sent; a batch keeps an id with and without a test code apart.
+#[tokio::test]
+async fn the_click_before_the_conversion_is_credited_and_a_duplicate_answers_what_was_sent() {
+    let now = ctwa_shared::time::now_secs();
+    let app = ready_app("919876543210", "CLID-111").await;
+    // Clicks five days ago (000), an hour ago (111, ready_app's) and a minute ago (222).
+    click(&app, "919876543210", "CLID-222", now - 60).await;
+    click(&app, "919876543210", "CLID-000", now - 5 * 86_400).await;
+    let (s, first) = app
+        .post_json(
+            "/v1/conversions",
+            &app.api_key,
+            json!({"phone": "0091 98765 43210", "event_name": "Purchase", "currency": "INR", "value": 1499,
+                   "event_id": "order-3-days-ago", "event_time": now - 3 * 86_400}),
+        )
+        .await;
+    assert_eq!(s, 200, "{first}");
+    assert_eq!(
+        first["ctwa_clid"], "CLID-000",
+        "the click before the sale: {first}"
+    );
+    // The same event id again, later: the first send's click, nothing looked up again.
+    let (s, again) = app
+        .post_json(
+            "/v1/conversions",
+            &app.api_key,
+            json!({"phone": "(+91) 98765 43210", "event_name": "Purchase", "currency": "INR", "value": 1499,
+                   "event_id": "order-3-days-ago"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(again["ctwa_clid"], "CLID-000");
+    assert_eq!(
+        again["attribution"]["conversation_id"], first["attribution"]["conversation_id"],
+        "{again}"
+    );
+    assert!(again["attribution"].get("clicked_at").is_none(), "{again}");
+    // Before every click: nothing sent, its own reason.
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions",
+            &app.api_key,
+            json!({"phone": "+919876543210", "event_name": "LeadSubmitted", "event_time": now - 6 * 86_400}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["reason"], "no_ctwa_click_before_event_time", "{v}");
+    // One id with and without a test code in one batch: two events, as across requests.
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions/batch",
+            &app.api_key,
+            json!({"events": [
+                {"phone": "919876543210", "event_name": "LeadSubmitted", "event_id": "lead-7"},
+                {"phone": "919876543210", "event_name": "LeadSubmitted", "event_id": "lead-7", "test_event_code": "TEST1"}
+            ]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["delivered"], 2, "{v}");
+    assert_eq!(events_at_meta(&app).len(), 3);
+    app.stack.stop().await;
+}
+
 #[tokio::test]
 async fn an_old_click_is_sent_with_a_warning() {
     let app = ready_app("16505559999", "CLID-RECENT").await;

@@ -231,7 +231,7 @@ pub async fn prepare(
     // The window runs from the click to the conversion, not to the moment it is sent.
     if attribution.click.clicked_at_ms < event_time * 1000 - ATTRIBUTION_WINDOW_MS {
         warnings.push(format!(
-            "the click ({}) is more than 7 days before event_time: sent, but Meta may not attribute it",
+            "the click ({}) is more than 7 days before event_time, outside the 7-day attribution window: sent, but Meta may not attribute it",
             rfc3339_millis(attribution.click.clicked_at_ms)
         ));
     }
