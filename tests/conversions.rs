@@ -55,7 +55,22 @@ async fn dataset_is_get_first_idempotent() {
         json!({"code": code}),
     )
     .await;
-    let (s, first) = app.post_json("/v1/dataset", &app.api_key, json!({})).await;
+    // Seed 002's documented body names the account; another account's id is not found.
+    let (s, v) = app
+        .post_json(
+            "/v1/dataset",
+            &app.api_key,
+            json!({"accountId": "someone-else"}),
+        )
+        .await;
+    assert_eq!(s, 404, "{v}");
+    let (s, first) = app
+        .post_json(
+            "/v1/dataset",
+            &app.api_key,
+            json!({"accountId": app.account_id}),
+        )
+        .await;
     assert_eq!((s, &first["created"]), (200, &json!(true)), "{first}");
     let (s, second) = app.post_json("/v1/dataset", &app.api_key, json!({})).await;
     assert_eq!((s, &second["created"]), (200, &json!(false)));

@@ -50,11 +50,20 @@ async fn get_dataset(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse
 struct DatasetBody {
     #[serde(default, alias = "datasetId")]
     dataset_id: Option<String>,
+    /// Seed 002's `{"accountId": ...}`: the API key names the account; a body that
+    /// names another one is refused as the conversions body is.
+    #[serde(default, alias = "accountId")]
+    account_id: Option<String>,
 }
 
 async fn post_dataset(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     let account_id = authenticate(deps.accounts.as_ref(), req).await?;
     let body: DatasetBody = json_body(req)?;
+    if let Some(a) = &body.account_id
+        && a.trim() != account_id
+    {
+        return Err(ApiError::not_found(format!("account {a} not found")));
+    }
     if let Some(id) = body.dataset_id {
         let id = DatasetId::parse(&id)?.into_string();
         let mut config = deps.settings.get_capi_or_default(&account_id).await?;
