@@ -7,14 +7,13 @@ use super::event::{Conversion, Currency, EventName, new_event_id};
 use super::pii::{hash_email, hash_phone};
 use super::{
     ATTRIBUTION_WINDOW_MS, Attribution, CapiDeps, CapiError, LastClick, MAX_EVENT_AGE_SECS,
-    last_click_for_customer, last_click_in_conversation,
+    last_click_for_customer, last_click_in_conversation, waba_for,
 };
 
 /// The answer's reason when the customer's clicks all came after the conversion.
 pub const NO_CLICK_BEFORE: &str = "no_ctwa_click_before_event_time";
 use crate::domain::Phone;
-use crate::meta::connection::ConnectError;
-use crate::store::{CapiSettings, ConnectionStatus};
+use crate::store::CapiSettings;
 use crate::time::rfc3339_millis;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -72,20 +71,8 @@ pub struct AccountContext {
 }
 
 pub async fn context(deps: &CapiDeps, account_id: &str) -> Result<AccountContext, CapiError> {
-    let conn = deps.meta.connections.get_connection(account_id).await?;
-    let conn = conn.ok_or(ConnectError::NotConnected)?;
-    if conn.status == ConnectionStatus::Broken {
-        return Err(ConnectError::TokenInvalid(None).into());
-    }
-    let waba_id = match conn.waba_id {
-        Some(w) => w,
-        None => deps
-            .accounts
-            .get_account(account_id)
-            .await?
-            .and_then(|a| a.waba_id)
-            .ok_or(CapiError::NoWaba)?,
-    };
+    let conn = deps.meta.live_connection(account_id).await?;
+    let waba_id = waba_for(deps, account_id, conn.waba_id).await?;
     let dataset_id = deps
         .settings
         .get_capi(account_id)
@@ -116,6 +103,16 @@ pub fn valid_event_id(raw: Option<String>) -> Result<String, CapiError> {
             }
             Ok(id)
         }
+    }
+}
+
+/// A `test_event_code` (an event's own, or a batch's): 1 to 64 characters.
+pub fn valid_test_event_code(code: Option<&str>) -> Result<(), CapiError> {
+    match code {
+        Some(c) if c.is_empty() || c.len() > 64 => Err(CapiError::invalid(
+            "test_event_code must be 1 to 64 characters",
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -162,13 +159,7 @@ pub async fn prepare(
     if event_time > now_s + 300 {
         return Err(CapiError::invalid("event_time is in the future"));
     }
-    if let Some(code) = &b.test_event_code
-        && (code.is_empty() || code.len() > 64)
-    {
-        return Err(CapiError::invalid(
-            "test_event_code must be 1 to 64 characters",
-        ));
-    }
+    valid_test_event_code(b.test_event_code.as_deref())?;
     // Keeps every record far below DynamoDB's 400 KB item limit.
     if b.custom_data
         .as_ref()

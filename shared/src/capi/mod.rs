@@ -170,14 +170,14 @@ pub struct DatasetOutcome {
     pub created: bool,
 }
 
-async fn waba_for(deps: &CapiDeps, account_id: &str) -> Result<String, CapiError> {
-    if let Some(w) = deps
-        .meta
-        .connections
-        .get_connection(account_id)
-        .await?
-        .and_then(|c| c.waba_id)
-    {
+/// The WABA of the account's conversions and dataset: the connection's (`from_connection`),
+/// else the one the account was onboarded with.
+pub(crate) async fn waba_for(
+    deps: &CapiDeps,
+    account_id: &str,
+    from_connection: Option<String>,
+) -> Result<String, CapiError> {
+    if let Some(w) = from_connection {
         return Ok(w);
     }
     deps.accounts
@@ -200,7 +200,8 @@ pub async fn provision_dataset(
             created: false,
         });
     }
-    let waba = waba_for(deps, account_id).await?;
+    let connection = deps.meta.connections.get_connection(account_id).await?;
+    let waba = waba_for(deps, account_id, connection.and_then(|c| c.waba_id)).await?;
     let token = deps.meta.token(account_id).await?;
     let found = match deps.meta.graph.get_dataset(&waba, &token).await {
         Ok(Some(id)) => Ok((id, false)),

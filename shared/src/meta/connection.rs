@@ -143,11 +143,7 @@ impl MetaDeps {
     /// (read on every call) says which token version is current, so a refresh or a
     /// reconnect made by any function is used at the next call, without a restart.
     pub async fn token(&self, account_id: &str) -> Result<Token, ConnectError> {
-        let conn = self.connections.get_connection(account_id).await?;
-        let conn = conn.ok_or(ConnectError::NotConnected)?;
-        if conn.status == ConnectionStatus::Broken {
-            return Err(ConnectError::TokenInvalid(None));
-        }
+        let conn = self.live_connection(account_id).await?;
         let read = |raw: String| -> Result<StoredToken, SecretError> {
             serde_json::from_str(&raw).map_err(|_| SecretError::Malformed {
                 id: conn.secret_id.clone(),
@@ -160,6 +156,20 @@ impl MetaDeps {
             stored = read(self.secrets.get_secret(&conn.secret_id).await?)?;
         }
         Ok(Token::new(stored.access_token))
+    }
+
+    /// The account's connection unless there is none (`NotConnected`) or Meta refused its
+    /// token (`TokenInvalid`): the one gate before anything is done with it.
+    pub async fn live_connection(&self, account_id: &str) -> Result<MetaConnection, ConnectError> {
+        let conn = self
+            .connections
+            .get_connection(account_id)
+            .await?
+            .ok_or(ConnectError::NotConnected)?;
+        if conn.status == ConnectionStatus::Broken {
+            return Err(ConnectError::TokenInvalid(None));
+        }
+        Ok(conn)
     }
 
     /// Drops the cached token (after Meta answered 190 with it, say).
@@ -282,14 +292,7 @@ pub async fn refresh(
     account_id: &str,
     now_ms: i64,
 ) -> Result<RefreshOutcome, ConnectError> {
-    let mut conn = deps
-        .connections
-        .get_connection(account_id)
-        .await?
-        .ok_or(ConnectError::NotConnected)?;
-    if conn.status == ConnectionStatus::Broken {
-        return Err(ConnectError::TokenInvalid(None));
-    }
+    let mut conn = deps.live_connection(account_id).await?;
     if conn.expires_at.is_none() {
         return Ok(RefreshOutcome::NeverExpires);
     }
