@@ -6,13 +6,14 @@ use crate::auth::authenticate;
 use crate::capi::RecordContext;
 use crate::capi::conversion::{
     AccountContext, ConversionBody, Prepared, Ready, TriggerBody, TriggerMatch, context, prepare,
+    valid_test_event_code,
 };
 use crate::capi::event::{EventName, new_event_id};
 use crate::capi::{Attribution, CapiDeps, FailureReason, SendResult, deliver, new_record};
 use crate::error::{ApiError, ApiResult};
 use crate::handlers::connect::json_body;
 use crate::http::{ApiRequest, ApiResponse};
-use crate::store::{EventRecord, EventStatus};
+use crate::store::{EventRecord, EventStatus, dedup_key};
 use crate::time::rfc3339_millis;
 use http::{Method, StatusCode};
 use serde::Deserialize;
@@ -187,13 +188,7 @@ async fn send_batch(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse>
             "events must hold 1 to {MAX_BATCH} events"
         )));
     }
-    if let Some(code) = &body.test_event_code
-        && (code.is_empty() || code.len() > 64)
-    {
-        return Err(ApiError::bad_request(
-            "test_event_code must be 1 to 64 characters",
-        ));
-    }
+    valid_test_event_code(body.test_event_code.as_deref())?;
     let now_ms = crate::time::now_millis();
     let ctx = context(deps, &account_id).await?;
     let mut answers: Vec<Option<Value>> = vec![None; body.events.len()];
@@ -213,11 +208,8 @@ async fn send_batch(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse>
                 // A test send and a production send of one id are kept apart (as
                 // they are across requests): the key is the id and the test code.
                 let test_code = b.test_event_code.as_ref().or(body.test_event_code.as_ref());
-                let key = (
-                    b.event_id.as_deref().unwrap_or_default().trim().to_string(),
-                    test_code.cloned(),
-                );
-                if !seen.insert(key) {
+                let event_id = b.event_id.as_deref().unwrap_or_default().trim();
+                if !seen.insert(dedup_key(event_id, test_code.map(String::as_str))) {
                     Err(ApiError::bad_request(
                         "event_id appears twice in this batch (with the same test_event_code)",
                     ))

@@ -350,10 +350,15 @@ impl EventRecord {
     /// The dedup key: the event id, kept apart for test events (a `test_event_code`
     /// send does not block the production send of the same id, nor the reverse).
     pub fn dedup_key(&self) -> String {
-        match &self.test_event_code {
-            Some(code) => format!("{}|test:{code}", self.event_id),
-            None => self.event_id.clone(),
-        }
+        dedup_key(&self.event_id, self.test_event_code.as_deref())
+    }
+}
+
+/// The dedup key of an event id sent with or without a `test_event_code`.
+pub fn dedup_key(event_id: &str, test_event_code: Option<&str>) -> String {
+    match test_event_code {
+        Some(code) => format!("{event_id}|test:{code}"),
+        None => event_id.to_string(),
     }
 }
 
