@@ -94,29 +94,15 @@ impl Connections for DynamoData {
         &self,
         before: i64,
     ) -> Result<Vec<MetaConnection>, StoreError> {
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name("gsi2")
-                .key_condition_expression("gsi2pk = :p AND gsi2sk < :t")
-                .expression_attribute_values(":p", s(CONNECTIONS_INDEX_PK))
-                .expression_attribute_values(":t", s(format!("{:015}", before.max(0))))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(backend)?;
-            for item in page.items.unwrap_or_default() {
-                out.push(connection_from(&item)?);
-            }
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
-            }
-        }
-        Ok(out)
+        let items = self
+            .pages(usize::MAX, |query| {
+                query
+                    .index_name("gsi2")
+                    .key_condition_expression("gsi2pk = :p AND gsi2sk < :t")
+                    .expression_attribute_values(":p", s(CONNECTIONS_INDEX_PK))
+                    .expression_attribute_values(":t", s(format!("{:015}", before.max(0))))
+            })
+            .await?;
+        items.iter().map(connection_from).collect()
     }
 }

@@ -43,6 +43,7 @@ use super::*;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use std::collections::HashMap;
@@ -279,7 +280,7 @@ impl DynamoData {
         put_if_absent(&self.client, &self.table, item).await
     }
 
-    /// Every page of a query, up to `limit` items.
+    /// `pk_attr = pk AND begins_with(sk_attr, sk_prefix)`, every page up to `limit` items.
     async fn query(
         &self,
         q: KeyQuery<'_>,
@@ -293,13 +294,8 @@ impl DynamoData {
             sk_attr,
             sk_prefix,
         } = q;
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
+        self.pages(limit, |query| {
+            query
                 .set_index_name(index.map(str::to_string))
                 .key_condition_expression("#p = :p AND begins_with(#s, :s)")
                 .expression_attribute_names("#p", pk_attr)
@@ -307,6 +303,21 @@ impl DynamoData {
                 .expression_attribute_values(":p", s(pk.clone()))
                 .expression_attribute_values(":s", s(sk_prefix))
                 .scan_index_forward(!newest_first)
+        })
+        .await
+    }
+
+    /// Every page of the query `condition` describes (index, key condition, order), up
+    /// to `limit` items.
+    async fn pages(
+        &self,
+        limit: usize,
+        condition: impl Fn(QueryFluentBuilder) -> QueryFluentBuilder,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = condition(self.client.query().table_name(&self.table))
                 .limit(i32::try_from(limit.min(1000)).unwrap_or(1000))
                 .set_exclusive_start_key(start.take())
                 .send()
