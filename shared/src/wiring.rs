@@ -87,10 +87,19 @@ pub fn admin(aws: &Aws, config: &DataConfig) -> AdminDeps {
 /// An account's Meta connection: the Graph API, the connection records, the token
 /// secrets (read through a cache), the app's credentials.
 pub fn meta(aws: &Aws, config: &ConnectConfig) -> Result<MetaDeps, GraphError> {
+    meta_on(aws, config, aws.data(&config.data_table))
+}
+
+/// [`meta`] over the function's own table client.
+fn meta_on(
+    aws: &Aws,
+    config: &ConnectConfig,
+    data: Arc<DynamoData>,
+) -> Result<MetaDeps, GraphError> {
     let secrets = Arc::new(AwsSecrets::new(aws.secrets.clone()));
     Ok(MetaDeps {
         graph: graph(&config.graph_url)?,
-        connections: aws.data(&config.data_table),
+        connections: data,
         secrets: Arc::new(CachedSecrets::new(
             secrets.clone(),
             config.secrets_cache_ttl,
@@ -105,18 +114,18 @@ pub fn meta(aws: &Aws, config: &ConnectConfig) -> Result<MetaDeps, GraphError> {
 pub fn connect(aws: &Aws, config: &ConnectConfig) -> Result<ConnectDeps, GraphError> {
     let data = aws.data(&config.data_table);
     Ok(ConnectDeps {
+        meta: Arc::new(meta_on(aws, config, data.clone())?),
         accounts: data.clone(),
         capi: data,
-        meta: Arc::new(meta(aws, config)?),
     })
 }
 
 pub fn ads(aws: &Aws, config: &ConnectConfig) -> Result<AdsDeps, GraphError> {
     let data = aws.data(&config.data_table);
     Ok(AdsDeps {
+        meta: Arc::new(meta_on(aws, config, data.clone())?),
         accounts: data.clone(),
         ads: data,
-        meta: Arc::new(meta(aws, config)?),
         governor: Governor::new(),
         policy: AdsPolicy::default(),
     })
@@ -126,11 +135,11 @@ pub fn ads(aws: &Aws, config: &ConnectConfig) -> Result<AdsDeps, GraphError> {
 pub fn capi(aws: &Aws, config: &CapiConfig) -> Result<CapiDeps, GraphError> {
     let data = aws.data(&config.connect.data_table);
     Ok(CapiDeps {
+        meta: Arc::new(meta_on(aws, &config.connect, data.clone())?),
         accounts: data.clone(),
         conversations: data.clone(),
         settings: data.clone(),
         events: data,
-        meta: Arc::new(meta(aws, &config.connect)?),
         policy: RetryPolicy {
             resend_delay: config.resend_delay,
             ..RetryPolicy::default()
