@@ -199,7 +199,7 @@ async fn a_purchase_by_phone_reaches_meta_keyed_by_the_most_recent_click() {
 }
 
 #[tokio::test]
-async fn no_click_is_a_no_op_and_bad_input_is_400() {
+async fn no_click_waits_for_it_and_bad_input_is_400() {
     let app = ready_app("16505551234", "CLID-1").await;
     let (s, v) = app
         .post_json(
@@ -208,13 +208,18 @@ async fn no_click_is_a_no_op_and_bad_input_is_400() {
             json!({"phone": "+15550000000", "event_name": "Lead"}),
         )
         .await;
+    assert_eq!(s, 202, "{v}");
     assert_eq!(
-        (s, v),
+        (&v["success"], &v["status"], &v["reason"], &v["ctwa_clid"]),
         (
-            200,
-            json!({"success": false, "reason": "no_ctwa_click_id_for_phone"})
-        )
+            &json!(false),
+            &json!("waiting_for_click"),
+            &json!("waiting_for_click"),
+            &Value::Null
+        ),
+        "{v}"
     );
+    assert!(v["wait_until"].as_str().unwrap().ends_with('Z'), "{v}");
     assert!(events_at_meta(&app).is_empty());
     let (s, v) = app
         .post_json(
@@ -252,7 +257,10 @@ async fn no_click_is_a_no_op_and_bad_input_is_400() {
             json!({"phone": "16505551234", "event_name": "Lead", "event_id": "has spaces"}),
             "event_id",
         ),
-        (json!({"event_name": "Lead"}), "conversation_id or phone"),
+        (
+            json!({"event_name": "Lead"}),
+            "conversation_id, phone or user_id",
+        ),
         (
             json!({"phone": "16505551234", "event_name": "Lead", "surprise": 1}),
             "unknown field",
@@ -637,7 +645,12 @@ async fn batch_sends_the_valid_events_in_one_request_and_answers_each() {
         (Some("delivered"), Some("delivered"))
     );
     assert_eq!(r[2]["status"], "invalid");
-    assert_eq!(r[3]["reason"], "no_ctwa_click_id_for_phone");
+    assert_eq!(
+        (&r[3]["reason"], &r[3]["http_status"]),
+        (&json!("waiting_for_click"), &json!(202)),
+        "{}",
+        r[3]
+    );
     assert_eq!(r[4]["status"], "invalid", "duplicate event id in one batch");
     let sends: Vec<_> = app.sim.sim.requests()[before..]
         .iter()
@@ -817,5 +830,426 @@ async fn one_bad_event_does_not_fail_the_rest_of_a_batch_and_test_codes_never_mi
             "{e}"
         );
     }
+    app.stack.stop().await;
+}
+
+/// Issue 13 item 13: capture is asynchronous, so a lead fired on the customer's first
+/// message can come before its click is captured. It waits for the click (202
+/// `waiting_for_click`) and capture sends it when the click lands: exactly once, through
+/// the normal dedup and delivery, with the click's id and ad.
+#[tokio::test]
+async fn a_conversion_that_races_its_click_is_sent_by_capture_when_the_click_lands() {
+    let app = ready_app("16505551234", "CLID-1").await;
+    let lead = |phone: &str, event_id: &str| json!({"phone": format!("+{phone}"), "event_name": "Lead", "event_id": event_id});
+    // 1. The conversion first, the click a moment later.
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions",
+            &app.api_key,
+            lead("919800000001", "race-1"),
+        )
+        .await;
+    assert_eq!((s, &v["status"]), (202, &json!("waiting_for_click")), "{v}");
+    assert!(events_at_meta(&app).is_empty());
+    // A client retry while it waits: the same answer, nothing sent.
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions",
+            &app.api_key,
+            lead("919800000001", "race-1"),
+        )
+        .await;
+    assert_eq!(
+        (s, &v["status"], &v["duplicate"]),
+        (202, &json!("waiting_for_click"), &json!(true)),
+        "{v}"
+    );
+    click(
+        &app,
+        "919800000001",
+        "CLID-RACE-1",
+        ctwa_shared::time::now_secs() - 5,
+    )
+    .await;
+    settled("the waiting lead sent by capture", 1, || async {
+        events_at_meta(&app).len()
+    })
+    .await;
+    let at_meta = events_at_meta(&app);
+    assert_eq!(at_meta[0]["event"]["event_id"], "race-1");
+    assert_eq!(at_meta[0]["event"]["user_data"]["ctwa_clid"], "CLID-RACE-1");
+    let (_, row) = app.get("/v1/conversions?limit=1", &app.api_key).await;
+    assert_eq!(row["events"][0]["status"], "delivered", "{row}");
+    assert_eq!(row["events"][0]["ctwa_clid"], "CLID-RACE-1");
+    // The retry now answers the delivered outcome; nothing is sent again.
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions",
+            &app.api_key,
+            lead("919800000001", "race-1"),
+        )
+        .await;
+    assert_eq!(
+        (s, &v["status"], &v["ctwa_clid"], &v["duplicate"]),
+        (
+            200,
+            &json!("delivered"),
+            &json!("CLID-RACE-1"),
+            &json!(true)
+        ),
+        "{v}"
+    );
+    // 2. The issue's sequence: the webhook, then at once the lead (before capture or
+    // after it, whichever wins): one event at Meta with the click, never the no-op.
+    let wamid = format!("wamid.{}", unique("m"));
+    let ts = ctwa_shared::time::now_secs();
+    let (s, _) = app
+        .post_webhook(ctwa_webhook(
+            FIXTURE_PNID,
+            &wamid,
+            "919800000002",
+            Some("CLID-RACE-2"),
+            ts,
+        ))
+        .await;
+    assert_eq!(s, 200);
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions",
+            &app.api_key,
+            lead("919800000002", "race-2"),
+        )
+        .await;
+    assert!(
+        (s == 202 && v["status"] == "waiting_for_click")
+            || (s == 200 && v["status"] == "delivered"),
+        "{s} {v}"
+    );
+    settled("the second lead sent", 2, || async {
+        events_at_meta(&app).len()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let at_meta = events_at_meta(&app);
+    assert_eq!(at_meta.len(), 2, "exactly once");
+    assert_eq!(at_meta[1]["event"]["event_id"], "race-2");
+    assert_eq!(at_meta[1]["event"]["user_data"]["ctwa_clid"], "CLID-RACE-2");
+    app.stack.stop().await;
+}
+
+/// The wait is bounded: with no click by its end, the scheduled resend function ends the
+/// conversion as the seed 003 no-op (`no_click`, visible in the audit trail); Meta is
+/// never called. Run with the template's CLICK_WAIT_SECONDS at 1.
+#[tokio::test]
+async fn a_conversion_with_no_click_by_the_end_of_its_wait_ends_as_the_no_op() {
+    let text =
+        std::fs::read_to_string(ctwa_local::lambda::workspace_dir().join("template.yaml")).unwrap();
+    let from = "CLICK_WAIT_SECONDS: \"900\"";
+    assert_eq!(text.matches(from).count(), 1);
+    let path = std::env::temp_dir().join(format!("{}.yaml", unique("template")));
+    std::fs::write(&path, text.replacen(from, "CLICK_WAIT_SECONDS: \"1\"", 1)).unwrap();
+    let app = spawn_app_with(AppOptions {
+        template: Some(path),
+        ..Default::default()
+    })
+    .await;
+    app.connect_meta(&app.api_key).await;
+    let (s, v) = app.post_json("/v1/dataset", &app.api_key, json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions",
+            &app.api_key,
+            json!({"phone": "+15550000000", "event_name": "Lead", "event_id": "organic-1"}),
+        )
+        .await;
+    assert_eq!((s, &v["status"]), (202, &json!("waiting_for_click")), "{v}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let report = app
+        .stack
+        .lambda
+        .invoke_scheduled("ConversionsResendFunction")
+        .await
+        .unwrap();
+    assert_eq!(
+        (&report["due"], &report["no_click"]),
+        (&json!(1), &json!(1)),
+        "{report}"
+    );
+    let (_, row) = app
+        .get("/v1/conversions?status=no_click", &app.api_key)
+        .await;
+    assert_eq!(row["events"][0]["event_id"], "organic-1", "{row}");
+    assert_eq!(
+        row["events"][0]["error"]["reason"],
+        "no_ctwa_click_id_for_phone"
+    );
+    // The client's retry answers the no-op with its reason.
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions",
+            &app.api_key,
+            json!({"phone": "+15550000000", "event_name": "Lead", "event_id": "organic-1"}),
+        )
+        .await;
+    assert_eq!(
+        (s, &v["success"], &v["status"], &v["reason"]),
+        (
+            200,
+            &json!(false),
+            &json!("no_click"),
+            &json!("no_ctwa_click_id_for_phone")
+        ),
+        "{v}"
+    );
+    let again = app
+        .stack
+        .lambda
+        .invoke_scheduled("ConversionsResendFunction")
+        .await
+        .unwrap();
+    assert_eq!(again["due"], 0, "{again}");
+    assert!(
+        events_at_meta(&app).is_empty(),
+        "an organic customer costs nothing at Meta"
+    );
+    app.stack.stop().await;
+}
+
+/// Issue 13 item 8: conversions go under the account's own WABA. A token of another
+/// business (its `debug_token` reaches WABA 999..., not the account's) is refused with
+/// a clear error and shown in the status; nothing goes to Meta under the other WABA.
+#[tokio::test]
+async fn a_token_that_does_not_reach_the_accounts_waba_sends_nothing() {
+    let app = spawn_app().await;
+    let other = "999000000000001";
+    let code = app.oauth_code(&REQUIRED_SCOPES, other);
+    let (s, v) = app
+        .post_json(
+            "/v1/oauth/exchange-code",
+            &app.api_key,
+            json!({"code": code}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = app.get("/v1/status", &app.api_key).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (&v["waba_id"], &v["waba_reachable"]),
+        (&json!(WABA), &json!(false)),
+        "{v}"
+    );
+    assert!(v["waba_error"].as_str().unwrap().contains(other), "{v}");
+    let (s, v) = app.post_json("/v1/dataset", &app.api_key, json!({})).await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(v["error"]["code"], "meta_waba_not_granted", "{v}");
+    assert_eq!(v["error"]["waba_id"], WABA);
+    assert_eq!(v["error"]["token_waba_ids"], json!([other]));
+    // A conversion is refused the same way, before its dataset is even looked at.
+    click(
+        &app,
+        "16505551234",
+        "CLID-W",
+        ctwa_shared::time::now_secs() - 60,
+    )
+    .await;
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions",
+            &app.api_key,
+            json!({"phone": "16505551234", "event_name": "Lead"}),
+        )
+        .await;
+    assert_eq!(
+        (s, &v["error"]["code"]),
+        (409, &json!("meta_waba_not_granted")),
+        "{v}"
+    );
+    assert!(events_at_meta(&app).is_empty());
+    assert!(
+        app.sim
+            .sim
+            .requests()
+            .iter()
+            .all(|r| !r["path"].as_str().unwrap_or_default().contains(other)),
+        "no call under the other business's WABA"
+    );
+    // Reconnecting with the business's own token: it works.
+    app.connect_meta(&app.api_key).await;
+    let (s, v) = app.post_json("/v1/dataset", &app.api_key, json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    let (_, v) = app.get("/v1/status", &app.api_key).await;
+    assert_eq!(v["waba_reachable"], true, "{v}");
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions",
+            &app.api_key,
+            json!({"phone": "16505551234", "event_name": "Lead"}),
+        )
+        .await;
+    assert_eq!((s, &v["status"]), (200, &json!("delivered")), "{v}");
+    let at_meta = events_at_meta(&app);
+    assert_eq!(
+        at_meta[0]["event"]["user_data"]["whatsapp_business_account_id"],
+        WABA
+    );
+    app.stack.stop().await;
+}
+
+/// Issue 13 item 3: a conversion finds the click whatever the spelling of the number:
+/// the `00` prefix, separators, and the WhatsApp ids that differ from E.164 (Mexico's
+/// 521, Argentina's 9, Brazil's ninth digit), both ways.
+#[tokio::test]
+async fn a_conversion_finds_the_click_under_any_whatsapp_spelling_of_the_number() {
+    let app = ready_app("919876543210", "CLID-IN").await;
+    let ts = ctwa_shared::time::now_secs() - 120;
+    // (the wa_id the click came with, the number the business sends)
+    let cases = [
+        ("919876543210", "00919876543210", "CLID-IN"),
+        ("919876543210", "(+91) 98765 43210", "CLID-IN"),
+        ("5215512345678", "+52 55 1234 5678", "CLID-MX"),
+        ("5491123456789", "+54 11 2345 6789", "CLID-AR"),
+        ("553196883193", "+55 31 99688 3193", "CLID-BR"),
+        ("5521964180266", "+55 21 6418 0266", "CLID-BR2"),
+    ];
+    for (wa_id, _, clid) in cases.iter().skip(2) {
+        click(&app, wa_id, clid, ts).await;
+    }
+    for (i, (wa_id, sent_as, clid)) in cases.iter().enumerate() {
+        let (s, v) = app
+            .post_json(
+                "/v1/conversions",
+                &app.api_key,
+                json!({"phone": sent_as, "event_name": "Lead", "event_id": format!("spell-{i}")}),
+            )
+            .await;
+        assert_eq!(
+            (s, &v["status"], &v["ctwa_clid"]),
+            (200, &json!("delivered"), &json!(clid)),
+            "{sent_as} (click under {wa_id}): {v}"
+        );
+        // The customer's conversations are found under the other spelling too.
+        let (s, list) = app
+            .get(
+                &format!("/v1/conversations?phone={}", urlencode(sent_as)),
+                &app.api_key,
+            )
+            .await;
+        assert_eq!(s, 200, "{list}");
+        assert_eq!(
+            list["conversations"][0]["metadata"]["ctwa_clid"], *clid,
+            "{sent_as}: {list}"
+        );
+    }
+    app.stack.stop().await;
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A Cloud API webhook of one message; `from` and the contact as given.
+fn identity_webhook(
+    wamid: &str,
+    from: Option<&str>,
+    user_id: &str,
+    contact_wa: Option<&str>,
+    clid: &str,
+    ts: i64,
+) -> String {
+    let mut contact = json!({"profile": {"name": "Asha"}, "user_id": user_id});
+    if let Some(w) = contact_wa {
+        contact["wa_id"] = json!(w);
+    }
+    let mut message = json!({"from_user_id": user_id, "id": wamid, "timestamp": ts.to_string(), "type": "text",
+        "text": {"body": "hi"},
+        "referral": {"source_url": "https://fb.me/x", "source_id": format!("AD-{clid}"), "source_type": "ad", "ctwa_clid": clid}});
+    if let Some(f) = from {
+        message["from"] = json!(f);
+    }
+    json!({"object": "whatsapp_business_account", "entry": [{"id": WABA, "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp", "metadata": {"display_phone_number": "15550783881", "phone_number_id": FIXTURE_PNID},
+        "contacts": [contact], "messages": [message]}}]}]})
+    .to_string()
+}
+
+/// Issue 13 item 4: a contact that carries both `wa_id` and `user_id` (BSUID) and a later
+/// message that carries only `from_user_id` are one customer: one conversation with both
+/// clicks, found by phone and by user id; conversions accept `user_id` as the key.
+#[tokio::test]
+async fn one_customer_with_two_identities_is_one_conversation() {
+    let app = ready_app("16505551234", "CLID-1").await;
+    let now = ctwa_shared::time::now_secs();
+    let before = app.click_count().await;
+    let (s, v) = app
+        .post_webhook(identity_webhook(
+            "wamid.ID-1",
+            Some("16505550001"),
+            "US.777",
+            Some("16505550001"),
+            "CLID-U1",
+            now - 600,
+        ))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    settled("first click", before + 1, || app.click_count()).await;
+    let (s, v) = app
+        .post_webhook(identity_webhook(
+            "wamid.ID-2",
+            None,
+            "US.777",
+            None,
+            "CLID-U2",
+            now - 60,
+        ))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    settled("second click", before + 2, || app.click_count()).await;
+    for query in ["phone=16505550001", "user_id=US.777"] {
+        let (s, v) = app
+            .get(&format!("/v1/conversations?{query}"), &app.api_key)
+            .await;
+        assert_eq!(s, 200, "{v}");
+        let convs = v["conversations"].as_array().unwrap();
+        assert_eq!(convs.len(), 1, "{query}: one conversation: {v}");
+        assert_eq!(
+            convs[0]["clicks"].as_array().unwrap().len(),
+            2,
+            "{query}: {v}"
+        );
+        assert_eq!(convs[0]["metadata"]["ctwa_clid"], "CLID-U1", "{v}");
+    }
+    // The last click, by user id and by phone alike.
+    for (i, key) in [
+        json!({"user_id": "US.777"}),
+        json!({"phone": "+16505550001"}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut body = json!({"event_name": "Lead", "event_id": format!("two-ids-{i}")});
+        body.as_object_mut()
+            .unwrap()
+            .extend(key.as_object().unwrap().clone());
+        let (s, v) = app.post_json("/v1/conversions", &app.api_key, body).await;
+        assert_eq!(
+            (s, &v["status"], &v["ctwa_clid"]),
+            (200, &json!("delivered"), &json!("CLID-U2")),
+            "{key}: {v}"
+        );
+    }
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions",
+            &app.api_key,
+            json!({"user_id": "", "event_name": "Lead"}),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
     app.stack.stop().await;
 }

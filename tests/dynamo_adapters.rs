@@ -217,24 +217,39 @@ async fn first_touch_is_one_shot_and_the_earliest_click_wins_under_concurrency()
 }
 
 #[tokio::test]
-async fn equal_timestamps_break_ties_by_message_id() {
+async fn on_an_exact_tie_the_stored_first_touch_stays_and_its_capture_time_never_moves() {
     let (_, d) = data().await;
     let conv = "c_tie";
-    for m in ["m5", "m1", "m9"] {
-        let k = click(conv, m, 7, Some(m));
-        d.upsert_conversation(&upsert(conv, "wa:1", 1), first_touch_of(&k, 1).as_ref())
-            .await
-            .unwrap();
-    }
-    assert_eq!(
+    let get = || async {
         d.get_conversation(conv)
             .await
             .unwrap()
             .unwrap()
             .first_touch
             .unwrap()
-            .ctwa_clid,
-        "m1"
+    };
+    // A click at 7 ms captured at t=1; two more clicks at the same 7 ms (one with a
+    // smaller message id) captured later: the stored one stays.
+    for (m, at) in [("m5", 1), ("m1", 2), ("m9", 3)] {
+        let k = click(conv, m, 7, Some(m));
+        d.upsert_conversation(&upsert(conv, "wa:1", at), first_touch_of(&k, at).as_ref())
+            .await
+            .unwrap();
+    }
+    let ft = get().await;
+    assert_eq!((ft.ctwa_clid.as_str(), ft.captured_at_ms), ("m5", 1));
+    // A strictly earlier click processed later replaces the click, never the time the
+    // first touch was first captured.
+    let k = click(conv, "m0", 6, Some("m0"));
+    let o = d
+        .upsert_conversation(&upsert(conv, "wa:1", 4), first_touch_of(&k, 4).as_ref())
+        .await
+        .unwrap();
+    assert_eq!(o, FirstTouchOutcome::Captured);
+    let ft = get().await;
+    assert_eq!(
+        (ft.ctwa_clid.as_str(), ft.clicked_at_ms, ft.captured_at_ms),
+        ("m0", 6, 1)
     );
 }
 

@@ -82,6 +82,51 @@ async fn same_signed_webhook_five_times_is_one_item_one_click_one_conversation()
     app.stack.stop().await;
 }
 
+/// Issue 13 item 9: the earliest click by Meta's timestamp is the first touch; on an
+/// exact tie the stored one stays (before: the smaller message id replaced it), and
+/// `ctwa_captured_at` is when the first touch was first captured (before: it moved to
+/// the time an earlier click was processed).
+#[tokio::test]
+async fn first_touch_tie_keeps_the_stored_click_and_captured_at_never_moves() {
+    let app = spawn_app().await;
+    let ts = 1_750_000_000;
+    let metadata = || async {
+        let (status, v) = app
+            .get("/v1/conversations?phone=919800000009", &app.api_key)
+            .await;
+        assert_eq!(status, 200, "{v}");
+        v["conversations"][0]["metadata"].clone()
+    };
+    let app_ref = &app;
+    let post = |wamid: &'static str, clid: &'static str, ts: i64| {
+        let body = ctwa_webhook(FIXTURE_PNID, wamid, "919800000009", Some(clid), ts);
+        async move {
+            let (status, v) = app_ref.post_webhook(body).await;
+            assert_eq!(status, 200, "{v}");
+        }
+    };
+    post("wamid.TIE-B", "CLID-B", ts).await;
+    settled("first click", 1, || app.click_count()).await;
+    let first = metadata().await;
+    assert_eq!(first["ctwa_clid"], "CLID-B");
+    let captured_at = first["ctwa_captured_at"].clone();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // Same second, smaller message id: a tie, the stored click stays.
+    post("wamid.TIE-A", "CLID-A", ts).await;
+    settled("second click", 2, || app.click_count()).await;
+    let tied = metadata().await;
+    assert_eq!(tied["ctwa_clid"], "CLID-B", "{tied}");
+    assert_eq!(tied["ctwa_captured_at"], captured_at);
+    // A click made earlier, delivered later: it is the first touch now, captured at the
+    // first capture's time.
+    post("wamid.TIE-E", "CLID-E", ts - 10).await;
+    settled("third click", 3, || app.click_count()).await;
+    let earlier = metadata().await;
+    assert_eq!(earlier["ctwa_clid"], "CLID-E", "{earlier}");
+    assert_eq!(earlier["ctwa_captured_at"], captured_at);
+    app.stack.stop().await;
+}
+
 #[tokio::test]
 async fn fifty_concurrent_first_messages_one_first_touch_fifty_clicks() {
     let app = spawn_app().await;

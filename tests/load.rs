@@ -44,7 +44,22 @@ async fn five_thousand_webhooks_each_message_once_each_click_once_first_touch_th
     assert_eq!(report["lost"], 0, "nothing lost: {report}");
     assert_eq!(report["duplicated"], 0, "nothing twice: {report}");
     assert_eq!(report["first_touch_wrong"], 0, "{report}");
-    assert_eq!(report["accounting"]["misfiled_clicks"], 0, "{report}");
+    assert_eq!(
+        report["accounting"]["misfiled_clicks"], 0,
+        "clicks filed on the wrong customer: {report}"
+    );
+    assert!(
+        report["accounting"]["attribution"]["checks"]
+            .as_u64()
+            .unwrap()
+            > 100,
+        "{report}"
+    );
+    assert_eq!(
+        report["attributed_after_event_time"], 0,
+        "conversions attributed to a click after their event_time: {report}"
+    );
+    assert_eq!(report["attribution_wrong"], 0, "{report}");
     assert_eq!(report["ok"], true, "{report}");
     // The webhook answers agree: each unique message reported stored exactly once.
     assert_eq!(report["post"]["stored_reported"], w["messages"], "{report}");

@@ -226,7 +226,12 @@ async fn send_event(ctx: &Ctx, a: SendEventArgs) -> Result<(), CliError> {
     ]);
     let answer = ctx.show(Req::post("/v1/conversions", body)).await?;
     let b = &answer.body;
-    if let Some(reason) = b["reason"].as_str() {
+    if b["reason"] == "waiting_for_click" {
+        note(format!(
+            "note: no click for this customer yet: the event is kept and sent when its click is captured (until {}); if none comes, nothing is sent",
+            b["wait_until"].as_str().unwrap_or("the end of the wait")
+        ));
+    } else if let Some(reason) = b["reason"].as_str() {
         let why = match reason {
             "no_ctwa_click_id_for_phone" => {
                 "no Click-to-WhatsApp click is known for this phone (try `ctwa webhook simulate` locally)"

@@ -318,7 +318,7 @@ async fn seed_001_quick_start_as_written() {
         .ok();
     assert_eq!(r.json()["status"], "delivered", "{}", r.stderr);
     assert!(r.stderr.contains("the CAPI config's 0 INR"), "{}", r.stderr);
-    // A phone that never clicked: a no-op, not an error.
+    // A phone with no click yet: kept, waiting for its click, not an error.
     let r = sh
         .run(&[
             "capi",
@@ -330,12 +330,16 @@ async fn seed_001_quick_start_as_written() {
         ])
         .await
         .ok();
-    assert_eq!(r.json()["reason"], "no_ctwa_click_id_for_phone");
-    assert!(r.stderr.contains("nothing sent to Meta"), "{}", r.stderr);
+    assert_eq!(r.json()["reason"], "waiting_for_click");
+    assert!(
+        r.stderr.contains("sent when its click is captured"),
+        "{}",
+        r.stderr
+    );
 
     // The audit trail, as JSON and as a table; the conversation by id.
     let v = sh.run(&["conversions", "--limit", "10"]).await.ok().json();
-    assert_eq!(v["events"].as_array().map(Vec::len), Some(3), "{v}");
+    assert_eq!(v["events"].as_array().map(Vec::len), Some(4), "{v}");
     let t = sh.run(&["conversions", "--table"]).await.ok();
     assert!(t.stdout.starts_with("TIMESTAMP "), "{}", t.stdout);
     assert!(t.stdout.contains("order-1499"), "{}", t.stdout);

@@ -375,11 +375,14 @@ impl Pipeline {
 
     /// The first touch of every conversation and the click count: what must not depend on
     /// the order the stream delivers items in (the earliest click wins).
-    pub fn attribution(&self) -> (BTreeMap<String, Option<String>>, usize) {
+    /// Per conversation, when its first touch was clicked (on an exact tie the stored
+    /// click stays, so which of two same-second clicks it is may depend on order; its
+    /// time never does), and the number of clicks.
+    pub fn attribution(&self) -> (BTreeMap<String, Option<i64>>, usize) {
         let (convs, clicks, _) = self.snapshot();
         let ft = convs
             .into_iter()
-            .map(|(id, c)| (id, c.and_then(|c| c.first_touch).map(|f| f.message_id)))
+            .map(|(id, c)| (id, c.and_then(|c| c.first_touch).map(|f| f.clicked_at_ms)))
             .collect();
         (ft, clicks)
     }

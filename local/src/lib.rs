@@ -10,7 +10,7 @@ pub mod stream;
 use ctwa_shared::ads::AdsDeps;
 use ctwa_shared::capi::{CapiDeps, RetryPolicy};
 use ctwa_shared::capture::CaptureDeps;
-use ctwa_shared::config::{CapiConfig, ConnectConfig, DataConfig};
+use ctwa_shared::config::{CapiConfig, ConnectConfig};
 use ctwa_shared::handlers::connect;
 use ctwa_shared::store::dynamo::DynamoData;
 use ctwa_shared::tables;
@@ -294,17 +294,16 @@ pub async fn start(clients: &Clients, cfg: LocalConfig) -> Result<Stack, StartEr
         },
         audit_ttl_days: None,
         resend_delay: cfg.retry_policy.resend_delay,
+        click_wait: cfg.retry_policy.click_wait,
     };
     let mut capi = wiring::capi(&aws, &capi_config).map_err(graph_error)?;
     capi.policy = cfg.retry_policy.clone();
     let capi = Arc::new(capi);
     let ads = Arc::new(wiring::ads(&aws, &capi_config.connect).map_err(graph_error)?);
-    let capture = Arc::new(wiring::capture(
-        &aws,
-        &DataConfig {
-            data_table: cfg.data_table.clone(),
-        },
-    ));
+    let capture = Arc::new(
+        CaptureDeps::new(capi.accounts.clone(), capi.conversations.clone())
+            .with_conversions(capi.clone()),
+    );
     Ok(Stack {
         addr: lambda.addr,
         lambda,

@@ -2,7 +2,8 @@
 //! append every click to the customer's history, and capture the conversation's first
 //! touch one-shot. Every step is idempotent, so a redelivered batch changes nothing.
 
-use crate::domain::{Click, Route, conversation_id};
+use crate::capi::{CapiDeps, CapiError};
+use crate::domain::{Click, Customer, Route, conversation_id};
 use crate::meta::webhook::{cloud_automatic_event, cloud_inbound};
 use crate::sinch::sinch_inbound;
 use crate::store::{
@@ -10,7 +11,7 @@ use crate::store::{
     InboxKind, StoreError, first_touch_of,
 };
 use crate::stream::{BatchItemFailure, BatchResponse, StreamEvent, inbox_item_from_image};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,10 +37,15 @@ pub struct CaptureDeps {
     pub accounts: Arc<dyn Accounts>,
     pub conversations: Arc<dyn Conversations>,
     routes: Mutex<HashMap<Route, (Instant, Option<String>)>>,
+    /// Identity links (account, user key, phone key) written by this instance.
+    links: Mutex<HashSet<(String, String, String)>>,
     /// How long a route -> account answer is reused (an unknown route: a tenth of it).
     pub route_ttl: Duration,
     /// How many records of a batch are processed at once.
     pub concurrency: usize,
+    /// Sends the conversions that wait for a click when it is captured (`None`: the
+    /// resend job ends them when their wait is over).
+    pub conversions: Option<Arc<CapiDeps>>,
 }
 
 impl CaptureDeps {
@@ -48,9 +54,62 @@ impl CaptureDeps {
             accounts,
             conversations,
             routes: Mutex::new(HashMap::new()),
+            links: Mutex::new(HashSet::new()),
             route_ttl: Duration::from_secs(60),
             concurrency: 16,
+            conversions: None,
         }
+    }
+
+    /// Capture that also sends the conversions waiting for the clicks it records.
+    pub fn with_conversions(mut self, conversions: Arc<CapiDeps>) -> Self {
+        self.conversions = Some(conversions);
+        self
+    }
+
+    /// One customer, one key: a message that carries both the phone and the
+    /// business-scoped user id links the two (once per warm instance); a message with
+    /// only the user id goes under the phone key it was linked to, if any.
+    async fn one_identity(
+        &self,
+        account_id: &str,
+        customer: &Customer,
+        key: String,
+    ) -> Result<String, StoreError> {
+        let user_key = customer
+            .user_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| format!("u:{u}"));
+        let Some(user_key) = user_key else {
+            return Ok(key);
+        };
+        if key.starts_with("wa:") {
+            let link = (account_id.to_string(), user_key.clone(), key.clone());
+            let known = self
+                .links
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&link);
+            if !known {
+                self.conversations
+                    .link_customer(account_id, &user_key, &key)
+                    .await?;
+                let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+                if links.len() > 10_000 {
+                    links.clear();
+                }
+                links.insert(link);
+            }
+            return Ok(key);
+        }
+        Ok(self
+            .conversations
+            .linked_customer(account_id, &user_key)
+            .await?
+            .filter(|k| k.starts_with("wa:"))
+            .unwrap_or(key))
     }
 
     async fn account_for(&self, route: &Route) -> Result<Option<String>, StoreError> {
@@ -113,9 +172,13 @@ pub async fn process_item(
             "message names no customer (no wa_id, no user_id)".into(),
         ));
     };
+    let customer_key = deps
+        .one_identity(&account_id, &msg.customer, customer_key)
+        .await?;
     let conv_id = conversation_id(&account_id, msg.route.business_id(), &customer_key);
     let mut click_recorded = false;
     let mut first_touch = None;
+    let has_click_id = msg.referral.as_ref().is_some_and(|r| r.ctwa_clid.is_some());
     if let Some(referral) = msg.referral {
         let click = Click {
             conversation_id: conv_id.clone(),
@@ -139,21 +202,47 @@ pub async fn process_item(
         .upsert_conversation(
             &ConversationUpsert {
                 id: conv_id.clone(),
-                account_id,
+                account_id: account_id.clone(),
                 channel: msg.channel,
                 business_id: msg.route.business_id().to_string(),
-                customer_key,
+                customer_key: customer_key.clone(),
                 customer: msg.customer,
                 now_ms,
             },
             first_touch.as_ref(),
         )
         .await?;
+    if has_click_id && let Some(capi) = &deps.conversions {
+        send_waiting(capi, item, &account_id, &customer_key).await?;
+    }
     Ok(Outcome::Message {
         conversation_id: conv_id,
         click_recorded,
         first_touch: outcome,
     })
+}
+
+/// The conversions that waited for this click go out now. A storage error is retried
+/// with the record; any other failure leaves them to the resend job (in flight under a
+/// lease, or waiting until their wait is over).
+async fn send_waiting(
+    capi: &CapiDeps,
+    item: &InboxItem,
+    account_id: &str,
+    customer_key: &str,
+) -> Result<(), StoreError> {
+    match crate::capi::click_captured(capi, account_id, customer_key).await {
+        Ok(0) => Ok(()),
+        Ok(sent) => {
+            tracing::info!(inbox_id = %item.id, account_id, sent, "conversions that waited for this click were sent");
+            Ok(())
+        }
+        Err(CapiError::Store(e)) => Err(e),
+        Err(e) => {
+            tracing::warn!(inbox_id = %item.id, account_id, error = %e, "sending the conversions that waited for this click failed; the resend job takes them");
+            Ok(())
+        }
+    }
 }
 
 fn skip(item: &InboxItem, reason: String) -> Outcome {

@@ -158,6 +158,9 @@ pub struct CapiConfig {
     /// A conversion Meta did not take is sent again by the resend job this long after
     /// (`RESEND_DELAY_SECONDS`, default 60; later failures back off from it).
     pub resend_delay: Duration,
+    /// A conversion with no click waits this long for its customer's click
+    /// (`CLICK_WAIT_SECONDS`, default 900; 0 answers the no-op at once; at most 86400).
+    pub click_wait: Duration,
 }
 
 impl CapiConfig {
@@ -174,7 +177,15 @@ impl CapiConfig {
                 reason: "must be between 1 and 3600".into(),
             });
         }
+        let click_wait: u64 = number(env, "CLICK_WAIT_SECONDS", 900)?;
+        if click_wait > 86_400 {
+            return Err(ConfigError::Invalid {
+                name: "CLICK_WAIT_SECONDS",
+                reason: "must be between 0 and 86400".into(),
+            });
+        }
         Ok(Self {
+            click_wait: Duration::from_secs(click_wait),
             resend_delay: Duration::from_secs(resend_delay),
             connect: ConnectConfig::from_lookup(env)?,
             // Under 8 days the TTL could remove a pending event or its dedup record
@@ -191,9 +202,11 @@ impl CapiConfig {
 pub fn check_function(binary: &str, env: Lookup) -> Result<(), ConfigError> {
     match binary {
         "webhook" => WebhookConfig::from_lookup(env).map(drop),
-        "capture" | "api" | "admin" => DataConfig::from_lookup(env).map(drop),
+        "api" | "admin" => DataConfig::from_lookup(env).map(drop),
         "connect" | "token-refresh" | "ads" => ConnectConfig::from_lookup(env).map(drop),
-        "dataset" | "conversions" | "conversions-resend" => CapiConfig::from_lookup(env).map(drop),
+        "capture" | "dataset" | "conversions" | "conversions-resend" => {
+            CapiConfig::from_lookup(env).map(drop)
+        }
         other => Err(ConfigError::Invalid {
             name: "binary",
             reason: format!("{other} is not a function of this project"),

@@ -224,6 +224,47 @@ impl Phone {
     pub fn customer_key(&self) -> String {
         format!("wa:{}", self.0)
     }
+
+    /// Every spelling of this number WhatsApp may use as the customer's `wa_id`, this one
+    /// first. A `wa_id` is not always the E.164 number:
+    /// - Mexico: mobiles are `52` + 10 digits in E.164 and `521` + 10 digits as WhatsApp
+    ///   ids (the old mobile prefix `1`; e.g. loqui/im#96, evolution-api#447).
+    /// - Argentina: mobiles are `54 9` + 10 digits; the `9` is often left out when the
+    ///   number is written (`54` + 10 digits).
+    /// - Brazil: mobiles gained a ninth digit (`55` + area + `9` + 8 digits, 2012-2016);
+    ///   accounts registered before keep the 8-digit id, so `55 DD 9XXXXXXXX` and
+    ///   `55 DD XXXXXXXX` (8 digits starting 6-9, a mobile) are one customer
+    ///   (wwebjs/whatsapp-web.js#596).
+    pub fn whatsapp_forms(&self) -> Vec<Phone> {
+        let d = self.0.as_str();
+        let b = d.as_bytes();
+        let other = match d.len() {
+            12 if d.starts_with("52") => Some(format!("521{}", &d[2..])),
+            13 if d.starts_with("521") => Some(format!("52{}", &d[3..])),
+            12 if d.starts_with("54") && !d.starts_with("549") => Some(format!("549{}", &d[2..])),
+            13 if d.starts_with("549") => Some(format!("54{}", &d[3..])),
+            // 55 + area (two digits, no 0) + 9 + 8 digits, and the 8-digit form.
+            13 if d.starts_with("55") && b[2] != b'0' && b[4] == b'9' => {
+                Some(format!("{}{}", &d[..4], &d[5..]))
+            }
+            12 if d.starts_with("55") && b[2] != b'0' && matches!(b[4], b'6'..=b'9') => {
+                Some(format!("{}9{}", &d[..4], &d[4..]))
+            }
+            _ => None,
+        };
+        let mut forms = vec![self.clone()];
+        forms.extend(other.map(Phone));
+        forms
+    }
+}
+
+/// The customer keys that name the same customer as `key`: for a WhatsApp number every
+/// spelling of [`Phone::whatsapp_forms`], else `key` alone.
+pub fn equivalent_customer_keys(key: &str) -> Vec<String> {
+    match key.strip_prefix("wa:").map(Phone::parse) {
+        Some(Ok(p)) => p.whatsapp_forms().iter().map(Phone::customer_key).collect(),
+        _ => vec![key.to_string()],
+    }
 }
 
 /// A click as kept in the customer's history.
@@ -352,6 +393,42 @@ mod tests {
         for s in ["9876543210", "+0123456789", "+1234567", "0 98765 43210"] {
             assert!(Phone::parse_international(s).is_err(), "{s}");
         }
+    }
+
+    #[test]
+    fn whatsapp_ids_that_differ_from_e164_are_one_customer() {
+        let forms = |raw: &str| -> Vec<String> {
+            Phone::parse(raw)
+                .unwrap()
+                .whatsapp_forms()
+                .iter()
+                .map(|p| p.digits().to_string())
+                .collect()
+        };
+        // Mexico: E.164 and the 521 WhatsApp id, both ways.
+        assert_eq!(forms("+52 55 1234 5678"), ["525512345678", "5215512345678"]);
+        assert_eq!(forms("5215512345678"), ["5215512345678", "525512345678"]);
+        // Argentina: with and without the mobile 9.
+        assert_eq!(
+            forms("+54 9 11 2345 6789"),
+            ["5491123456789", "541123456789"]
+        );
+        assert_eq!(forms("+54 11 2345 6789"), ["541123456789", "5491123456789"]);
+        // Brazil: the ninth digit, both ways; a landline (starts 2-5) has no other form.
+        assert_eq!(
+            forms("+55 31 99688 3193"),
+            ["5531996883193", "553196883193"]
+        );
+        assert_eq!(forms("552164180266"), ["552164180266", "5521964180266"]);
+        assert_eq!(forms("+55 11 3456 7890"), ["551134567890"]);
+        // Everyone else: one form.
+        assert_eq!(forms("+91 98765 43210"), ["919876543210"]);
+        assert_eq!(forms("+1 650 555 1234"), ["16505551234"]);
+        assert_eq!(
+            equivalent_customer_keys("wa:5215512345678"),
+            ["wa:5215512345678", "wa:525512345678"]
+        );
+        assert_eq!(equivalent_customer_keys("u:US.1"), ["u:US.1"]);
     }
 
     #[test]

@@ -78,6 +78,14 @@ pub enum ApiError {
     MetaTokenInvalid(Option<GraphError>),
     #[error("No dataset for this account: POST /v1/dataset (or set dataset_id with POST /v1/capi)")]
     NoDataset,
+    /// The stored token does not reach the account's own WABA.
+    #[error(
+        "The Meta token does not reach this account's WhatsApp Business Account {waba_id}: reconnect with a token of that business (exchange-code); nothing was sent"
+    )]
+    MetaWabaNotGranted {
+        waba_id: String,
+        granted: Vec<String>,
+    },
     /// Meta's refusal or failure, passed on: Meta's own 4xx (the request was wrong), 429
     /// for its rate limits, 502 for its failures.
     #[error("{}", meta_message(.error))]
@@ -174,6 +182,7 @@ impl ApiError {
             | Self::KeyInactive
             | Self::RequestInProgress
             | Self::MetaNotConnected
+            | Self::MetaWabaNotGranted { .. }
             | Self::NoDataset => StatusCode::CONFLICT,
             Self::IdempotencyKeyReused | Self::MetaRefused { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
@@ -211,6 +220,7 @@ impl ApiError {
             Self::MetaNotConnected => "meta_not_connected",
             Self::MetaTokenInvalid(_) => "meta_token_invalid",
             Self::NoDataset => "no_dataset",
+            Self::MetaWabaNotGranted { .. } => "meta_waba_not_granted",
             Self::Meta {
                 error: GraphError::Api { .. },
                 ..
@@ -254,6 +264,10 @@ impl ApiError {
             }
             Self::MissingScopes(missing) => {
                 e.insert("missing_scopes".into(), json!(missing));
+            }
+            Self::MetaWabaNotGranted { waba_id, granted } => {
+                e.insert("waba_id".into(), json!(waba_id));
+                e.insert("token_waba_ids".into(), json!(granted));
             }
             Self::MetaTokenInvalid(Some(cause)) | Self::Meta { error: cause, .. } => {
                 e.extend(cause.details());
@@ -389,6 +403,9 @@ impl From<CapiError> for ApiError {
         match e {
             CapiError::Connect(c) => c.into(),
             CapiError::NoWaba => Self::MetaNotConnected,
+            CapiError::WabaNotGranted { waba_id, granted } => {
+                Self::MetaWabaNotGranted { waba_id, granted }
+            }
             CapiError::NoDataset => Self::NoDataset,
             CapiError::DatasetRefused(g) if g.is_token_error() => Self::MetaTokenInvalid(Some(g)),
             CapiError::DatasetRefused(g) if g.is_retryable() => Self::meta(g),

@@ -220,6 +220,24 @@ impl TokenInfo {
             .find(|g| g.scope == "whatsapp_business_management")
             .and_then(|g| g.target_ids.first().cloned())
     }
+    /// Every WABA the token reaches: the targets of `whatsapp_business_management` and
+    /// `whatsapp_business_messaging`, in Meta's order, once each.
+    pub fn waba_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = Vec::new();
+        for g in &self.granular_scopes {
+            if matches!(
+                g.scope.as_str(),
+                "whatsapp_business_management" | "whatsapp_business_messaging"
+            ) {
+                for id in &g.target_ids {
+                    if !ids.contains(id) {
+                        ids.push(id.clone());
+                    }
+                }
+            }
+        }
+        ids
+    }
     pub fn expires(&self) -> Option<i64> {
         (self.expires_at > 0).then_some(self.expires_at)
     }

@@ -63,9 +63,14 @@ pub fn webhook(aws: &Aws, config: WebhookConfig) -> WebhookDeps {
     }
 }
 
-pub fn capture(aws: &Aws, config: &DataConfig) -> CaptureDeps {
-    let data = aws.data(&config.data_table);
-    CaptureDeps::new(data.clone(), data)
+/// Capture, which also sends the conversions that waited for the clicks it records.
+pub fn capture(aws: &Aws, config: &CapiConfig) -> Result<CaptureDeps, GraphError> {
+    let conversions = Arc::new(capi(aws, config)?);
+    Ok(CaptureDeps::new(
+        conversions.accounts.clone(),
+        conversions.conversations.clone(),
+    )
+    .with_conversions(conversions))
 }
 
 pub fn api(aws: &Aws, config: &DataConfig) -> ApiDeps {
@@ -142,6 +147,7 @@ pub fn capi(aws: &Aws, config: &CapiConfig) -> Result<CapiDeps, GraphError> {
         events: data,
         policy: RetryPolicy {
             resend_delay: config.resend_delay,
+            click_wait: config.click_wait,
             ..RetryPolicy::default()
         },
         audit_ttl_days: config.audit_ttl_days,

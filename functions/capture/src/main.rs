@@ -1,6 +1,6 @@
 //! Capture Lambda (DynamoDB stream of the inbox, ReportBatchItemFailures): wiring only.
 use ctwa_shared::capture::handle_stream_event;
-use ctwa_shared::config::DataConfig;
+use ctwa_shared::config::CapiConfig;
 use ctwa_shared::stream::{BatchResponse, StreamEvent};
 use ctwa_shared::wiring::{self, Aws};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
@@ -11,8 +11,8 @@ async fn main() -> Result<(), Error> {
     ctwa_shared::telemetry::init();
     let deps = Arc::new(wiring::capture(
         &Aws::from_env().await,
-        &DataConfig::from_env()?,
-    ));
+        &CapiConfig::from_env()?,
+    )?);
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<StreamEvent>| {
         let deps = deps.clone();
         async move { Ok::<BatchResponse, Error>(handle_stream_event(&deps, ev.payload).await) }

@@ -6,15 +6,14 @@
 use super::event::{Conversion, Currency, EventName, new_event_id};
 use super::pii::{hash_email, hash_phone};
 use super::{
-    ATTRIBUTION_WINDOW_MS, Attribution, CapiDeps, CapiError, LastClick, MAX_EVENT_AGE_SECS,
-    last_click_for_customer, last_click_in_conversation, waba_for,
+    Attribution, CapiDeps, CapiError, LastClick, MAX_EVENT_AGE_SECS, last_click_for_customer,
+    last_click_in_conversation, no_click_reason, waba_for, window_warning,
 };
 
 /// The answer's reason when the customer's clicks all came after the conversion.
 pub const NO_CLICK_BEFORE: &str = "no_ctwa_click_before_event_time";
 use crate::domain::Phone;
 use crate::store::CapiSettings;
-use crate::time::rfc3339_millis;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -33,6 +32,9 @@ pub struct ConversionBody {
         alias = "phone_e164"
     )]
     pub phone: Option<String>,
+    /// The customer's business-scoped user id (BSUID), when the phone is not known.
+    #[serde(default, alias = "userId")]
+    pub user_id: Option<String>,
     #[serde(alias = "eventName")]
     pub event_name: String,
     #[serde(default, alias = "eventId")]
@@ -55,6 +57,18 @@ pub struct ConversionBody {
 pub enum Prepared {
     Ready(Box<Ready>),
     NoClick(&'static str),
+    /// No click yet: the conversion waits for its customer's click.
+    Wait(Box<Waiting>),
+}
+
+/// A conversion with no click yet (its `ctwa_clid` is filled in when the click lands).
+pub struct Waiting {
+    pub conversion: Conversion,
+    /// The customer whose click it waits for.
+    pub customer_key: String,
+    /// When given by conversation: only that conversation's clicks count.
+    pub conversation_id: Option<String>,
+    pub test_event_code: Option<String>,
 }
 
 pub struct Ready {
@@ -72,7 +86,7 @@ pub struct AccountContext {
 
 pub async fn context(deps: &CapiDeps, account_id: &str) -> Result<AccountContext, CapiError> {
     let conn = deps.meta.live_connection(account_id).await?;
-    let waba_id = waba_for(deps, account_id, conn.waba_id).await?;
+    let waba_id = waba_for(deps, account_id, Some(&conn)).await?;
     let dataset_id = deps
         .settings
         .get_capi(account_id)
@@ -181,7 +195,25 @@ pub async fn prepare(
         .map(hash_email)
         .transpose()
         .map_err(|e| CapiError::invalid(e.to_string()))?;
-    let attribution = match (&b.conversation_id, &b.phone) {
+    let waits = !deps.policy.click_wait.is_zero();
+    // No click at all yet: wait for it (when waiting is on), or the no-op.
+    let mut wait_for: Option<(String, Option<String>)> = None;
+    let user_key = match b.user_id.as_deref().map(str::trim) {
+        Some(u) if u.is_empty() || u.len() > 256 || u.chars().any(char::is_control) => {
+            return Err(CapiError::invalid("user_id must be 1 to 256 characters"));
+        }
+        Some(u) => Some(format!("u:{u}")),
+        None => None,
+    };
+    let by_customer = match (&b.phone, user_key) {
+        (Some(p), _) => Some(
+            Phone::parse(p)
+                .map_err(|e| CapiError::invalid(e.to_string()))?
+                .customer_key(),
+        ),
+        (None, k) => k,
+    };
+    let attribution = match (&b.conversation_id, by_customer) {
         (Some(cid), _) => {
             if cid.is_empty()
                 || cid.len() > 64
@@ -191,41 +223,63 @@ pub async fn prepare(
                     "conversation {cid} not found"
                 )));
             }
-            let conv = deps.conversations.get_conversation(cid).await?;
-            if conv.is_none_or(|c| c.account_id != ctx.account_id) {
-                return Err(CapiError::not_found(format!(
-                    "conversation {cid} not found"
-                )));
-            }
+            let conv = deps
+                .conversations
+                .get_conversation(cid)
+                .await?
+                .filter(|c| c.account_id == ctx.account_id)
+                .ok_or_else(|| CapiError::not_found(format!("conversation {cid} not found")))?;
             match last_click_in_conversation(deps, cid, event_time * 1000).await? {
-                LastClick::Found(a) => *a,
+                LastClick::Found(a) => Some(*a),
                 LastClick::NoneBefore => return Ok(Prepared::NoClick(NO_CLICK_BEFORE)),
-                LastClick::None => {
-                    return Ok(Prepared::NoClick("no_ctwa_click_id_for_conversation"));
+                LastClick::None if waits => {
+                    wait_for = Some((conv.customer_key, Some(cid.clone())));
+                    None
                 }
+                LastClick::None => return Ok(Prepared::NoClick(no_click_reason(true))),
             }
         }
-        (None, Some(p)) => {
-            let phone = Phone::parse(p).map_err(|e| CapiError::invalid(e.to_string()))?;
-            let key = phone.customer_key();
+        (None, Some(key)) => {
             match last_click_for_customer(deps, &ctx.account_id, &key, event_time * 1000).await? {
-                LastClick::Found(a) => *a,
+                LastClick::Found(a) => Some(*a),
                 LastClick::NoneBefore => return Ok(Prepared::NoClick(NO_CLICK_BEFORE)),
-                LastClick::None => return Ok(Prepared::NoClick("no_ctwa_click_id_for_phone")),
+                LastClick::None if waits => {
+                    wait_for = Some((key, None));
+                    None
+                }
+                LastClick::None => return Ok(Prepared::NoClick(no_click_reason(false))),
             }
         }
         (None, None) => {
-            return Err(CapiError::invalid("conversation_id or phone is required"));
+            return Err(CapiError::invalid(
+                "conversation_id, phone or user_id is required",
+            ));
         }
     };
-    let mut warnings = Vec::new();
-    // The window runs from the click to the conversion, not to the moment it is sent.
-    if attribution.click.clicked_at_ms < event_time * 1000 - ATTRIBUTION_WINDOW_MS {
-        warnings.push(format!(
-            "the click ({}) is more than 7 days before event_time, outside the 7-day attribution window: sent, but Meta may not attribute it",
-            rfc3339_millis(attribution.click.clicked_at_ms)
-        ));
-    }
+    let conversion = |ctwa_clid: String| Conversion {
+        event_name,
+        event_id,
+        event_time,
+        waba_id: ctx.waba_id.clone(),
+        ctwa_clid,
+        currency,
+        value: b.value,
+        ph,
+        em,
+        custom_data: b.custom_data,
+    };
+    let Some(attribution) = attribution else {
+        let (customer_key, conversation_id) = wait_for.unwrap_or_default();
+        return Ok(Prepared::Wait(Box::new(Waiting {
+            conversion: conversion(String::new()),
+            customer_key,
+            conversation_id,
+            test_event_code: b.test_event_code,
+        })));
+    };
+    let warnings = window_warning(attribution.click.clicked_at_ms, event_time)
+        .into_iter()
+        .collect();
     let ctwa_clid = attribution
         .click
         .referral
@@ -233,18 +287,7 @@ pub async fn prepare(
         .clone()
         .unwrap_or_default();
     Ok(Prepared::Ready(Box::new(Ready {
-        conversion: Conversion {
-            event_name,
-            event_id,
-            event_time,
-            waba_id: ctx.waba_id.clone(),
-            ctwa_clid,
-            currency,
-            value: b.value,
-            ph,
-            em,
-            custom_data: b.custom_data,
-        },
+        conversion: conversion(ctwa_clid),
         attribution,
         warnings,
         test_event_code: b.test_event_code,
@@ -259,6 +302,8 @@ pub struct TriggerBody {
     pub trigger: String,
     #[serde(default, alias = "phone_number")]
     pub phone: Option<String>,
+    #[serde(default, alias = "userId")]
+    pub user_id: Option<String>,
     #[serde(default, alias = "conversationId")]
     pub conversation_id: Option<String>,
     #[serde(default)]
@@ -311,6 +356,7 @@ impl TriggerBody {
             account_id: None,
             conversation_id: self.conversation_id,
             phone: self.phone,
+            user_id: self.user_id,
             event_name: event_name.into(),
             event_id: self.event_id,
             event_time: None,

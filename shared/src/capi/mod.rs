@@ -19,7 +19,7 @@ use crate::graph::{EventsResponse, GraphError, Token};
 use crate::meta::connection::{ConnectError, MetaDeps};
 use crate::store::{
     Accounts, CapiSettings, CapiSettingsStore, Conversations, ConversionEvents, EventRecord,
-    EventStatus, StoreError,
+    EventStatus, MetaConnection, StoreError, customer_keys,
 };
 use event::Conversion;
 use serde_json::{Value, json};
@@ -30,6 +30,8 @@ use std::time::Duration;
 pub const MAX_EVENT_AGE_SECS: i64 = 7 * 86_400;
 /// Clicks older than this may not be attributed (vendor documentation).
 pub const ATTRIBUTION_WINDOW_MS: i64 = 7 * 86_400_000;
+/// How long a conversion with no click waits for it by default (`CLICK_WAIT_SECONDS`).
+pub const DEFAULT_CLICK_WAIT: Duration = Duration::from_secs(15 * 60);
 
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -44,6 +46,10 @@ pub struct RetryPolicy {
     /// First delay before the resend job tries a pending event (doubles per attempt).
     pub resend_delay: Duration,
     pub max_resend_delay: Duration,
+    /// How long a conversion with no click waits for its customer's click (capture is
+    /// asynchronous: a lead fired on the first message may come before its click is
+    /// captured). Zero answers the no-op at once.
+    pub click_wait: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -56,6 +62,7 @@ impl Default for RetryPolicy {
             lease: Duration::from_secs(60),
             resend_delay: Duration::from_secs(60),
             max_resend_delay: Duration::from_secs(3600),
+            click_wait: DEFAULT_CLICK_WAIT,
         }
     }
 }
@@ -79,6 +86,16 @@ pub enum CapiError {
     Store(#[from] StoreError),
     #[error("no WhatsApp Business Account id is known for this account (connect Meta first)")]
     NoWaba,
+    /// The account's WABA is not one the stored token reaches: sending under the
+    /// token's WABA would credit another business.
+    #[error(
+        "the Meta token does not reach this account's WhatsApp Business Account {waba_id} (it reaches {}): reconnect with a token of that business (exchange-code)",
+        if granted.is_empty() { "none".to_string() } else { granted.join(", ") }
+    )]
+    WabaNotGranted {
+        waba_id: String,
+        granted: Vec<String>,
+    },
     #[error("no dataset: provision one with POST /v1/dataset (or set dataset_id)")]
     NoDataset,
     #[error("Meta refused the dataset call: {0}")]
@@ -170,21 +187,42 @@ pub struct DatasetOutcome {
     pub created: bool,
 }
 
-/// The WABA of the account's conversions and dataset: the connection's (`from_connection`),
-/// else the one the account was onboarded with.
+/// The WABA of the account's conversions and dataset: the one the account was onboarded
+/// with, if the token reaches it ([`waba_of_send`]).
 pub(crate) async fn waba_for(
     deps: &CapiDeps,
     account_id: &str,
-    from_connection: Option<String>,
+    conn: Option<&MetaConnection>,
 ) -> Result<String, CapiError> {
-    if let Some(w) = from_connection {
-        return Ok(w);
-    }
-    deps.accounts
+    let account_waba = deps
+        .accounts
         .get_account(account_id)
         .await?
-        .and_then(|a| a.waba_id)
-        .ok_or(CapiError::NoWaba)
+        .and_then(|a| a.waba_id);
+    waba_of_send(account_waba.as_deref(), conn)
+}
+
+/// The WABA a send goes under: the account's own, when the token reaches it (or what
+/// the token reaches is not known: a connection recorded before that was kept); an
+/// account with none takes the token's WABA if it reaches exactly one. Never a WABA of
+/// the token's that is not the account's.
+pub fn waba_of_send(
+    account_waba: Option<&str>,
+    conn: Option<&MetaConnection>,
+) -> Result<String, CapiError> {
+    let granted = conn.map(|c| c.waba_ids.as_slice()).unwrap_or_default();
+    match account_waba {
+        Some(w) if granted.is_empty() || granted.iter().any(|g| g == w) => Ok(w.to_string()),
+        Some(w) => Err(CapiError::WabaNotGranted {
+            waba_id: w.to_string(),
+            granted: granted.to_vec(),
+        }),
+        None if granted.len() == 1 => Ok(granted[0].clone()),
+        None if granted.is_empty() => conn
+            .and_then(|c| c.waba_id.clone())
+            .ok_or(CapiError::NoWaba),
+        None => Err(CapiError::NoWaba),
+    }
 }
 
 /// GET-first idempotent: the stored id, else Meta's `GET /{waba}/dataset`, else
@@ -201,7 +239,7 @@ pub async fn provision_dataset(
         });
     }
     let connection = deps.meta.connections.get_connection(account_id).await?;
-    let waba = waba_for(deps, account_id, connection.and_then(|c| c.waba_id)).await?;
+    let waba = waba_for(deps, account_id, connection.as_ref()).await?;
     let token = deps.meta.token(account_id).await?;
     let found = match deps.meta.graph.get_dataset(&waba, &token).await {
         Ok(Some(id)) => Ok((id, false)),
@@ -294,17 +332,26 @@ pub fn last_click_before(clicks: Vec<Click>, event_ms: i64) -> LastClick {
     }
 }
 
-/// The customer's last click in this account before `event_ms`.
+/// The customer's last click in this account before `event_ms`, under every key of the
+/// customer ([`customer_keys`]: each WhatsApp spelling of the number, the linked
+/// user id).
 pub async fn last_click_for_customer(
     deps: &CapiDeps,
     account_id: &str,
     customer_key: &str,
     event_ms: i64,
 ) -> Result<LastClick, StoreError> {
-    let clicks = deps
-        .conversations
-        .clicks_for_customer(account_id, customer_key, 100)
-        .await?;
+    let mut clicks = Vec::new();
+    for key in customer_keys(deps.conversations.as_ref(), account_id, customer_key).await? {
+        clicks.extend(
+            deps.conversations
+                .clicks_for_customer(account_id, &key, 100)
+                .await?,
+        );
+    }
+    // Newest first across the spellings; the same instant: the larger message id first
+    // (the store's own order within one customer).
+    clicks.sort_by(|a, b| (b.clicked_at_ms, &b.message_id).cmp(&(a.clicked_at_ms, &a.message_id)));
     Ok(last_click_before(clicks, event_ms))
 }
 
@@ -319,6 +366,124 @@ pub async fn last_click_in_conversation(
         .clicks_for_conversation(conversation_id, 100)
         .await?;
     Ok(last_click_before(clicks, event_ms))
+}
+
+/// The warning of a click more than 7 days before the conversion's `event_time` (the
+/// window runs from the click to the conversion, not to the moment it is sent).
+pub fn window_warning(click_ms: i64, event_time: i64) -> Option<String> {
+    (click_ms < event_time * 1000 - ATTRIBUTION_WINDOW_MS).then(|| {
+        format!(
+            "the click ({}) is more than 7 days before event_time, outside the 7-day attribution window: sent, but Meta may not attribute it",
+            crate::time::rfc3339_millis(click_ms)
+        )
+    })
+}
+
+// ------------------------------------------------------------------ waiting for the click
+
+/// The no-op reason of a conversion that has no click: by conversation or by customer.
+pub fn no_click_reason(by_conversation: bool) -> &'static str {
+    if by_conversation {
+        "no_ctwa_click_id_for_conversation"
+    } else {
+        "no_ctwa_click_id_for_phone"
+    }
+}
+
+/// A conversion waiting for its click: sent (through the normal delivery, under its own
+/// event id) when its customer's click before `event_time` is there; ended `no_click`
+/// when `final_pass` (its wait is over) and there is still none. `None` when it keeps
+/// waiting, or another taker (capture, the resend job) had it first.
+pub async fn fulfil_waiting(
+    deps: &CapiDeps,
+    rec: EventRecord,
+    final_pass: bool,
+) -> Result<Option<EventRecord>, CapiError> {
+    let event_ms = rec.event_time * 1000;
+    let found = match (&rec.conversation_id, &rec.waiting_for) {
+        (Some(cid), _) => last_click_in_conversation(deps, cid, event_ms).await?,
+        (None, Some(key)) => last_click_for_customer(deps, &rec.account_id, key, event_ms).await?,
+        (None, None) => LastClick::None,
+    };
+    let old_lease = rec.lease_id.clone();
+    let now_ms = crate::time::now_millis();
+    match found {
+        LastClick::Found(a) => {
+            let click = a.click;
+            let clid = click.referral.ctwa_clid.clone().unwrap_or_default();
+            let mut payload = rec.payload.clone();
+            if let Ok(mut p) = serde_json::from_str::<Value>(&rec.payload)
+                && let Some(user_data) = p.get_mut("user_data").and_then(Value::as_object_mut)
+            {
+                user_data.insert("ctwa_clid".into(), json!(clid));
+                payload = p.to_string();
+            }
+            let until = now_ms + deps.policy.lease.as_millis() as i64;
+            let mut warnings = rec.warnings.clone();
+            warnings.extend(window_warning(click.clicked_at_ms, rec.event_time));
+            let taken = EventRecord {
+                ctwa_clid: clid,
+                conversation_id: Some(click.conversation_id.clone()),
+                ad_id: click.referral.source_id.clone(),
+                payload,
+                warnings,
+                status: EventStatus::InFlight,
+                lease_id: lease_id(),
+                next_attempt_at_ms: Some(until),
+                waiting_for: None,
+                updated_at_ms: now_ms,
+                ..rec
+            };
+            if !deps.events.take_waiting(&taken, &old_lease).await? {
+                return Ok(None);
+            }
+            tracing::info!(account_id = %taken.account_id, event_id = %taken.event_id, "the click of a waiting conversion landed; sending it");
+            send_leased(deps, taken).await
+        }
+        _ if !final_pass => Ok(None),
+        other => {
+            let reason = match other {
+                LastClick::NoneBefore => conversion::NO_CLICK_BEFORE,
+                _ => no_click_reason(rec.conversation_id.is_some()),
+            };
+            let ended = EventRecord {
+                status: EventStatus::NoClick,
+                next_attempt_at_ms: None,
+                waiting_for: None,
+                updated_at_ms: now_ms,
+                error: Some(json!({
+                    "reason": reason,
+                    "message": "no click of this customer before event_time came within the wait: nothing was sent to Meta",
+                })),
+                ..rec
+            };
+            if !deps.events.take_waiting(&ended, &old_lease).await? {
+                return Ok(None);
+            }
+            tracing::info!(account_id = %ended.account_id, event_id = %ended.event_id, reason, "a waiting conversion's wait is over with no click; not sent");
+            Ok(Some(ended))
+        }
+    }
+}
+
+/// After capture recorded a click of `customer_key` (with a click id): sends the
+/// account's conversions that were waiting for it. Answers how many it settled.
+pub async fn click_captured(
+    deps: &CapiDeps,
+    account_id: &str,
+    customer_key: &str,
+) -> Result<usize, CapiError> {
+    let mut waiting = Vec::new();
+    for key in customer_keys(deps.conversations.as_ref(), account_id, customer_key).await? {
+        waiting.extend(deps.events.waiting_for_customer(account_id, &key).await?);
+    }
+    let mut settled = 0;
+    for rec in waiting {
+        if fulfil_waiting(deps, rec, false).await?.is_some() {
+            settled += 1;
+        }
+    }
+    Ok(settled)
 }
 
 // ------------------------------------------------------------------ delivery
@@ -542,6 +707,24 @@ pub fn new_record(deps: &CapiDeps, c: &Conversion, ctx: RecordContext, now_ms: i
         warnings,
         expires_at: deps.audit_ttl_days.map(|d| now_ms / 1000 + d * 86_400),
         ad_id,
+        waiting_for: None,
+    }
+}
+
+/// A new record for a conversion that waits for its customer's click (`customer_key`)
+/// until `now + click_wait`.
+pub fn new_waiting_record(
+    deps: &CapiDeps,
+    c: &Conversion,
+    ctx: RecordContext,
+    customer_key: String,
+    now_ms: i64,
+) -> EventRecord {
+    EventRecord {
+        status: EventStatus::WaitingForClick,
+        next_attempt_at_ms: Some(now_ms + deps.policy.click_wait.as_millis() as i64),
+        waiting_for: Some(customer_key),
+        ..new_record(deps, c, ctx, now_ms)
     }
 }
 
@@ -735,11 +918,13 @@ pub async fn deliver(
     };
     let mut results: Vec<Option<SendResult>> = vec![None; n];
     let mut duplicates: Vec<(usize, EventRecord)> = Vec::new();
+    let mut waiting: Vec<(usize, EventRecord)> = Vec::new();
     // Grouped by (dataset, test event code): those never share a request.
     type GroupKey = (String, Option<String>);
     let mut groups: Vec<(GroupKey, Vec<(usize, EventRecord)>)> = Vec::new();
     for (i, (rec, claimed)) in records.into_iter().zip(claimed_flags).enumerate() {
         match claimed {
+            Ok(true) if rec.status == EventStatus::WaitingForClick => waiting.push((i, rec)),
             Ok(true) => {
                 let k = (rec.dataset_id.clone(), rec.test_event_code.clone());
                 match groups.iter_mut().find(|(gk, _)| *gk == k) {
@@ -784,6 +969,18 @@ pub async fn deliver(
             });
         }
     }
+    // A click captured between the lookup and the claim found nothing waiting yet: look
+    // once more now that the claim is visible to capture.
+    for (i, rec) in waiting {
+        let record = match fulfil_waiting(deps, rec.clone(), false).await? {
+            Some(settled) => settled,
+            None => rec,
+        };
+        results[i] = Some(SendResult {
+            record,
+            duplicate: false,
+        });
+    }
     let keys: Vec<(String, String)> = duplicates
         .iter()
         .map(|(_, r)| (r.account_id.clone(), r.dedup_key()))
@@ -808,6 +1005,8 @@ pub struct ResendReport {
     pub delivered: usize,
     pub pending: usize,
     pub failed: usize,
+    /// Conversions whose wait for a click ended with none: nothing sent.
+    pub no_click: usize,
     pub skipped: usize,
     /// Records left for the next run (deadline reached, or Meta kept failing).
     pub deferred: usize,
@@ -853,6 +1052,7 @@ pub async fn resend_due(
                 report.pending += 1;
                 *transient.entry(account).or_default() += 1;
             }
+            Ok(Some(EventStatus::NoClick)) => report.no_click += 1,
             Ok(Some(_)) => report.failed += 1,
             Ok(None) => report.skipped += 1,
             Err(e) => {
@@ -895,6 +1095,10 @@ async fn resend_one(
     if rec.status.is_final() || rec.next_attempt_at_ms.is_none_or(|t| t > now_ms) {
         return Ok(None);
     }
+    if rec.status == EventStatus::WaitingForClick {
+        // Its wait is over: sent if the click is there now, else ended `no_click`.
+        return Ok(fulfil_waiting(deps, rec, true).await?.map(|r| r.status));
+    }
     let lease = lease_id();
     // The lease runs from now, not from the start of the run.
     let until = crate::time::now_millis() + deps.policy.lease.as_millis() as i64;
@@ -923,12 +1127,28 @@ async fn resend_one(
         save_settled(deps, &rec, &lease).await?;
         return Ok(Some(rec.status));
     }
+    Ok(send_leased(deps, rec).await?.map(|r| r.status))
+}
+
+/// Sends one record this caller holds the lease of, and saves its outcome.
+async fn send_leased(
+    deps: &CapiDeps,
+    mut rec: EventRecord,
+) -> Result<Option<EventRecord>, CapiError> {
     let token = match deps.meta.token(&rec.account_id).await {
         Ok(t) => t,
         Err(ConnectError::TokenInvalid(_)) | Err(ConnectError::NotConnected) => {
-            fail(&mut rec, FailureReason::MetaNotConnected, RECONNECT);
+            let lease = rec.lease_id.clone();
+            let mut last = serde_json::Map::new();
+            if let Some(e) = rec.error.take() {
+                last.insert("last_error".into(), e);
+            }
+            rec.status = EventStatus::Failed;
+            rec.next_attempt_at_ms = None;
+            rec.updated_at_ms = crate::time::now_millis();
+            rec.error = Some(FailureReason::MetaNotConnected.error(RECONNECT, last));
             save_settled(deps, &rec, &lease).await?;
-            return Ok(Some(rec.status));
+            return Ok(Some(rec));
         }
         // Left due again after the lease; the error is reported.
         Err(e) => return Err(e.into()),
@@ -936,7 +1156,7 @@ async fn resend_one(
     let account_id = rec.account_id.clone();
     let deadline = std::time::Instant::now() + deps.policy.budget * 2;
     let mut done = send_group(deps, &account_id, &token, vec![rec], 0, deadline).await?;
-    Ok(done.pop().map(|r| r.status))
+    Ok(done.pop())
 }
 
 /// The CAPI config as the API shows it (seed 001's `capi` object).

@@ -64,6 +64,7 @@ async fn world(connected: bool) -> World {
             lease: Duration::from_secs(60),
             resend_delay: Duration::from_secs(60),
             max_resend_delay: Duration::from_secs(3600),
+            click_wait: Duration::from_secs(900),
         },
         audit_ttl_days: None,
     };
@@ -374,10 +375,242 @@ mod attribution {
         {
             Prepared::Ready(r) => Ok((r.conversion.ctwa_clid.clone(), r.warnings.clone())),
             Prepared::NoClick(reason) => Err(reason.to_string()),
+            Prepared::Wait(_) => Err("waiting_for_click".into()),
         }
     }
 
+    const CUSTOMER: &str = "wa:919876543210";
+
+    /// A purchase now with no click yet: its waiting record, claimed.
+    async fn waiting(w: &World, event_id: &str) -> SendResult {
+        let now = crate::time::now_millis();
+        let mut body = purchase(now / 1000);
+        body.event_id = Some(event_id.into());
+        let Prepared::Wait(wait) = prepare(&w.deps, &ctx(), body, now).await.unwrap() else {
+            panic!("no click yet: the conversion waits");
+        };
+        assert_eq!(wait.customer_key, CUSTOMER);
+        let rec = new_waiting_record(
+            &w.deps,
+            &wait.conversion,
+            RecordContext {
+                account_id: ACCOUNT.into(),
+                dataset_id: "1500000000000".into(),
+                conversation_id: wait.conversation_id.clone(),
+                test_event_code: None,
+                warnings: Vec::new(),
+                ad_id: None,
+            },
+            wait.customer_key.clone(),
+            now,
+        );
+        deliver(&w.deps, vec![rec]).await.unwrap().remove(0)
+    }
+
+    #[tokio::test]
+    async fn a_conversion_before_its_click_waits_and_is_sent_once_when_the_click_lands() {
+        let w = world(true).await;
+        let first = waiting(&w, "lead-1").await;
+        assert_eq!(first.record.status, EventStatus::WaitingForClick);
+        assert!(!first.duplicate);
+        // A client retry of the same event id while it waits: the same answer.
+        let again = waiting(&w, "lead-1").await;
+        assert!(again.duplicate);
+        assert_eq!(again.record.status, EventStatus::WaitingForClick);
+        assert!(w.graph.sent().is_empty(), "nothing is sent without a click");
+        // The click is captured; two takers at once (capture of two messages): one send.
+        click(&w, "444", crate::time::now_millis() - 1_000).await;
+        let (a, b) = tokio::join!(
+            click_captured(&w.deps, ACCOUNT, CUSTOMER),
+            click_captured(&w.deps, ACCOUNT, CUSTOMER)
+        );
+        assert_eq!(a.unwrap() + b.unwrap(), 1);
+        let sent = w.graph.sent();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].events[0]["event_id"], "lead-1");
+        assert_eq!(sent[0].events[0]["user_data"]["ctwa_clid"], "clid-444");
+        let rec = stored(&w, "lead-1").await;
+        assert_eq!(rec.status, EventStatus::Delivered);
+        assert_eq!(
+            (rec.ctwa_clid.as_str(), rec.ad_id.as_deref()),
+            ("clid-444", Some("444"))
+        );
+        assert_eq!(rec.conversation_id.as_deref(), Some("conv1"));
+        assert_eq!(rec.waiting_for, None);
+        // Nothing waits any more; the resend job finds nothing to do.
+        assert_eq!(click_captured(&w.deps, ACCOUNT, CUSTOMER).await.unwrap(), 0);
+        let far = std::time::Instant::now() + Duration::from_secs(60);
+        let later = crate::time::now_millis() + 3_600_000;
+        let report = resend_due(&w.deps, later, 10, far).await.unwrap();
+        assert_eq!(report.due, 0, "{report:?}");
+        assert_eq!(w.graph.sent().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_click_after_the_claim_is_found_by_the_look_after_the_claim() {
+        let w = world(true).await;
+        // The click lands between the lookup and the claim: `deliver` looks once more.
+        let now = crate::time::now_millis();
+        let mut body = purchase(now / 1000);
+        body.event_id = Some("lead-race".into());
+        let Prepared::Wait(wait) = prepare(&w.deps, &ctx(), body, now).await.unwrap() else {
+            panic!("waits");
+        };
+        click(&w, "555", now - 2_000).await;
+        let rec = new_waiting_record(
+            &w.deps,
+            &wait.conversion,
+            RecordContext {
+                account_id: ACCOUNT.into(),
+                dataset_id: "1500000000000".into(),
+                conversation_id: None,
+                test_event_code: None,
+                warnings: Vec::new(),
+                ad_id: None,
+            },
+            wait.customer_key.clone(),
+            now,
+        );
+        let r = deliver(&w.deps, vec![rec]).await.unwrap().remove(0);
+        assert_eq!(r.record.status, EventStatus::Delivered);
+        assert_eq!(r.record.ctwa_clid, "clid-555");
+        assert_eq!(w.graph.sent().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_wait_with_no_click_ends_as_the_no_op_and_sends_nothing() {
+        let w = world(true).await;
+        let first = waiting(&w, "lead-organic").await;
+        let until = first.record.next_attempt_at_ms.unwrap();
+        let far = std::time::Instant::now() + Duration::from_secs(60);
+        let early = resend_due(&w.deps, until - 1_000, 10, far).await.unwrap();
+        assert_eq!(early.due, 0, "{early:?}");
+        let report = resend_due(&w.deps, until + 1, 10, far).await.unwrap();
+        assert_eq!((report.due, report.no_click), (1, 1), "{report:?}");
+        let rec = stored(&w, "lead-organic").await;
+        assert_eq!(rec.status, EventStatus::NoClick);
+        assert_eq!(
+            rec.error.as_ref().unwrap()["reason"],
+            "no_ctwa_click_id_for_phone"
+        );
+        assert!(
+            w.graph.sent().is_empty(),
+            "an organic customer costs nothing at Meta"
+        );
+        // A click captured after the wait changes nothing.
+        click(&w, "666", crate::time::now_millis()).await;
+        assert_eq!(click_captured(&w.deps, ACCOUNT, CUSTOMER).await.unwrap(), 0);
+        assert!(w.graph.sent().is_empty());
+    }
+
     use crate::capi::conversion::Prepared;
+
+    /// A small deterministic generator (xorshift64*): the cases are the same on every run.
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
+        }
+    }
+
+    /// One Cloud API message with a click, from the customer of `purchase`.
+    fn click_webhook(wamid: &str, ts_s: i64, clid: &str) -> Vec<u8> {
+        serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp", "metadata": {"phone_number_id": "PN1"},
+            "contacts": [{"wa_id": "919876543210"}],
+            "messages": [{"from": "919876543210", "id": wamid, "timestamp": ts_s.to_string(), "type": "text",
+                "referral": {"source_id": format!("ad-{clid}"), "source_type": "ad", "ctwa_clid": clid}}]}}]}]})
+        .to_string()
+        .into_bytes()
+    }
+
+    /// Property (issue 13): for random click histories and conversion times, the chosen
+    /// click is the newest one at or before the event time (within the clock-skew
+    /// tolerance; on the same second, the larger message id), and delivering the
+    /// webhooks in another order, or twice, never changes it.
+    #[tokio::test]
+    async fn property_the_chosen_click_is_the_newest_before_the_event_whatever_the_delivery() {
+        use crate::capture::{CaptureDeps, process_item};
+        use crate::meta::webhook::parse_cloud_webhook;
+        use crate::store::Accounts;
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let now = crate::time::now_millis();
+        let now_s = now / 1000;
+        let skew_s = CLICK_CLOCK_SKEW_MS / 1000;
+        for case in 0..150 {
+            let n = 1 + rng.below(6) as usize;
+            // Clicks over the last five days on an hourly grid, so that ties happen.
+            let clicks: Vec<(String, i64, String)> = (0..n)
+                .map(|i| {
+                    let ts = now_s - 5 * 86_400 + rng.below(120) as i64 * 3_600;
+                    (format!("wamid.P{case}-{i}"), ts, format!("clid-{case}-{i}"))
+                })
+                .collect();
+            // Conversion times: random, each click's own second, and the skew's edges.
+            let mut times: Vec<i64> = (0..4)
+                .map(|_| now_s - 6 * 86_400 + rng.below(6 * 86_400) as i64)
+                .collect();
+            for (_, ts, _) in &clicks {
+                times.extend([*ts, ts - skew_s, ts - skew_s - 1]);
+            }
+            let oracle = |t: i64| -> Option<String> {
+                clicks
+                    .iter()
+                    .filter(|(_, ts, _)| *ts <= t + skew_s)
+                    .max_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)))
+                    .map(|(_, _, clid)| clid.clone())
+            };
+            let mut orders = vec![(0..n).collect::<Vec<_>>()];
+            let mut shuffled: Vec<usize> = (0..n).chain(0..n).collect();
+            for i in (1..shuffled.len()).rev() {
+                shuffled.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+            orders.push(shuffled);
+            let mut answers = Vec::new();
+            for order in orders {
+                let w = world(true).await;
+                w.store
+                    .create_account(&crate::domain::Account {
+                        id: ACCOUNT.into(),
+                        name: "Acme".into(),
+                        waba_id: Some("102290129340398".into()),
+                        phone_number_ids: vec!["PN1".into()],
+                        sinch_app_id: None,
+                        created_at_ms: 0,
+                    })
+                    .await
+                    .unwrap();
+                let capture = CaptureDeps::new(w.store.clone(), w.store.clone());
+                for i in order {
+                    let (wamid, ts, clid) = &clicks[i];
+                    let parsed = parse_cloud_webhook(&click_webhook(wamid, *ts, clid), now, 0)
+                        .expect("a valid webhook");
+                    for item in &parsed.items {
+                        process_item(&capture, item, now).await.unwrap();
+                    }
+                }
+                let mut got = Vec::new();
+                for t in &times {
+                    let chosen = credited(&w, *t).await;
+                    let want = oracle(*t);
+                    match (&chosen, &want) {
+                        (Ok((clid, _)), Some(w)) => assert_eq!(clid, w, "case {case} at {t}"),
+                        (Err(reason), None) => assert_eq!(reason, NO_CLICK_BEFORE),
+                        _ => panic!("case {case} at {t}: chose {chosen:?}, want {want:?}"),
+                    }
+                    got.push(chosen.map(|c| c.0));
+                }
+                answers.push(got);
+            }
+            assert_eq!(
+                answers[0], answers[1],
+                "case {case}: the delivery order changed it"
+            );
+        }
+    }
 
     #[tokio::test]
     async fn the_last_click_is_the_one_before_the_conversion() {
@@ -423,4 +656,44 @@ mod attribution {
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("before event_time"));
     }
+}
+
+#[test]
+fn the_waba_of_a_send_is_the_accounts_own_and_never_another_business() {
+    let conn = |ids: &[&str], first: Option<&str>| MetaConnection {
+        account_id: ACCOUNT.into(),
+        status: crate::store::ConnectionStatus::Connected,
+        token_type: None,
+        scopes: Vec::new(),
+        waba_id: first.map(str::to_string),
+        waba_ids: ids.iter().map(|s| s.to_string()).collect(),
+        expires_at: None,
+        connected_at_ms: 0,
+        refreshed_at_ms: None,
+        last_error: None,
+        secret_id: "s".into(),
+        token_version: 1,
+    };
+    // The token reaches several WABAs, the account's among them (not first): the account's.
+    let two = conn(&["W2", "W1"], Some("W2"));
+    assert_eq!(waba_of_send(Some("W1"), Some(&two)).unwrap(), "W1");
+    // The token does not reach it: refused, naming both.
+    let other = conn(&["W9"], Some("W9"));
+    match waba_of_send(Some("W1"), Some(&other)) {
+        Err(CapiError::WabaNotGranted { waba_id, granted }) => {
+            assert_eq!((waba_id.as_str(), granted), ("W1", vec!["W9".to_string()]));
+        }
+        r => panic!("{r:?}"),
+    }
+    // Not known what the token reaches (an older connection record): the account's.
+    let unknown = conn(&[], Some("W9"));
+    assert_eq!(waba_of_send(Some("W1"), Some(&unknown)).unwrap(), "W1");
+    // An account with no WABA: the token's only one; with several, none is guessed.
+    assert_eq!(waba_of_send(None, Some(&other)).unwrap(), "W9");
+    assert!(matches!(
+        waba_of_send(None, Some(&two)),
+        Err(CapiError::NoWaba)
+    ));
+    assert_eq!(waba_of_send(None, Some(&unknown)).unwrap(), "W9");
+    assert!(matches!(waba_of_send(None, None), Err(CapiError::NoWaba)));
 }

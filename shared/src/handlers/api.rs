@@ -7,7 +7,7 @@ use crate::auth::authenticate;
 use crate::domain::{Click, Conversation, Phone};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ApiRequest, ApiResponse};
-use crate::store::{Accounts, Conversations};
+use crate::store::{Accounts, Conversations, customer_keys};
 use crate::time::rfc3339_millis;
 use http::{Method, StatusCode};
 use serde_json::{Map, Value, json};
@@ -53,10 +53,17 @@ async fn list_conversations(deps: &ApiDeps, req: &ApiRequest) -> ApiResult<ApiRe
             ));
         }
     };
-    let convs = deps
-        .conversations
-        .conversations_for_customer(&account_id, &customer_key)
-        .await?;
+    // Every spelling WhatsApp may use for this number (Mexico's 521, Brazil's ninth
+    // digit, ...) and the linked identity (phone <-> user id): one customer.
+    let mut convs = Vec::new();
+    let keys = customer_keys(deps.conversations.as_ref(), &account_id, &customer_key).await?;
+    for key in keys {
+        convs.extend(
+            deps.conversations
+                .conversations_for_customer(&account_id, &key)
+                .await?,
+        );
+    }
     let mut out = Vec::with_capacity(convs.len());
     for c in convs {
         let clicks = deps

@@ -160,8 +160,16 @@ async fn status(deps: &ConnectDeps, req: &ApiRequest) -> ApiResult<ApiResponse> 
             "connected_at": rfc3339_millis(c.connected_at_ms),
             "refreshed_at": c.refreshed_at_ms.map(rfc3339_millis),
             "last_error": c.last_error,
+            "waba_ids": c.waba_ids,
         })
     });
+    // The WABA conversions go under, or why none can be used.
+    let account_waba = account.as_ref().and_then(|a| a.waba_id.clone());
+    let waba = crate::capi::waba_of_send(account_waba.as_deref(), conn.as_ref());
+    let waba_problem = match &waba {
+        Err(e @ crate::capi::CapiError::WabaNotGranted { .. }) => Some(e.to_string()),
+        _ => None,
+    };
     Ok(ApiResponse::json(
         StatusCode::OK,
         &json!({
@@ -169,7 +177,9 @@ async fn status(deps: &ConnectDeps, req: &ApiRequest) -> ApiResult<ApiResponse> 
             "account_id": account_id,
             "connected": connected,
             "status": state,
-            "waba_id": conn.as_ref().and_then(|c| c.waba_id.clone()).or(account.as_ref().and_then(|a| a.waba_id.clone())),
+            "waba_id": waba.as_ref().ok().cloned().or(account_waba),
+            "waba_reachable": conn.as_ref().map(|_| waba_problem.is_none()),
+            "waba_error": waba_problem,
             "phone_number_ids": account.as_ref().map(|a| a.phone_number_ids.clone()).unwrap_or_default(),
             "meta": meta,
             "dataset_id": capi.dataset_id,

@@ -5,11 +5,13 @@
 use crate::auth::authenticate;
 use crate::capi::RecordContext;
 use crate::capi::conversion::{
-    AccountContext, ConversionBody, Prepared, Ready, TriggerBody, TriggerMatch, context, prepare,
-    valid_test_event_code,
+    AccountContext, ConversionBody, Prepared, Ready, TriggerBody, TriggerMatch, Waiting, context,
+    prepare, valid_test_event_code,
 };
 use crate::capi::event::{EventName, new_event_id};
-use crate::capi::{Attribution, CapiDeps, FailureReason, SendResult, deliver, new_record};
+use crate::capi::{
+    Attribution, CapiDeps, FailureReason, SendResult, deliver, new_record, new_waiting_record,
+};
 use crate::error::{ApiError, ApiResult};
 use crate::handlers::connect::json_body;
 use crate::http::{ApiRequest, ApiResponse};
@@ -49,7 +51,7 @@ fn result_view(r: &SendResult, attribution: Option<&Attribution>) -> (StatusCode
         "status": rec.status.as_str(),
         "event_id": rec.event_id,
         "event_name": rec.event_name,
-        "ctwa_clid": rec.ctwa_clid,
+        "ctwa_clid": (!rec.ctwa_clid.is_empty()).then_some(&rec.ctwa_clid),
         "events_received": rec.events_received,
         "fbtrace_id": rec.fbtrace_id,
         "duplicate": r.duplicate,
@@ -68,11 +70,29 @@ fn result_view(r: &SendResult, attribution: Option<&Attribution>) -> (StatusCode
         v["attribution"] =
             json!({"model": "last_click", "conversation_id": c, "source_id": rec.ad_id});
     }
-    if rec.error.is_some() {
+    if rec.error.is_some() && rec.status != EventStatus::NoClick {
         v["error"] = rec.error.clone().unwrap_or(Value::Null);
     }
     let status = match rec.status {
         EventStatus::Delivered => StatusCode::OK,
+        EventStatus::WaitingForClick => {
+            v["reason"] = json!("waiting_for_click");
+            v["wait_until"] = json!(rec.next_attempt_at_ms.map(rfc3339_millis));
+            v["message"] = json!(
+                "no click of this customer yet (capture may still be on its way): the event is kept and sent with this event_id when the click is captured; if none comes by wait_until, nothing is sent"
+            );
+            StatusCode::ACCEPTED
+        }
+        EventStatus::NoClick => {
+            // The seed 003 no-op, after the wait: the reason is in the record.
+            v["reason"] = rec
+                .error
+                .as_ref()
+                .and_then(|e| e.get("reason"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            StatusCode::OK
+        }
         EventStatus::Pending | EventStatus::InFlight => {
             v["retry"] = json!(
                 "Meta is unavailable: the event is kept and re-sent automatically with the same event_id"
@@ -96,13 +116,38 @@ async fn send_prepared(
     // Which items go to Meta, and their records.
     let mut out: Vec<Option<(StatusCode, Value)>> = Vec::new();
     let mut records: Vec<EventRecord> = Vec::new();
-    let mut slots: Vec<(usize, Attribution)> = Vec::new();
+    let mut slots: Vec<(usize, Option<Attribution>)> = Vec::new();
     for (prepared, batch_test_code) in items {
         match prepared {
             Prepared::NoClick(reason) => out.push(Some((
                 StatusCode::OK,
                 json!({"success": false, "reason": reason}),
             ))),
+            Prepared::Wait(w) => {
+                let Waiting {
+                    conversion,
+                    customer_key,
+                    conversation_id,
+                    test_event_code,
+                } = *w;
+                let rec = new_waiting_record(
+                    deps,
+                    &conversion,
+                    RecordContext {
+                        account_id: ctx.account_id.clone(),
+                        dataset_id: ctx.dataset_id.clone(),
+                        conversation_id,
+                        test_event_code: test_event_code.or(batch_test_code),
+                        warnings: Vec::new(),
+                        ad_id: None,
+                    },
+                    customer_key,
+                    now_ms,
+                );
+                slots.push((out.len(), None));
+                out.push(None);
+                records.push(rec);
+            }
             Prepared::Ready(ready) => {
                 let Ready {
                     conversion,
@@ -123,7 +168,7 @@ async fn send_prepared(
                     },
                     now_ms,
                 );
-                slots.push((out.len(), attribution));
+                slots.push((out.len(), Some(attribution)));
                 out.push(None);
                 records.push(rec);
             }
@@ -133,7 +178,12 @@ async fn send_prepared(
         let results = deliver(deps, records).await?;
         for ((slot, attribution), r) in slots.into_iter().zip(results) {
             // A duplicate answers what was sent the first time, nothing recomputed.
-            out[slot] = Some(result_view(&r, (!r.duplicate).then_some(&attribution)));
+            // A waiting conversion sent at once (its click landed meanwhile) has no
+            // attribution here: the record's conversation and ad are answered.
+            let fresh = attribution.filter(|a| {
+                !r.duplicate && r.record.conversation_id.as_ref() == Some(&a.click.conversation_id)
+            });
+            out[slot] = Some(result_view(&r, fresh.as_ref()));
         }
     }
     Ok(out
@@ -265,7 +315,7 @@ async fn list(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
         .query_param("status")
         .map(|s| {
             EventStatus::parse(s).ok_or_else(|| {
-                ApiError::bad_request("status must be delivered, pending, failed or in_flight")
+                ApiError::bad_request("status must be delivered, pending, failed, in_flight, waiting_for_click or no_click")
             })
         })
         .transpose()?;
@@ -291,7 +341,7 @@ async fn list(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
                 "event_name": e.event_name,
                 "event_time": e.event_time,
                 "conversation_id": e.conversation_id,
-                "ctwa_clid": e.ctwa_clid,
+                "ctwa_clid": (!e.ctwa_clid.is_empty()).then_some(&e.ctwa_clid),
                 "status": e.status.as_str(),
                 "attempts": e.attempts,
                 "events_received": e.events_received,

@@ -262,6 +262,7 @@ pub async fn exchange_code(
         token_type: info.kind.clone(),
         scopes: info.scopes.clone(),
         waba_id: info.waba_id(),
+        waba_ids: info.waba_ids(),
         expires_at: info.expires(),
         connected_at_ms: now_ms,
         refreshed_at_ms: None,
@@ -315,6 +316,10 @@ pub async fn refresh(
             conn.scopes = info.scopes.clone();
             conn.token_type = info.kind.clone().or(conn.token_type);
             conn.waba_id = info.waba_id().or(conn.waba_id);
+            let granted = info.waba_ids();
+            if !granted.is_empty() {
+                conn.waba_ids = granted;
+            }
             conn.refreshed_at_ms = Some(now_ms);
             conn.last_error = None;
             // The connection first, conditionally: if the business reconnected meanwhile,

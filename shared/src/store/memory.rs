@@ -41,6 +41,8 @@ pub struct MemoryStore {
     ad_objects: Mutex<HashMap<String, AdObject>>,
     /// Per (account id, idempotency key).
     requests: Mutex<HashMap<(String, String), RequestRecord>>,
+    /// Per (account id, customer key): the linked customer key.
+    links: Mutex<HashMap<(String, String), String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -212,17 +214,18 @@ impl Conversations for MemoryStore {
         let Some(ft) = first_touch else {
             return Ok(FirstTouchOutcome::NoClick);
         };
-        let replace = match &conv.first_touch {
-            None => true,
-            Some(cur) => click_precedes(
-                ft.clicked_at_ms,
-                &ft.message_id,
-                cur.clicked_at_ms,
-                &cur.message_id,
-            ),
+        let captured_at_ms = match &conv.first_touch {
+            None => Some(ft.captured_at_ms),
+            Some(cur) if click_precedes(ft.clicked_at_ms, cur.clicked_at_ms) => {
+                Some(cur.captured_at_ms)
+            }
+            Some(_) => None,
         };
-        if replace {
-            conv.first_touch = Some(ft.clone());
+        if let Some(captured_at_ms) = captured_at_ms {
+            conv.first_touch = Some(FirstTouch {
+                captured_at_ms,
+                ..ft.clone()
+            });
             Ok(FirstTouchOutcome::Captured)
         } else {
             Ok(FirstTouchOutcome::Kept)
@@ -231,6 +234,28 @@ impl Conversations for MemoryStore {
 
     async fn get_conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError> {
         Ok(lock(&self.conversations).get(id).cloned())
+    }
+
+    async fn link_customer(
+        &self,
+        account_id: &str,
+        user_key: &str,
+        phone_key: &str,
+    ) -> Result<(), StoreError> {
+        let mut links = lock(&self.links);
+        links.insert((account_id.into(), user_key.into()), phone_key.into());
+        links.insert((account_id.into(), phone_key.into()), user_key.into());
+        Ok(())
+    }
+
+    async fn linked_customer(
+        &self,
+        account_id: &str,
+        key: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(lock(&self.links)
+            .get(&(account_id.to_string(), key.to_string()))
+            .cloned())
     }
 
     async fn conversations_for_customer(
@@ -429,6 +454,39 @@ impl ConversionEvents for MemoryStore {
         taken.next_attempt_at_ms = Some(lease_until_ms);
         events.insert(k, taken);
         Ok(true)
+    }
+
+    async fn take_waiting(
+        &self,
+        rec: &EventRecord,
+        old_lease_id: &str,
+    ) -> Result<bool, StoreError> {
+        let mut events = lock(&self.events);
+        let k = event_key(&rec.account_id, &rec.dedup_key());
+        let takeable = events.get(&k).is_some_and(|cur| {
+            cur.lease_id == old_lease_id && cur.status == EventStatus::WaitingForClick
+        });
+        if takeable {
+            events.insert(k, rec.clone());
+        }
+        Ok(takeable)
+    }
+
+    async fn waiting_for_customer(
+        &self,
+        account_id: &str,
+        customer_key: &str,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        Ok(lock(&self.events)
+            .values()
+            .filter(|r| {
+                r.account_id == account_id
+                    && r.status == EventStatus::WaitingForClick
+                    && r.waiting_for.as_deref() == Some(customer_key)
+            })
+            .take(100)
+            .cloned()
+            .collect())
     }
 
     async fn due_events(&self, now_ms: i64, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
@@ -679,6 +737,7 @@ mod tests {
             warnings: Vec::new(),
             expires_at: None,
             ad_id: None,
+            waiting_for: None,
         }
     }
 
@@ -1024,6 +1083,7 @@ mod tests {
             token_type: None,
             scopes: Vec::new(),
             waba_id: None,
+            waba_ids: Vec::new(),
             expires_at: Some(100),
             connected_at_ms: 0,
             refreshed_at_ms: None,

@@ -162,14 +162,31 @@ pub trait Conversations: Send + Sync {
     async fn record_click(&self, click: &ClickRecord) -> Result<bool, StoreError>;
     /// Creates or refreshes the conversation and, when `first_touch` is given, captures
     /// it one-shot: it is written only if the conversation has no click id yet, or holds
-    /// one from a later click (messages may be processed out of order; the earliest
-    /// click wins, ties broken by message id). Once set, later clicks never replace it.
+    /// one from a strictly later click (messages may be processed out of order; the
+    /// earliest click wins; on an exact tie the stored one stays). `captured_at_ms` is
+    /// when the first touch was first captured and never moves. Later clicks never
+    /// replace it.
     async fn upsert_conversation(
         &self,
         conv: &ConversationUpsert,
         first_touch: Option<&FirstTouch>,
     ) -> Result<FirstTouchOutcome, StoreError>;
     async fn get_conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError>;
+    /// Links one customer's two identities in an account both ways: the business-scoped
+    /// user id key (`u:...`) and the phone key (`wa:...`). A later link of the user id
+    /// to another number replaces the earlier one (the customer changed number).
+    async fn link_customer(
+        &self,
+        account_id: &str,
+        user_key: &str,
+        phone_key: &str,
+    ) -> Result<(), StoreError>;
+    /// The customer key linked to `key` (phone key for a user id key, and the reverse).
+    async fn linked_customer(
+        &self,
+        account_id: &str,
+        key: &str,
+    ) -> Result<Option<String>, StoreError>;
     async fn conversations_for_customer(
         &self,
         account_id: &str,
@@ -232,6 +249,10 @@ pub struct MetaConnection {
     pub token_type: Option<String>,
     pub scopes: Vec<String>,
     pub waba_id: Option<String>,
+    /// Every WABA the token reaches (`debug_token`'s granular scopes); empty when not
+    /// known (a connection recorded before they were kept).
+    #[serde(default)]
+    pub waba_ids: Vec<String>,
     /// Unix seconds; `None` for a token that never expires.
     pub expires_at: Option<i64>,
     pub connected_at_ms: i64,
@@ -287,6 +308,11 @@ pub enum EventStatus {
     /// Meta was unavailable: the resend job sends it again with the same event id.
     Pending,
     Failed,
+    /// No click yet for its customer: capture sends it when the click lands, or it
+    /// ends `no_click` when the wait is over.
+    WaitingForClick,
+    /// No click came within the wait: nothing was sent (the seed 003 no-op).
+    NoClick,
 }
 
 impl EventStatus {
@@ -296,6 +322,8 @@ impl EventStatus {
             Self::Delivered => "delivered",
             Self::Pending => "pending",
             Self::Failed => "failed",
+            Self::WaitingForClick => "waiting_for_click",
+            Self::NoClick => "no_click",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -304,11 +332,13 @@ impl EventStatus {
             "delivered" => Some(Self::Delivered),
             "pending" => Some(Self::Pending),
             "failed" => Some(Self::Failed),
+            "waiting_for_click" => Some(Self::WaitingForClick),
+            "no_click" => Some(Self::NoClick),
             _ => None,
         }
     }
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Delivered | Self::Failed)
+        matches!(self, Self::Delivered | Self::Failed | Self::NoClick)
     }
 }
 
@@ -344,6 +374,9 @@ pub struct EventRecord {
     /// The ad of the attributed click (its referral `source_id`), for per-ad counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ad_id: Option<String>,
+    /// While `waiting_for_click`: the customer key whose click it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
 }
 
 impl EventRecord {
@@ -402,6 +435,16 @@ pub trait ConversionEvents: Send + Sync {
         new_lease_id: &str,
         lease_until_ms: i64,
     ) -> Result<bool, StoreError>;
+    /// Replaces a `waiting_for_click` record with `rec` (its click found, or its wait
+    /// over) if `old_lease_id` still holds it: `false` when another taker was first.
+    async fn take_waiting(&self, rec: &EventRecord, old_lease_id: &str)
+    -> Result<bool, StoreError>;
+    /// The account's conversions waiting for a click of this customer (at most 100).
+    async fn waiting_for_customer(
+        &self,
+        account_id: &str,
+        customer_key: &str,
+    ) -> Result<Vec<EventRecord>, StoreError>;
     /// Records due for a (re)send, oldest first.
     async fn due_events(&self, now_ms: i64, limit: usize) -> Result<Vec<EventRecord>, StoreError>;
     /// The audit trail, newest first; `cursor` continues a previous page.
@@ -414,9 +457,31 @@ pub trait ConversionEvents: Send + Sync {
     ) -> Result<(Vec<EventRecord>, Option<String>), StoreError>;
 }
 
-/// Whether click `a` precedes click `b` for first-touch purposes.
-pub fn click_precedes(a_ms: i64, a_msg: &str, b_ms: i64, b_msg: &str) -> bool {
-    (a_ms, a_msg) < (b_ms, b_msg)
+/// Every key one customer's records may be under in an account: each WhatsApp spelling
+/// of the number ([`crate::domain::equivalent_customer_keys`]) and the identity linked
+/// to it (phone <-> business-scoped user id), `key` first.
+pub async fn customer_keys(
+    conversations: &dyn Conversations,
+    account_id: &str,
+    key: &str,
+) -> Result<Vec<String>, StoreError> {
+    let mut keys = crate::domain::equivalent_customer_keys(key);
+    for k in keys.clone() {
+        if let Some(other) = conversations.linked_customer(account_id, &k).await? {
+            for e in crate::domain::equivalent_customer_keys(&other) {
+                if !keys.contains(&e) {
+                    keys.push(e);
+                }
+            }
+        }
+    }
+    Ok(keys)
+}
+
+/// Whether a click at `a_ms` replaces a first touch clicked at `b_ms`: strictly earlier
+/// only, so on an exact tie the stored click stays.
+pub fn click_precedes(a_ms: i64, b_ms: i64) -> bool {
+    a_ms < b_ms
 }
 
 /// First touch of a conversation from a click that has a click id.

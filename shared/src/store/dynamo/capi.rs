@@ -64,8 +64,12 @@ fn event_item(r: &EventRecord) -> Result<Item, StoreError> {
     if let Some(e) = r.expires_at {
         item.insert("expires_at".into(), n(e));
     }
-    // Conversions by ad (test sends are not the ad's conversions).
-    if let (Some(ad), None) = (&r.ad_id, &r.test_event_code) {
+    // Conversions waiting for their customer's click; else conversions by ad (test
+    // sends are not the ad's conversions).
+    if let (EventStatus::WaitingForClick, Some(customer)) = (r.status, &r.waiting_for) {
+        item.insert("gsi3pk".into(), s(waiting_gsi(&r.account_id, customer)));
+        item.insert("gsi3sk".into(), s(events_sk(r)));
+    } else if let (Some(ad), None) = (&r.ad_id, &r.test_event_code) {
         item.insert("gsi3pk".into(), s(ad_gsi(&r.account_id, ad)));
         item.insert(
             "gsi3sk".into(),
@@ -77,6 +81,10 @@ fn event_item(r: &EventRecord) -> Result<Item, StoreError> {
         );
     }
     Ok(item)
+}
+
+fn waiting_gsi(account_id: &str, customer_key: &str) -> String {
+    format!("ACCT#{account_id}#WAIT#{customer_key}")
 }
 
 fn event_from(item: &Item) -> Result<EventRecord, StoreError> {
@@ -182,6 +190,47 @@ impl ConversionEvents for DynamoData {
                 .expression_attribute_values(":f", s(EventStatus::InFlight.as_str()))
         })
         .await
+    }
+
+    async fn take_waiting(
+        &self,
+        rec: &EventRecord,
+        old_lease_id: &str,
+    ) -> Result<bool, StoreError> {
+        put_if(&self.client, &self.table, event_item(rec)?, |p| {
+            p.condition_expression("lease_id = :l AND #st = :w")
+                .expression_attribute_names("#st", "status")
+                .expression_attribute_values(":l", s(old_lease_id))
+                .expression_attribute_values(":w", s(EventStatus::WaitingForClick.as_str()))
+        })
+        .await
+    }
+
+    async fn waiting_for_customer(
+        &self,
+        account_id: &str,
+        customer_key: &str,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("gsi3")
+            .key_condition_expression("gsi3pk = :p")
+            .expression_attribute_values(":p", s(waiting_gsi(account_id, customer_key)))
+            .limit(100)
+            .send()
+            .await
+            .map_err(backend)?;
+        let mut waiting = Vec::new();
+        for item in out.items.unwrap_or_default() {
+            match event_from(&item) {
+                Ok(r) if r.status == EventStatus::WaitingForClick => waiting.push(r),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "unreadable event record skipped"),
+            }
+        }
+        Ok(waiting)
     }
 
     async fn due_events(&self, now_ms: i64, limit: usize) -> Result<Vec<EventRecord>, StoreError> {

@@ -12,6 +12,7 @@ fn connection_from(item: &Item) -> Result<MetaConnection, StoreError> {
         token_type: get_s(item, "token_type"),
         scopes,
         waba_id: get_s(item, "waba_id"),
+        waba_ids: get_strings(item, "waba_ids"),
         expires_at: get_n(item, "expires_at_s"),
         connected_at_ms: get_n(item, "connected_at").unwrap_or_default(),
         refreshed_at_ms: get_n(item, "refreshed_at"),
@@ -36,6 +37,12 @@ fn connection_item(c: &MetaConnection) -> Item {
     );
     if let Some(w) = &c.waba_id {
         item.insert("waba_id".into(), s(w));
+    }
+    if !c.waba_ids.is_empty() {
+        item.insert(
+            "waba_ids".into(),
+            AttributeValue::L(c.waba_ids.iter().map(s).collect()),
+        );
     }
     if let Some(e) = c.expires_at {
         // Not `expires_at`: that name is the table's TTL attribute.

@@ -10,6 +10,9 @@ fn conv_pk(id: &str) -> String {
 fn customer_gsi(account_id: &str, customer_key: &str) -> String {
     format!("ACCT#{account_id}#CUST#{customer_key}")
 }
+fn link_pk(account_id: &str, customer_key: &str) -> String {
+    format!("ACCT#{account_id}#LINK#{customer_key}")
+}
 fn click_sk(ms: i64, msg: &str) -> String {
     format!("CLICK#{}#{msg}", sortable_millis(ms))
 }
@@ -127,18 +130,17 @@ impl Conversations for DynamoData {
             let mut e = SetExpr::default();
             base(&mut e);
             e.set("ctwa_clid", s(&ft.ctwa_clid));
-            e.set("ctwa_captured_at", n(ft.captured_at_ms));
+            // When the conversation's first touch was first captured: an earlier click
+            // that arrives later replaces the click, never this time.
+            e.set_if_not_exists("ctwa_captured_at", n(ft.captured_at_ms));
             e.set("ctwa_message_id", s(&ft.message_id));
             e.set("ctwa_referral", s(referral_json(&ft.referral)));
             let clid = e.name("ctwa_clid");
             let at = e.name("ctwa_clicked_at");
-            let mid = e.name("ctwa_message_id");
             let at_v = e.value(n(ft.clicked_at_ms));
             e.parts.push(format!("{at} = {at_v}"));
-            let mid_v = e.value(s(&ft.message_id));
-            let cond = format!(
-                "attribute_not_exists({clid}) OR {at} > {at_v} OR ({at} = {at_v} AND {mid} > {mid_v})"
-            );
+            // Strictly earlier only: on an exact tie the stored click stays.
+            let cond = format!("attribute_not_exists({clid}) OR {at} > {at_v}");
             match update(e, Some(cond)).await {
                 Ok(_) => return Ok(FirstTouchOutcome::Captured),
                 Err(err)
@@ -163,6 +165,38 @@ impl Conversations for DynamoData {
             .await?
             .map(|i| conversation_from(&i))
             .transpose()
+    }
+
+    async fn link_customer(
+        &self,
+        account_id: &str,
+        user_key: &str,
+        phone_key: &str,
+    ) -> Result<(), StoreError> {
+        for (from, to) in [(user_key, phone_key), (phone_key, user_key)] {
+            let mut item = key(link_pk(account_id, from), "LINK");
+            item.insert("account_id".into(), s(account_id));
+            item.insert("linked".into(), s(to));
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    async fn linked_customer(
+        &self,
+        account_id: &str,
+        key: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .get(link_pk(account_id, key), "LINK")
+            .await?
+            .and_then(|i| get_s(&i, "linked")))
     }
 
     async fn conversations_for_customer(
