@@ -276,6 +276,7 @@ async fn scheduled_refresh_marks_the_revoked_one_broken_and_refreshes_the_others
         &app.stack.connect.meta,
         61 * 86_400,
         ctwa_shared::time::now_millis(),
+        std::time::Instant::now() + std::time::Duration::from_secs(120),
     )
     .await
     .unwrap();

@@ -478,3 +478,66 @@ async fn hostile_bodies_on_every_client_route_get_4xx_json_never_5xx() {
     }
     app.stack.stop().await;
 }
+
+/// Issue 14 item 7: rotating the app secret does not break webhooks for the cache's
+/// lifetime. A webhook signed with the new secret is verified at once (the function
+/// re-reads the secret on a mismatch, rate-limited), the previous secret is accepted
+/// until the end of its rotation window, and a wrong one is still refused with nothing
+/// stored.
+#[tokio::test]
+async fn a_rotated_app_secret_is_honoured_at_once_and_the_previous_one_within_its_window() {
+    let app = spawn_app().await;
+    let old = app.cfg.app_secret.clone();
+    let new = unique("rotated-app-secret");
+    // The webhook function reads (and caches) the secret on this first webhook.
+    let first = ctwa_webhook(
+        FIXTURE_PNID,
+        "wamid.ROT-0",
+        "16505551234",
+        None,
+        1_750_000_000,
+    );
+    assert_eq!(app.post_webhook(first).await.0, 200);
+    let until = ctwa_shared::time::now_secs() + 3_600;
+    app.clients
+        .secrets
+        .put_secret_value()
+        .secret_id(&app.cfg.webhook_secret_id)
+        .secret_string(
+            json!({"app_secret": new, "verify_token": app.cfg.verify_token,
+                "sinch_webhook_secret": app.cfg.sinch_webhook_secret,
+                "previous_app_secret": old, "previous_app_secret_until": until})
+            .to_string(),
+        )
+        .send()
+        .await
+        .expect("rotate the secret");
+    let signed = |secret: &str, wamid: &str| {
+        let body = ctwa_webhook(FIXTURE_PNID, wamid, "16505551234", None, 1_750_000_001);
+        let sig = ctwa_shared::signature::sign_meta(secret, body.as_bytes());
+        (body.into_bytes(), sig)
+    };
+    let (body, sig) = signed(&new, "wamid.ROT-NEW");
+    let (s, v) = app.post_webhook_with_signature(body, &sig).await;
+    assert_eq!(
+        (s, &v["stored"]),
+        (200, &json!(1)),
+        "the new secret at once: {v}"
+    );
+    let (body, sig) = signed(&old, "wamid.ROT-OLD");
+    let (s, v) = app.post_webhook_with_signature(body, &sig).await;
+    assert_eq!(
+        (s, &v["stored"]),
+        (200, &json!(1)),
+        "the previous one in its window: {v}"
+    );
+    let (body, sig) = signed("neither", "wamid.ROT-BAD");
+    let (s, v) = app.post_webhook_with_signature(body, &sig).await;
+    assert_eq!(s, 401, "{v}");
+    assert_eq!(
+        app.inbox_count().await,
+        3,
+        "nothing stored for the wrong secret"
+    );
+    app.stack.stop().await;
+}

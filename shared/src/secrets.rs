@@ -21,6 +21,9 @@ pub enum SecretError {
 #[async_trait]
 pub trait SecretSource: Send + Sync {
     async fn get_secret(&self, id: &str) -> Result<String, SecretError>;
+    /// Forgets a cached value, so that the next read fetches the secret again (a cache
+    /// does; a direct source has nothing to forget).
+    fn invalidate(&self, _id: &str) {}
 }
 
 /// Writing secrets (a new version when the secret exists).
@@ -32,6 +35,9 @@ pub trait SecretWriter: Send + Sync {
     /// A new version of an existing secret only (`secretsmanager:PutSecretValue`): a
     /// missing one is `NotFound`, never re-created.
     async fn put_new_version(&self, id: &str, value: &str) -> Result<(), SecretError>;
+    /// The version before the current one (`AWSPREVIOUS`), if there is one: what a
+    /// writer that lost a race puts back (`secretsmanager:GetSecretValue`).
+    async fn previous_version(&self, id: &str) -> Result<Option<String>, SecretError>;
 }
 
 pub struct AwsSecrets {
@@ -84,6 +90,23 @@ impl SecretWriter for AwsSecrets {
         }
     }
 
+    async fn previous_version(&self, id: &str) -> Result<Option<String>, SecretError> {
+        let res = self
+            .client
+            .get_secret_value()
+            .secret_id(id)
+            .version_stage("AWSPREVIOUS")
+            .send()
+            .await;
+        match res {
+            Ok(out) => Ok(out.secret_string),
+            Err(e) => match backend_error(id, e) {
+                SecretError::NotFound(_) => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
     async fn put_new_version(&self, id: &str, value: &str) -> Result<(), SecretError> {
         match self
             .client
@@ -118,6 +141,7 @@ impl AwsSecrets {
 #[derive(Default)]
 pub struct MemorySecrets {
     values: Mutex<HashMap<String, String>>,
+    previous: Mutex<HashMap<String, String>>,
     pub reads: std::sync::atomic::AtomicUsize,
 }
 
@@ -129,10 +153,17 @@ impl MemorySecrets {
         s
     }
     pub fn set(&self, id: &str, value: &str) {
-        self.values
+        let old = self
+            .values
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.into(), value.into());
+        if let Some(old) = old {
+            self.previous
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.into(), old);
+        }
     }
 }
 
@@ -171,6 +202,15 @@ impl SecretWriter for MemorySecrets {
         self.set(id, value);
         Ok(())
     }
+
+    async fn previous_version(&self, id: &str) -> Result<Option<String>, SecretError> {
+        Ok(self
+            .previous
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned())
+    }
 }
 
 /// In-process cache in front of any source, per secret id, for `ttl`.
@@ -188,18 +228,19 @@ impl CachedSecrets {
             cache: Mutex::new(HashMap::new()),
         }
     }
+}
+
+#[async_trait]
+impl SecretSource for CachedSecrets {
     /// Drops the cached value, e.g. after a signature mismatch, so a just-rotated secret
     /// is fetched again.
-    pub fn invalidate(&self, id: &str) {
+    fn invalidate(&self, id: &str) {
         self.cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
     }
-}
 
-#[async_trait]
-impl SecretSource for CachedSecrets {
     async fn get_secret(&self, id: &str) -> Result<String, SecretError> {
         if let Some((at, v)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(id)
             && at.elapsed() < self.ttl
@@ -222,6 +263,12 @@ pub struct WebhookSecrets {
     pub verify_token: String,
     #[serde(default)]
     pub sinch_webhook_secret: Option<String>,
+    /// During a rotation of the app secret: the one it replaces, accepted on webhooks
+    /// until `previous_app_secret_until` (unix seconds), never after.
+    #[serde(default)]
+    pub previous_app_secret: Option<String>,
+    #[serde(default)]
+    pub previous_app_secret_until: Option<i64>,
 }
 
 impl std::fmt::Debug for WebhookSecrets {
@@ -249,6 +296,18 @@ impl WebhookSecrets {
         }
         Ok(s)
     }
+    /// The app secrets a Meta webhook may be signed with at `now_secs`: the current one,
+    /// and the previous one within its rotation window.
+    pub fn app_secrets(&self, now_secs: i64) -> Vec<&str> {
+        let mut all = vec![self.app_secret.as_str()];
+        if let (Some(p), Some(until)) = (&self.previous_app_secret, self.previous_app_secret_until)
+            && !p.is_empty()
+            && now_secs < until
+        {
+            all.push(p);
+        }
+        all
+    }
     pub fn sinch_secret(&self) -> Option<&str> {
         self.sinch_webhook_secret
             .as_deref()
@@ -272,6 +331,21 @@ impl ClassifyName for serde_json::Error {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_previous_app_secret_is_accepted_only_within_its_window() {
+        let s: WebhookSecrets = serde_json::from_str(
+            r#"{"app_secret":"new","verify_token":"v","previous_app_secret":"old","previous_app_secret_until":1000}"#,
+        )
+        .unwrap();
+        assert_eq!(s.app_secrets(999), ["new", "old"]);
+        assert_eq!(s.app_secrets(1000), ["new"]);
+        let no_end: WebhookSecrets = serde_json::from_str(
+            r#"{"app_secret":"new","verify_token":"v","previous_app_secret":"old"}"#,
+        )
+        .unwrap();
+        assert_eq!(no_end.app_secrets(0), ["new"], "no window, no previous secret");
+    }
+
     use super::*;
 
     #[tokio::test]

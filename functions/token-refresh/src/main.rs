@@ -13,11 +13,18 @@ async fn main() -> Result<(), Error> {
     let config = ConnectConfig::from_env()?;
     let deps = Arc::new(wiring::meta(&Aws::from_env().await, &config)?);
     let within = config.refresh_within_days * 86_400;
-    lambda_runtime::run(service_fn(move |_: LambdaEvent<serde_json::Value>| {
+    lambda_runtime::run(service_fn(move |ev: LambdaEvent<serde_json::Value>| {
         let deps = deps.clone();
         async move {
             let now = ctwa_shared::time::now_millis();
-            let report = refresh_due(&deps, within, now).await?;
+            // The invocation's own deadline (the template's Timeout), less a margin.
+            let left = ev
+                .context
+                .deadline
+                .saturating_sub(u64::try_from(now).unwrap_or(0));
+            let deadline = std::time::Instant::now()
+                + std::time::Duration::from_millis(left.saturating_sub(5_000));
+            let report = refresh_due(&deps, within, now, deadline).await?;
             println!("{}", refresh_metrics_line(&report, now));
             Ok::<_, Error>(report)
         }

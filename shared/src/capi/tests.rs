@@ -697,3 +697,190 @@ fn the_waba_of_a_send_is_the_accounts_own_and_never_another_business() {
     assert_eq!(waba_of_send(None, Some(&unknown)).unwrap(), "W9");
     assert!(matches!(waba_of_send(None, None), Err(CapiError::NoWaba)));
 }
+
+/// Issue 14 item 6: a refresh that dies between the secret and the record write keeps a
+/// working token, and one that loses the race to a reconnect keeps the reconnect's.
+mod token_refresh {
+    use super::*;
+    use crate::meta::connection::{RefreshOutcome, refresh, refresh_due};
+    use crate::store::{MetaConnection, StoreError};
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// The memory store whose conditional record update can be made to fail.
+    struct Flaky {
+        inner: Arc<MemoryStore>,
+        fail_updates: AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl Connections for Flaky {
+        async fn put_connection(&self, c: &MetaConnection) -> Result<(), StoreError> {
+            self.inner.put_connection(c).await
+        }
+        async fn update_connection(
+            &self,
+            c: &MetaConnection,
+            expected: i64,
+        ) -> Result<bool, StoreError> {
+            if self.fail_updates.load(Ordering::SeqCst) {
+                return Err(StoreError::Backend("killed between the two writes".into()));
+            }
+            self.inner.update_connection(c, expected).await
+        }
+        async fn get_connection(
+            &self,
+            account_id: &str,
+        ) -> Result<Option<MetaConnection>, StoreError> {
+            self.inner.get_connection(account_id).await
+        }
+        async fn connections_expiring_before(
+            &self,
+            before: i64,
+        ) -> Result<Vec<MetaConnection>, StoreError> {
+            self.inner.connections_expiring_before(before).await
+        }
+    }
+
+    fn meta_deps(connections: Arc<Flaky>, secrets: Arc<MemorySecrets>) -> MetaDeps {
+        MetaDeps {
+            graph: Arc::new(FakeGraph::new()),
+            connections,
+            secrets: Arc::new(CachedSecrets::new(
+                secrets.clone(),
+                Duration::from_secs(300),
+            )),
+            secret_writer: secrets,
+            app_secret_id: APP_SECRET_ID.into(),
+            app_id: "1234".into(),
+            token_secret_prefix: "stack/meta-token/".into(),
+        }
+    }
+
+    fn setup() -> (MetaDeps, Arc<Flaky>) {
+        let flaky = Arc::new(Flaky {
+            inner: Arc::new(MemoryStore::default()),
+            fail_updates: AtomicBool::new(false),
+        });
+        let secrets = Arc::new(MemorySecrets::with(
+            APP_SECRET_ID,
+            r#"{"app_secret":"app-secret","verify_token":"v"}"#,
+        ));
+        (meta_deps(flaky.clone(), secrets), flaky)
+    }
+
+    #[tokio::test]
+    async fn a_refresh_killed_between_the_secret_and_the_record_keeps_a_working_token() {
+        let (meta, flaky) = setup();
+        let t0 = crate::time::now_millis();
+        exchange_code(&meta, ACCOUNT, "code-1", None, None, t0)
+            .await
+            .unwrap();
+        assert_eq!(
+            meta.token(ACCOUNT).await.unwrap().expose(),
+            "long-short-code-1"
+        );
+        flaky.fail_updates.store(true, Ordering::SeqCst);
+        let killed = refresh(&meta, ACCOUNT, t0 + 1_000).await;
+        assert!(killed.is_err(), "{killed:?}");
+        // The new token is in the secret under a newer version: it is the one used.
+        meta.forget_token(ACCOUNT);
+        assert_eq!(
+            meta.token(ACCOUNT).await.unwrap().expose(),
+            "long-long-short-code-1"
+        );
+        // The record still has the old expiry, so the next run refreshes it again.
+        flaky.fail_updates.store(false, Ordering::SeqCst);
+        let far = std::time::Instant::now() + Duration::from_secs(60);
+        let report = refresh_due(&meta, 61 * 86_400, t0 + 2_000, far)
+            .await
+            .unwrap();
+        assert_eq!((report.refreshed, report.failed), (1, 0), "{report:?}");
+        assert_eq!(
+            meta.token(ACCOUNT).await.unwrap().expose(),
+            "long-long-long-short-code-1"
+        );
+        // A run with no time left starts nothing.
+        let report = refresh_due(&meta, 61 * 86_400, t0 + 3_000, std::time::Instant::now())
+            .await
+            .unwrap();
+        assert_eq!((report.deferred, report.refreshed), (1, 0), "{report:?}");
+    }
+
+    #[tokio::test]
+    async fn a_refresh_that_loses_to_a_reconnect_keeps_the_reconnected_token() {
+        let (meta, _) = setup();
+        let t0 = crate::time::now_millis();
+        exchange_code(&meta, ACCOUNT, "code-1", None, None, t0)
+            .await
+            .unwrap();
+        let before = meta
+            .connections
+            .get_connection(ACCOUNT)
+            .await
+            .unwrap()
+            .unwrap();
+        // The business reconnects (new secret, new record) ...
+        exchange_code(&meta, ACCOUNT, "code-2", None, None, t0 + 500)
+            .await
+            .unwrap();
+        // ... while a refresh that read the old record writes its token after it: its
+        // record update fails, and the reconnect's token is put back.
+        let view = MetaDeps {
+            graph: meta.graph.clone(),
+            connections: Arc::new(StaleFirstRead {
+                stale: Mutex::new(Some(before)),
+                real: meta.connections.clone(),
+            }),
+            secrets: meta.secrets.clone(),
+            secret_writer: meta.secret_writer.clone(),
+            app_secret_id: meta.app_secret_id.clone(),
+            app_id: meta.app_id.clone(),
+            token_secret_prefix: meta.token_secret_prefix.clone(),
+        };
+        let outcome = refresh(&view, ACCOUNT, t0 + 1_000).await.unwrap();
+        assert!(matches!(outcome, RefreshOutcome::Refreshed { .. }));
+        meta.forget_token(ACCOUNT);
+        assert_eq!(
+            meta.token(ACCOUNT).await.unwrap().expose(),
+            "long-short-code-2"
+        );
+    }
+
+    /// The connection as it was before a reconnect, for the first read only (the
+    /// refresh's own); then the real records.
+    struct StaleFirstRead {
+        stale: Mutex<Option<MetaConnection>>,
+        real: Arc<dyn Connections>,
+    }
+
+    #[async_trait::async_trait]
+    impl Connections for StaleFirstRead {
+        async fn put_connection(&self, c: &MetaConnection) -> Result<(), StoreError> {
+            self.real.put_connection(c).await
+        }
+        async fn update_connection(
+            &self,
+            c: &MetaConnection,
+            expected: i64,
+        ) -> Result<bool, StoreError> {
+            self.real.update_connection(c, expected).await
+        }
+        async fn get_connection(
+            &self,
+            account_id: &str,
+        ) -> Result<Option<MetaConnection>, StoreError> {
+            let stale = self.stale.lock().unwrap_or_else(|p| p.into_inner()).take();
+            match stale {
+                Some(c) => Ok(Some(c)),
+                None => self.real.get_connection(account_id).await,
+            }
+        }
+        async fn connections_expiring_before(
+            &self,
+            before: i64,
+        ) -> Result<Vec<MetaConnection>, StoreError> {
+            self.real.connections_expiring_before(before).await
+        }
+    }
+}

@@ -40,6 +40,62 @@ async fn secrets(deps: &WebhookDeps) -> ApiResult<WebhookSecrets> {
     Ok(WebhookSecrets::load(deps.secrets.as_ref(), &deps.config.webhook_secret_id).await?)
 }
 
+/// When this instance last re-read the secret after a mismatch (unix millis).
+static LAST_REREAD_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+/// At most one re-read per this long per instance: forged requests cannot turn every
+/// refusal into a Secrets Manager call.
+const REREAD_EVERY_MS: i64 = 10_000;
+
+/// Verifies a webhook with the deployment secret: `check` against each secret it may be
+/// signed with now (the current one, the previous one in its rotation window). On a
+/// mismatch the secret is read again once (rate-limited), so a rotation is honoured at
+/// once instead of after the cache's lifetime.
+async fn verify_rotating(
+    deps: &WebhookDeps,
+    check: impl Fn(&WebhookSecrets) -> Result<(), SignatureError>,
+) -> ApiResult<WebhookSecrets> {
+    let s = secrets(deps).await?;
+    match check(&s) {
+        Err(SignatureError::Mismatch) => {}
+        other => return other.map(|()| s).map_err(signature_error),
+    }
+    let now = crate::time::now_millis();
+    let last = LAST_REREAD_MS.load(std::sync::atomic::Ordering::Relaxed);
+    if now - last < REREAD_EVERY_MS
+        || LAST_REREAD_MS
+            .compare_exchange(
+                last,
+                now,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_err()
+    {
+        return Err(signature_error(SignatureError::Mismatch));
+    }
+    deps.secrets.invalidate(&deps.config.webhook_secret_id);
+    let fresh = secrets(deps).await?;
+    check(&fresh).map_err(signature_error)?;
+    tracing::info!("webhook signed with a secret newer than the cached one (rotated): re-read");
+    Ok(fresh)
+}
+
+/// The first secret's outcome unless another one matches.
+fn any_secret(
+    secrets: &[&str],
+    verify: impl Fn(&str) -> Result<(), SignatureError>,
+) -> Result<(), SignatureError> {
+    let mut first = Err(SignatureError::Mismatch);
+    for (i, s) in secrets.iter().enumerate() {
+        match verify(s) {
+            Ok(()) => return Ok(()),
+            Err(e) if i == 0 => first = Err(e),
+            Err(_) => {}
+        }
+    }
+    first
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
@@ -107,9 +163,13 @@ async fn store_all(deps: &WebhookDeps, items: &[InboxItem]) -> ApiResult<(usize,
 
 async fn receive_cloud(deps: &WebhookDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     check_size(deps, req)?;
-    let s = secrets(deps).await?;
-    signature::verify_meta(&s.app_secret, req.header("x-hub-signature-256"), &req.body)
-        .map_err(signature_error)?;
+    let header = req.header("x-hub-signature-256");
+    verify_rotating(deps, |s| {
+        any_secret(&s.app_secrets(crate::time::now_secs()), |secret| {
+            signature::verify_meta(secret, header, &req.body)
+        })
+    })
+    .await?;
     let now_ms = crate::time::now_millis();
     let parsed =
         parse_cloud_webhook(&req.body, now_ms, expiry(deps, now_ms)).map_err(parse_error)?;

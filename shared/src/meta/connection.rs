@@ -322,22 +322,21 @@ pub async fn refresh(
             }
             conn.refreshed_at_ms = Some(now_ms);
             conn.last_error = None;
-            // The connection first, conditionally: if the business reconnected meanwhile,
-            // its new token is kept and this refreshed old one is dropped. Readers take
-            // the secret only when its version matches (or re-read it), so the short
-            // moment before the secret's new version is written reads the old token,
-            // which is still valid.
+            // The secret first: a failure before the record is updated leaves the new
+            // token in the secret under a newer version than the record's, which readers
+            // take (a secret at least as new as the record is current), and the record's
+            // old expiry makes the next run refresh again. The reverse order could lose
+            // the new token while the record claims it.
+            deps.store_token(account_id, &token, &info, version, false)
+                .await?;
+            // Then the record, conditionally: if the business reconnected meanwhile, its
+            // token is kept and this refreshed old one dropped.
             if !deps.connections.update_connection(&conn, expected).await? {
-                tracing::warn!(
-                    account_id,
-                    "the connection changed during the refresh (reconnected?); the refreshed token was dropped"
-                );
+                restore_reconnected_token(deps, account_id).await;
                 return Ok(RefreshOutcome::Refreshed {
                     expires_at: conn.expires_at,
                 });
             }
-            deps.store_token(account_id, &token, &info, version, false)
-                .await?;
             tracing::info!(account_id, expires_at = ?conn.expires_at, "Meta token refreshed");
             Ok(RefreshOutcome::Refreshed {
                 expires_at: conn.expires_at,
@@ -362,6 +361,40 @@ pub async fn refresh(
     }
 }
 
+/// After a refresh lost the race to a reconnect: if the reconnect's token was written
+/// before the refreshed one, it is now the previous version: put it back as current.
+async fn restore_reconnected_token(deps: &MetaDeps, account_id: &str) {
+    let id = deps.token_secret_id(account_id);
+    let restored = async {
+        let Some(conn) = deps.connections.get_connection(account_id).await? else {
+            return Ok::<bool, ConnectError>(false);
+        };
+        let Some(raw) = deps.secret_writer.previous_version(&id).await? else {
+            return Ok(false);
+        };
+        let previous: Option<StoredToken> = serde_json::from_str(&raw).ok();
+        if previous.is_some_and(|p| p.version == conn.token_version) {
+            deps.secret_writer.put_new_version(&id, &raw).await?;
+            deps.secrets.invalidate(&id);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+    .await;
+    match restored {
+        Ok(put_back) => tracing::warn!(
+            account_id,
+            put_back,
+            "the connection changed during the refresh (reconnected?); the refreshed token was dropped"
+        ),
+        Err(e) => tracing::error!(
+            account_id,
+            error = %e,
+            "the connection changed during the refresh; putting the reconnected token back failed (readers re-read the secret by version)"
+        ),
+    }
+}
+
 /// What one scheduled refresh run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct RefreshReport {
@@ -370,14 +403,22 @@ pub struct RefreshReport {
     pub broken: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// Left for the next run: the invocation's time was running out.
+    pub deferred: usize,
     pub failures: Vec<String>,
 }
 
-/// Refreshes every token expiring within `within_secs`, carrying on past failures.
+/// The time one refresh may take: two Graph calls, a secret and a record write.
+pub const REFRESH_BUDGET: std::time::Duration = std::time::Duration::from_secs(25);
+
+/// Refreshes every token expiring within `within_secs`, carrying on past failures, and
+/// starting none that could not finish before `deadline` (those are `deferred`: the
+/// next run takes them, their tokens still valid for days).
 pub async fn refresh_due(
     deps: &MetaDeps,
     within_secs: i64,
     now_ms: i64,
+    deadline: std::time::Instant,
 ) -> Result<RefreshReport, StoreError> {
     let due = deps
         .connections
@@ -388,6 +429,10 @@ pub async fn refresh_due(
         report.checked += 1;
         if conn.status == ConnectionStatus::Broken {
             report.skipped += 1;
+            continue;
+        }
+        if std::time::Instant::now() + REFRESH_BUDGET > deadline {
+            report.deferred += 1;
             continue;
         }
         match refresh(deps, &conn.account_id, now_ms).await {
