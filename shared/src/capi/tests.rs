@@ -39,16 +39,9 @@ async fn world(connected: bool) -> World {
         token_secret_prefix: "stack/meta-token/".into(),
     };
     if connected {
-        exchange_code(
-            &meta,
-            ACCOUNT,
-            "code-1",
-            None,
-            None,
-            crate::time::now_millis(),
-        )
-        .await
-        .expect("the fake connects");
+        exchange_code(&meta, ACCOUNT, "code-1", None, crate::time::now_millis())
+            .await
+            .expect("the fake connects");
     }
     let deps = CapiDeps {
         accounts: store.clone(),

@@ -323,7 +323,7 @@ async fn create_ctwa(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse>
     Ok(answer)
 }
 
-/// `GET /v1/ads?ad_account_id=&limit=&after=`.
+/// `GET /v1/ads?ad_account_id=&limit=&after=`: `{ads, data, paging, ad_accounts}`.
 async fn list(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     let account_id = authenticate(deps.accounts.as_ref(), req).await?;
     let limit = match req.query_param("limit") {
@@ -341,7 +341,7 @@ async fn list(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     if links.is_empty() {
         return Ok(ApiResponse::json(
             StatusCode::OK,
-            &json!({"data": [], "paging": {"after": null}, "ad_accounts": []}),
+            &json!({"ads": [], "data": [], "paging": {"after": null}, "ad_accounts": []}),
         ));
     }
     if let Some(a) = req.query_param("after")
@@ -351,9 +351,12 @@ async fn list(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     }
     let s = deps.session(&account_id).await?;
     let (data, next) = ads::list_ads(&s, &links, limit, req.query_param("after")).await?;
+    // `ads` is seed 001's shape (`ctwa ads | jq '.ads[]'`); `data` the Graph-style one
+    // this API answered first. The same rows under both names.
     Ok(ApiResponse::json(
         StatusCode::OK,
         &json!({
+            "ads": data,
             "data": data,
             "paging": {"after": next},
             "ad_accounts": links.iter().map(|l| &l.ad_account_id).collect::<Vec<_>>(),
