@@ -109,6 +109,8 @@ pub enum Command {
     },
     /// the conversion audit trail, newest first
     Conversions(ConversionsArgs),
+    /// purchases and leads Meta detected in your CTWA chats, newest first
+    AutomaticEvents(AutomaticEventsArgs),
     /// conversations of one customer, with the captured click
     Conversations(ConversationsArgs),
     /// one conversation
@@ -181,6 +183,10 @@ pub struct CapiSaveArgs {
     /// Default monetary value when an event carries none
     #[arg(long, value_name = "AMOUNT")]
     pub purchase_value: Option<f64>,
+    /// true | false: send Meta-detected purchases and leads (automatic events) as
+    /// conversions, deduplicated by Meta's event id
+    #[arg(long, value_name = "BOOL", value_parser = BoolishValueParser::new())]
+    pub forward_automatic_events: Option<bool>,
 }
 
 #[derive(Debug, Args)]
@@ -258,6 +264,25 @@ pub struct ConversionsArgs {
     /// delivered | pending | failed | in_flight
     #[arg(long)]
     pub status: Option<String>,
+    /// 1 to 200 [server default: 50]
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+    /// next_cursor of the previous page
+    #[arg(long)]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AutomaticEventsArgs {
+    /// Only events at or after this time: unix seconds or RFC 3339
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only events at or before this time: unix seconds or RFC 3339
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Purchase | LeadSubmitted
+    #[arg(long, value_name = "NAME")]
+    pub event_name: Option<String>,
     /// 1 to 200 [server default: 50]
     #[arg(long, value_name = "N")]
     pub limit: Option<u32>,

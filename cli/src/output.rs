@@ -115,6 +115,15 @@ fn columns(name: &str, rows: &[Value]) -> Vec<String> {
             "conversation_id",
             "fbtrace_id",
         ],
+        "automatic_events" => &[
+            "occurred_at",
+            "event_name",
+            "currency",
+            "value",
+            "value_raw",
+            "ctwa_clid",
+            "id",
+        ],
         _ => &[],
     };
     if !fixed.is_empty() {

@@ -303,6 +303,7 @@ pub async fn start(clients: &Clients, cfg: LocalConfig) -> Result<Stack, StartEr
         &aws,
         &DataConfig {
             data_table: cfg.data_table.clone(),
+            audit_ttl_days: None,
         },
     ));
     Ok(Stack {

@@ -40,6 +40,8 @@ pub struct CaptureDeps {
     pub route_ttl: Duration,
     /// How many records of a batch are processed at once.
     pub concurrency: usize,
+    /// Automatic events forwarded as conversions (the account's CAPI policy).
+    pub forward: Option<crate::capi::automatic::Forwarding>,
 }
 
 impl CaptureDeps {
@@ -50,6 +52,7 @@ impl CaptureDeps {
             routes: Mutex::new(HashMap::new()),
             route_ttl: Duration::from_secs(60),
             concurrency: 16,
+            forward: None,
         }
     }
 
@@ -94,6 +97,7 @@ pub async fn process_item(
                     .conversations
                     .record_automatic_event(&account_id, &ev)
                     .await?;
+                crate::capi::automatic::forward(deps, &account_id, item, &ev).await?;
                 Ok(Outcome::AutomaticEvent { new })
             }
             Err(e) => Ok(skip(item, e.to_string())),

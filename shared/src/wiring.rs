@@ -65,7 +65,14 @@ pub fn webhook(aws: &Aws, config: WebhookConfig) -> WebhookDeps {
 
 pub fn capture(aws: &Aws, config: &DataConfig) -> CaptureDeps {
     let data = aws.data(&config.data_table);
-    CaptureDeps::new(data.clone(), data)
+    let mut deps = CaptureDeps::new(data.clone(), data.clone());
+    deps.forward = Some(crate::capi::automatic::Forwarding {
+        accounts: data.clone(),
+        settings: data.clone(),
+        events: data,
+        audit_ttl_days: config.audit_ttl_days,
+    });
+    deps
 }
 
 pub fn api(aws: &Aws, config: &DataConfig) -> ApiDeps {
