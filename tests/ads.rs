@@ -845,7 +845,11 @@ async fn adimages_accepts_multipart_uploads_as_meta_does() {
     assert!(v["images"]["b.png"]["hash"].is_string(), "{v}");
 
     let calls = meta_calls(&app);
+    // A multipart body reaches Lambda base64-encoded: past about 4.4 MB the event is over
+    // Lambda's 6 MB and API Gateway answers its own 413.
     let too_big = multipart(&[("filename", Some("big.png"), &vec![7u8; 5 * 1024 * 1024 + 1])]);
+    let (s, v) = post_raw(&app, &path, ct, too_big).await;
+    assert_eq!(s, 413, "{v}");
     for (content_type, body, status, code) in [
         (
             "multipart/form-data",
@@ -872,7 +876,6 @@ async fn adimages_accepts_multipart_uploads_as_meta_does() {
             400,
             "bad_request",
         ),
-        (ct, too_big, 413, "payload_too_large"),
     ] {
         let (s, v) = post_raw(&app, &path, content_type, body).await;
         assert_eq!(s, status, "{v}");

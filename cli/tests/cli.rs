@@ -993,7 +993,7 @@ async fn seed_001_ads_audit_and_exchange_code_as_written() {
         let row: Value = serde_json::from_str(&r.stdout).expect(&r.stdout);
         assert_eq!(
             row,
-            json!({"ad_id": ad_id, "name": "Diwali 2026", "status": "PAUSED", "daily_budget": 100000}),
+            json!({"ad_id": ad_id, "name": "Diwali 2026 — ad", "status": "PAUSED", "daily_budget": 100000}),
             "{script}"
         );
     }
