@@ -121,9 +121,10 @@ pub async fn graph_fields(
         if out.contains_key(&name) {
             return Err(MultipartError::Repeated(name));
         }
+        // `bytes` is always the image's base64 text (a digit string is no number).
         let parsed = serde_json::from_str::<Value>(&text)
             .ok()
-            .filter(|x| x.is_object() || x.is_array() || x.is_number());
+            .filter(|x| name != "bytes" && (x.is_object() || x.is_array() || x.is_number()));
         out.insert(name, parsed.unwrap_or_else(|| json!(text)));
     }
     if let Some(Value::String(b)) = out.get("bytes") {
@@ -246,6 +247,17 @@ mod tests {
             ),
             (
                 body(&[("bytes", None, b"@@@")]),
+                true,
+                MultipartError::BadBase64,
+            ),
+            // Found by the fuzz target: digits read as a number slipped past both checks.
+            (
+                body(&[("bytes", None, b"5")]),
+                false,
+                MultipartError::FileNotAllowed,
+            ),
+            (
+                body(&[("bytes", None, b"12")]),
                 true,
                 MultipartError::BadBase64,
             ),
