@@ -21,7 +21,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root/fuzz"
 
-all_targets="cloud_webhook stored_message sinch_callback sinch_metadata pii_normalize meta_signature sinch_signature"
+all_targets="cloud_webhook stored_message sinch_callback sinch_metadata pii_normalize meta_signature sinch_signature adimages_multipart"
 cargo_fuzz_version="0.13.2"
 seconds=20
 sanitizer=none
@@ -70,6 +70,7 @@ max_len() {
     cloud_webhook|sinch_callback|stored_message|sinch_metadata) echo 262144 ;;
     meta_signature|sinch_signature) echo 65536 ;;
     pii_normalize) echo 4096 ;;
+    adimages_multipart) echo 65537 ;;
   esac
 }
 seed_dirs() {

@@ -768,3 +768,129 @@ async fn a_key_that_made_nothing_is_free_again() {
     let (s, v) = send().await;
     assert_eq!(s, 201, "the retry with the same key runs: {v}");
 }
+
+/// A multipart/form-data body as curl's `-F` sends it (boundary `ctwa-b`): `(field,
+/// file name, content)`.
+fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (name, file, data) in parts {
+        b.extend_from_slice(b"--ctwa-b\r\n");
+        let disposition = match file {
+            Some(f) => format!(
+                "Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: image/png\r\n\r\n"
+            ),
+            None => format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n"),
+        };
+        b.extend_from_slice(disposition.as_bytes());
+        b.extend_from_slice(data);
+        b.extend_from_slice(b"\r\n");
+    }
+    b.extend_from_slice(b"--ctwa-b--\r\n");
+    b
+}
+
+async fn post_raw(app: &TestApp, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+    let r = app
+        .http
+        .post(format!("{}{path}", app.base))
+        .bearer_auth(&app.api_key)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Seed 000's image upload the way Meta takes it: multipart/form-data with a file part
+/// (`curl -F 'filename=@diwali.png'`) or a `bytes` field. Graph receives the image (as
+/// base64 `bytes`, named by the file); hostile multipart bodies answer a 4xx JSON error
+/// with no Meta call.
+#[tokio::test]
+async fn adimages_accepts_multipart_uploads_as_meta_does() {
+    use base64::Engine as _;
+    let app = ads_app().await;
+    let path = format!("/v25.0/{ACT}/adimages");
+    let ct = "multipart/form-data; boundary=ctwa-b";
+    let png: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\x00\xff\xfe";
+    let b64 = base64::engine::general_purpose::STANDARD.encode(png);
+
+    let (s, v) = post_raw(
+        &app,
+        &path,
+        ct,
+        multipart(&[("filename", Some("diwali.png"), png)]),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["images"]["diwali.png"]["hash"].is_string(), "{v}");
+    let sent = app.sim.sim.requests().pop().expect("a Graph call");
+    assert_eq!(sent["path"], format!("/{ACT}/adimages"));
+    assert_eq!(
+        sent["params"]["bytes"],
+        b64.as_str(),
+        "Graph receives the image itself"
+    );
+    assert_eq!(sent["params"]["name"], "diwali.png");
+
+    let (s, v) = post_raw(
+        &app,
+        &path,
+        ct,
+        multipart(&[("bytes", None, b64.as_bytes()), ("name", None, b"b.png")]),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["images"]["b.png"]["hash"].is_string(), "{v}");
+
+    let calls = meta_calls(&app);
+    // A multipart body reaches Lambda base64-encoded: past about 4.4 MB the event is over
+    // Lambda's 6 MB and API Gateway answers its own 413.
+    let too_big = multipart(&[("filename", Some("big.png"), &vec![7u8; 5 * 1024 * 1024 + 1])]);
+    let (s, v) = post_raw(&app, &path, ct, too_big).await;
+    assert_eq!(s, 413, "{v}");
+    for (content_type, body, status, code) in [
+        (
+            "multipart/form-data",
+            multipart(&[("a", None, b"1")]),
+            400,
+            "bad_request",
+        ),
+        (ct, b"--ctwa-b\r\nno headers".to_vec(), 400, "bad_request"),
+        (
+            ct,
+            multipart(&[("bytes", None, b"@@@ not base64")]),
+            400,
+            "bad_request",
+        ),
+        (
+            ct,
+            multipart(&[("f", Some("a.png"), png), ("g", Some("b.png"), png)]),
+            400,
+            "bad_request",
+        ),
+        (
+            ct,
+            multipart(&[("f", Some("a.png"), b"")]),
+            400,
+            "bad_request",
+        ),
+    ] {
+        let (s, v) = post_raw(&app, &path, content_type, body).await;
+        assert_eq!(s, status, "{v}");
+        assert_eq!(v["error"]["code"], code, "{v}");
+        assert!(v["error"]["message"].is_string(), "{v}");
+    }
+    // A file on another edge is refused too.
+    let (s, v) = post_raw(
+        &app,
+        &format!("/v25.0/{ACT}/campaigns"),
+        ct,
+        multipart(&[("f", Some("a.png"), png)]),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(meta_calls(&app), calls, "nothing hostile reached Meta");
+    app.stack.stop().await;
+}

@@ -110,17 +110,22 @@ async fn missing_scopes_are_named() {
         "Required scopes missing: whatsapp_business_management, whatsapp_business_manage_events"
     );
     assert_eq!(v["error"]["missing_scopes"].as_array().unwrap().len(), 2);
-    // Declared granted scopes are checked before any Meta call.
-    let calls = app.sim.sim.requests().len();
+    // Declared granted scopes do not decide: Meta is asked, the token's scopes do.
+    let code = app.oauth_code(&["ads_management"], WABA);
     let (s, v) = app
         .post_json(
             "/v1/oauth/exchange-code",
             &app.api_key,
-            json!({"code": "x", "granted_scopes": ["ads_management"]}),
+            json!({"code": code, "granted_scopes": REQUIRED_SCOPES}),
         )
         .await;
     assert_eq!(s, 400, "{v}");
-    assert_eq!(app.sim.sim.requests().len(), calls);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Required scopes missing: pages_show_list")),
+        "{v}"
+    );
     let (s, _) = app.get("/v1/status", &app.api_key).await;
     assert_eq!(s, 200);
     for bad in [

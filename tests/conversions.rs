@@ -1144,6 +1144,7 @@ async fn a_conversion_finds_the_click_under_any_whatsapp_spelling_of_the_number(
     app.stack.stop().await;
 }
 
+/// A query-string value: everything but letters and digits percent-encoded.
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -1253,3 +1254,196 @@ async fn one_customer_with_two_identities_is_one_conversation() {
     assert_eq!(s, 400, "{v}");
     app.stack.stop().await;
 }
+
+/// Meta's `automatic_events` webhook (its reference's shape) for the fixture number.
+fn automatic_events_webhook(events: Value) -> String {
+    json!({"object": "whatsapp_business_account", "entry": [{"id": FIXTURE_WABA, "changes": [{
+        "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550783881", "phone_number_id": FIXTURE_PNID},
+            "automatic_events": events,
+        },
+        "field": "automatic_events"}]}]})
+    .to_string()
+}
+
+/// Item 12: Meta-detected purchases and leads are readable (`GET /v1/automatic-events`:
+/// newest first, paged, filtered, the amount in currency units beside Meta's raw value
+/// x1000), per account; with the account's policy on, they are sent as conversions
+/// through the normal path (the resend job), once, under Meta's event id.
+#[tokio::test]
+async fn automatic_events_are_served_and_forwarded_by_policy() {
+    let app = spawn_app().await;
+    app.connect_meta(&app.api_key).await;
+    let (s, v) = app.post_json("/v1/dataset", &app.api_key, json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    let now = ctwa_shared::time::now_secs();
+    let purchase = "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQUFERjg0NDEzNDdFODU3MUMxMAA";
+    let (s, v) = app
+        .post_webhook(automatic_events_webhook(json!([
+            {"id": "wamid.lead-1", "event_name": "LeadSubmitted", "timestamp": now - 120, "ctwa_clid": "CLID-L"},
+            {"id": purchase, "event_name": "Purchase", "timestamp": now - 60, "ctwa_clid": "CLID-P",
+             "custom_data": {"currency": "USD", "value": "25000"}},
+        ])))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let v = eventually(
+        "both events are readable",
+        Duration::from_secs(30),
+        || async {
+            let (s, v) = app.get("/v1/automatic-events", &app.api_key).await;
+            (s == 200
+                && v["automatic_events"]
+                    .as_array()
+                    .is_some_and(|a| a.len() == 2))
+            .then_some(v)
+        },
+    )
+    .await;
+    let newest = &v["automatic_events"][0];
+    assert_eq!(newest["id"], purchase, "newest first: {v}");
+    assert_eq!(newest["event_name"], "Purchase");
+    assert_eq!(newest["currency"], "USD");
+    assert_eq!(newest["value"], 25.0, "Meta's value is the price x 1000");
+    assert_eq!(newest["value_raw"], "25000");
+    assert_eq!(newest["timestamp"], now - 60);
+    assert_eq!(newest["ctwa_clid"], "CLID-P");
+    assert_eq!(v["automatic_events"][1]["event_name"], "LeadSubmitted");
+    assert_eq!(v["automatic_events"][1]["value"], Value::Null);
+    assert_eq!(v["next_cursor"], Value::Null);
+    // Paging, filters.
+    let (_, p1) = app.get("/v1/automatic-events?limit=1", &app.api_key).await;
+    assert_eq!(p1["automatic_events"][0]["id"], purchase);
+    let cursor = p1["next_cursor"].as_str().expect("a next page").to_string();
+    let (_, p2) = app
+        .get(
+            &format!("/v1/automatic-events?limit=1&cursor={}", urlencode(&cursor)),
+            &app.api_key,
+        )
+        .await;
+    assert_eq!(p2["automatic_events"][0]["id"], "wamid.lead-1", "{p2}");
+    let (_, leads) = app
+        .get(
+            "/v1/automatic-events?event_name=LeadSubmitted",
+            &app.api_key,
+        )
+        .await;
+    assert_eq!(
+        leads["automatic_events"].as_array().unwrap().len(),
+        1,
+        "{leads}"
+    );
+    let (_, recent) = app
+        .get(
+            &format!("/v1/automatic-events?since={}", now - 90),
+            &app.api_key,
+        )
+        .await;
+    assert_eq!(
+        recent["automatic_events"].as_array().unwrap().len(),
+        1,
+        "{recent}"
+    );
+    for bad in [
+        "limit=0",
+        "event_name=Contact",
+        "since=yesterday",
+        "cursor=abc",
+    ] {
+        let (s, v) = app
+            .get(&format!("/v1/automatic-events?{bad}"), &app.api_key)
+            .await;
+        assert_eq!(s, 400, "{bad}: {v}");
+        assert_eq!(v["error"]["code"], "bad_request");
+    }
+    let (_, other_key) = app.add_account("999000111").await;
+    let (s, theirs) = app.get("/v1/automatic-events", &other_key).await;
+    assert_eq!(
+        (s, theirs["automatic_events"].as_array().unwrap().len()),
+        (200, 0)
+    );
+    let (s, _) = app.get("/v1/automatic-events", "ctwa_not_a_key").await;
+    assert_eq!(s, 401);
+
+    // The policy was off: nothing was queued, nothing sent.
+    let r = resend_due(
+        &app.stack.capi,
+        ctwa_shared::time::now_millis() + 1000,
+        100,
+        soon(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.due, 0, "{r:?}");
+    assert!(events_at_meta(&app).is_empty());
+
+    // The policy on: the next events are forwarded, once.
+    let (s, v) = app
+        .post_json(
+            "/v1/capi",
+            &app.api_key,
+            json!({"forward_automatic_events": true}),
+        )
+        .await;
+    assert_eq!(
+        (s, &v["capi"]["forward_automatic_events"]),
+        (200, &json!(true)),
+        "{v}"
+    );
+    let webhook = automatic_events_webhook(json!([
+        {"id": "wamid.buy-2", "event_name": "Purchase", "timestamp": now - 30, "ctwa_clid": "CLID-P2",
+         "custom_data": {"currency": "INR", "value": 1_499_000}},
+    ]));
+    let (s, _) = app.post_webhook(webhook.clone()).await;
+    assert_eq!(s, 200);
+    let (s, _) = app.post_webhook(webhook).await;
+    assert_eq!(s, 200, "Meta's retry");
+    eventually(
+        "the forwarded event is queued",
+        Duration::from_secs(30),
+        || async {
+            let (_, v) = app.get("/v1/conversions", &app.api_key).await;
+            (v["events"].as_array().is_some_and(|a| a.len() == 1)).then_some(())
+        },
+    )
+    .await;
+    let r = resend_due(
+        &app.stack.capi,
+        ctwa_shared::time::now_millis() + 1000,
+        100,
+        soon(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.delivered, 1, "{r:?}");
+    let at_meta = events_at_meta(&app);
+    assert_eq!(at_meta.len(), 1, "{at_meta:?}");
+    let e = &at_meta[0]["event"];
+    assert_eq!(
+        e["event_id"], "wamid.buy-2",
+        "deduplicated by Meta's event id"
+    );
+    assert_eq!(e["event_name"], "Purchase");
+    assert_eq!(e["event_time"], now - 30);
+    assert_eq!(e["action_source"], "business_messaging");
+    assert_eq!(e["user_data"]["ctwa_clid"], "CLID-P2");
+    assert_eq!(e["user_data"]["whatsapp_business_account_id"], FIXTURE_WABA);
+    assert_eq!(
+        e["custom_data"],
+        json!({"currency": "INR", "value": 1499.0})
+    );
+    let (_, v) = app.get("/v1/conversions", &app.api_key).await;
+    assert_eq!(v["events"][0]["status"], "delivered", "{v}");
+    let r = resend_due(
+        &app.stack.capi,
+        ctwa_shared::time::now_millis() + 1000,
+        100,
+        soon(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.due, 0);
+    app.stack.stop().await;
+}
+
+

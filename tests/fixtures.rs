@@ -195,6 +195,77 @@ async fn every_openapi_route_is_served_by_the_local_run() {
     }
 }
 
+/// The JSON request body schema of an operation, with its `$ref` resolved.
+fn request_schema<'a>(doc: &'a Yaml, op: &'a Yaml) -> Option<&'a Yaml> {
+    let schema = &op["requestBody"]["content"]["application/json"]["schema"];
+    let name = schema["$ref"].as_str()?.rsplit('/').next()?;
+    Some(&doc["components"]["schemas"][name])
+}
+
+/// The contract is exact about extra fields: a request body whose schema says
+/// `additionalProperties: false` is one whose handler refuses an unknown field (400
+/// naming it), and a body the handler refuses that way is never documented as open.
+/// Operator routes are asked with an operator key, the others with the account's key.
+#[tokio::test]
+async fn openapi_says_which_bodies_refuse_unknown_fields() {
+    let app = ctwa_tests::spawn_app().await;
+    let operator = {
+        let (k, rec) = ctwa_shared::auth::generate_operator_key(0).expect("operator key");
+        app.stack.data.put_api_key(&rec).await.expect("stored");
+        k
+    };
+    let text = std::fs::read_to_string(format!(
+        "{}/../docs/openapi.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let doc: Yaml = serde_yaml::from_str(&text).unwrap();
+    let mut checked = 0;
+    for (path, ops) in doc["paths"].as_mapping().unwrap() {
+        let path = path.as_str().unwrap();
+        if path.starts_with("/webhook") || path.starts_with("/v25.0") {
+            // Meta's own payloads and Graph bodies: open on purpose.
+            continue;
+        }
+        for (method, op) in ops.as_mapping().unwrap() {
+            let Some(schema) = request_schema(&doc, op) else {
+                continue;
+            };
+            let closed = schema["additionalProperties"].as_bool() == Some(false);
+            let concrete = path
+                .replace("{account_id}", "acme")
+                .replace("{key_id}", "key_0")
+                .replace("{ad_id}", "123");
+            let key = if path.starts_with("/v1/admin") {
+                &operator
+            } else {
+                &app.api_key
+            };
+            let r = app
+                .http
+                .request(
+                    method.as_str().unwrap().to_uppercase().parse().unwrap(),
+                    format!("{}{concrete}", app.base),
+                )
+                .bearer_auth(key)
+                .json(&serde_json::json!({"zz_not_a_field": 1}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body = r.text().await.unwrap();
+            let refused = status == 400 && body.contains("unknown field `zz_not_a_field`");
+            assert_eq!(
+                closed, refused,
+                "{method:?} {path}: additionalProperties false = {closed}, the handler answered {status} {body}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "{checked} bodies checked");
+    app.stack.stop().await;
+}
+
 fn key_schema(table: &Yaml) -> Vec<(String, String)> {
     table["KeySchema"]
         .as_sequence()

@@ -10,6 +10,9 @@ config file (--config, else ~/.config/ctwa/config.json; JSON or TOML with api_ur
 api_key), then .ctwa/local.json of a local run (scripts/local.sh), searched from the
 current directory upwards.
 
+Seed 001 spells the command group `ctwa` (alias `meta-ads`): `ctwa meta-ads ads` and
+`ctwa ctwa ads` are `ctwa ads`.
+
 Output: the API's JSON on stdout (--table for a human view); messages on stderr.
 Exit codes: 0 ok, 1 the API answered 4xx, 2 usage error, 3 the API answered 5xx or
 could not be reached, 4 no API URL or key configured.";
@@ -28,6 +31,33 @@ pub struct Cli {
     /// Without a command: `status`.
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// Global options that take a value (the next argument is theirs).
+const VALUE_OPTIONS: [&str; 4] = ["--api-url", "--api-key", "--config", "--timeout"];
+
+/// Seed 001's spelling: its command group is `ctwa` with the alias `meta-ads`, so
+/// `<cli> meta-ads ads` (or `<cli> ctwa ads`) is `ctwa ads`. The group's name is dropped
+/// when it is the first positional argument.
+pub fn seed_spelling<I: IntoIterator<Item = std::ffi::OsString>>(
+    args: I,
+) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<std::ffi::OsString> = args.into_iter().collect();
+    let mut i = 1;
+    while i < v.len() {
+        let a = v[i].to_string_lossy();
+        if VALUE_OPTIONS.contains(&a.as_ref()) {
+            i += 2;
+        } else if a.starts_with('-') {
+            i += 1;
+        } else {
+            if a == "meta-ads" || a == "ctwa" {
+                v.remove(i);
+            }
+            break;
+        }
+    }
+    v
 }
 
 #[derive(Debug, Args)]
@@ -79,6 +109,8 @@ pub enum Command {
     },
     /// the conversion audit trail, newest first
     Conversions(ConversionsArgs),
+    /// purchases and leads Meta detected in your CTWA chats, newest first
+    AutomaticEvents(AutomaticEventsArgs),
     /// conversations of one customer, with the captured click
     Conversations(ConversationsArgs),
     /// one conversation
@@ -151,6 +183,10 @@ pub struct CapiSaveArgs {
     /// Default monetary value when an event carries none
     #[arg(long, value_name = "AMOUNT")]
     pub purchase_value: Option<f64>,
+    /// true | false: send Meta-detected purchases and leads (automatic events) as
+    /// conversions, deduplicated by Meta's event id
+    #[arg(long, value_name = "BOOL", value_parser = BoolishValueParser::new())]
+    pub forward_automatic_events: Option<bool>,
 }
 
 #[derive(Debug, Args)]
@@ -228,6 +264,25 @@ pub struct ConversionsArgs {
     /// delivered | pending | failed | in_flight
     #[arg(long)]
     pub status: Option<String>,
+    /// 1 to 200 [server default: 50]
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+    /// next_cursor of the previous page
+    #[arg(long)]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AutomaticEventsArgs {
+    /// Only events at or after this time: unix seconds or RFC 3339
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only events at or before this time: unix seconds or RFC 3339
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Purchase | LeadSubmitted
+    #[arg(long, value_name = "NAME")]
+    pub event_name: Option<String>,
     /// 1 to 200 [server default: 50]
     #[arg(long, value_name = "N")]
     pub limit: Option<u32>,
@@ -479,6 +534,30 @@ mod tests {
     #[test]
     fn the_command_tree_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn seed_group_name_and_alias_are_dropped() {
+        let spelled = |a: &[&str]| -> Vec<String> {
+            seed_spelling(a.iter().map(std::ffi::OsString::from))
+                .iter()
+                .map(|s| s.to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(spelled(&["ctwa", "meta-ads", "ads"]), ["ctwa", "ads"]);
+        assert_eq!(spelled(&["ctwa", "ctwa", "ads"]), ["ctwa", "ads"]);
+        assert_eq!(
+            spelled(&["ctwa", "--api-key", "k", "--table", "meta-ads", "ad", "1"]),
+            ["ctwa", "--api-key", "k", "--table", "ad", "1"]
+        );
+        // A value of an option is never taken for the group's name.
+        assert_eq!(
+            spelled(&["ctwa", "--api-key", "ctwa", "ads"]),
+            ["ctwa", "--api-key", "ctwa", "ads"]
+        );
+        assert_eq!(spelled(&["ctwa", "ads", "ctwa"]), ["ctwa", "ads", "ctwa"]);
+        let cli = Cli::try_parse_from(spelled(&["ctwa", "meta-ads"])).unwrap();
+        assert!(cli.command.is_none());
     }
 
     #[test]

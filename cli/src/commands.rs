@@ -123,6 +123,17 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             )
             .await
             .map(drop),
+        Command::AutomaticEvents(a) => ctx
+            .show(
+                Req::get("/v1/automatic-events")
+                    .query("since", a.since)
+                    .query("until", a.until)
+                    .query("event_name", a.event_name)
+                    .query("limit", a.limit)
+                    .query("cursor", a.cursor),
+            )
+            .await
+            .map(drop),
         Command::Conversations(a) => ctx
             .show(
                 Req::get("/v1/conversations")
@@ -175,6 +186,10 @@ async fn capi_save(ctx: &Ctx, a: CapiSaveArgs) -> Result<(), CliError> {
         ("purchase_event_tag", s(a.purchase_tag)),
         ("purchase_event_currency", s(a.purchase_currency)),
         ("purchase_event_value", a.purchase_value.map(|v| json!(v))),
+        (
+            "forward_automatic_events",
+            a.forward_automatic_events.map(Value::Bool),
+        ),
     ]);
     let answer = ctx.show(Req::post("/v1/capi", body)).await?;
     let capi = &answer.body["capi"];

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     // Usage errors exit 2 (clap's), --help and --version 0.
-    let cli = args::Cli::parse();
+    let cli = args::Cli::parse_from(args::seed_spelling(std::env::args_os()));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -23,9 +23,13 @@ pub fn render(v: &Value, table: bool) -> String {
             let mut out = render_table(name, rows);
             // The rest of the answer (paging cursors, counts) below the table.
             if let Value::Object(m) = v {
+                // A field that repeats the list under another name (`ads` beside
+                // `data`) is not shown twice.
                 let rest: serde_json::Map<String, Value> = m
                     .iter()
-                    .filter(|(k, _)| k.as_str() != name)
+                    .filter(|(k, v)| {
+                        k.as_str() != name && v.as_array().is_none_or(|a| a.as_slice() != rows)
+                    })
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
                 if !rest.is_empty() {
@@ -110,6 +114,15 @@ fn columns(name: &str, rows: &[Value]) -> Vec<String> {
             "events_received",
             "conversation_id",
             "fbtrace_id",
+        ],
+        "automatic_events" => &[
+            "occurred_at",
+            "event_name",
+            "currency",
+            "value",
+            "value_raw",
+            "ctwa_clid",
+            "id",
         ],
         _ => &[],
     };
@@ -263,6 +276,16 @@ mod tests {
         assert!(lines[1].ends_with("  PAUSED"), "{t}");
         assert!(lines[2].contains("…  ACTIVE"), "{t}");
         assert_eq!(lines[4], "paging.after  -");
+    }
+
+    #[test]
+    fn a_list_under_two_names_is_shown_once() {
+        let rows = json!([{"ad_id":"1","name":"Summer","status":"PAUSED","daily_budget":100000}]);
+        let v = json!({"ads": rows, "data": rows, "paging": {"after": null}});
+        let t = render(&v, true);
+        assert!(t.starts_with("AD_ID "), "{t}");
+        assert_eq!(t.matches("Summer").count(), 1, "{t}");
+        assert!(t.ends_with("paging.after  -\n"), "{t}");
     }
 
     #[test]

@@ -897,3 +897,113 @@ async fn admin_accounts_and_api_keys() {
     admin.assert_no_secret_printed();
     app.stack.stop().await;
 }
+
+/// Runs `script` with `sh -c`, the `ctwa` binary first on PATH, the shell's settings in
+/// the environment: a seed's pipeline exactly as its documentation writes it.
+async fn pipeline(sh: &Shell, script: &str) -> Run {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_ctwa"))
+        .parent()
+        .expect("bin dir")
+        .to_string_lossy()
+        .into_owned();
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", script])
+        .current_dir(&*sh.dir)
+        .env_clear()
+        .env("HOME", &*sh.dir)
+        .env("PATH", format!("{bin_dir}:/usr/local/bin:/usr/bin:/bin"))
+        .env("CTWA_API_URL", &sh.url)
+        .env("CTWA_API_KEY", &sh.key);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("join")
+        .expect("sh runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Seed 001 as written: its `exchange-code` example with `--granted-scopes` and
+/// `--redirect-uri`, then "Audit which ads are running on your account":
+/// `ctwa ads | jq '.ads[] | {ad_id, name, status, daily_budget}'`, also under the
+/// group's alias (`ctwa meta-ads ads`).
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_001_ads_audit_and_exchange_code_as_written() {
+    let app = spawn_app().await;
+    let mut sh = Shell::new(&app);
+    let redirect = "https://app.splashifypro.com/settings/ctwa/callback";
+    let code = app.sim.sim.create_code(
+        &json!({"scopes": REQUIRED_SCOPES, "waba_id": WABA, "redirect_uri": redirect}),
+    )["code"]
+        .as_str()
+        .expect("code")
+        .to_string();
+    let v = sh
+        .run(&[
+            "exchange-code",
+            "--code",
+            &code,
+            "--granted-scopes",
+            r#"["ads_management","pages_show_list"]"#,
+            "--redirect-uri",
+            redirect,
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(v["connected"], true, "{v}");
+
+    app.sim.sim.add_ad_account(&json!({
+        "id": "act_1001", "page_ids": ["1110001"], "whatsapp_numbers": [CUSTOMER],
+    }));
+    app.stack
+        .data
+        .link_ad_account(&AdAccountLink {
+            ad_account_id: "act_1001".into(),
+            account_id: app.account_id.clone(),
+            page_id: Some("1110001".into()),
+            linked_at_ms: 0,
+        })
+        .await
+        .expect("link");
+    let v = sh
+        .run(&[
+            "ads",
+            "create",
+            "--name",
+            "Diwali 2026",
+            "--daily-budget",
+            "100000",
+            "--whatsapp-number",
+            CUSTOMER,
+            "--countries",
+            "IN",
+            "--message",
+            "Diwali offer",
+        ])
+        .await
+        .ok()
+        .json();
+    let ad_id = v["ad_id"].as_str().expect("ad_id").to_string();
+
+    for script in [
+        "ctwa ads | jq '.ads[] | {ad_id, name, status, daily_budget}'",
+        "ctwa meta-ads ads | jq '.ads[] | {ad_id, name, status, daily_budget}'",
+    ] {
+        let r = pipeline(&sh, script).await;
+        assert_eq!(r.code, 0, "{script}: {}", r.stderr);
+        let row: Value = serde_json::from_str(&r.stdout).expect(&r.stdout);
+        assert_eq!(
+            row,
+            json!({"ad_id": ad_id, "name": "Diwali 2026 — ad", "status": "PAUSED", "daily_budget": 100000}),
+            "{script}"
+        );
+    }
+    // `ctwa ad <ad_id>` under the alias too.
+    let v = sh.run(&["meta-ads", "ad", &ad_id]).await.ok().json();
+    assert_eq!(v["ad"]["id"], ad_id.as_str(), "{v}");
+    sh.assert_no_secret_printed();
+    app.stack.stop().await;
+}

@@ -300,10 +300,7 @@ pub async fn start(clients: &Clients, cfg: LocalConfig) -> Result<Stack, StartEr
     capi.policy = cfg.retry_policy.clone();
     let capi = Arc::new(capi);
     let ads = Arc::new(wiring::ads(&aws, &capi_config.connect).map_err(graph_error)?);
-    let capture = Arc::new(
-        CaptureDeps::new(capi.accounts.clone(), capi.conversations.clone())
-            .with_conversions(capi.clone()),
-    );
+    let capture = Arc::new(wiring::capture_on(capi.clone(), None));
     Ok(Stack {
         addr: lambda.addr,
         lambda,

@@ -46,6 +46,8 @@ pub struct CaptureDeps {
     /// Sends the conversions that wait for a click when it is captured (`None`: the
     /// resend job ends them when their wait is over).
     pub conversions: Option<Arc<CapiDeps>>,
+    /// Automatic events forwarded as conversions (the account's CAPI policy).
+    pub forward: Option<crate::capi::automatic::Forwarding>,
 }
 
 impl CaptureDeps {
@@ -58,6 +60,7 @@ impl CaptureDeps {
             route_ttl: Duration::from_secs(60),
             concurrency: 16,
             conversions: None,
+            forward: None,
         }
     }
 
@@ -153,6 +156,7 @@ pub async fn process_item(
                     .conversations
                     .record_automatic_event(&account_id, &ev)
                     .await?;
+                crate::capi::automatic::forward(deps, &account_id, item, &ev).await?;
                 Ok(Outcome::AutomaticEvent { new })
             }
             Err(e) => Ok(skip(item, e.to_string())),

@@ -94,6 +94,9 @@ impl WebhookConfig {
 #[derive(Debug, Clone)]
 pub struct DataConfig {
     pub data_table: String,
+    /// Audit rows of the conversions capture queues (forwarded automatic events) expire
+    /// after this many days (`AUDIT_TTL_DAYS`, as [`CapiConfig`]); `None` keeps them.
+    pub audit_ttl_days: Option<i64>,
 }
 
 impl DataConfig {
@@ -104,6 +107,7 @@ impl DataConfig {
     pub fn from_lookup(env: Lookup) -> Result<Self, ConfigError> {
         Ok(Self {
             data_table: required(env, "DATA_TABLE")?,
+            audit_ttl_days: audit_ttl_days(env)?,
         })
     }
 }
@@ -169,7 +173,6 @@ impl CapiConfig {
     }
 
     pub fn from_lookup(env: Lookup) -> Result<Self, ConfigError> {
-        let days: i64 = number(env, "AUDIT_TTL_DAYS", 0)?;
         let resend_delay: u64 = number(env, "RESEND_DELAY_SECONDS", 60)?;
         if !(1..=3600).contains(&resend_delay) {
             return Err(ConfigError::Invalid {
@@ -188,11 +191,17 @@ impl CapiConfig {
             click_wait: Duration::from_secs(click_wait),
             resend_delay: Duration::from_secs(resend_delay),
             connect: ConnectConfig::from_lookup(env)?,
-            // Under 8 days the TTL could remove a pending event or its dedup record
-            // while it can still be sent: such values are raised to 8.
-            audit_ttl_days: (days > 0).then_some(days.max(8)),
+            audit_ttl_days: audit_ttl_days(env)?,
         })
     }
+}
+
+/// `AUDIT_TTL_DAYS`: unset or 0 keeps audit rows forever. Under 8 days the TTL could
+/// remove a pending event or its dedup record while it can still be sent: such values
+/// are raised to 8.
+fn audit_ttl_days(env: Lookup) -> Result<Option<i64>, ConfigError> {
+    let days: i64 = number(env, "AUDIT_TTL_DAYS", 0)?;
+    Ok((days > 0).then_some(days.max(8)))
 }
 
 /// Reads a function binary's configuration from `env` exactly as the binary reads it

@@ -63,14 +63,25 @@ pub fn webhook(aws: &Aws, config: WebhookConfig) -> WebhookDeps {
     }
 }
 
-/// Capture, which also sends the conversions that waited for the clicks it records.
+/// Capture, which also sends the conversions that waited for the clicks it records and
+/// forwards automatic events as conversions when the account's policy says so.
 pub fn capture(aws: &Aws, config: &CapiConfig) -> Result<CaptureDeps, GraphError> {
-    let conversions = Arc::new(capi(aws, config)?);
-    Ok(CaptureDeps::new(
+    Ok(capture_on(Arc::new(capi(aws, config)?), config.audit_ttl_days))
+}
+
+/// [`capture`] over the conversions' dependencies.
+pub fn capture_on(conversions: Arc<CapiDeps>, audit_ttl_days: Option<i64>) -> CaptureDeps {
+    let mut deps = CaptureDeps::new(
         conversions.accounts.clone(),
         conversions.conversations.clone(),
-    )
-    .with_conversions(conversions))
+    );
+    deps.forward = Some(crate::capi::automatic::Forwarding {
+        accounts: conversions.accounts.clone(),
+        settings: conversions.settings.clone(),
+        events: conversions.events.clone(),
+        audit_ttl_days,
+    });
+    deps.with_conversions(conversions)
 }
 
 pub fn api(aws: &Aws, config: &DataConfig) -> ApiDeps {

@@ -3,6 +3,7 @@
 //! and the ads inventory. Every call goes through [`Session::call`]: the account's
 //! token, the usage governor ([`usage`]) and retries for the retryable codes only.
 
+pub mod multipart;
 pub mod spec;
 pub mod usage;
 

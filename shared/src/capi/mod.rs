@@ -8,6 +8,7 @@
 //! with the same event id until it lands or is too old. A sender that dies holds only a
 //! lease: the resend job takes the event over when the lease ends.
 
+pub mod automatic;
 pub mod conversion;
 pub mod event;
 pub mod pii;
@@ -173,7 +174,7 @@ pub fn jitter(max: Duration) -> Duration {
     max / 2 + max.mul_f64(r / 2.0)
 }
 
-fn lease_id() -> String {
+pub(crate) fn lease_id() -> String {
     let mut b = [0u8; 8];
     let _ = getrandom::fill(&mut b);
     hex::encode(b)
@@ -1171,6 +1172,7 @@ pub fn capi_view(config: &CapiSettings, connected: bool) -> Value {
         "purchase_event_tag": config.purchase_event_tag,
         "purchase_event_currency": config.purchase_event_currency,
         "purchase_event_value": config.purchase_event_value.unwrap_or(0.0),
+        "forward_automatic_events": config.forward_automatic_events,
         "connected": connected,
     })
 }

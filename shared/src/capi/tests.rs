@@ -39,16 +39,9 @@ async fn world(connected: bool) -> World {
         token_secret_prefix: "stack/meta-token/".into(),
     };
     if connected {
-        exchange_code(
-            &meta,
-            ACCOUNT,
-            "code-1",
-            None,
-            None,
-            crate::time::now_millis(),
-        )
-        .await
-        .expect("the fake connects");
+        exchange_code(&meta, ACCOUNT, "code-1", None, crate::time::now_millis())
+            .await
+            .expect("the fake connects");
     }
     let deps = CapiDeps {
         accounts: store.clone(),
@@ -773,7 +766,7 @@ mod token_refresh {
     async fn a_refresh_killed_between_the_secret_and_the_record_keeps_a_working_token() {
         let (meta, flaky) = setup();
         let t0 = crate::time::now_millis();
-        exchange_code(&meta, ACCOUNT, "code-1", None, None, t0)
+        exchange_code(&meta, ACCOUNT, "code-1", None, t0)
             .await
             .unwrap();
         assert_eq!(
@@ -811,7 +804,7 @@ mod token_refresh {
     async fn a_refresh_that_loses_to_a_reconnect_keeps_the_reconnected_token() {
         let (meta, _) = setup();
         let t0 = crate::time::now_millis();
-        exchange_code(&meta, ACCOUNT, "code-1", None, None, t0)
+        exchange_code(&meta, ACCOUNT, "code-1", None, t0)
             .await
             .unwrap();
         let before = meta
@@ -821,7 +814,7 @@ mod token_refresh {
             .unwrap()
             .unwrap();
         // The business reconnects (new secret, new record) ...
-        exchange_code(&meta, ACCOUNT, "code-2", None, None, t0 + 500)
+        exchange_code(&meta, ACCOUNT, "code-2", None, t0 + 500)
             .await
             .unwrap();
         // ... while a refresh that read the old record writes its token after it: its

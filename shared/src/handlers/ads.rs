@@ -7,6 +7,7 @@
 //! account` before any Meta call.
 
 use super::connect::json_body_limited;
+use crate::ads::multipart;
 use crate::ads::spec::{self, CtwaAdRequest};
 use crate::ads::{self, AdsDeps, AdsError, CallKind, EDGES, FORWARDED_QUERY, NOT_YOURS};
 use crate::auth::authenticate;
@@ -61,13 +62,24 @@ fn passthrough(mut v: Value, usage: Vec<(&'static str, String)>) -> ApiResponse 
     r
 }
 
-/// A Graph-style request body: a JSON object, or form fields (values that read as JSON
-/// objects, arrays or numbers are taken as such, like the Graph API does).
-fn graph_body(req: &ApiRequest, limit: usize) -> ApiResult<Map<String, Value>> {
-    let form = req
-        .header("content-type")
-        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
-    let body: Map<String, Value> = if form {
+/// A Graph-style request body: a JSON object, form fields (values that read as JSON
+/// objects, arrays or numbers are taken as such, like the Graph API does), or a
+/// multipart form (Meta's usual image upload; a file only where `allow_file`).
+async fn graph_body(
+    req: &ApiRequest,
+    limit: usize,
+    allow_file: bool,
+) -> ApiResult<Map<String, Value>> {
+    let content_type = req.header("content-type").unwrap_or_default();
+    let form = content_type.starts_with("application/x-www-form-urlencoded");
+    let body: Map<String, Value> = if multipart::is_multipart(content_type) {
+        multipart::graph_fields(&req.body, content_type, limit, allow_file)
+            .await
+            .map_err(|e| match e {
+                multipart::MultipartError::TooLarge(limit) => ApiError::PayloadTooLarge { limit },
+                other => ApiError::bad_request(other.to_string()),
+            })?
+    } else if form {
         if req.body.len() > limit {
             return Err(ApiError::PayloadTooLarge { limit });
         }
@@ -146,7 +158,7 @@ async fn proxy_edge(
     } else {
         super::connect::MAX_JSON_BODY_BYTES
     };
-    let body = graph_body(req, limit)?;
+    let body = graph_body(req, limit, edge == "adimages").await?;
     // Objects this body points at must be the caller's too.
     let refs = [
         body.get("campaign_id"),
@@ -182,10 +194,9 @@ async fn proxy_object(deps: &AdsDeps, req: &ApiRequest, id: &str) -> ApiResult<A
         )));
     }
     let body = match req.method {
-        Method::POST => Some(Value::Object(graph_body(
-            req,
-            super::connect::MAX_JSON_BODY_BYTES,
-        )?)),
+        Method::POST => Some(Value::Object(
+            graph_body(req, super::connect::MAX_JSON_BODY_BYTES, false).await?,
+        )),
         _ => None,
     };
     let q = match req.method {
@@ -323,7 +334,7 @@ async fn create_ctwa(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse>
     Ok(answer)
 }
 
-/// `GET /v1/ads?ad_account_id=&limit=&after=`.
+/// `GET /v1/ads?ad_account_id=&limit=&after=`: `{ads, data, paging, ad_accounts}`.
 async fn list(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     let account_id = authenticate(deps.accounts.as_ref(), req).await?;
     let limit = match req.query_param("limit") {
@@ -341,7 +352,7 @@ async fn list(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     if links.is_empty() {
         return Ok(ApiResponse::json(
             StatusCode::OK,
-            &json!({"data": [], "paging": {"after": null}, "ad_accounts": []}),
+            &json!({"ads": [], "data": [], "paging": {"after": null}, "ad_accounts": []}),
         ));
     }
     if let Some(a) = req.query_param("after")
@@ -351,9 +362,12 @@ async fn list(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     }
     let s = deps.session(&account_id).await?;
     let (data, next) = ads::list_ads(&s, &links, limit, req.query_param("after")).await?;
+    // `ads` is seed 001's shape (`ctwa ads | jq '.ads[]'`); `data` the Graph-style one
+    // this API answered first. The same rows under both names.
     Ok(ApiResponse::json(
         StatusCode::OK,
         &json!({
+            "ads": data,
             "data": data,
             "paging": {"after": next},
             "ad_accounts": links.iter().map(|l| &l.ad_account_id).collect::<Vec<_>>(),

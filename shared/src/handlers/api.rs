@@ -1,13 +1,16 @@
 //! The read API: `GET /v1/conversations?phone=` (or `?user_id=`) and
 //! `GET /v1/conversations/{id}`, answering the captured first touch (`metadata`, as in
-//! seed 002) and the click history, newest first. A key sees only its own account: any
-//! other id answers 404, as if it did not exist.
+//! seed 002) and the click history, newest first; `GET /v1/automatic-events`, the
+//! purchases and leads Meta detected in the account's chats. A key sees only its own
+//! account: any other id answers 404, as if it did not exist.
 
 use crate::auth::authenticate;
 use crate::domain::{Click, Conversation, Phone};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ApiRequest, ApiResponse};
-use crate::store::{Accounts, Conversations, customer_keys};
+use crate::store::{
+    Accounts, AutomaticEventQuery, Conversations, customer_keys, is_automatic_event_cursor,
+};
 use crate::time::rfc3339_millis;
 use http::{Method, StatusCode};
 use serde_json::{Map, Value, json};
@@ -23,6 +26,13 @@ pub struct ApiDeps {
 
 pub async fn handle(deps: &ApiDeps, req: ApiRequest) -> ApiResponse {
     let path = super::route_path(&req.path).to_string();
+    if path == "/v1/automatic-events" {
+        let result = match req.method {
+            Method::GET => list_automatic_events(deps, &req).await,
+            _ => Err(ApiError::MethodNotAllowed),
+        };
+        return result.unwrap_or_else(ApiError::into_response);
+    }
     let result = match path.strip_prefix("/v1/conversations") {
         Some("") => match req.method {
             Method::GET => list_conversations(deps, &req).await,
@@ -96,6 +106,75 @@ async fn get_conversation(deps: &ApiDeps, req: &ApiRequest, id: &str) -> ApiResu
     Ok(ApiResponse::json(
         StatusCode::OK,
         &conversation_view(&conv, &clicks),
+    ))
+}
+
+/// A time bound of a query: unix seconds, or an RFC 3339 time; in millis.
+fn time_param(req: &ApiRequest, name: &str) -> ApiResult<Option<i64>> {
+    let Some(raw) = req.query_param(name) else {
+        return Ok(None);
+    };
+    let t = raw.trim();
+    let ms = if !t.is_empty() && t.len() <= 12 && t.bytes().all(|b| b.is_ascii_digit()) {
+        t.parse::<i64>().ok().map(|s| s * 1000)
+    } else {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .ok()
+            .map(|d| d.timestamp_millis())
+            .filter(|ms| *ms >= 0)
+    };
+    ms.map(Some).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "{name} must be unix seconds or an RFC 3339 time (e.g. 2026-11-01T00:00:00Z)"
+        ))
+    })
+}
+
+/// `GET /v1/automatic-events?since=&until=&event_name=&limit=&cursor=`: newest first.
+async fn list_automatic_events(deps: &ApiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
+    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    let limit = match req.query_param("limit") {
+        None => 50,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=200).contains(l))
+            .ok_or_else(|| ApiError::bad_request("limit must be 1 to 200"))?,
+    };
+    let event_name = match req.query_param("event_name").map(str::trim) {
+        None => None,
+        Some(n) if n.eq_ignore_ascii_case("purchase") => Some("Purchase".to_string()),
+        Some(n) if n.eq_ignore_ascii_case("leadsubmitted") || n.eq_ignore_ascii_case("lead") => {
+            Some("LeadSubmitted".to_string())
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "event_name must be Purchase or LeadSubmitted (Meta's automatic events)",
+            ));
+        }
+    };
+    let cursor = req.query_param("cursor").map(str::to_string);
+    if cursor
+        .as_deref()
+        .is_some_and(|c| !is_automatic_event_cursor(c))
+    {
+        return Err(ApiError::bad_request("invalid cursor"));
+    }
+    let query = AutomaticEventQuery {
+        since_ms: time_param(req, "since")?,
+        until_ms: time_param(req, "until")?,
+        event_name,
+        limit,
+        cursor,
+    };
+    let (events, next) = deps
+        .conversations
+        .automatic_events(&account_id, &query)
+        .await?;
+    let rows: Vec<Value> = events.iter().map(crate::capi::automatic::view).collect();
+    Ok(ApiResponse::json(
+        StatusCode::OK,
+        &json!({"automatic_events": rows, "next_cursor": next}),
     ))
 }
 

@@ -73,8 +73,10 @@ struct ExchangeBody {
     code: String,
     #[serde(default)]
     redirect_uri: Option<String>,
-    #[serde(default)]
-    granted_scopes: Option<Vec<String>>,
+    /// What the OAuth redirect reported (seed 001). Informational: the token's own
+    /// scopes (Meta's `debug_token`) decide, after the exchange.
+    #[serde(default, rename = "granted_scopes")]
+    _granted_scopes: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,7 +111,6 @@ async fn exchange(deps: &ConnectDeps, req: &ApiRequest) -> ApiResult<ApiResponse
         &account_id,
         code,
         body.redirect_uri.as_deref(),
-        body.granted_scopes.as_deref(),
         crate::time::now_millis(),
     )
     .await?;

@@ -112,6 +112,8 @@ struct CapiBody {
     purchase_event_currency: Option<String>,
     #[serde(default)]
     purchase_event_value: Option<f64>,
+    #[serde(default)]
+    forward_automatic_events: Option<bool>,
 }
 
 fn short_text(v: Option<String>, what: &str) -> ApiResult<Option<String>> {
@@ -168,6 +170,9 @@ async fn post_capi(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> 
             ));
         }
         config.purchase_event_value = Some(v);
+    }
+    if let Some(b) = body.forward_automatic_events {
+        config.forward_automatic_events = b;
     }
     let is_connected = connected(deps, &account_id).await?;
     deps.settings.put_capi(&account_id, &config).await?;

@@ -216,20 +216,17 @@ fn missing_scopes(granted: &[String]) -> Vec<String> {
 
 /// Finishes the OAuth flow: code -> token -> long-lived token -> introspection ->
 /// scopes checked -> token in Secrets Manager -> metadata in the table.
+///
+/// The scopes checked are the token's own, as Meta's `debug_token` reports them. The
+/// `granted_scopes` a caller declares (seed 001's `--granted-scopes`, which its own
+/// example fills with two of the four) are not a reason to refuse before Meta is asked.
 pub async fn exchange_code(
     deps: &MetaDeps,
     account_id: &str,
     code: &str,
     redirect_uri: Option<&str>,
-    granted_scopes: Option<&[String]>,
     now_ms: i64,
 ) -> Result<MetaConnection, ConnectError> {
-    if let Some(granted) = granted_scopes {
-        let missing = missing_scopes(granted);
-        if !missing.is_empty() {
-            return Err(ConnectError::MissingScopes(missing));
-        }
-    }
     let app = deps.app().await?;
     let short = deps
         .graph

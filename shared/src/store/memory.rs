@@ -326,6 +326,35 @@ impl Conversations for MemoryStore {
         evs.push((account_id.to_string(), ev.clone()));
         Ok(true)
     }
+
+    async fn automatic_events(
+        &self,
+        account_id: &str,
+        q: &AutomaticEventQuery,
+    ) -> Result<(Vec<AutomaticEvent>, Option<String>), StoreError> {
+        let mut all: Vec<(String, AutomaticEvent)> = lock(&self.automatic_events)
+            .iter()
+            .filter(|(a, e)| {
+                a == account_id
+                    && q.since_ms.is_none_or(|s| e.occurred_at_ms >= s)
+                    && q.until_ms.is_none_or(|u| e.occurred_at_ms <= u)
+                    && q.event_name.as_ref().is_none_or(|n| *n == e.event_name)
+            })
+            .map(|(_, e)| (automatic_event_cursor(e), e.clone()))
+            .collect();
+        all.sort_by(|a, b| b.0.cmp(&a.0));
+        let after = all
+            .into_iter()
+            .filter(|(k, _)| q.cursor.as_ref().is_none_or(|c| k < c));
+        let mut page: Vec<AutomaticEvent> = after.take(q.limit + 1).map(|(_, e)| e).collect();
+        let next = if page.len() > q.limit {
+            page.truncate(q.limit);
+            page.last().map(automatic_event_cursor)
+        } else {
+            None
+        };
+        Ok((page, next))
+    }
 }
 
 #[async_trait]

@@ -213,6 +213,45 @@ pub trait Conversations: Send + Sync {
         account_id: &str,
         event: &AutomaticEvent,
     ) -> Result<bool, StoreError>;
+    /// One page of the account's automatic events, newest first (by Meta's timestamp,
+    /// then event id), and the cursor of the next page.
+    async fn automatic_events(
+        &self,
+        account_id: &str,
+        query: &AutomaticEventQuery,
+    ) -> Result<(Vec<AutomaticEvent>, Option<String>), StoreError>;
+}
+
+/// What `GET /v1/automatic-events` asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AutomaticEventQuery {
+    /// Events at or after this time (millis).
+    pub since_ms: Option<i64>,
+    /// Events at or before this time (millis).
+    pub until_ms: Option<i64>,
+    /// Only this event name (`Purchase`, `LeadSubmitted`), exact.
+    pub event_name: Option<String>,
+    pub limit: usize,
+    /// The `next_cursor` of the previous page: [`automatic_event_cursor`] of its last event.
+    pub cursor: Option<String>,
+}
+
+/// An automatic event's place in its account's list (and the list's cursor): Meta's
+/// timestamp (15 digits of millis), `#`, the event id.
+pub fn automatic_event_cursor(ev: &AutomaticEvent) -> String {
+    format!(
+        "{}#{}",
+        crate::time::sortable_millis(ev.occurred_at_ms),
+        ev.id
+    )
+}
+
+/// Whether `cursor` is one [`automatic_event_cursor`] makes (and so is safe as a key).
+pub fn is_automatic_event_cursor(cursor: &str) -> bool {
+    cursor.len() <= 300
+        && cursor.split_once('#').is_some_and(|(ms, id)| {
+            ms.len() == 15 && ms.bytes().all(|b| b.is_ascii_digit()) && !id.is_empty()
+        })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -297,6 +336,9 @@ pub struct CapiSettings {
     pub purchase_event_tag: Option<String>,
     pub purchase_event_currency: Option<String>,
     pub purchase_event_value: Option<f64>,
+    /// Send Meta-detected purchases and leads (`automatic_events`) as conversions.
+    #[serde(default)]
+    pub forward_automatic_events: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

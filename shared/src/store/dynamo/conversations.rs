@@ -17,6 +17,27 @@ fn click_sk(ms: i64, msg: &str) -> String {
     format!("CLICK#{}#{msg}", sortable_millis(ms))
 }
 
+fn automatic_events_pk(account_id: &str) -> String {
+    format!("ACCT#{account_id}#AUTOEVENT")
+}
+
+fn automatic_event_from(item: &Item) -> Result<AutomaticEvent, StoreError> {
+    let custom_data = match get_s(item, "custom_data") {
+        Some(raw) => Some(
+            serde_json::from_str(&raw)
+                .map_err(|e| StoreError::Corrupt(format!("custom_data: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(AutomaticEvent {
+        id: req_s(item, "event_id")?,
+        event_name: req_s(item, "event_name")?,
+        occurred_at_ms: get_n(item, "occurred_at").unwrap_or_default(),
+        ctwa_clid: get_s(item, "ctwa_clid"),
+        custom_data,
+    })
+}
+
 fn referral_json(r: &Referral) -> String {
     serde_json::to_string(r).unwrap_or_else(|_| "{}".into())
 }
@@ -265,10 +286,7 @@ impl Conversations for DynamoData {
         account_id: &str,
         ev: &AutomaticEvent,
     ) -> Result<bool, StoreError> {
-        let mut item = key(
-            format!("ACCT#{account_id}#AUTOEVENT"),
-            &format!("{}#{}", sortable_millis(ev.occurred_at_ms), ev.id),
-        );
+        let mut item = key(automatic_events_pk(account_id), &automatic_event_cursor(ev));
         item.insert("account_id".into(), s(account_id));
         item.insert("event_id".into(), s(&ev.id));
         item.insert("event_name".into(), s(&ev.event_name));
@@ -280,5 +298,70 @@ impl Conversations for DynamoData {
             item.insert("custom_data".into(), s(d.to_string()));
         }
         self.put_new(item).await
+    }
+
+    async fn automatic_events(
+        &self,
+        account_id: &str,
+        q: &AutomaticEventQuery,
+    ) -> Result<(Vec<AutomaticEvent>, Option<String>), StoreError> {
+        let limit = q.limit.clamp(1, 200);
+        let pk = automatic_events_pk(account_id);
+        // The sort key is `<15-digit millis>#<event id>`: a time range is a key range.
+        let lo = q
+            .since_ms
+            .map(sortable_millis)
+            .unwrap_or_else(|| "0".into());
+        let hi = q
+            .until_ms
+            .map(|u| format!("{}~", sortable_millis(u)))
+            .unwrap_or_else(|| "~".into());
+        // The cursor is rebuilt into a key of the caller's own partition.
+        let mut start = q.cursor.as_deref().map(|c| key(pk.clone(), c));
+        let mut items: Vec<Item> = Vec::new();
+        let mut resume: Option<String> = None;
+        // A name filter is applied after the read: at most ten pages per answer.
+        for _ in 0..10 {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :p AND sk BETWEEN :lo AND :hi")
+                .expression_attribute_values(":p", s(&pk))
+                .expression_attribute_values(":lo", s(&lo))
+                .expression_attribute_values(":hi", s(&hi))
+                .scan_index_forward(false)
+                .limit(i32::try_from(limit).unwrap_or(200))
+                .set_exclusive_start_key(start.take());
+            if let Some(name) = &q.event_name {
+                query = query
+                    .filter_expression("event_name = :n")
+                    .expression_attribute_values(":n", s(name));
+            }
+            let page = query.send().await.map_err(backend)?;
+            items.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => {
+                    resume = get_s(&k, "sk");
+                    if items.len() >= limit {
+                        break;
+                    }
+                    start = Some(k);
+                }
+                _ => {
+                    resume = None;
+                    break;
+                }
+            }
+        }
+        if items.len() > limit {
+            items.truncate(limit);
+            resume = items.last().and_then(|i| get_s(i, "sk"));
+        }
+        let events = items
+            .iter()
+            .map(automatic_event_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((events, resume))
     }
 }
