@@ -18,6 +18,7 @@ use crate::http::{ApiRequest, ApiResponse};
 use crate::meta::connection::MetaDeps;
 use crate::secrets::{AwsSecrets, CachedSecrets};
 use crate::store::dynamo::{DynamoData, DynamoInbox};
+use crate::unrouted::BacklogDeps;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,6 +67,14 @@ pub fn webhook(aws: &Aws, config: WebhookConfig) -> WebhookDeps {
 pub fn capture(aws: &Aws, config: &DataConfig) -> CaptureDeps {
     let data = aws.data(&config.data_table);
     CaptureDeps::new(data.clone(), data)
+}
+
+pub fn capture_backlog(aws: &Aws, config: &DataConfig) -> BacklogDeps {
+    let data = aws.data(&config.data_table);
+    BacklogDeps {
+        capture: Arc::new(CaptureDeps::new(data.clone(), data.clone())),
+        backlog: data,
+    }
 }
 
 pub fn api(aws: &Aws, config: &DataConfig) -> ApiDeps {
