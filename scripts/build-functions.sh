@@ -7,7 +7,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-functions=(webhook capture api connect token-refresh dataset conversions conversions-resend ads admin)
+functions=(webhook capture capture-backlog api connect token-refresh dataset conversions conversions-resend ads admin)
 args=()
 for f in "${functions[@]}"; do args+=(-p "$f"); done
 echo "== building the ${#functions[@]} function bootstraps (release)" >&2

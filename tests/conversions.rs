@@ -1445,5 +1445,3 @@ async fn automatic_events_are_served_and_forwarded_by_policy() {
     assert_eq!(r.due, 0);
     app.stack.stop().await;
 }
-
-

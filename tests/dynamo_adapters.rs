@@ -7,7 +7,7 @@ use ctwa_shared::domain::{
 use ctwa_shared::store::dynamo::{DynamoData, DynamoInbox};
 use ctwa_shared::store::{
     Accounts, ApiKeyRecord, ClickRecord, ConversationUpsert, Conversations, FirstTouchOutcome,
-    Inbox, InboxItem, InboxKind, StoreError, first_touch_of,
+    Inbox, InboxItem, InboxKind, StoreError, UnroutedBacklog, first_touch_of,
 };
 use ctwa_shared::tables;
 use ctwa_tests::{clients, unique};
@@ -345,8 +345,11 @@ async fn automatic_events_and_unrouted_items_are_kept_once() {
         received_at_ms: 3,
         expires_at: 4,
     };
-    d.record_unrouted(&item).await.unwrap();
-    d.record_unrouted(&item).await.unwrap();
+    assert!(d.record_unrouted(&item).await.unwrap());
+    assert!(
+        d.record_unrouted(&item).await.unwrap(),
+        "a repeat is the same item"
+    );
     let items = c
         .scan()
         .table_name(d_table(&d))
@@ -363,4 +366,84 @@ async fn automatic_events_and_unrouted_items_are_kept_once() {
     };
     assert_eq!(count("UNROUTED#pnid:nobody"), 1);
     assert_eq!(count("ACCT#a1#AUTOEVENT"), 1);
+}
+
+/// An unrouted item is kept with the inbox's TTL only while its route is unclaimed; the
+/// claim records the route's drain; the backlog reads oldest first and forgets what it
+/// is told.
+#[tokio::test]
+async fn the_unrouted_backlog_of_a_route_until_it_is_claimed_and_drained() {
+    let (c, d) = data().await;
+    let route = Route::PhoneNumberId("777000333".into());
+    let item = |i: i64| InboxItem {
+        id: format!("wa:wamid.{i}"),
+        kind: InboxKind::Message,
+        channel: Channel::Cloud,
+        route: route.clone(),
+        waba_id: Some("102290129340398".into()),
+        payload: format!(r#"{{"id":"wamid.{i}"}}"#),
+        contact: (i == 2).then(|| r#"{"wa_id":"16505551234"}"#.to_string()),
+        // Received in the order 3, 1, 2.
+        received_at_ms: [0, 2_000, 3_000, 1_000, 4_000][i as usize],
+        expires_at: 1_900_000_000,
+    };
+    for i in 1..=3 {
+        assert!(d.record_unrouted(&item(i)).await.unwrap());
+    }
+    assert!(d.pending_drains(10).await.unwrap().is_empty());
+    d.create_account(&Account {
+        id: "a1".into(),
+        name: "A".into(),
+        waba_id: None,
+        phone_number_ids: vec!["777000333".into()],
+        sinch_app_id: Some("APP1".into()),
+        created_at_ms: 7,
+    })
+    .await
+    .unwrap();
+    // Claimed: nothing more is kept for it.
+    assert!(!d.record_unrouted(&item(4)).await.unwrap());
+    let mut drains = d.pending_drains(10).await.unwrap();
+    drains.sort_by_key(|d| d.route.key());
+    let routes: Vec<String> = drains.iter().map(|d| d.route.key()).collect();
+    assert_eq!(routes, ["pnid:777000333", "sinch:APP1"]);
+    assert!(drains.iter().all(|d| d.account_id == "a1"));
+    let page = d.unrouted_items(&route, 10).await.unwrap();
+    let ids: Vec<&str> = page.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["wa:wamid.3", "wa:wamid.1", "wa:wamid.2"]);
+    assert_eq!(page[2], item(2), "read back whole");
+    assert_eq!(d.unrouted_items(&route, 2).await.unwrap().len(), 2);
+    // Every unrouted item carries the inbox's TTL.
+    let items = c
+        .scan()
+        .table_name(d_table(&d))
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
+    let unrouted: Vec<_> = items
+        .iter()
+        .filter(|i| i["pk"].as_s().is_ok_and(|pk| pk.starts_with("UNROUTED#")))
+        .collect();
+    assert_eq!(unrouted.len(), 3);
+    assert!(
+        unrouted
+            .iter()
+            .all(|i| i["expires_at"].as_n().map(String::as_str) == Ok("1900000000"))
+    );
+    for it in &page {
+        d.remove_unrouted(it).await.unwrap();
+    }
+    d.remove_unrouted(&page[0]).await.unwrap();
+    assert!(d.unrouted_items(&route, 10).await.unwrap().is_empty());
+    d.finish_drain(&route).await.unwrap();
+    let left: Vec<String> = d
+        .pending_drains(10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.route.key())
+        .collect();
+    assert_eq!(left, ["sinch:APP1"]);
 }

@@ -27,7 +27,8 @@ pub enum Outcome {
     AutomaticEvent {
         new: bool,
     },
-    /// Its phone number id / Sinch app belongs to no account: kept for an operator.
+    /// Its phone number id / Sinch app belongs to no account: kept until the route is
+    /// linked (then captured: [`crate::unrouted`]) or the inbox TTL.
     Unrouted,
     /// It can never be processed (unreadable, no customer id): logged, raw kept in the inbox.
     Skipped(String),
@@ -129,6 +130,14 @@ impl CaptureDeps {
                 }
             }
         }
+        self.account_for_now(route).await
+    }
+
+    /// The route's account read now (not from the cache), which is cached after.
+    pub(crate) async fn account_for_now(
+        &self,
+        route: &Route,
+    ) -> Result<Option<String>, StoreError> {
         let acct = self.accounts.account_for_route(route).await?;
         self.routes
             .lock()
@@ -144,10 +153,12 @@ pub async fn process_item(
     item: &InboxItem,
     now_ms: i64,
 ) -> Result<Outcome, StoreError> {
-    let Some(account_id) = deps.account_for(&item.route).await? else {
-        tracing::warn!(inbox_id = %item.id, route = %item.route.key(), "webhook for a phone number id / Sinch app that belongs to no account; kept as unrouted");
-        deps.conversations.record_unrouted(item).await?;
-        return Ok(Outcome::Unrouted);
+    let account_id = match deps.account_for(&item.route).await? {
+        Some(a) => a,
+        None => match crate::unrouted::keep_unless_routed(deps, item).await? {
+            Some(a) => a,
+            None => return Ok(Outcome::Unrouted),
+        },
     };
     if item.kind == InboxKind::AutomaticEvent {
         return match cloud_automatic_event(item) {

@@ -112,6 +112,35 @@ impl DataConfig {
     }
 }
 
+/// The capture-backlog function: the data table and how many unrouted items one
+/// invocation captures at most (`BACKLOG_ITEMS_PER_RUN`, 1 to 10000, default 1000; the
+/// invocation's deadline may stop it earlier).
+#[derive(Debug, Clone)]
+pub struct BacklogConfig {
+    pub data: DataConfig,
+    pub items_per_run: usize,
+}
+
+impl BacklogConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&process_env)
+    }
+
+    pub fn from_lookup(env: Lookup) -> Result<Self, ConfigError> {
+        let items_per_run: usize = number(env, "BACKLOG_ITEMS_PER_RUN", 1000)?;
+        if !(1..=10_000).contains(&items_per_run) {
+            return Err(ConfigError::Invalid {
+                name: "BACKLOG_ITEMS_PER_RUN",
+                reason: "must be between 1 and 10000".into(),
+            });
+        }
+        Ok(Self {
+            data: DataConfig::from_lookup(env)?,
+            items_per_run,
+        })
+    }
+}
+
 /// Builds the AWS SDK configuration from the standard environment.
 pub async fn aws_sdk_config() -> aws_config::SdkConfig {
     aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
@@ -212,6 +241,7 @@ pub fn check_function(binary: &str, env: Lookup) -> Result<(), ConfigError> {
     match binary {
         "webhook" => WebhookConfig::from_lookup(env).map(drop),
         "api" | "admin" => DataConfig::from_lookup(env).map(drop),
+        "capture-backlog" => BacklogConfig::from_lookup(env).map(drop),
         "connect" | "token-refresh" | "ads" => ConnectConfig::from_lookup(env).map(drop),
         "capture" | "dataset" | "conversions" | "conversions-resend" => {
             CapiConfig::from_lookup(env).map(drop)

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 
 /// The channel a message came in through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +92,12 @@ pub struct Referral {
     pub thumbnail_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub welcome_message: Option<String>,
+    /// The referral fields that came with an unexpected JSON type (a number, a list, an
+    /// object where text was expected), each exactly as sent. The click is kept without
+    /// them, and nothing of them is lost. A referral that is not a JSON object at all is
+    /// kept whole under `referral`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub odd_fields: BTreeMap<String, serde_json::Value>,
 }
 
 /// The customer side of a conversation: the phone (`wa_id`) when Meta gives it, else the

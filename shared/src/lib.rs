@@ -24,6 +24,7 @@ pub mod stream;
 pub mod tables;
 pub mod telemetry;
 pub mod time;
+pub mod unrouted;
 pub mod wiring;
 
 /// Runs futures with at most `limit` in flight; results in completion order.

@@ -343,7 +343,11 @@ mod tests {
             r#"{"app_secret":"new","verify_token":"v","previous_app_secret":"old"}"#,
         )
         .unwrap();
-        assert_eq!(no_end.app_secrets(0), ["new"], "no window, no previous secret");
+        assert_eq!(
+            no_end.app_secrets(0),
+            ["new"],
+            "no window, no previous secret"
+        );
     }
 
     use super::*;

@@ -3,7 +3,9 @@
 //! `"{\"referral\":{\"source_type\":\"ad\",...,\"ctwa_clid\":\"...\"}}"`.
 
 use crate::domain::{Channel, Customer, InboundMessage, Referral, Route};
-use crate::meta::webhook::{CloudReferral, StoredMessageError, WebhookParseError};
+use crate::meta::webhook::{
+    StoredMessageError, WebhookParseError, referral_from_json, warn_odd_referral,
+};
 use crate::store::{InboxItem, InboxKind};
 use serde::Deserialize;
 
@@ -39,12 +41,6 @@ struct ChannelIdentity {
     channel: Option<String>,
     #[serde(default)]
     identity: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Metadata {
-    #[serde(default)]
-    referral: Option<CloudReferral>,
 }
 
 /// What one Sinch callback amounts to.
@@ -122,17 +118,20 @@ pub fn parse_sinch_callback(
     })))
 }
 
-/// The referral inside Sinch's `metadata` string; `None` when absent or unreadable.
+/// The referral inside Sinch's `metadata` string; `None` when absent or when the
+/// string is not JSON. Its fields are read one by one ([`referral_from_json`]): a field
+/// of an unexpected type is kept raw, never a reason to drop the click.
 pub fn referral_from_metadata(metadata: &serde_json::Value) -> Option<Referral> {
-    let parsed: Metadata = match metadata {
-        // Through a Value, as for the callback itself: a repeated key keeps the last.
-        serde_json::Value::String(s) if !s.trim().is_empty() => {
-            serde_json::from_value(serde_json::from_str::<serde_json::Value>(s).ok()?).ok()?
-        }
-        serde_json::Value::Object(_) => serde_json::from_value(metadata.clone()).ok()?,
+    // Through a Value, as for the callback itself: a repeated key keeps the last.
+    let parsed: serde_json::Value = match metadata {
+        serde_json::Value::String(s) if !s.trim().is_empty() => serde_json::from_str(s).ok()?,
+        serde_json::Value::Object(_) => metadata.clone(),
         _ => return None,
     };
-    parsed.referral.map(Referral::from)
+    parsed
+        .get("referral")
+        .filter(|r| !r.is_null())
+        .map(referral_from_json)
 }
 
 /// A stored Sinch callback as the domain sees it.
@@ -168,6 +167,10 @@ pub fn sinch_inbound(item: &InboxItem) -> Result<InboundMessage, StoredMessageEr
         .contact_message
         .as_ref()
         .and_then(|m| m.keys().next().cloned());
+    let referral = msg.metadata.as_ref().and_then(referral_from_metadata);
+    if let Some(r) = &referral {
+        warn_odd_referral(Channel::Sinch, &id, r);
+    }
     Ok(InboundMessage {
         channel: Channel::Sinch,
         message_id: id,
@@ -175,7 +178,7 @@ pub fn sinch_inbound(item: &InboxItem) -> Result<InboundMessage, StoredMessageEr
         customer,
         sent_at_ms,
         message_type,
-        referral: msg.metadata.as_ref().and_then(referral_from_metadata),
+        referral,
     })
 }
 
@@ -235,6 +238,36 @@ mod tests {
         let r = m.referral.unwrap();
         assert_eq!(r.ctwa_clid.as_deref(), Some("CLID-SINCH-1"));
         assert_eq!(r.headline.as_deref(), Some("Our new product"));
+    }
+
+    /// A referral field of an unexpected type inside Sinch's metadata string costs that
+    /// field only: the click and its click id are kept, the odd fields raw.
+    #[test]
+    fn odd_referral_fields_never_cost_the_click() {
+        let body = SEED
+            .replace(
+                r#"\"source_id\":\"120226305854810726\""#,
+                r#"\"source_id\":120208"#,
+            )
+            .replace(
+                r#"\"headline\":\"Our new product\""#,
+                r#"\"headline\":null,\"media_type\":[\"image\"]"#,
+            );
+        let SinchCallback::Inbound(item) = parse_sinch_callback(body.as_bytes(), 1, 2).unwrap()
+        else {
+            panic!("inbound expected")
+        };
+        let r = sinch_inbound(&item)
+            .unwrap()
+            .referral
+            .expect("the click is kept");
+        assert_eq!(r.ctwa_clid.as_deref(), Some("CLID-SINCH-1"));
+        assert_eq!(r.source_id.as_deref(), Some("120208"));
+        assert_eq!(r.headline, None);
+        assert_eq!(r.body.as_deref(), Some("This is a great product"));
+        assert_eq!(r.odd_fields["media_type"], serde_json::json!(["image"]));
+        assert_eq!(r.odd_fields["source_id"], serde_json::json!(120208));
+        assert_eq!(r.odd_fields.len(), 2);
     }
 
     #[test]

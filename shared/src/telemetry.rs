@@ -50,10 +50,11 @@ use std::str::FromStr;
 use tracing::Subscriber;
 
 /// Crate names (tracing targets) whose events follow the requested level.
-pub const OWN_CRATES: [&str; 11] = [
+pub const OWN_CRATES: [&str; 12] = [
     "ctwa_shared",
     "webhook",
     "capture",
+    "capture_backlog",
     "api",
     "connect",
     "token_refresh",

@@ -18,6 +18,7 @@ use crate::http::{ApiRequest, ApiResponse};
 use crate::meta::connection::MetaDeps;
 use crate::secrets::{AwsSecrets, CachedSecrets};
 use crate::store::dynamo::{DynamoData, DynamoInbox};
+use crate::unrouted::BacklogDeps;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,7 +67,10 @@ pub fn webhook(aws: &Aws, config: WebhookConfig) -> WebhookDeps {
 /// Capture, which also sends the conversions that waited for the clicks it records and
 /// forwards automatic events as conversions when the account's policy says so.
 pub fn capture(aws: &Aws, config: &CapiConfig) -> Result<CaptureDeps, GraphError> {
-    Ok(capture_on(Arc::new(capi(aws, config)?), config.audit_ttl_days))
+    Ok(capture_on(
+        Arc::new(capi(aws, config)?),
+        config.audit_ttl_days,
+    ))
 }
 
 /// [`capture`] over the conversions' dependencies.
@@ -82,6 +86,14 @@ pub fn capture_on(conversions: Arc<CapiDeps>, audit_ttl_days: Option<i64>) -> Ca
         audit_ttl_days,
     });
     deps.with_conversions(conversions)
+}
+
+pub fn capture_backlog(aws: &Aws, config: &DataConfig) -> BacklogDeps {
+    let data = aws.data(&config.data_table);
+    BacklogDeps {
+        capture: Arc::new(CaptureDeps::new(data.clone(), data.clone())),
+        backlog: data,
+    }
 }
 
 pub fn api(aws: &Aws, config: &DataConfig) -> ApiDeps {

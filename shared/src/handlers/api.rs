@@ -210,6 +210,9 @@ pub fn conversation_view(c: &Conversation, clicks: &[Click]) -> Value {
         put(&mut metadata, "ctwa_video_url", &r.video_url);
         put(&mut metadata, "ctwa_thumbnail_url", &r.thumbnail_url);
         put(&mut metadata, "ctwa_welcome_message", &r.welcome_message);
+        if !r.odd_fields.is_empty() {
+            metadata.insert("ctwa_odd_fields".into(), json!(r.odd_fields));
+        }
     }
     let clicks: Vec<Value> = clicks.iter().map(click_view).collect();
     json!({

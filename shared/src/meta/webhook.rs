@@ -249,50 +249,113 @@ struct CloudMessage {
     from_user_id: Option<String>,
     #[serde(default)]
     timestamp: Option<serde_json::Value>,
+    /// Any JSON: a `type` of another type is no reason to lose the message's click.
     #[serde(default, rename = "type")]
-    kind: Option<String>,
+    kind: Option<serde_json::Value>,
+    /// Read field by field ([`referral_from_json`]): one field of an unexpected type
+    /// never costs the click.
     #[serde(default)]
-    referral: Option<CloudReferral>,
+    referral: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct CloudReferral {
-    #[serde(default)]
-    ctwa_clid: Option<String>,
-    #[serde(default)]
-    source_id: Option<String>,
-    #[serde(default)]
-    source_url: Option<String>,
-    #[serde(default)]
-    source_type: Option<String>,
-    #[serde(default)]
-    headline: Option<String>,
-    #[serde(default)]
-    body: Option<String>,
-    #[serde(default)]
-    media_type: Option<String>,
-    #[serde(default)]
-    image_url: Option<String>,
-    #[serde(default)]
-    image: Option<MediaRef>,
-    #[serde(default)]
-    video_url: Option<String>,
-    #[serde(default)]
-    thumbnail_url: Option<String>,
-    #[serde(default)]
-    welcome_message: Option<WelcomeMessage>,
+/// The text fields of a referral, as Meta names them (Cloud API and Sinch alike).
+const REFERRAL_TEXT_FIELDS: [&str; 10] = [
+    "ctwa_clid",
+    "source_id",
+    "source_url",
+    "source_type",
+    "headline",
+    "body",
+    "media_type",
+    "image_url",
+    "video_url",
+    "thumbnail_url",
+];
+
+/// A referral as the domain keeps it, read field by field from the JSON Meta (or Sinch)
+/// sent, so that a field of an unexpected type costs that field only, never the click:
+/// - a text field holding text is kept (trimmed; empty is absent); `null` or absent is
+///   absent;
+/// - `source_id` (the ad id) holding an integer is kept as its digits, as Meta's ids
+///   are, and noted as odd;
+/// - any other value (a number, a list, an object, a boolean) is kept raw in
+///   [`Referral::odd_fields`] under its name, and the field is absent;
+/// - `image` must be `{"id": text}` and `welcome_message` `{"text": text}`; otherwise
+///   the whole member is kept raw;
+/// - a `ctwa_clid` that is not text is no click id: the click is kept without one (as a
+///   Status placement's) and the raw value is in `odd_fields`; it is never repaired;
+/// - a referral that is not an object at all is kept raw under `referral`.
+pub(crate) fn referral_from_json(v: &serde_json::Value) -> Referral {
+    use serde_json::Value;
+    let mut r = Referral::default();
+    let Value::Object(obj) = v else {
+        r.odd_fields.insert("referral".into(), v.clone());
+        return r;
+    };
+    for name in REFERRAL_TEXT_FIELDS {
+        let text = match obj.get(name) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => non_empty(Some(s.clone())),
+            Some(raw) => {
+                r.odd_fields.insert(name.into(), raw.clone());
+                match raw {
+                    Value::Number(n) if name == "source_id" && n.is_u64() => Some(n.to_string()),
+                    _ => None,
+                }
+            }
+        };
+        let slot = match name {
+            "ctwa_clid" => &mut r.ctwa_clid,
+            "source_id" => &mut r.source_id,
+            "source_url" => &mut r.source_url,
+            "source_type" => &mut r.source_type,
+            "headline" => &mut r.headline,
+            "body" => &mut r.body,
+            "media_type" => &mut r.media_type,
+            "image_url" => &mut r.image_url,
+            "video_url" => &mut r.video_url,
+            _ => &mut r.thumbnail_url,
+        };
+        *slot = text;
+    }
+    for (name, inner) in [("image", "id"), ("welcome_message", "text")] {
+        let text = match obj.get(name) {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => match m.get(inner) {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => non_empty(Some(s.clone())),
+                Some(_) => {
+                    r.odd_fields.insert(name.into(), obj[name].clone());
+                    None
+                }
+            },
+            Some(raw) => {
+                r.odd_fields.insert(name.into(), raw.clone());
+                None
+            }
+        };
+        if name == "image" {
+            r.image_id = text;
+        } else {
+            r.welcome_message = text;
+        }
+    }
+    r
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct MediaRef {
-    #[serde(default)]
-    id: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct WelcomeMessage {
-    #[serde(default)]
-    text: Option<String>,
+/// Logs the referral fields of an unexpected type (their names, never their values).
+pub(crate) fn warn_odd_referral(channel: Channel, message_id: &str, r: &Referral) {
+    if r.odd_fields.is_empty() {
+        return;
+    }
+    let fields: Vec<&str> = r.odd_fields.keys().map(String::as_str).collect();
+    tracing::warn!(
+        channel = channel.as_str(),
+        message_id,
+        ?fields,
+        click_id_kept = r.ctwa_clid.is_some(),
+        "referral field(s) of an unexpected JSON type: the click is kept, the field(s) raw in odd_fields"
+    );
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -313,25 +376,6 @@ struct Profile {
 
 fn non_empty(s: Option<String>) -> Option<String> {
     s.map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
-}
-
-impl From<CloudReferral> for Referral {
-    fn from(r: CloudReferral) -> Self {
-        Referral {
-            ctwa_clid: non_empty(r.ctwa_clid),
-            source_id: non_empty(r.source_id),
-            source_url: non_empty(r.source_url),
-            source_type: non_empty(r.source_type),
-            headline: non_empty(r.headline),
-            body: non_empty(r.body),
-            media_type: non_empty(r.media_type),
-            image_url: non_empty(r.image_url),
-            image_id: non_empty(r.image.and_then(|i| i.id)),
-            video_url: non_empty(r.video_url),
-            thumbnail_url: non_empty(r.thumbnail_url),
-            welcome_message: non_empty(r.welcome_message.and_then(|w| w.text)),
-        }
-    }
 }
 
 /// Unix seconds as Meta sends them (a string, sometimes a number) into millis.
@@ -363,14 +407,25 @@ pub fn cloud_inbound(item: &InboxItem) -> Result<InboundMessage, StoredMessageEr
         user_id: non_empty(non_empty(m.from_user_id).or(contact.user_id)),
         name: non_empty(contact.profile.and_then(|p| p.name)),
     };
+    let referral = m
+        .referral
+        .as_ref()
+        .filter(|r| !r.is_null())
+        .map(referral_from_json);
+    if let Some(r) = &referral {
+        warn_odd_referral(Channel::Cloud, &m.id, r);
+    }
     Ok(InboundMessage {
         channel: Channel::Cloud,
         message_id: m.id,
         route: item.route.clone(),
         customer,
         sent_at_ms: meta_timestamp_ms(&m.timestamp).unwrap_or(item.received_at_ms),
-        message_type: m.kind,
-        referral: m.referral.map(Referral::from),
+        message_type: m.kind.map(|k| match k {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        }),
+        referral,
     })
 }
 
@@ -482,6 +537,87 @@ mod tests {
         let r = cloud_inbound(&p.items[0]).unwrap().referral.unwrap();
         assert_eq!(r.ctwa_clid, None);
         assert_eq!(r.source_id.as_deref(), Some("120226305854810726"));
+    }
+
+    /// A referral field of an unexpected JSON type costs that field only: the click and
+    /// its click id are kept, the odd fields raw beside them.
+    #[test]
+    fn odd_referral_fields_never_cost_the_click() {
+        let body = CTWA
+            .replace(
+                "\"source_id\":\"120226305854810726\"",
+                "\"source_id\":120208",
+            )
+            .replace("\"headline\":\"Chat with us\"", "\"headline\":null")
+            .replace("\"media_type\":\"image\"", "\"media_type\":[\"image\"]");
+        let p = parse_cloud_webhook(body.as_bytes(), 5, 9).unwrap();
+        let m = cloud_inbound(&p.items[0]).expect("the message is not skipped");
+        let r = m.referral.expect("the click is kept");
+        assert_eq!(
+            r.ctwa_clid.as_deref(),
+            Some("Aff-n8ZTODiE79d22KtAwQKj9e_mIEOOj27v")
+        );
+        assert_eq!(r.source_id.as_deref(), Some("120208"), "an integer ad id");
+        assert_eq!(r.headline, None, "null is absent");
+        assert_eq!(r.media_type, None);
+        assert_eq!(r.body.as_deref(), Some("Summer Succulents are here!"));
+        assert_eq!(
+            r.odd_fields,
+            std::collections::BTreeMap::from([
+                ("media_type".to_string(), serde_json::json!(["image"])),
+                ("source_id".to_string(), serde_json::json!(120208)),
+            ])
+        );
+    }
+
+    #[test]
+    fn every_kind_of_odd_value_is_kept_raw() {
+        use serde_json::json;
+        let r = referral_from_json(&json!({
+            "ctwa_clid": 42, "source_id": 1.5, "source_url": true, "body": {"x": 1},
+            "image": "IMG", "welcome_message": {"text": 7}, "video_url": "  ",
+            "thumbnail_url": "https://t", "source_type": "ad"
+        }));
+        assert_eq!(
+            r.ctwa_clid, None,
+            "a click id that is not text is no click id"
+        );
+        assert_eq!(r.source_id, None, "only an integer is an ad id");
+        assert_eq!(r.video_url, None);
+        assert_eq!(r.thumbnail_url.as_deref(), Some("https://t"));
+        assert_eq!(r.source_type.as_deref(), Some("ad"));
+        let names: Vec<&str> = r.odd_fields.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "body",
+                "ctwa_clid",
+                "image",
+                "source_id",
+                "source_url",
+                "welcome_message"
+            ]
+        );
+        assert_eq!(r.odd_fields["welcome_message"], json!({"text": 7}));
+        assert_eq!(r.odd_fields["ctwa_clid"], json!(42));
+        // Not an object at all: kept whole.
+        let r = referral_from_json(&json!("ad:1"));
+        assert_eq!(r.odd_fields["referral"], json!("ad:1"));
+        assert_eq!(r.ctwa_clid, None);
+        // A well-formed referral has no odd fields, and they are not serialised.
+        let r = referral_from_json(&json!({"ctwa_clid": "C", "image": {"id": "I"}}));
+        assert!(r.odd_fields.is_empty());
+        assert_eq!(r.image_id.as_deref(), Some("I"));
+        assert!(!serde_json::to_string(&r).unwrap().contains("odd_fields"));
+    }
+
+    #[test]
+    fn a_message_type_of_another_type_keeps_the_message() {
+        let body = CTWA.replace("\"type\":\"text\"", "\"type\":5");
+        let p = parse_cloud_webhook(body.as_bytes(), 5, 9).unwrap();
+        let m = cloud_inbound(&p.items[0]).unwrap();
+        assert_eq!(m.message_type.as_deref(), Some("5"));
+        assert!(m.referral.unwrap().ctwa_clid.is_some());
     }
 
     #[test]

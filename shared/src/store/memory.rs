@@ -30,6 +30,8 @@ pub struct MemoryStore {
     conversations: Mutex<HashMap<String, Conversation>>,
     clicks: Mutex<ClickHistory>,
     pub unrouted: Mutex<Vec<InboxItem>>,
+    /// Per route key: the drains owed (written with the route).
+    drains: Mutex<BTreeMap<String, BacklogDrain>>,
     connections: Mutex<HashMap<String, MetaConnection>>,
     pub automatic_events: Mutex<Vec<(String, AutomaticEvent)>>,
     /// Per account id.
@@ -94,6 +96,13 @@ impl MemoryStore {
             }
         }
         for r in account.routes() {
+            lock(&self.drains).insert(
+                r.key(),
+                BacklogDrain {
+                    route: r.clone(),
+                    account_id: account.id.clone(),
+                },
+            );
             routes.insert(r, account.id.clone());
         }
         for l in links {
@@ -306,12 +315,17 @@ impl Conversations for MemoryStore {
         Ok(all)
     }
 
-    async fn record_unrouted(&self, item: &InboxItem) -> Result<(), StoreError> {
+    async fn record_unrouted(&self, item: &InboxItem) -> Result<bool, StoreError> {
+        // The route is checked under its lock, as the adapter's transaction does.
+        let routes = lock(&self.routes);
+        if routes.contains_key(&item.route) {
+            return Ok(false);
+        }
         let mut u = lock(&self.unrouted);
         if !u.iter().any(|i| i.id == item.id) {
             u.push(item.clone());
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn record_automatic_event(
@@ -354,6 +368,38 @@ impl Conversations for MemoryStore {
             None
         };
         Ok((page, next))
+    }
+}
+
+#[async_trait]
+impl UnroutedBacklog for MemoryStore {
+    async fn pending_drains(&self, limit: usize) -> Result<Vec<BacklogDrain>, StoreError> {
+        Ok(lock(&self.drains).values().take(limit).cloned().collect())
+    }
+
+    async fn unrouted_items(
+        &self,
+        route: &Route,
+        limit: usize,
+    ) -> Result<Vec<InboxItem>, StoreError> {
+        let mut items: Vec<InboxItem> = lock(&self.unrouted)
+            .iter()
+            .filter(|i| &i.route == route)
+            .cloned()
+            .collect();
+        items.sort_by(|a, b| (a.received_at_ms, &a.id).cmp(&(b.received_at_ms, &b.id)));
+        items.truncate(limit);
+        Ok(items)
+    }
+
+    async fn remove_unrouted(&self, item: &InboxItem) -> Result<(), StoreError> {
+        lock(&self.unrouted).retain(|i| i.id != item.id);
+        Ok(())
+    }
+
+    async fn finish_drain(&self, route: &Route) -> Result<(), StoreError> {
+        lock(&self.drains).remove(&route.key());
+        Ok(())
     }
 }
 

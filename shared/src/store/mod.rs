@@ -206,8 +206,11 @@ pub trait Conversations: Send + Sync {
         customer_key: &str,
         limit: usize,
     ) -> Result<Vec<Click>, StoreError>;
-    /// Keeps an inbound item whose route belongs to no account, for an operator to see.
-    async fn record_unrouted(&self, item: &InboxItem) -> Result<(), StoreError>;
+    /// Keeps an inbound item whose route belongs to no account (until the inbox TTL:
+    /// `item.expires_at`), to be captured when the route is linked ([`UnroutedBacklog`]).
+    /// Atomic with the route's absence: `false` (nothing kept) when the route belongs
+    /// to an account by now, so no item is kept after its route's backlog was drained.
+    async fn record_unrouted(&self, item: &InboxItem) -> Result<bool, StoreError>;
     async fn record_automatic_event(
         &self,
         account_id: &str,
@@ -252,6 +255,32 @@ pub fn is_automatic_event_cursor(cursor: &str) -> bool {
         && cursor.split_once('#').is_some_and(|(ms, id)| {
             ms.len() == 15 && ms.bytes().all(|b| b.is_ascii_digit()) && !id.is_empty()
         })
+}
+
+/// A route whose unrouted items are still to be captured: written with the route
+/// itself when an account claims it (one transaction), removed when its backlog is empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BacklogDrain {
+    pub route: Route,
+    pub account_id: String,
+}
+
+/// The items kept for routes that belonged to no account when they arrived, and the
+/// drains owed once a route is linked. Items are read oldest first (received order).
+#[async_trait]
+pub trait UnroutedBacklog: Send + Sync {
+    /// Routes linked to an account whose backlog may hold items, up to `limit`.
+    async fn pending_drains(&self, limit: usize) -> Result<Vec<BacklogDrain>, StoreError>;
+    /// The route's oldest unrouted items, in the order they were received, up to `limit`.
+    async fn unrouted_items(
+        &self,
+        route: &Route,
+        limit: usize,
+    ) -> Result<Vec<InboxItem>, StoreError>;
+    /// Removes one unrouted item (it was captured; the raw stays in the inbox until its TTL).
+    async fn remove_unrouted(&self, item: &InboxItem) -> Result<(), StoreError>;
+    /// The route's backlog is empty: its drain is done.
+    async fn finish_drain(&self, route: &Route) -> Result<(), StoreError>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -197,6 +197,8 @@ impl DynamoData {
             let mut ri = key(format!("ROUTE#{}", r.key()), "ROUTE");
             ri.insert("account_id".into(), s(&a.id));
             writes.push(ri);
+            // The route's unrouted items are owed to the account from now on.
+            writes.push(super::unrouted::drain_item(&r, &a.id, a.created_at_ms));
         }
         writes.extend(links.iter().map(link_item));
         if self.put_all_new(writes).await? {

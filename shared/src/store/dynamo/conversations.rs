@@ -265,20 +265,8 @@ impl Conversations for DynamoData {
         .collect()
     }
 
-    async fn record_unrouted(&self, it: &InboxItem) -> Result<(), StoreError> {
-        let mut item = key(
-            format!("UNROUTED#{}", it.route.key()),
-            &format!("{}#{}", sortable_millis(it.received_at_ms), it.id),
-        );
-        item.insert("inbox_id".into(), s(&it.id));
-        item.insert("kind".into(), s(it.kind.as_str()));
-        item.insert("channel".into(), s(it.channel.as_str()));
-        item.insert("payload".into(), s(&it.payload));
-        if let Some(c) = &it.contact {
-            item.insert("contact".into(), s(c));
-        }
-        item.insert("received_at".into(), n(it.received_at_ms));
-        self.put_new(item).await.map(|_| ())
+    async fn record_unrouted(&self, it: &InboxItem) -> Result<bool, StoreError> {
+        self.keep_unrouted(it).await
     }
 
     async fn record_automatic_event(

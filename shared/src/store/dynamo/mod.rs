@@ -12,6 +12,7 @@
 //! | API key       | `APIKEY#<sha256 hex>`     | `APIKEY`                 | `ACCT#<a>#APIKEYS` (or `OPERATOR#APIKEYS`) / `KEY#<ms15>#<key id>` |        |
 //! | key id        | `KEYID#<key id>`          | `KEYID`                  |                                         |                                  |
 //! | unrouted item | `UNROUTED#<route>`        | `<ms15>#<inbox id>`      |                                         |                                  |
+//! | backlog drain | `UNROUTED_DRAIN`          | `<route>`                |                                         |                                  |
 //! | auto event    | `ACCT#<a>#AUTOEVENT`      | `<ms15>#<event id>`      |                                         |                                  |
 //! | Meta connection | `ACCT#<a>`              | `META_CONNECTION`        |                                         | `META_CONNECTIONS` / `<expires s15>#<a>` (expiring tokens only) |
 //! | CAPI config   | `ACCT#<a>`                | `CAPI`                   |                                         |                                  |
@@ -25,7 +26,8 @@
 //! This module holds the attribute helpers, the two adapters' clients and their shared
 //! get/put/query helpers; each port's impl, with its items' conversions, is in its own
 //! file: [`inbox`] (also the inbox item's schema), `accounts` (with API keys),
-//! `conversations`, `connections`, `capi` (settings and conversion records), `ads`.
+//! `conversations`, `unrouted` (items of unclaimed routes and their drains),
+//! `connections`, `capi` (settings and conversion records), `ads`.
 
 mod accounts;
 mod ads;
@@ -33,6 +35,7 @@ mod capi;
 mod connections;
 mod conversations;
 pub mod inbox;
+mod unrouted;
 
 /// The event record's index keys and list cursor, shared with the in-memory store.
 #[cfg(any(test, feature = "test-support"))]
