@@ -1112,23 +1112,25 @@ async fn resend_one(
         next_attempt_at_ms: Some(until),
         ..rec
     };
-    let fail = |rec: &mut EventRecord, reason: FailureReason, message: &str| {
-        let mut last = serde_json::Map::new();
-        if let Some(e) = rec.error.take() {
-            last.insert("last_error".into(), e);
-        }
-        rec.status = EventStatus::Failed;
-        rec.next_attempt_at_ms = None;
-        rec.updated_at_ms = crate::time::now_millis();
-        rec.error = Some(reason.error(message, last));
-    };
     if rec.event_time < crate::time::now_secs() - MAX_EVENT_AGE_SECS {
         let message = "event_time is older than 7 days: Meta would refuse it; not sent";
-        fail(&mut rec, FailureReason::TooOld, message);
+        fail_for_good(&mut rec, FailureReason::TooOld, message);
         save_settled(deps, &rec, &lease).await?;
         return Ok(Some(rec.status));
     }
     Ok(send_leased(deps, rec).await?.map(|r| r.status))
+}
+
+/// Ends a record `failed` for `reason`, keeping its previous error as `last_error`.
+fn fail_for_good(rec: &mut EventRecord, reason: FailureReason, message: &str) {
+    let mut last = serde_json::Map::new();
+    if let Some(e) = rec.error.take() {
+        last.insert("last_error".into(), e);
+    }
+    rec.status = EventStatus::Failed;
+    rec.next_attempt_at_ms = None;
+    rec.updated_at_ms = crate::time::now_millis();
+    rec.error = Some(reason.error(message, last));
 }
 
 /// Sends one record this caller holds the lease of, and saves its outcome.
@@ -1140,14 +1142,7 @@ async fn send_leased(
         Ok(t) => t,
         Err(ConnectError::TokenInvalid(_)) | Err(ConnectError::NotConnected) => {
             let lease = rec.lease_id.clone();
-            let mut last = serde_json::Map::new();
-            if let Some(e) = rec.error.take() {
-                last.insert("last_error".into(), e);
-            }
-            rec.status = EventStatus::Failed;
-            rec.next_attempt_at_ms = None;
-            rec.updated_at_ms = crate::time::now_millis();
-            rec.error = Some(FailureReason::MetaNotConnected.error(RECONNECT, last));
+            fail_for_good(&mut rec, FailureReason::MetaNotConnected, RECONNECT);
             save_settled(deps, &rec, &lease).await?;
             return Ok(Some(rec));
         }

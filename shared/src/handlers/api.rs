@@ -133,14 +133,7 @@ fn time_param(req: &ApiRequest, name: &str) -> ApiResult<Option<i64>> {
 /// `GET /v1/automatic-events?since=&until=&event_name=&limit=&cursor=`: newest first.
 async fn list_automatic_events(deps: &ApiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     let account_id = authenticate(deps.accounts.as_ref(), req).await?;
-    let limit = match req.query_param("limit") {
-        None => 50,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=200).contains(l))
-            .ok_or_else(|| ApiError::bad_request("limit must be 1 to 200"))?,
-    };
+    let limit = super::list_limit(req)?;
     let event_name = match req.query_param("event_name").map(str::trim) {
         None => None,
         Some(n) if n.eq_ignore_ascii_case("purchase") => Some("Purchase".to_string()),

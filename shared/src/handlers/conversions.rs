@@ -303,14 +303,7 @@ async fn send_batch(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse>
 
 async fn list(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     let account_id = authenticate(deps.accounts.as_ref(), req).await?;
-    let limit = match req.query_param("limit") {
-        None => 50,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=200).contains(l))
-            .ok_or_else(|| ApiError::bad_request("limit must be 1 to 200"))?,
-    };
+    let limit = super::list_limit(req)?;
     let status = req
         .query_param("status")
         .map(|s| {
