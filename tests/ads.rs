@@ -894,3 +894,66 @@ async fn adimages_accepts_multipart_uploads_as_meta_does() {
     assert_eq!(meta_calls(&app), calls, "nothing hostile reached Meta");
     app.stack.stop().await;
 }
+
+/// Issue 14 item 5: with the app's "Require App Secret" on, every Graph call made with a
+/// tenant's token carries a valid `appsecret_proof` (HMAC-SHA256 of the token with the
+/// app secret): the dataset, a conversion, the Marketing proxy. The simulator checks
+/// each one and logs the outcome; a call without one is refused as Meta does.
+#[tokio::test]
+async fn every_graph_call_with_a_token_carries_a_valid_appsecret_proof() {
+    let app = ads_app().await;
+    app.sim.sim.require_appsecret_proof(true);
+    let (s, v) = app.post_json("/v1/dataset", &app.api_key, json!({})).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = app
+        .get(
+            &format!("/v25.0/{ACT}/campaigns?fields=id,name"),
+            &app.api_key,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let before = app.click_count().await;
+    let (s, _) = app
+        .post_webhook(ctwa_webhook(
+            FIXTURE_PNID,
+            "wamid.PROOF",
+            "16505551234",
+            Some("CLID-PROOF"),
+            ctwa_shared::time::now_secs() - 60,
+        ))
+        .await;
+    assert_eq!(s, 200);
+    settled("click", before + 1, || app.click_count()).await;
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions",
+            &app.api_key,
+            json!({"phone": "16505551234", "event_name": "Lead"}),
+        )
+        .await;
+    assert_eq!((s, &v["status"]), (200, &json!("delivered")), "{v}");
+    let requests = app.sim.sim.requests();
+    let with_token: Vec<&Value> = requests
+        .iter()
+        .filter(|r| !r["appsecret_proof"].is_null())
+        .collect();
+    assert!(with_token.len() >= 3, "{requests:?}");
+    for r in &with_token {
+        assert_eq!(r["appsecret_proof"], "valid", "{r}");
+    }
+    // The simulator really refuses a call without one.
+    let token = app.stack.connect.meta.token(&app.account_id).await.unwrap();
+    let r = reqwest::Client::new()
+        .get(format!("{}/{ACT}/campaigns", app.sim.graph_url()))
+        .bearer_auth(token.expose())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["error"]["message"],
+        "API calls from the server require an appsecret_proof argument"
+    );
+    app.stack.stop().await;
+}

@@ -123,6 +123,9 @@ struct State {
     /// Every event accepted by `POST /{dataset}/events`, with its dataset and test code.
     events: Vec<Value>,
     marketing: marketing::Marketing,
+    /// Refuse calls made with a user token that lack a valid `appsecret_proof` (the
+    /// app's "Require App Secret" setting).
+    require_appsecret_proof: bool,
 }
 
 /// What one simulated request answers: status, JSON body, and the
@@ -281,6 +284,28 @@ impl Simulator {
         self.lock().faults.clear();
     }
 
+    /// Turns the app's "Require App Secret" setting on or off.
+    pub fn require_appsecret_proof(&self, on: bool) {
+        self.lock().require_appsecret_proof = on;
+    }
+
+    /// Whether `proof` is the `appsecret_proof` of `token` for this app: `valid`,
+    /// `invalid` or `missing`.
+    fn proof_status(&self, token: &str, proof: Option<&str>) -> &'static str {
+        use hmac::Mac;
+        let Some(proof) = proof else {
+            return "missing";
+        };
+        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(self.config.app_secret.as_bytes())
+            .expect("HMAC takes any key length");
+        m.update(token.as_bytes());
+        if hex::encode(m.finalize().into_bytes()) == proof {
+            "valid"
+        } else {
+            "invalid"
+        }
+    }
+
     /// Every Graph request received so far: method, path, query, body.
     pub fn requests(&self) -> Vec<Value> {
         self.lock().requests.clone()
@@ -401,7 +426,7 @@ impl Simulator {
             _ => serde_json::Map::new(),
         };
         for (k, v) in params {
-            if k == "access_token" {
+            if k == "access_token" || k == "appsecret_proof" {
                 continue;
             }
             // Form/query parameters carry JSON for nested fields, as the Graph API takes them.
@@ -964,11 +989,45 @@ impl Simulator {
                 );
             }
         }
-        self.lock().requests.push(json!({
-            "method": method,
-            "path": rest,
-            "params": params,
-        }));
+        let bearer = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("OAuth "))
+            });
+        let token = params.get("access_token").map(String::as_str).or(bearer);
+        let segments: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
+        // A user token's call (not the OAuth exchange, not the app token's introspection)
+        // is checked for its appsecret_proof, and the outcome logged with the request.
+        let app_token_call = matches!(
+            segments.as_slice(),
+            ["oauth", "access_token"] | ["debug_token"]
+        );
+        let proof = match token {
+            Some(t) if !app_token_call => {
+                Some(self.proof_status(t, params.get("appsecret_proof").map(String::as_str)))
+            }
+            _ => None,
+        };
+        let required = {
+            let mut st = self.lock();
+            st.requests.push(json!({
+                "method": method,
+                "path": rest,
+                "params": params,
+                "appsecret_proof": proof,
+            }));
+            st.require_appsecret_proof
+        };
+        if required && let Some(status) = proof.filter(|p| *p != "valid") {
+            let message = if status == "missing" {
+                "API calls from the server require an appsecret_proof argument"
+            } else {
+                "Invalid appsecret_proof provided in the API argument"
+            };
+            return graph_error(400, 100, None, "GraphMethodException", message).into();
+        }
         if let Some(f) = self.take_fault(method, &rest) {
             if f.delay_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(f.delay_ms)).await;
@@ -990,15 +1049,6 @@ impl Simulator {
                 return (status, body).into();
             }
         }
-        let bearer = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("OAuth "))
-            });
-        let token = params.get("access_token").map(String::as_str).or(bearer);
-        let segments: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
         if let Some(answer) = self.marketing(method, &segments, &params, &body_json, token) {
             return answer;
         }

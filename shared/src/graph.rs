@@ -9,16 +9,51 @@ use std::time::Duration;
 
 pub const DEFAULT_GRAPH_URL: &str = "https://graph.facebook.com/v25.0";
 
-/// A Meta access token. `Debug`/`Display` are redacted; `expose` is explicit.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token(String);
+/// A Meta access token. `Debug`/`Display` are redacted; `expose` is explicit. A token
+/// read for an account carries its `appsecret_proof`, which every Graph call made with
+/// it sends.
+#[derive(Clone)]
+pub struct Token {
+    value: String,
+    proof: Option<String>,
+}
+
+impl PartialEq for Token {
+    fn eq(&self, other: &Self) -> bool {
+        self.value == other.value
+    }
+}
+impl Eq for Token {}
 
 impl Token {
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self {
+            value: value.into(),
+            proof: None,
+        }
+    }
+    /// The token with its `appsecret_proof` for the app of `app_secret`.
+    pub fn with_proof(self, app_secret: &str) -> Self {
+        let proof = crate::signature::appsecret_proof(app_secret, &self.value);
+        Self {
+            proof: Some(proof),
+            ..self
+        }
     }
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.value
+    }
+    pub fn appsecret_proof(&self) -> Option<&str> {
+        self.proof.as_deref()
+    }
+}
+
+/// The token as the request's bearer credential, with its `appsecret_proof` when known.
+fn authed(req: reqwest::RequestBuilder, token: &Token) -> reqwest::RequestBuilder {
+    let req = req.bearer_auth(token.expose());
+    match token.appsecret_proof() {
+        Some(p) => req.query(&[("appsecret_proof", p)]),
+        None => req,
     }
 }
 
@@ -177,7 +212,7 @@ impl TokenResponse {
         }
     }
     pub fn token(&self) -> Token {
-        Token(self.access_token.clone())
+        Token::new(self.access_token.clone())
     }
 }
 
@@ -425,24 +460,24 @@ impl Graph for GraphClient {
         waba_id: &str,
         token: &Token,
     ) -> Result<Option<String>, GraphError> {
-        let resp = self
-            .http
-            .get(format!("{}/{waba_id}/dataset", self.base))
-            .bearer_auth(token.expose())
-            .send()
-            .await;
+        let resp = authed(
+            self.http.get(format!("{}/{waba_id}/dataset", self.base)),
+            token,
+        )
+        .send()
+        .await;
         let d: DatasetLookup = Self::read(resp).await?;
         Ok(d.id.or_else(|| d.data.into_iter().next().map(|r| r.id)))
     }
 
     async fn create_dataset(&self, waba_id: &str, token: &Token) -> Result<String, GraphError> {
-        let resp = self
-            .http
-            .post(format!("{}/{waba_id}/dataset", self.base))
-            .bearer_auth(token.expose())
-            .json(&serde_json::json!({}))
-            .send()
-            .await;
+        let resp = authed(
+            self.http.post(format!("{}/{waba_id}/dataset", self.base)),
+            token,
+        )
+        .json(&serde_json::json!({}))
+        .send()
+        .await;
         let d: DatasetLookup = Self::read(resp).await?;
         d.id.or_else(|| d.data.into_iter().next().map(|r| r.id))
             .ok_or_else(|| GraphError::Decode("no dataset id in the answer".into()))
@@ -459,13 +494,13 @@ impl Graph for GraphClient {
         if let Some(code) = test_event_code {
             body["test_event_code"] = serde_json::json!(code);
         }
-        let resp = self
-            .http
-            .post(format!("{}/{dataset_id}/events", self.base))
-            .bearer_auth(token.expose())
-            .json(&body)
-            .send()
-            .await;
+        let resp = authed(
+            self.http.post(format!("{}/{dataset_id}/events", self.base)),
+            token,
+        )
+        .json(&body)
+        .send()
+        .await;
         Self::read(resp).await
     }
 
@@ -478,11 +513,12 @@ impl Graph for GraphClient {
         token: &Token,
         timeout: Option<Duration>,
     ) -> MarketingReply {
-        let mut req = self
-            .http
-            .request(method, format!("{}/{path}", self.base))
-            .query(query)
-            .bearer_auth(token.expose());
+        let mut req = authed(
+            self.http
+                .request(method, format!("{}/{path}", self.base))
+                .query(query),
+            token,
+        );
         if let Some(b) = body {
             req = req.json(b);
         }

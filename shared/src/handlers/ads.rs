@@ -94,9 +94,9 @@ async fn graph_body(
     } else {
         json_body_limited(req, limit)?
     };
-    if body.contains_key("access_token") {
+    if body.contains_key("access_token") || body.contains_key("appsecret_proof") {
         return Err(ApiError::bad_request(
-            "access_token is not accepted: the account's stored Meta token is used",
+            "access_token and appsecret_proof are not accepted: the account's stored Meta token (and its proof) is used",
         ));
     }
     Ok(body)

@@ -155,7 +155,9 @@ impl MetaDeps {
             self.secrets.invalidate(&conn.secret_id);
             stored = read(self.secrets.get_secret(&conn.secret_id).await?)?;
         }
-        Ok(Token::new(stored.access_token))
+        // Every Graph call made with it carries its appsecret_proof.
+        let app = self.app().await?;
+        Ok(Token::new(stored.access_token).with_proof(&app.app_secret))
     }
 
     /// The account's connection unless there is none (`NotConnected`) or Meta refused its
