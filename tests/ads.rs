@@ -957,3 +957,67 @@ async fn every_graph_call_with_a_token_carries_a_valid_appsecret_proof() {
     );
     app.stack.stop().await;
 }
+
+/// Issue 14 item 2: Meta puts `access_token=...` into paging links at every depth (a
+/// field expansion such as `adsets.limit(1){id}` has its own paging). The proxy drops
+/// them all and any string holding the token; the cursors stay.
+#[tokio::test]
+async fn nested_paging_links_never_hand_out_the_token() {
+    let app = ads_app().await;
+    let base = format!("/v25.0/{ACT}");
+    let (s, c) = app
+        .post_json(
+            &format!("{base}/campaigns"),
+            &app.api_key,
+            json!({"name": "Nested", "objective": "OUTCOME_ENGAGEMENT", "special_ad_categories": [], "status": "PAUSED"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{c}");
+    let campaign = c["id"].as_str().unwrap().to_string();
+    for i in 0..2 {
+        let (s, v) = app
+            .post_json(
+                &format!("{base}/adsets"),
+                &app.api_key,
+                json!({"name": format!("Set {i}"), "campaign_id": campaign, "daily_budget": 100000,
+                    "billing_event": "IMPRESSIONS", "optimization_goal": "CONVERSATIONS",
+                    "promoted_object": {"page_id": PAGE, "whatsapp_phone_number": NUMBER},
+                    "targeting": {"geo_locations": {"countries": ["IN"]}, "age_min": 25, "age_max": 34},
+                    "status": "PAUSED", "start_time": "2026-10-01T00:00:00+0530"}),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let token = app.stack.connect.meta.token(&app.account_id).await.unwrap();
+    // Meta's own answer (the simulator, asked directly) carries the token, nested.
+    let direct = reqwest::Client::new()
+        .get(format!(
+            "{}/{ACT}/campaigns?fields=id,adsets.limit(1){{id}}&limit=1&appsecret_proof={}",
+            app.sim.graph_url(),
+            token.appsecret_proof().unwrap()
+        ))
+        .bearer_auth(token.expose())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(direct.contains("access_token="), "{direct}");
+    // Through the proxy: the same data, cursors and all, no token anywhere (the harness
+    // also scans every ads answer of every test for `access_token=`).
+    let (s, v) = app
+        .get(
+            &format!("{base}/campaigns?fields=id,adsets.limit(1){{id}}&limit=1"),
+            &app.api_key,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let text = v.to_string();
+    assert!(!text.contains(token.expose()), "{text}");
+    let adsets = &v["data"][0]["adsets"];
+    assert_eq!(adsets["data"].as_array().map(Vec::len), Some(1), "{v}");
+    assert!(adsets["paging"]["cursors"]["after"].is_string(), "{v}");
+    assert!(adsets["paging"].get("next").is_none(), "{v}");
+    app.stack.stop().await;
+}

@@ -437,6 +437,7 @@ impl Simulator {
                 .or_insert(parsed.unwrap_or_else(|| json!(v)));
         }
         let fields = params.get("fields").map(String::as_str).unwrap_or("");
+        st.marketing.caller_token = token.unwrap_or_default().to_string();
         let (status, body) = match (method, segments) {
             ("POST", [act, edge]) if act.starts_with("act_") => {
                 st.marketing.create(act, edge, &p, now())

@@ -61,6 +61,40 @@ pub struct Marketing {
     pub objects: HashMap<String, Obj>,
     pub images: HashMap<String, (String, String)>,
     counter: u64,
+    /// The token of the call being answered: Meta writes it into paging links, at every
+    /// depth (`access_token=...`), which is why a proxy must never pass those on.
+    pub caller_token: String,
+}
+
+/// `fields` split at its top-level commas (`id,adsets.limit(1){id,name}` is two fields).
+fn top_level_fields(fields: &str) -> Vec<&str> {
+    let (mut out, mut depth, mut start) = (Vec::new(), 0i32, 0usize);
+    for (i, c) in fields.char_indices() {
+        match c {
+            '{' | '(' => depth += 1,
+            '}' | ')' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(fields[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(fields[start..].trim());
+    out.into_iter().filter(|f| !f.is_empty()).collect()
+}
+
+/// A field expansion of an edge: `adsets.limit(1){id,name}` -> ("adsets", 1, "id,name").
+fn edge_expansion(field: &str) -> Option<(&str, usize, &str)> {
+    let (head, sub) = match field.split_once('{') {
+        Some((h, rest)) => (h, rest.strip_suffix('}')?),
+        None => (field, "id"),
+    };
+    let (edge, limit) = match head.split_once(".limit(") {
+        Some((e, l)) => (e, l.strip_suffix(')')?.parse().ok()?),
+        None => (head, 25),
+    };
+    matches!(edge, "adsets" | "ads").then_some((edge, limit, sub))
 }
 
 pub type Answer = (u16, Value);
@@ -381,12 +415,61 @@ impl Marketing {
         }
         let mut out = Map::new();
         out.insert("id".into(), json!(id));
-        for f in fields.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        for f in top_level_fields(fields) {
             if let Some(v) = all.get(f) {
                 out.insert(f.to_string(), v.clone());
+            } else if let Some((edge, limit, sub)) = edge_expansion(f) {
+                out.insert(edge.to_string(), self.nested_edge(id, o, edge, limit, sub));
             }
         }
         Value::Object(out)
+    }
+
+    /// A campaign's ad sets or an ad set's ads, as a field expansion answers them: a page
+    /// of `limit` with Meta's paging, whose `next` link carries the caller's token.
+    fn nested_edge(&self, id: &str, o: &Obj, edge: &str, limit: usize, sub: &str) -> Value {
+        let (kind, parent_field) = match (o.kind, edge) {
+            ("campaign", "adsets") => ("adset", "campaign_id"),
+            ("campaign", "ads") => ("ad", "campaign_id"),
+            ("adset", "ads") => ("ad", "adset_id"),
+            _ => return json!({"data": []}),
+        };
+        let mut children: Vec<(&String, &Obj)> = self
+            .objects
+            .iter()
+            .filter(|(_, c)| {
+                c.kind == kind
+                    && c.status != "DELETED"
+                    && c.fields
+                        .get(parent_field)
+                        .and_then(|p| {
+                            p.as_str()
+                                .map(str::to_string)
+                                .or_else(|| p.as_u64().map(|n| n.to_string()))
+                        })
+                        .as_deref()
+                        == Some(id)
+            })
+            .collect();
+        children.sort_by(|a, b| b.1.created_time.cmp(&a.1.created_time).then(b.0.cmp(a.0)));
+        let limit = limit.clamp(1, 100);
+        let page: Vec<Value> = children
+            .iter()
+            .take(limit)
+            .map(|(cid, c)| self.view(cid, c, sub))
+            .collect();
+        let mut paging = json!({});
+        let shown = &children[..children.len().min(limit)];
+        if let (Some(first), Some(last)) = (shown.first(), shown.last()) {
+            paging["cursors"] = json!({"before": first.0, "after": last.0});
+            if children.len() > limit {
+                paging["next"] = json!(format!(
+                    "https://graph.facebook.com/v25.0/{id}/{edge}?access_token={}&fields={sub}&limit={limit}&after={}",
+                    self.caller_token, last.0
+                ));
+            }
+        }
+        json!({"data": page, "paging": paging})
     }
 
     pub fn read(&mut self, id: &str, fields: &str) -> Answer {
@@ -537,7 +620,8 @@ impl Marketing {
             paging["cursors"] = json!({"before": first, "after": last});
             if start + page.len() < ids.len() {
                 paging["next"] = json!(format!(
-                    "{base}/{account}/{edge}?fields={fields}&limit={limit}&after={last}"
+                    "{base}/{account}/{edge}?access_token={}&fields={fields}&limit={limit}&after={last}",
+                    self.caller_token
                 ));
             }
         }

@@ -122,6 +122,48 @@ pub struct Session<'a> {
     deadline: Instant,
 }
 
+/// Makes a Graph answer safe to hand to the caller: paging links (`next`, `previous`)
+/// are dropped at every depth (Meta puts `access_token=...` into them, nested ones too,
+/// e.g. `fields=adsets.limit(1){id}`), and so is any other string that holds
+/// `access_token=` or one of `secrets` (the token, its proof): as an object's field the
+/// field goes, in an array it becomes `null`. Cursors stay.
+pub fn scrub_secrets(v: &mut Value, secrets: &[&str]) {
+    let leaks = |s: &str| {
+        s.contains("access_token=") || secrets.iter().any(|t| !t.is_empty() && s.contains(t))
+    };
+    match v {
+        Value::Object(map) => {
+            if let Some(Value::Object(paging)) = map.get_mut("paging") {
+                paging.remove("next");
+                paging.remove("previous");
+            }
+            map.retain(|_, x| !x.as_str().is_some_and(leaks));
+            for x in map.values_mut() {
+                scrub_secrets(x, secrets);
+            }
+        }
+        Value::Array(items) => {
+            for x in items.iter_mut() {
+                if x.as_str().is_some_and(leaks) {
+                    *x = Value::Null;
+                } else {
+                    scrub_secrets(x, secrets);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+impl Session<'_> {
+    /// [`scrub_secrets`] with this session's token and proof.
+    pub fn scrub(&self, mut v: Value) -> Value {
+        let proof = self.token.appsecret_proof().unwrap_or_default();
+        scrub_secrets(&mut v, &[self.token.expose(), proof]);
+        v
+    }
+}
+
 impl AdsDeps {
     pub async fn session(&self, account_id: &str) -> Result<Session<'_>, AdsError> {
         let token = self.meta.token(account_id).await?;

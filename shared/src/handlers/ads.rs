@@ -50,13 +50,9 @@ pub async fn handle(deps: &AdsDeps, req: ApiRequest) -> ApiResponse {
     result.unwrap_or_else(ApiError::into_response)
 }
 
-/// Meta's answer as the proxy's answer, with Meta's usage headers passed on. Paging
-/// URLs are dropped (Meta may put the access token in them); the cursors stay.
-fn passthrough(mut v: Value, usage: Vec<(&'static str, String)>) -> ApiResponse {
-    if let Some(paging) = v.get_mut("paging").and_then(Value::as_object_mut) {
-        paging.remove("next");
-        paging.remove("previous");
-    }
+/// Meta's answer as the proxy's answer (scrubbed by the session: no paging link, no
+/// token at any depth), with Meta's usage headers passed on.
+fn passthrough(v: Value, usage: Vec<(&'static str, String)>) -> ApiResponse {
     let mut r = ApiResponse::json(StatusCode::OK, &v);
     r.headers.extend(usage);
     r
@@ -151,7 +147,7 @@ async fn proxy_edge(
                 CallKind::Read,
             )
             .await?;
-        return Ok(passthrough(v, usage));
+        return Ok(passthrough(s.scrub(v), usage));
     }
     let limit = if edge == "adimages" {
         MAX_IMAGE_BODY_BYTES
@@ -182,7 +178,7 @@ async fn proxy_edge(
         }
     }
     let (v, usage) = s.create(&act, edge, &Value::Object(body)).await?;
-    Ok(passthrough(v, usage))
+    Ok(passthrough(s.scrub(v), usage))
 }
 
 /// `GET|POST|DELETE /v25.0/{object_id}`: read-back, update (publish), delete.
@@ -212,7 +208,7 @@ async fn proxy_object(deps: &AdsDeps, req: &ApiRequest, id: &str) -> ApiResult<A
     let (v, usage) = s
         .call(&act, req.method.clone(), id, &q, body.as_ref(), kind)
         .await?;
-    Ok(passthrough(v, usage))
+    Ok(passthrough(s.scrub(v), usage))
 }
 
 fn request_hash(body: &[u8]) -> String {
