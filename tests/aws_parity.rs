@@ -65,8 +65,8 @@ async fn start_error(template: PathBuf) -> String {
 async fn the_start_refuses_what_aws_would_fail_on_with_one_clear_line() {
     // A variable the code requires but the template does not set.
     let e = start_error(template_with(
-        "      Description: Client HTTP API for conversations and their captured click ids.\n      CodeUri: .\n      Environment:\n        Variables:\n          DATA_TABLE: !Ref DataTable\n",
-        "      Description: Client HTTP API for conversations and their captured click ids.\n      CodeUri: .\n      Environment:\n        Variables:\n          DATA_TABLEX: !Ref DataTable\n",
+        "      Description: Client HTTP API for conversations, their captured click ids, and Meta's automatic events.\n      CodeUri: .\n      Environment:\n        Variables:\n          DATA_TABLE: !Ref DataTable\n",
+        "      Description: Client HTTP API for conversations, their captured click ids, and Meta's automatic events.\n      CodeUri: .\n      Environment:\n        Variables:\n          DATA_TABLEX: !Ref DataTable\n",
     ))
     .await;
     assert!(
