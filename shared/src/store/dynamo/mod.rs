@@ -248,6 +248,15 @@ impl DynamoData {
                 Ok(TransactWriteItem::builder().put(p).build())
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
+        self.transact(writes).await
+    }
+
+    /// Runs `writes` as one transaction: `false` (nothing written) when DynamoDB
+    /// cancelled it (a condition failed, or a concurrent transaction on an item).
+    pub(super) async fn transact(
+        &self,
+        writes: Vec<TransactWriteItem>,
+    ) -> Result<bool, StoreError> {
         let res = self
             .client
             .transact_write_items()
