@@ -700,14 +700,18 @@ mod token_refresh {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    /// The memory store whose conditional record update can be made to fail.
-    struct Flaky {
-        inner: Arc<MemoryStore>,
+    /// The memory store's connections, with two faults a test can arm: the conditional
+    /// record update fails (the process dies between the two writes), and the next read
+    /// answers a stale record (the refresh read it before a reconnect).
+    #[derive(Default)]
+    struct Scripted {
+        inner: MemoryStore,
         fail_updates: AtomicBool,
+        stale_next_read: Mutex<Option<MetaConnection>>,
     }
 
     #[async_trait::async_trait]
-    impl Connections for Flaky {
+    impl Connections for Scripted {
         async fn put_connection(&self, c: &MetaConnection) -> Result<(), StoreError> {
             self.inner.put_connection(c).await
         }
@@ -725,7 +729,15 @@ mod token_refresh {
             &self,
             account_id: &str,
         ) -> Result<Option<MetaConnection>, StoreError> {
-            self.inner.get_connection(account_id).await
+            let stale = self
+                .stale_next_read
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            match stale {
+                Some(c) => Ok(Some(c)),
+                None => self.inner.get_connection(account_id).await,
+            }
         }
         async fn connections_expiring_before(
             &self,
@@ -735,10 +747,15 @@ mod token_refresh {
         }
     }
 
-    fn meta_deps(connections: Arc<Flaky>, secrets: Arc<MemorySecrets>) -> MetaDeps {
-        MetaDeps {
+    fn setup() -> (MetaDeps, Arc<Scripted>) {
+        let connections = Arc::new(Scripted::default());
+        let secrets = Arc::new(MemorySecrets::with(
+            APP_SECRET_ID,
+            r#"{"app_secret":"app-secret","verify_token":"v"}"#,
+        ));
+        let meta = MetaDeps {
             graph: Arc::new(FakeGraph::new()),
-            connections,
+            connections: connections.clone(),
             secrets: Arc::new(CachedSecrets::new(
                 secrets.clone(),
                 Duration::from_secs(300),
@@ -747,24 +764,13 @@ mod token_refresh {
             app_secret_id: APP_SECRET_ID.into(),
             app_id: "1234".into(),
             token_secret_prefix: "stack/meta-token/".into(),
-        }
-    }
-
-    fn setup() -> (MetaDeps, Arc<Flaky>) {
-        let flaky = Arc::new(Flaky {
-            inner: Arc::new(MemoryStore::default()),
-            fail_updates: AtomicBool::new(false),
-        });
-        let secrets = Arc::new(MemorySecrets::with(
-            APP_SECRET_ID,
-            r#"{"app_secret":"app-secret","verify_token":"v"}"#,
-        ));
-        (meta_deps(flaky.clone(), secrets), flaky)
+        };
+        (meta, connections)
     }
 
     #[tokio::test]
     async fn a_refresh_killed_between_the_secret_and_the_record_keeps_a_working_token() {
-        let (meta, flaky) = setup();
+        let (meta, scripted) = setup();
         let t0 = crate::time::now_millis();
         exchange_code(&meta, ACCOUNT, "code-1", None, t0)
             .await
@@ -773,7 +779,7 @@ mod token_refresh {
             meta.token(ACCOUNT).await.unwrap().expose(),
             "long-short-code-1"
         );
-        flaky.fail_updates.store(true, Ordering::SeqCst);
+        scripted.fail_updates.store(true, Ordering::SeqCst);
         let killed = refresh(&meta, ACCOUNT, t0 + 1_000).await;
         assert!(killed.is_err(), "{killed:?}");
         // The new token is in the secret under a newer version: it is the one used.
@@ -783,7 +789,7 @@ mod token_refresh {
             "long-long-short-code-1"
         );
         // The record still has the old expiry, so the next run refreshes it again.
-        flaky.fail_updates.store(false, Ordering::SeqCst);
+        scripted.fail_updates.store(false, Ordering::SeqCst);
         let far = std::time::Instant::now() + Duration::from_secs(60);
         let report = refresh_due(&meta, 61 * 86_400, t0 + 2_000, far)
             .await
@@ -802,7 +808,7 @@ mod token_refresh {
 
     #[tokio::test]
     async fn a_refresh_that_loses_to_a_reconnect_keeps_the_reconnected_token() {
-        let (meta, _) = setup();
+        let (meta, scripted) = setup();
         let t0 = crate::time::now_millis();
         exchange_code(&meta, ACCOUNT, "code-1", None, t0)
             .await
@@ -819,61 +825,16 @@ mod token_refresh {
             .unwrap();
         // ... while a refresh that read the old record writes its token after it: its
         // record update fails, and the reconnect's token is put back.
-        let view = MetaDeps {
-            graph: meta.graph.clone(),
-            connections: Arc::new(StaleFirstRead {
-                stale: Mutex::new(Some(before)),
-                real: meta.connections.clone(),
-            }),
-            secrets: meta.secrets.clone(),
-            secret_writer: meta.secret_writer.clone(),
-            app_secret_id: meta.app_secret_id.clone(),
-            app_id: meta.app_id.clone(),
-            token_secret_prefix: meta.token_secret_prefix.clone(),
-        };
-        let outcome = refresh(&view, ACCOUNT, t0 + 1_000).await.unwrap();
+        *scripted
+            .stale_next_read
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(before);
+        let outcome = refresh(&meta, ACCOUNT, t0 + 1_000).await.unwrap();
         assert!(matches!(outcome, RefreshOutcome::Refreshed { .. }));
         meta.forget_token(ACCOUNT);
         assert_eq!(
             meta.token(ACCOUNT).await.unwrap().expose(),
             "long-short-code-2"
         );
-    }
-
-    /// The connection as it was before a reconnect, for the first read only (the
-    /// refresh's own); then the real records.
-    struct StaleFirstRead {
-        stale: Mutex<Option<MetaConnection>>,
-        real: Arc<dyn Connections>,
-    }
-
-    #[async_trait::async_trait]
-    impl Connections for StaleFirstRead {
-        async fn put_connection(&self, c: &MetaConnection) -> Result<(), StoreError> {
-            self.real.put_connection(c).await
-        }
-        async fn update_connection(
-            &self,
-            c: &MetaConnection,
-            expected: i64,
-        ) -> Result<bool, StoreError> {
-            self.real.update_connection(c, expected).await
-        }
-        async fn get_connection(
-            &self,
-            account_id: &str,
-        ) -> Result<Option<MetaConnection>, StoreError> {
-            let stale = self.stale.lock().unwrap_or_else(|p| p.into_inner()).take();
-            match stale {
-                Some(c) => Ok(Some(c)),
-                None => self.real.get_connection(account_id).await,
-            }
-        }
-        async fn connections_expiring_before(
-            &self,
-            before: i64,
-        ) -> Result<Vec<MetaConnection>, StoreError> {
-            self.real.connections_expiring_before(before).await
-        }
     }
 }
