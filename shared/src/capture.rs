@@ -193,7 +193,6 @@ pub async fn process_item(
     let conv_id = conversation_id(&account_id, msg.route.business_id(), &customer_key);
     let mut click_recorded = false;
     let mut first_touch = None;
-    let has_click_id = msg.referral.as_ref().is_some_and(|r| r.ctwa_clid.is_some());
     if let Some(referral) = msg.referral {
         let click = Click {
             conversation_id: conv_id.clone(),
@@ -227,7 +226,10 @@ pub async fn process_item(
             first_touch.as_ref(),
         )
         .await?;
-    if has_click_id && let Some(capi) = &deps.conversions {
+    // A click with an id (the one that can be a first touch) may be awaited.
+    if first_touch.is_some()
+        && let Some(capi) = &deps.conversions
+    {
         send_waiting(capi, item, &account_id, &customer_key).await?;
     }
     Ok(Outcome::Message {

@@ -196,8 +196,6 @@ pub async fn prepare(
         .transpose()
         .map_err(|e| CapiError::invalid(e.to_string()))?;
     let waits = !deps.policy.click_wait.is_zero();
-    // No click at all yet: wait for it (when waiting is on), or the no-op.
-    let mut wait_for: Option<(String, Option<String>)> = None;
     let user_key = match b.user_id.as_deref().map(str::trim) {
         Some(u) if u.is_empty() || u.len() > 256 || u.chars().any(char::is_control) => {
             return Err(CapiError::invalid("user_id must be 1 to 256 characters"));
@@ -213,49 +211,48 @@ pub async fn prepare(
         ),
         (None, k) => k,
     };
-    let attribution = match (&b.conversation_id, by_customer) {
-        (Some(cid), _) => {
-            if cid.is_empty()
-                || cid.len() > 64
-                || !cid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            {
-                return Err(CapiError::not_found(format!(
-                    "conversation {cid} not found"
-                )));
-            }
-            let conv = deps
-                .conversations
-                .get_conversation(cid)
-                .await?
-                .filter(|c| c.account_id == ctx.account_id)
-                .ok_or_else(|| CapiError::not_found(format!("conversation {cid} not found")))?;
-            match last_click_in_conversation(deps, cid, event_time * 1000).await? {
-                LastClick::Found(a) => Some(*a),
-                LastClick::NoneBefore => return Ok(Prepared::NoClick(NO_CLICK_BEFORE)),
-                LastClick::None if waits => {
-                    wait_for = Some((conv.customer_key, Some(cid.clone())));
-                    None
+    // The click, or (no click at all yet, and waiting is on) the customer and the
+    // conversation to wait for.
+    let attribution: Result<Attribution, (String, Option<String>)> =
+        match (&b.conversation_id, by_customer) {
+            (Some(cid), _) => {
+                if cid.is_empty()
+                    || cid.len() > 64
+                    || !cid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    return Err(CapiError::not_found(format!(
+                        "conversation {cid} not found"
+                    )));
                 }
-                LastClick::None => return Ok(Prepared::NoClick(no_click_reason(true))),
-            }
-        }
-        (None, Some(key)) => {
-            match last_click_for_customer(deps, &ctx.account_id, &key, event_time * 1000).await? {
-                LastClick::Found(a) => Some(*a),
-                LastClick::NoneBefore => return Ok(Prepared::NoClick(NO_CLICK_BEFORE)),
-                LastClick::None if waits => {
-                    wait_for = Some((key, None));
-                    None
+                let conv = deps
+                    .conversations
+                    .get_conversation(cid)
+                    .await?
+                    .filter(|c| c.account_id == ctx.account_id)
+                    .ok_or_else(|| CapiError::not_found(format!("conversation {cid} not found")))?;
+                match last_click_in_conversation(deps, cid, event_time * 1000).await? {
+                    LastClick::Found(a) => Ok(*a),
+                    LastClick::NoneBefore => return Ok(Prepared::NoClick(NO_CLICK_BEFORE)),
+                    LastClick::None if waits => Err((conv.customer_key, Some(cid.clone()))),
+                    LastClick::None => return Ok(Prepared::NoClick(no_click_reason(true))),
                 }
-                LastClick::None => return Ok(Prepared::NoClick(no_click_reason(false))),
             }
-        }
-        (None, None) => {
-            return Err(CapiError::invalid(
-                "conversation_id, phone or user_id is required",
-            ));
-        }
-    };
+            (None, Some(key)) => {
+                match last_click_for_customer(deps, &ctx.account_id, &key, event_time * 1000)
+                    .await?
+                {
+                    LastClick::Found(a) => Ok(*a),
+                    LastClick::NoneBefore => return Ok(Prepared::NoClick(NO_CLICK_BEFORE)),
+                    LastClick::None if waits => Err((key, None)),
+                    LastClick::None => return Ok(Prepared::NoClick(no_click_reason(false))),
+                }
+            }
+            (None, None) => {
+                return Err(CapiError::invalid(
+                    "conversation_id, phone or user_id is required",
+                ));
+            }
+        };
     let conversion = |ctwa_clid: String| Conversion {
         event_name,
         event_id,
@@ -268,14 +265,16 @@ pub async fn prepare(
         em,
         custom_data: b.custom_data,
     };
-    let Some(attribution) = attribution else {
-        let (customer_key, conversation_id) = wait_for.unwrap_or_default();
-        return Ok(Prepared::Wait(Box::new(Waiting {
-            conversion: conversion(String::new()),
-            customer_key,
-            conversation_id,
-            test_event_code: b.test_event_code,
-        })));
+    let attribution = match attribution {
+        Ok(a) => a,
+        Err((customer_key, conversation_id)) => {
+            return Ok(Prepared::Wait(Box::new(Waiting {
+                conversion: conversion(String::new()),
+                customer_key,
+                conversation_id,
+                test_event_code: b.test_event_code,
+            })));
+        }
     };
     let warnings = window_warning(attribution.click.clicked_at_ms, event_time)
         .into_iter()

@@ -180,9 +180,7 @@ async fn send_prepared(
             // A duplicate answers what was sent the first time, nothing recomputed.
             // A waiting conversion sent at once (its click landed meanwhile) has no
             // attribution here: the record's conversation and ad are answered.
-            let fresh = attribution.filter(|a| {
-                !r.duplicate && r.record.conversation_id.as_ref() == Some(&a.click.conversation_id)
-            });
+            let fresh = attribution.filter(|_| !r.duplicate);
             out[slot] = Some(result_view(&r, fresh.as_ref()));
         }
     }
