@@ -199,6 +199,20 @@ mod tests {
         assert_eq!(r.and_then(|r| r.ctwa_clid).as_deref(), Some("CLID"));
     }
 
+    /// Found by fuzzing: a number kept among a referral's odd fields came back one ULP
+    /// off after being stored and read again (serde_json's fast float parser is not
+    /// exact). The workspace enables `float_roundtrip`, so a kept number stays the number
+    /// that was sent.
+    #[test]
+    fn odd_numbers_in_a_referral_survive_storing_and_reading() {
+        let meta = serde_json::json!(
+            r#"{"referral":{"ctwa_clid":"C","headline":665468799.6936622501926e-22,"media_type":[407484983.14957887545775e253]}}"#
+        );
+        let r = referral_from_metadata(&meta).expect("a referral");
+        assert_eq!(r.odd_fields.len(), 2, "{r:?}");
+        let back: Referral = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+    }
     const SEED: &str = r#"{
   "app_id": "01EB37HMH1M6SV18ASNS3G135H",
   "accepted_time": "2020-10-01T12:10:55.073703Z",
