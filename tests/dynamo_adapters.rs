@@ -29,6 +29,7 @@ fn click(conv: &str, msg: &str, ms: i64, clid: Option<&str>) -> Click {
         message_id: msg.into(),
         channel: Channel::Cloud,
         clicked_at_ms: ms,
+        time_unverified: false,
         referral: Referral {
             ctwa_clid: clid.map(str::to_string),
             source_id: Some("AD1".into()),

@@ -303,11 +303,13 @@ async fn a_key_never_sees_another_accounts_conversations() {
 #[tokio::test]
 async fn sinch_ctwa_callback_is_captured() {
     let app = spawn_app().await;
-    let body = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../events/webhooks/sinch/message_inbound_ctwa.json"
-    ))
-    .unwrap();
+    let body = sinch_dated_now(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../events/webhooks/sinch/message_inbound_ctwa.json"
+        ))
+        .unwrap(),
+    );
     let (s, v) = app.post_sinch(body.clone()).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["stored"], 1);

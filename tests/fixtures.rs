@@ -37,6 +37,9 @@ fn webhook_deps(store: Arc<MemoryStore>) -> webhook::WebhookDeps {
             max_body_bytes: 1 << 20,
             sinch_max_skew: Duration::from_secs(300),
             secrets_cache_ttl: Duration::from_secs(60),
+            sinch: ctwa_shared::config::SinchSecrets::PerApp {
+                prefix: "stack/sinch-app/".into(),
+            },
         },
     }
 }

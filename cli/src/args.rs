@@ -484,6 +484,10 @@ pub struct AccountCreateArgs {
     pub phone_number_id: Vec<String>,
     #[arg(long, value_name = "ID")]
     pub sinch_app_id: Option<String>,
+    /// A file holding the Sinch app's webhook secret (never given on the command line:
+    /// shell history and `ps` would show it)
+    #[arg(long, value_name = "PATH", requires = "sinch_app_id")]
+    pub sinch_webhook_secret_file: Option<std::path::PathBuf>,
     /// Repeat for each ad account (act_...)
     #[arg(long, value_name = "ID")]
     pub ad_account_id: Vec<String>,

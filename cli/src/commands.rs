@@ -532,12 +532,27 @@ async fn admin(ctx: &Ctx, cmd: AdminCmd) -> Result<(), CliError> {
             cmd: AdminAccountCmd::Create(a),
         } => {
             let s = |v: Option<String>| v.map(Value::String);
+            let sinch_secret = match &a.sinch_webhook_secret_file {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .map_err(|e| {
+                            CliError::Usage(format!(
+                                "--sinch-webhook-secret-file {}: {e}",
+                                path.display()
+                            ))
+                        })?
+                        .trim_end_matches(['\r', '\n'])
+                        .to_string(),
+                ),
+                None => None,
+            };
             let body = object(vec![
                 ("id", s(a.id)),
                 ("name", Some(Value::String(a.name))),
                 ("waba_id", s(a.waba_id)),
                 ("phone_number_ids", Some(json!(a.phone_number_id))),
                 ("sinch_app_id", s(a.sinch_app_id)),
+                ("sinch_webhook_secret", s(sinch_secret)),
                 ("ad_account_ids", Some(json!(a.ad_account_id))),
                 ("page_id", s(a.page_id)),
             ]);

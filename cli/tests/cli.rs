@@ -789,6 +789,12 @@ async fn admin_accounts_and_api_keys() {
     admin.key = operator_key(&app).await;
     admin.secrets.push(admin.key.clone());
     let id = unique("acme");
+    // The Sinch app's secret comes from a file, never from the command line.
+    let sinch_secret = unique("acme-sinch-secret");
+    admin.secrets.push(sinch_secret.clone());
+    let secret_file = std::env::temp_dir().join(unique("sinch-secret"));
+    std::fs::write(&secret_file, format!("{sinch_secret}\n")).unwrap();
+    let sinch_app = format!("ACME{}", &unique("x")[2..]);
     let v = admin
         .run(&[
             "admin",
@@ -804,6 +810,10 @@ async fn admin_accounts_and_api_keys() {
             "7770001",
             "--phone-number-id",
             "7770002",
+            "--sinch-app-id",
+            &sinch_app,
+            "--sinch-webhook-secret-file",
+            secret_file.to_str().unwrap(),
             "--ad-account-id",
             "act_42",
             "--page-id",
@@ -812,7 +822,19 @@ async fn admin_accounts_and_api_keys() {
         .await
         .ok()
         .json();
+    std::fs::remove_file(&secret_file).ok();
     assert_eq!(v["account"]["id"], id.as_str(), "{v}");
+    assert_eq!(v["account"]["sinch_webhook_secret_set"], true, "{v}");
+    // The secret signs the app's callbacks, exactly as written in the file (no newline).
+    let now = ctwa_shared::time::rfc3339_millis(ctwa_shared::time::now_millis());
+    let cb = serde_json::json!({"app_id": sinch_app, "event_time": now,
+        "message": {"id": unique("m"), "direction": "TO_APP",
+            "channel_identity": {"channel": "WHATSAPP", "identity": "46700000909"},
+            "contact_message": {"text_message": {"text": "hi"}}}});
+    let (s, body) = app
+        .post_sinch_signed_with(&sinch_secret, cb.to_string())
+        .await;
+    assert_eq!(s, 200, "{body}");
     let v = admin
         .run(&["admin", "account", "show", &id])
         .await

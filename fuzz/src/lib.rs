@@ -289,6 +289,7 @@ impl Pipeline {
                         message_id: m.message_id.clone(),
                         channel: m.channel,
                         clicked_at_ms: m.sent_at_ms,
+                        time_unverified: false,
                         referral: m.referral.clone().unwrap_or_default(),
                     };
                     assert_eq!(

@@ -165,6 +165,29 @@ async fn put_secret(clients: &Clients, name: &str, value: &str) -> Result<String
 /// "Deploys" template.yaml: creates its tables, secrets and queues with the local
 /// names, then starts every function behind the HTTP API, the stream mapping and the
 /// IAM gateway ([`LambdaStack`]), until [`Stack::stop`].
+/// Keeps `secret` as the webhook secret of Sinch app `app_id` in the stack named
+/// `stack_name`, where the template's `SINCH_SECRET_PREFIX` puts it (what
+/// `PUT /v1/admin/accounts/{account_id}/sinch-webhook-secret` does for a linked app).
+pub async fn set_sinch_app_secret(
+    clients: &Clients,
+    stack_name: &str,
+    app_id: &str,
+    secret: &str,
+) -> Result<(), ctwa_shared::secrets::SecretError> {
+    let aws = ctwa_shared::secrets::AwsSecrets::new(clients.secrets.clone());
+    let id = ctwa_shared::secrets::SinchAppSecret::id(&format!("{stack_name}/sinch-app/"), app_id);
+    ctwa_shared::secrets::SinchAppSecret::store(
+        &aws,
+        &aws,
+        &id,
+        secret,
+        0,
+        ctwa_shared::time::now_secs(),
+    )
+    .await
+    .map(drop)
+}
+
 pub async fn start(clients: &Clients, cfg: LocalConfig) -> Result<Stack, StartError> {
     let text = std::fs::read_to_string(&cfg.lambda.template_path)
         .map_err(|e| StartError(format!("{}: {e}", cfg.lambda.template_path.display())))?;

@@ -109,6 +109,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(()) | Err(StoreError::Conflict(_)) => {}
         Err(e) => return Err(e.into()),
     }
+    // The demo Sinch app's own webhook secret (each app has its own).
+    ctwa_local::set_sinch_app_secret(
+        &clients,
+        &cfg.stack_name,
+        DEMO_SINCH_APP_ID,
+        &cfg.sinch_webhook_secret,
+    )
+    .await?;
     let link = AdAccountLink {
         ad_account_id: DEMO_AD_ACCOUNT.into(),
         account_id: DEMO_ACCOUNT.into(),

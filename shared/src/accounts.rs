@@ -30,6 +30,10 @@ pub enum AccountRuleError {
     GivenTwice { field: &'static str, value: String },
     #[error("sinch_app_id must be letters and digits")]
     SinchAppId,
+    #[error("sinch_webhook_secret is given without sinch_app_id")]
+    SinchSecretWithoutApp,
+    #[error("{0}")]
+    SinchSecret(String),
     /// An element of a new account's `ad_account_ids`.
     #[error("ad_account_ids: {:?} is not an ad account id (act_<digits>)", .0.value())]
     AdAccountIds(IdError),
@@ -52,6 +56,10 @@ pub struct NewAccount {
     pub phone_number_ids: Vec<String>,
     #[serde(default)]
     pub sinch_app_id: Option<String>,
+    /// The secret of the Sinch app's webhook (the `secret` set on the webhook in Sinch):
+    /// kept in Secrets Manager, never in the table, never shown again.
+    #[serde(default)]
+    pub sinch_webhook_secret: Option<SinchWebhookSecret>,
     #[serde(default)]
     pub ad_account_ids: Vec<String>,
     /// The Page of the ad accounts' ads.
@@ -65,6 +73,29 @@ pub struct ValidAccount {
     pub account: Account,
     /// Its ad accounts, `act_<digits>` each, none twice.
     pub ad_account_links: Vec<AdAccountLink>,
+    /// The webhook secret of its Sinch app, to keep in Secrets Manager.
+    pub sinch_webhook_secret: Option<SinchWebhookSecret>,
+}
+
+/// A Sinch webhook secret as given; never printed. [`Self::checked`] applies the rules.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SinchWebhookSecret(String);
+
+impl SinchWebhookSecret {
+    pub fn checked(self) -> Result<Self, AccountRuleError> {
+        crate::secrets::SinchAppSecret::check(&self.0).map_err(AccountRuleError::SinchSecret)?;
+        Ok(self)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SinchWebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SinchWebhookSecret(..)")
+    }
 }
 
 impl NewAccount {
@@ -102,6 +133,11 @@ impl NewAccount {
         {
             return Err(AccountRuleError::SinchAppId);
         }
+        let sinch_webhook_secret = match (&self.sinch_app_id, self.sinch_webhook_secret) {
+            (_, None) => None,
+            (None, Some(_)) => return Err(AccountRuleError::SinchSecretWithoutApp),
+            (Some(_), Some(secret)) => Some(secret.checked()?),
+        };
         let page_id = self.page_id.as_deref().map(PageId::parse).transpose()?;
         let mut ad_account_ids: Vec<AdAccountId> = Vec::new();
         for raw in &self.ad_account_ids {
@@ -138,6 +174,7 @@ impl NewAccount {
                 created_at_ms: now_ms,
             },
             ad_account_links,
+            sinch_webhook_secret,
         })
     }
 }
@@ -238,6 +275,30 @@ mod tests {
             linked_at_ms: 1_000,
         };
         assert_eq!(v.ad_account_links, vec![link("act_42"), link("act_43")]);
+    }
+
+    #[test]
+    fn a_sinch_secret_needs_its_app_and_is_never_printed() {
+        assert_eq!(
+            err(json!({"name": "x", "sinch_webhook_secret": "0123456789abcdef"})),
+            "sinch_webhook_secret is given without sinch_app_id"
+        );
+        assert!(
+            err(json!({"name": "x", "sinch_app_id": "a1", "sinch_webhook_secret": "short"}))
+                .contains("16 to 256")
+        );
+        let raw = new(
+            json!({"name": "x", "sinch_app_id": "a1", "sinch_webhook_secret": "TOPSECRET-0123456789"}),
+        );
+        assert!(!format!("{raw:?}").contains("TOPSECRET"));
+        let v = raw.parse(0).unwrap();
+        assert!(!format!("{v:?}").contains("TOPSECRET"));
+        assert_eq!(
+            v.sinch_webhook_secret
+                .as_ref()
+                .map(SinchWebhookSecret::expose),
+            Some("TOPSECRET-0123456789")
+        );
     }
 
     #[test]

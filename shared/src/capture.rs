@@ -199,9 +199,15 @@ pub async fn process_item(
             message_id: msg.message_id.clone(),
             channel: msg.channel,
             clicked_at_ms: msg.sent_at_ms,
+            time_unverified: msg.time_unverified,
             referral,
         };
-        first_touch = first_touch_of(&click, now_ms);
+        // A click dated outside its callback's window is history, never a touch.
+        if !click.time_unverified {
+            first_touch = first_touch_of(&click, now_ms);
+        } else {
+            tracing::warn!(message = %msg.message_id, "click dated outside the window of its signed callback: kept in the history, never a first or last touch");
+        }
         click_recorded = deps
             .conversations
             .record_click(&ClickRecord {

@@ -60,6 +60,56 @@ pub struct WebhookConfig {
     pub max_body_bytes: usize,
     pub sinch_max_skew: Duration,
     pub secrets_cache_ttl: Duration,
+    pub sinch: SinchSecrets,
+}
+
+/// Which secret a Sinch callback is checked with (`SINCH_SECRET_SCOPE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinchSecrets {
+    /// `per-app` (the default): each Sinch app's own secret, kept under
+    /// `SINCH_SECRET_PREFIX<app_id>` and set when the app is linked to an account. A
+    /// callback for an app with no secret is refused.
+    PerApp { prefix: String },
+    /// `deployment`: the deployment secret's `sinch_webhook_secret` signs every app's
+    /// callbacks. Only for a deployment that serves one business: any holder of that
+    /// secret can sign callbacks for any app.
+    Deployment,
+}
+
+impl SinchSecrets {
+    fn from_lookup(env: Lookup) -> Result<Self, ConfigError> {
+        match env("SINCH_SECRET_SCOPE").as_deref().map(str::trim) {
+            None | Some("" | "per-app") => Ok(Self::PerApp {
+                prefix: required(env, "SINCH_SECRET_PREFIX")?,
+            }),
+            Some("deployment") => Ok(Self::Deployment),
+            Some(other) => Err(ConfigError::Invalid {
+                name: "SINCH_SECRET_SCOPE",
+                reason: format!("{other:?}: use per-app or deployment"),
+            }),
+        }
+    }
+}
+
+/// The admin function: the data table, and where Sinch apps' webhook secrets are kept
+/// (`SINCH_SECRET_PREFIX`).
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub data: DataConfig,
+    pub sinch_secret_prefix: String,
+}
+
+impl AdminConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&process_env)
+    }
+
+    pub fn from_lookup(env: Lookup) -> Result<Self, ConfigError> {
+        Ok(Self {
+            data: DataConfig::from_lookup(env)?,
+            sinch_secret_prefix: required(env, "SINCH_SECRET_PREFIX")?,
+        })
+    }
 }
 
 impl WebhookConfig {
@@ -87,6 +137,7 @@ impl WebhookConfig {
             max_body_bytes,
             sinch_max_skew: Duration::from_secs(number(env, "SINCH_MAX_SKEW_SECONDS", 300)?),
             secrets_cache_ttl: Duration::from_secs(number(env, "SECRETS_CACHE_TTL_SECONDS", 300)?),
+            sinch: SinchSecrets::from_lookup(env)?,
         })
     }
 }
@@ -240,7 +291,8 @@ fn audit_ttl_days(env: Lookup) -> Result<Option<i64>, ConfigError> {
 pub fn check_function(binary: &str, env: Lookup) -> Result<(), ConfigError> {
     match binary {
         "webhook" => WebhookConfig::from_lookup(env).map(drop),
-        "api" | "admin" => DataConfig::from_lookup(env).map(drop),
+        "api" => DataConfig::from_lookup(env).map(drop),
+        "admin" => AdminConfig::from_lookup(env).map(drop),
         "capture-backlog" => BacklogConfig::from_lookup(env).map(drop),
         "connect" | "token-refresh" | "ads" => ConnectConfig::from_lookup(env).map(drop),
         "capture" | "dataset" | "conversions" | "conversions-resend" => {
@@ -277,5 +329,33 @@ mod tests {
             "environment variable INBOX_TABLE is required"
         );
         assert!(check_function("nope", &env).is_err());
+    }
+
+    #[test]
+    fn sinch_secrets_are_per_app_unless_the_deployment_is_single_tenant() {
+        let env = |scope: Option<&'static str>, prefix: Option<&'static str>| {
+            move |name: &str| match name {
+                "INBOX_TABLE" | "WEBHOOK_SECRET_ID" => Some("x".to_string()),
+                "SINCH_SECRET_SCOPE" => scope.map(str::to_string),
+                "SINCH_SECRET_PREFIX" => prefix.map(str::to_string),
+                _ => None,
+            }
+        };
+        let read = |scope, prefix| WebhookConfig::from_lookup(&env(scope, prefix)).map(|c| c.sinch);
+        assert_eq!(
+            read(None, Some("stack/sinch-app/")).unwrap(),
+            SinchSecrets::PerApp {
+                prefix: "stack/sinch-app/".into()
+            }
+        );
+        assert_eq!(
+            read(None, None).unwrap_err().to_string(),
+            "environment variable SINCH_SECRET_PREFIX is required"
+        );
+        assert_eq!(
+            read(Some("deployment"), None).unwrap(),
+            SinchSecrets::Deployment
+        );
+        assert!(read(Some("shared"), Some("p")).is_err());
     }
 }

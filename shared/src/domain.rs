@@ -136,6 +136,10 @@ pub struct InboundMessage {
     /// When the customer sent it (unix millis): Meta's `timestamp`, Sinch's `event_time`;
     /// the time we received it when the payload has none.
     pub sent_at_ms: i64,
+    /// `sent_at_ms` lies outside the window around the callback's signed timestamp
+    /// (Sinch: [`crate::sinch::click_time_fits`]): its click is kept in the history but
+    /// never becomes a first or last touch. Always false for Meta's own webhooks.
+    pub time_unverified: bool,
     pub message_type: Option<String>,
     pub referral: Option<Referral>,
 }
@@ -281,6 +285,9 @@ pub struct Click {
     pub message_id: String,
     pub channel: Channel,
     pub clicked_at_ms: i64,
+    /// The click's time could not be vouched for (see
+    /// [`InboundMessage::time_unverified`]): history only, never a first or last touch.
+    pub time_unverified: bool,
     pub referral: Referral,
 }
 

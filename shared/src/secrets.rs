@@ -3,7 +3,7 @@
 //! up without a redeploy while Secrets Manager is not called on every request.
 
 use async_trait::async_trait;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -127,7 +127,7 @@ impl AwsSecrets {
         self.client
             .create_secret()
             .name(id)
-            .description("Meta access token of one account (ctwa)")
+            .description("A secret of one account (ctwa): its Meta access token or its Sinch app's webhook secret")
             .secret_string(value)
             .send()
             .await
@@ -218,7 +218,19 @@ pub struct CachedSecrets {
     inner: Arc<dyn SecretSource>,
     ttl: Duration,
     cache: Mutex<HashMap<String, (Instant, String)>>,
+    /// Secrets found missing, and when: a flood of requests naming secrets that do not
+    /// exist (callbacks for made-up Sinch apps) costs one Secrets Manager call per id
+    /// per [`MISSING_TTL`], not one per request.
+    missing: Mutex<HashMap<String, Instant>>,
+    remember_missing: bool,
 }
+
+/// How long a missing secret is remembered as missing: short, so that a secret set
+/// just now (a Sinch app being linked) is found soon.
+pub const MISSING_TTL: Duration = Duration::from_secs(30);
+/// The most missing ids remembered; beyond it the memory starts over (bounded memory
+/// whatever ids a caller makes up).
+const MAX_MISSING: usize = 10_000;
 
 impl CachedSecrets {
     pub fn new(inner: Arc<dyn SecretSource>, ttl: Duration) -> Self {
@@ -226,7 +238,17 @@ impl CachedSecrets {
             inner,
             ttl,
             cache: Mutex::new(HashMap::new()),
+            missing: Mutex::new(HashMap::new()),
+            remember_missing: false,
         }
+    }
+
+    /// Remembers missing secrets for [`MISSING_TTL`] (the webhook's per-app Sinch
+    /// secrets, which callers name). Off by default: a token secret created by one
+    /// function must be found by the others at once.
+    pub fn remembering_missing(mut self) -> Self {
+        self.remember_missing = true;
+        self
     }
 }
 
@@ -239,6 +261,10 @@ impl SecretSource for CachedSecrets {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
+        self.missing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 
     async fn get_secret(&self, id: &str) -> Result<String, SecretError> {
@@ -247,7 +273,26 @@ impl SecretSource for CachedSecrets {
         {
             return Ok(v.clone());
         }
-        let v = self.inner.get_secret(id).await?;
+        if let Some(at) = self
+            .missing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            && at.elapsed() < MISSING_TTL
+        {
+            return Err(SecretError::NotFound(id.into()));
+        }
+        let v = match self.inner.get_secret(id).await {
+            Err(SecretError::NotFound(missing)) if self.remember_missing => {
+                let mut m = self.missing.lock().unwrap_or_else(|p| p.into_inner());
+                if m.len() >= MAX_MISSING {
+                    m.clear();
+                }
+                m.insert(id.into(), Instant::now());
+                return Err(SecretError::NotFound(missing));
+            }
+            other => other?,
+        };
         self.cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -315,6 +360,111 @@ impl WebhookSecrets {
     }
 }
 
+/// The webhook secret of one Sinch app, kept in Secrets Manager under
+/// `<SINCH_SECRET_PREFIX><app_id>` (JSON): set by the operator when the app is linked to
+/// an account, read by the webhook before anything of a callback is stored. A callback
+/// signed with another app's secret (another tenant's) is refused.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct SinchAppSecret {
+    pub secret: String,
+    /// The secret it replaced, still accepted until `previous_secret_until` (unix
+    /// seconds): Sinch's webhook and this deployment are not updated at the same instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_until: Option<i64>,
+}
+
+impl std::fmt::Debug for SinchAppSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SinchAppSecret { .. }")
+    }
+}
+
+/// The shortest and longest Sinch webhook secret accepted.
+pub const SINCH_SECRET_LEN: std::ops::RangeInclusive<usize> = 16..=256;
+/// The longest window in which a replaced Sinch secret is still accepted.
+pub const MAX_SINCH_PREVIOUS_SECS: i64 = 7 * 86_400;
+
+impl SinchAppSecret {
+    /// The Secrets Manager id of `app_id`'s secret. The app id is letters and digits
+    /// (checked before any lookup), so it cannot reach outside the prefix.
+    pub fn id(prefix: &str, app_id: &str) -> String {
+        format!("{prefix}{app_id}")
+    }
+
+    /// A secret an operator may set: 16 to 256 printable ASCII characters.
+    pub fn check(secret: &str) -> Result<(), String> {
+        if !SINCH_SECRET_LEN.contains(&secret.len())
+            || !secret.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(format!(
+                "the Sinch webhook secret must be {} to {} printable ASCII characters without spaces",
+                SINCH_SECRET_LEN.start(),
+                SINCH_SECRET_LEN.end()
+            ));
+        }
+        Ok(())
+    }
+
+    pub async fn load(source: &dyn SecretSource, id: &str) -> Result<Self, SecretError> {
+        let raw = source.get_secret(id).await?;
+        let s: SinchAppSecret = serde_json::from_str(&raw).map_err(|e| SecretError::Malformed {
+            id: id.into(),
+            reason: format!("expected JSON with secret: {}", e.classify_name()),
+        })?;
+        if s.secret.is_empty() {
+            return Err(SecretError::Malformed {
+                id: id.into(),
+                reason: "empty secret".into(),
+            });
+        }
+        Ok(s)
+    }
+
+    /// The secrets a callback may be signed with at `now_secs`: the current one, and the
+    /// previous one within its window.
+    pub fn secrets(&self, now_secs: i64) -> Vec<&str> {
+        let mut all = vec![self.secret.as_str()];
+        if let (Some(p), Some(until)) = (&self.previous_secret, self.previous_secret_until)
+            && !p.is_empty()
+            && now_secs < until
+        {
+            all.push(p);
+        }
+        all
+    }
+
+    /// Sets `secret` as the app's secret (creating the Secrets Manager secret for a new
+    /// app); the one it replaces stays valid for `previous_valid_secs` more seconds.
+    /// Returns when the previous one stops being accepted, if it still is.
+    pub async fn store(
+        writer: &dyn SecretWriter,
+        source: &dyn SecretSource,
+        id: &str,
+        secret: &str,
+        previous_valid_secs: i64,
+        now_secs: i64,
+    ) -> Result<Option<i64>, SecretError> {
+        let current = match Self::load(source, id).await {
+            Ok(s) => Some(s.secret),
+            Err(SecretError::NotFound(_) | SecretError::Malformed { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let previous = current.filter(|c| c != secret && previous_valid_secs > 0);
+        let until = previous.as_ref().map(|_| now_secs + previous_valid_secs);
+        let value = SinchAppSecret {
+            secret: secret.to_string(),
+            previous_secret: previous,
+            previous_secret_until: until,
+        };
+        let json =
+            serde_json::to_string(&value).map_err(|e| SecretError::Backend(e.to_string()))?;
+        writer.put_secret(id, &json).await?;
+        Ok(until)
+    }
+}
+
 trait ClassifyName {
     fn classify_name(&self) -> &'static str;
 }
@@ -365,6 +515,60 @@ mod tests {
         cached.invalidate("s");
         inner.set("s", "v3");
         assert_eq!(cached.get_secret("s").await.unwrap(), "v3");
+    }
+
+    #[tokio::test]
+    async fn a_missing_secret_is_asked_for_once_per_window_when_remembered() {
+        let inner = Arc::new(MemorySecrets::default());
+        let plain = CachedSecrets::new(inner.clone(), Duration::from_secs(60));
+        let remembering =
+            CachedSecrets::new(inner.clone(), Duration::from_secs(60)).remembering_missing();
+        for _ in 0..5 {
+            assert!(matches!(
+                remembering.get_secret("app").await,
+                Err(SecretError::NotFound(_))
+            ));
+        }
+        assert_eq!(inner.reads.load(std::sync::atomic::Ordering::Relaxed), 1);
+        inner.set("app", "v");
+        assert!(remembering.get_secret("app").await.is_err(), "remembered");
+        remembering.invalidate("app");
+        assert_eq!(remembering.get_secret("app").await.unwrap(), "v");
+        // Not remembering: a secret created a moment ago is found at once.
+        inner.set("token", "t");
+        assert_eq!(plain.get_secret("token").await.unwrap(), "t");
+        assert!(plain.get_secret("nope").await.is_err());
+        let before = inner.reads.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(plain.get_secret("nope").await.is_err());
+        assert_eq!(
+            inner.reads.load(std::sync::atomic::Ordering::Relaxed),
+            before + 1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_sinch_app_secret_keeps_the_one_it_replaces_for_its_window() {
+        let store = MemorySecrets::default();
+        assert!(SinchAppSecret::check("short").is_err());
+        assert!(SinchAppSecret::check("with a space in it....").is_err());
+        SinchAppSecret::check("0123456789abcdef").unwrap();
+        let until = SinchAppSecret::store(&store, &store, "p/app", "first-secret-0001", 600, 1000)
+            .await
+            .unwrap();
+        assert_eq!(until, None, "nothing replaced");
+        let until = SinchAppSecret::store(&store, &store, "p/app", "second-secret-002", 600, 1000)
+            .await
+            .unwrap();
+        assert_eq!(until, Some(1600));
+        let s = SinchAppSecret::load(&store, "p/app").await.unwrap();
+        assert_eq!(s.secrets(1599), ["second-secret-002", "first-secret-0001"]);
+        assert_eq!(s.secrets(1600), ["second-secret-002"]);
+        assert_eq!(format!("{s:?}"), "SinchAppSecret { .. }");
+        SinchAppSecret::store(&store, &store, "p/app", "third-secret-0003", 0, 2000)
+            .await
+            .unwrap();
+        let s = SinchAppSecret::load(&store, "p/app").await.unwrap();
+        assert_eq!(s.secrets(2000), ["third-secret-0003"], "no window asked");
     }
 
     #[tokio::test]

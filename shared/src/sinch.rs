@@ -52,6 +52,47 @@ pub enum SinchCallback {
     Ignored(String),
 }
 
+/// The `app_id` a callback names, read before its signature is checked (it names the
+/// secret to check it with): letters and digits, as an app id is linked.
+pub fn sinch_app_id(body: &[u8]) -> Result<String, WebhookParseError> {
+    #[derive(Deserialize)]
+    struct AppOnly {
+        #[serde(default)]
+        app_id: Option<serde_json::Value>,
+    }
+    let only: AppOnly =
+        serde_json::from_slice(body).map_err(|e| WebhookParseError::Json(e.to_string()))?;
+    match only.app_id {
+        Some(serde_json::Value::String(a))
+            if !a.is_empty()
+                && a.len() <= crate::accounts::MAX_SINCH_APP_ID_LEN
+                && a.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+        {
+            Ok(a)
+        }
+        _ => Err(WebhookParseError::Shape(
+            "app_id is required: the Sinch app id (letters and digits)".into(),
+        )),
+    }
+}
+
+/// How far before the callback's signed timestamp a click may be dated and still count
+/// as a touch (a customer's message reaches us within minutes; Sinch retries for days).
+pub const CLICK_WINDOW_BEFORE_MS: i64 = 7 * 86_400 * 1000;
+/// How far after it.
+pub const CLICK_WINDOW_AFTER_MS: i64 = 5 * 60 * 1000;
+
+/// Whether a click dated `sent_at_ms` fits the window around the callback's signed
+/// timestamp. The webhook accepts a signature only within its skew (5 minutes) of the
+/// receipt time, so the window is measured from `received_at_ms`, stored with the item.
+/// Outside it (an `event_time` back-dated to 1970, or in the future), the sender set a
+/// time no one can vouch for: the click is kept, but never a first or last touch.
+pub fn click_time_fits(sent_at_ms: i64, received_at_ms: i64) -> bool {
+    (received_at_ms.saturating_sub(CLICK_WINDOW_BEFORE_MS)
+        ..=received_at_ms.saturating_add(CLICK_WINDOW_AFTER_MS))
+        .contains(&sent_at_ms)
+}
+
 /// Parses a Sinch callback body. An inbound message must carry `app_id` and `message.id`.
 pub fn parse_sinch_callback(
     body: &[u8],
@@ -176,6 +217,7 @@ pub fn sinch_inbound(item: &InboxItem) -> Result<InboundMessage, StoredMessageEr
         message_id: id,
         route: item.route.clone(),
         customer,
+        time_unverified: !click_time_fits(sent_at_ms, item.received_at_ms),
         sent_at_ms,
         message_type,
         referral,
@@ -252,6 +294,62 @@ mod tests {
         let r = m.referral.unwrap();
         assert_eq!(r.ctwa_clid.as_deref(), Some("CLID-SINCH-1"));
         assert_eq!(r.headline.as_deref(), Some("Our new product"));
+        // Received at 1 ms after the epoch, the 2020 event_time is in the future.
+        assert!(m.time_unverified);
+    }
+
+    /// Issue 14: a signed callback may still carry any `event_time`. Only a time near
+    /// the signature's (7 days back, 5 minutes ahead) makes the click a touch.
+    #[test]
+    fn a_click_counts_as_a_touch_only_near_its_signed_timestamp() {
+        let at = 1_601_554_253_991;
+        let received = |ms: i64| {
+            let SinchCallback::Inbound(mut item) =
+                parse_sinch_callback(SEED.as_bytes(), ms, 0).unwrap()
+            else {
+                panic!("inbound expected")
+            };
+            item.received_at_ms = ms;
+            sinch_inbound(&item).unwrap().time_unverified
+        };
+        assert!(!received(at), "received when sent");
+        assert!(
+            !received(at + CLICK_WINDOW_BEFORE_MS),
+            "a week later: a Sinch retry"
+        );
+        assert!(
+            received(at + CLICK_WINDOW_BEFORE_MS + 1),
+            "back-dated beyond a week"
+        );
+        assert!(
+            !received(at - CLICK_WINDOW_AFTER_MS),
+            "five minutes of clock skew"
+        );
+        assert!(
+            received(at - CLICK_WINDOW_AFTER_MS - 1),
+            "dated in the future"
+        );
+        assert!(click_time_fits(0, 0) && !click_time_fits(i64::MIN, i64::MAX));
+        assert!(!click_time_fits(i64::MAX, i64::MIN));
+    }
+
+    #[test]
+    fn the_app_id_names_the_secret_and_must_be_letters_and_digits() {
+        assert_eq!(
+            sinch_app_id(SEED.as_bytes()).unwrap(),
+            "01EB37HMH1M6SV18ASNS3G135H"
+        );
+        for bad in [
+            r#"{}"#,
+            r#"{"app_id":""}"#,
+            r#"{"app_id":"../webhook-secret"}"#,
+            r#"{"app_id":7}"#,
+            r#"not json"#,
+        ] {
+            assert!(sinch_app_id(bad.as_bytes()).is_err(), "{bad}");
+        }
+        let long = format!(r#"{{"app_id":"{}"}}"#, "A".repeat(65));
+        assert!(sinch_app_id(long.as_bytes()).is_err());
     }
 
     /// A referral field of an unexpected type inside Sinch's metadata string costs that

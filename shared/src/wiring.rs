@@ -8,9 +8,9 @@ use crate::ads::usage::Governor;
 use crate::ads::{AdsDeps, AdsPolicy};
 use crate::capi::{CapiDeps, RetryPolicy};
 use crate::capture::CaptureDeps;
-use crate::config::{CapiConfig, ConnectConfig, DataConfig, WebhookConfig};
+use crate::config::{AdminConfig, CapiConfig, ConnectConfig, DataConfig, WebhookConfig};
 use crate::graph::{Graph, GraphClient, GraphError};
-use crate::handlers::admin::AdminDeps;
+use crate::handlers::admin::{AdminDeps, SinchSecretStore};
 use crate::handlers::api::ApiDeps;
 use crate::handlers::connect::ConnectDeps;
 use crate::handlers::webhook::WebhookDeps;
@@ -59,7 +59,9 @@ pub fn webhook(aws: &Aws, config: WebhookConfig) -> WebhookDeps {
     let source = Arc::new(AwsSecrets::new(aws.secrets.clone()));
     WebhookDeps {
         inbox: Arc::new(DynamoInbox::new(aws.dynamodb.clone(), &config.inbox_table)),
-        secrets: Arc::new(CachedSecrets::new(source, config.secrets_cache_ttl)),
+        secrets: Arc::new(
+            CachedSecrets::new(source, config.secrets_cache_ttl).remembering_missing(),
+        ),
         config,
     }
 }
@@ -104,11 +106,17 @@ pub fn api(aws: &Aws, config: &DataConfig) -> ApiDeps {
     }
 }
 
-pub fn admin(aws: &Aws, config: &DataConfig) -> AdminDeps {
-    let data = aws.data(&config.data_table);
+pub fn admin(aws: &Aws, config: &AdminConfig) -> AdminDeps {
+    let data = aws.data(&config.data.data_table);
+    let secrets = Arc::new(AwsSecrets::new(aws.secrets.clone()));
     AdminDeps {
         accounts: data.clone(),
         ads: data,
+        sinch_secrets: SinchSecretStore {
+            source: secrets.clone(),
+            writer: secrets,
+            prefix: config.sinch_secret_prefix.clone(),
+        },
     }
 }
 

@@ -70,6 +70,8 @@ async fn world() -> World {
                 max_body_bytes: 64 * 1024,
                 sinch_max_skew: Duration::from_secs(300),
                 secrets_cache_ttl: Duration::from_secs(1),
+                // The single-tenant option (the stack tests run per-app secrets).
+                sinch: ctwa_shared::config::SinchSecrets::Deployment,
             },
         },
         capture: CaptureDeps::new(store.clone(), store.clone()),
@@ -301,7 +303,8 @@ async fn unknown_phone_number_ids_are_kept_not_dropped() {
 #[tokio::test]
 async fn sinch_callbacks_are_verified_and_captured() {
     let w = world().await;
-    let body = json!({"app_id":"APP1","event_time":"2026-01-01T00:00:00Z","message":{"id":"M1","direction":"TO_APP",
+    let now = ctwa_shared::time::rfc3339_millis(ctwa_shared::time::now_millis());
+    let body = json!({"app_id":"APP1","event_time":now,"message":{"id":"M1","direction":"TO_APP",
         "channel_identity":{"channel":"WHATSAPP","identity":"46712312312"},"contact_id":"C1",
         "metadata":"{\"referral\":{\"source_type\":\"ad\",\"source_id\":\"AD9\",\"ctwa_clid\":\"SINCH-CLID\"}}",
         "contact_message":{"text_message":{"text":"hi"}}}})

@@ -212,6 +212,15 @@ pub(crate) async fn finish_app(
         })
         .await
         .expect("account");
+    // The fixture Sinch app's own webhook secret (per-app secrets, the template default).
+    ctwa_local::set_sinch_app_secret(
+        &clients,
+        &cfg.stack_name,
+        &opts.sinch_app_id,
+        &cfg.sinch_webhook_secret,
+    )
+    .await
+    .expect("the fixture Sinch app's secret");
     let (api_key, rec) = generate_key(&account_id, 0).expect("key");
     stack.data.put_api_key(&rec).await.expect("api key");
     TestApp {
@@ -344,11 +353,22 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// A Sinch callback signed with the fixture app's secret.
     pub async fn post_sinch(&self, body: impl Into<Vec<u8>>) -> (u16, Value) {
+        self.post_sinch_signed_with(&self.cfg.sinch_webhook_secret.clone(), body)
+            .await
+    }
+
+    /// A Sinch callback signed with `secret`, timestamped now.
+    pub async fn post_sinch_signed_with(
+        &self,
+        secret: &str,
+        body: impl Into<Vec<u8>>,
+    ) -> (u16, Value) {
         let body = body.into();
         let ts = ctwa_shared::time::now_secs().to_string();
         let nonce = unique("nonce");
-        let sig = sign_sinch(&self.cfg.sinch_webhook_secret, &body, &nonce, &ts);
+        let sig = sign_sinch(secret, &body, &nonce, &ts);
         let r = self
             .http
             .post(format!("{}/webhook/sinch", self.base))
@@ -477,6 +497,16 @@ where
 }
 
 /// A Cloud API webhook with one CTWA (or plain, when `clid` and `source` are None) message.
+/// A Sinch callback (a fixture of `events/webhooks/sinch/`) with its `event_time` set to
+/// now: a click dated more than a week before its signed timestamp is history only.
+pub fn sinch_dated_now(body: &[u8]) -> Vec<u8> {
+    let mut v: Value = serde_json::from_slice(body).expect("a JSON callback");
+    v["event_time"] = Value::String(ctwa_shared::time::rfc3339_millis(
+        ctwa_shared::time::now_millis(),
+    ));
+    serde_json::to_vec(&v).expect("JSON")
+}
+
 pub fn ctwa_webhook(pnid: &str, wamid: &str, wa_id: &str, clid: Option<&str>, ts: i64) -> String {
     let mut referral = serde_json::json!({"source_url":"https://fb.me/3cr4Wqqkv","source_id":"120226305854810726","source_type":"ad","headline":"Chat with us","body":"Summer Succulents are here!","media_type":"image","image_url":"https://scontent.xx.fbcdn.net/v/t45.1"});
     if let Some(c) = clid {

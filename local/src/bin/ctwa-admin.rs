@@ -165,6 +165,8 @@ async fn run(cli: Cli) -> Result<serde_json::Value, String> {
                 waba_id,
                 phone_number_ids,
                 sinch_app_id,
+                // A secret is not taken on a command line (shell history, `ps`).
+                sinch_webhook_secret: None,
                 ad_account_ids: Vec::new(),
                 page_id: None,
             }
@@ -174,6 +176,12 @@ async fn run(cli: Cli) -> Result<serde_json::Value, String> {
             data.create_account(&account)
                 .await
                 .map_err(|e| e.to_string())?;
+            if account.sinch_app_id.is_some() {
+                eprintln!(
+                    "note: the Sinch app's callbacks are refused until its webhook secret is set: PUT /v1/admin/accounts/{}/sinch-webhook-secret with an operator key",
+                    account.id
+                );
+            }
             serde_json::to_value(&account).map_err(|e| e.to_string())
         }
         Command::Account(AccountCommand::Show { id }) => {

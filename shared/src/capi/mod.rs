@@ -311,11 +311,12 @@ pub enum LastClick {
     None,
 }
 
-/// `clicks` newest first; a Status click (no id) cannot be attributed.
+/// `clicks` newest first; a Status click (no id) cannot be attributed, nor a click whose
+/// time could not be vouched for ([`Click::time_unverified`]).
 pub fn last_click_before(clicks: Vec<Click>, event_ms: i64) -> LastClick {
     let mut any = false;
     for click in clicks {
-        if click.referral.ctwa_clid.is_none() {
+        if click.referral.ctwa_clid.is_none() || click.time_unverified {
             continue;
         }
         any = true;

@@ -331,6 +331,7 @@ mod attribution {
                 message_id: format!("wamid.{ad}"),
                 channel: Channel::Cloud,
                 clicked_at_ms: at_ms,
+                time_unverified: false,
                 referral: Referral {
                     ctwa_clid: Some(format!("clid-{ad}")),
                     source_id: Some(ad.into()),
@@ -633,6 +634,34 @@ mod attribution {
             credited(&w, now_s - 6 * 86_400).await.unwrap_err(),
             NO_CLICK_BEFORE
         );
+    }
+
+    /// Issue 14: a click whose time could not be vouched for (a Sinch `event_time` far
+    /// from its signed timestamp) is never the last click, however it is dated.
+    #[test]
+    fn a_click_with_an_unverified_time_is_never_the_last_click() {
+        let c = |clid: &str, at: i64, unverified: bool| Click {
+            conversation_id: "c".into(),
+            message_id: format!("m-{clid}"),
+            channel: Channel::Sinch,
+            clicked_at_ms: at,
+            time_unverified: unverified,
+            referral: Referral {
+                ctwa_clid: Some(clid.into()),
+                ..Default::default()
+            },
+        };
+        let newest_first = vec![c("forged", 2_000, true), c("real", 1_000, false)];
+        match crate::capi::last_click_before(newest_first, 3_000) {
+            crate::capi::LastClick::Found(a) => {
+                assert_eq!(a.click.referral.ctwa_clid.as_deref(), Some("real"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            crate::capi::last_click_before(vec![c("forged", 1, true)], 3_000),
+            crate::capi::LastClick::None
+        ));
     }
 
     #[tokio::test]

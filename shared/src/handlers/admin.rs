@@ -2,18 +2,22 @@
 //!
 //! Operator routes (an operator key, made with `ctwa-admin operator-key create`):
 //! `POST /v1/admin/accounts`, `GET /v1/admin/accounts/{account_id}`,
-//! `POST /v1/admin/accounts/{account_id}/ad-accounts`.
+//! `POST /v1/admin/accounts/{account_id}/ad-accounts`,
+//! `PUT /v1/admin/accounts/{account_id}/sinch-webhook-secret`.
 //! Key routes (an account key for its own account, or an operator key naming the
 //! account): `GET|POST /v1/api-keys`, `POST /v1/api-keys/{key_id}/rotate`,
 //! `DELETE /v1/api-keys/{key_id}`. Keys are shown once; only their SHA-256 is stored.
 
 use super::connect::json_body;
-use crate::accounts::{NewAccount, NewAdAccountLink, ValidAccount};
+use crate::accounts::{NewAccount, NewAdAccountLink, SinchWebhookSecret, ValidAccount};
 use crate::auth::{Caller, caller_record, generate_key};
 use crate::domain::Account;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ApiRequest, ApiResponse};
 use crate::ids::AccountId;
+use crate::secrets::{
+    MAX_SINCH_PREVIOUS_SECS, SecretError, SecretSource, SecretWriter, SinchAppSecret,
+};
 use crate::store::{Accounts, AdInventory, ApiKeyRecord};
 use crate::time::rfc3339_millis;
 use http::{Method, StatusCode};
@@ -29,6 +33,47 @@ pub use crate::accounts::MAX_IDS_PER_LIST;
 pub struct AdminDeps {
     pub accounts: Arc<dyn Accounts>,
     pub ads: Arc<dyn AdInventory>,
+    pub sinch_secrets: SinchSecretStore,
+}
+
+/// Where the webhook secrets of linked Sinch apps are kept (Secrets Manager, one secret
+/// per app under `prefix`).
+pub struct SinchSecretStore {
+    pub source: Arc<dyn SecretSource>,
+    pub writer: Arc<dyn SecretWriter>,
+    pub prefix: String,
+}
+
+impl SinchSecretStore {
+    fn id(&self, app_id: &str) -> String {
+        SinchAppSecret::id(&self.prefix, app_id)
+    }
+
+    /// Whether `app_id` has a secret the webhook can check its callbacks with.
+    async fn is_set(&self, app_id: &str) -> ApiResult<bool> {
+        match SinchAppSecret::load(self.source.as_ref(), &self.id(app_id)).await {
+            Ok(_) => Ok(true),
+            Err(SecretError::NotFound(_) | SecretError::Malformed { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn set(
+        &self,
+        app_id: &str,
+        secret: &str,
+        previous_valid_secs: i64,
+    ) -> ApiResult<Option<i64>> {
+        Ok(SinchAppSecret::store(
+            self.writer.as_ref(),
+            self.source.as_ref(),
+            &self.id(app_id),
+            secret,
+            previous_valid_secs,
+            crate::time::now_secs(),
+        )
+        .await?)
+    }
 }
 
 pub async fn handle(deps: &AdminDeps, req: ApiRequest) -> ApiResponse {
@@ -39,6 +84,9 @@ pub async fn handle(deps: &AdminDeps, req: ApiRequest) -> ApiResponse {
         (["v1", "admin", "accounts", id], &Method::GET) => show_account(deps, &req, id).await,
         (["v1", "admin", "accounts", id, "ad-accounts"], &Method::POST) => {
             link_ad_account(deps, &req, id).await
+        }
+        (["v1", "admin", "accounts", id, "sinch-webhook-secret"], &Method::PUT) => {
+            set_sinch_secret(deps, &req, id).await
         }
         (["v1", "api-keys"], &Method::GET) => list_keys(deps, &req).await,
         (["v1", "api-keys"], &Method::POST) => create_key(deps, &req).await,
@@ -85,12 +133,17 @@ fn account_id(raw: &str) -> ApiResult<AccountId> {
 
 async fn account_view(deps: &AdminDeps, a: &Account) -> ApiResult<Value> {
     let links = deps.ads.ad_accounts(&a.id).await?;
+    let sinch_secret_set = match &a.sinch_app_id {
+        Some(app) => Some(deps.sinch_secrets.is_set(app).await?),
+        None => None,
+    };
     Ok(json!({
         "id": a.id,
         "name": a.name,
         "waba_id": a.waba_id,
         "phone_number_ids": a.phone_number_ids,
         "sinch_app_id": a.sinch_app_id,
+        "sinch_webhook_secret_set": sinch_secret_set,
         "ad_accounts": links,
         "created_at": rfc3339_millis(a.created_at_ms),
     }))
@@ -102,11 +155,24 @@ async fn create_account(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<ApiResp
     let ValidAccount {
         account,
         ad_account_links: links,
+        sinch_webhook_secret,
     } = body.parse(crate::time::now_millis())?;
     // All or nothing: the account, its routes and its ad accounts in one transaction.
     deps.ads
         .create_account_with_ad_accounts(&account, &links)
         .await?;
+    // Then the Sinch app's secret: only once the app is this account's (a typo naming
+    // another tenant's app fails above and overwrites nothing). If this write fails,
+    // the app's callbacks are refused until the secret is set (fail closed).
+    if let (Some(app), Some(secret)) = (&account.sinch_app_id, &sinch_webhook_secret) {
+        deps.sinch_secrets.set(app, secret.expose(), 0).await.map_err(|e| {
+            tracing::error!(account = %account.id, error = %e, "the Sinch webhook secret of a new account was not kept");
+            ApiError::internal(format!(
+                "account {} was created, but its Sinch webhook secret was not kept: set it with PUT /v1/admin/accounts/{}/sinch-webhook-secret",
+                account.id, account.id
+            ))
+        })?;
+    }
     Ok(ApiResponse::json(
         StatusCode::CREATED,
         &json!({"account": account_view(deps, &account).await?}),
@@ -140,6 +206,46 @@ async fn link_ad_account(deps: &AdminDeps, req: &ApiRequest, id: &str) -> ApiRes
     Ok(ApiResponse::json(
         StatusCode::CREATED,
         &json!({"ad_account": link}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SinchSecretBody {
+    secret: SinchWebhookSecret,
+    /// How long the secret it replaces is still accepted (0 to 7 days; default 0).
+    #[serde(default)]
+    previous_valid_seconds: Option<i64>,
+}
+
+/// Sets (or rotates) the webhook secret of the account's Sinch app.
+async fn set_sinch_secret(deps: &AdminDeps, req: &ApiRequest, id: &str) -> ApiResult<ApiResponse> {
+    operator(deps, req).await?;
+    let body: SinchSecretBody = json_body(req)?;
+    let secret = body.secret.checked()?;
+    let previous = body.previous_valid_seconds.unwrap_or(0);
+    if !(0..=MAX_SINCH_PREVIOUS_SECS).contains(&previous) {
+        return Err(ApiError::bad_request(format!(
+            "previous_valid_seconds must be from 0 to {MAX_SINCH_PREVIOUS_SECS}"
+        )));
+    }
+    let account = existing_account(deps, &account_id(id)?).await?;
+    let app = account.sinch_app_id.ok_or_else(|| {
+        ApiError::Conflict(format!("account {} has no Sinch app linked", account.id))
+    })?;
+    let until = deps
+        .sinch_secrets
+        .set(&app, secret.expose(), previous)
+        .await?;
+    tracing::info!(account = %account.id, sinch_app_id = %app, "Sinch webhook secret set");
+    Ok(ApiResponse::json(
+        StatusCode::OK,
+        &json!({
+            "account_id": account.id,
+            "sinch_app_id": app,
+            "sinch_webhook_secret_set": true,
+            "previous_valid_until": until.map(|s| rfc3339_millis(s * 1000)),
+        }),
     ))
 }
 

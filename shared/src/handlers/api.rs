@@ -226,6 +226,10 @@ pub fn click_view(k: &Click) -> Value {
         "clicked_at": rfc3339_millis(k.clicked_at_ms),
         "ctwa_clid": k.referral.ctwa_clid,
     });
+    if k.time_unverified {
+        // Dated outside its signed callback's window: history, never a touch.
+        v["time_unverified"] = json!(true);
+    }
     if let (Value::Object(m), Ok(Value::Object(r))) = (&mut v, serde_json::to_value(&k.referral)) {
         for (key, val) in r {
             m.entry(key).or_insert(val);

@@ -2,13 +2,13 @@
 //! `POST /webhook/sinch` (Sinch Conversation API). Verify, store each inbound item once
 //! in the inbox, answer 200 fast; the capture step does the rest from the inbox stream.
 
-use crate::config::WebhookConfig;
+use crate::config::{SinchSecrets, WebhookConfig};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ApiRequest, ApiResponse};
 use crate::meta::webhook::{WebhookParseError, parse_cloud_webhook};
-use crate::secrets::{SecretSource, WebhookSecrets};
+use crate::secrets::{SecretError, SecretSource, SinchAppSecret, WebhookSecrets};
 use crate::signature::{self, SignatureError, SinchHeaders};
-use crate::sinch::{SinchCallback, parse_sinch_callback};
+use crate::sinch::{SinchCallback, parse_sinch_callback, sinch_app_id};
 use crate::store::{Inbox, InboxItem};
 use http::{Method, StatusCode};
 use serde_json::json;
@@ -59,18 +59,7 @@ async fn verify_rotating(
         Err(SignatureError::Mismatch) => {}
         other => return other.map(|()| s).map_err(signature_error),
     }
-    let now = crate::time::now_millis();
-    let last = LAST_REREAD_MS.load(std::sync::atomic::Ordering::Relaxed);
-    if now - last < REREAD_EVERY_MS
-        || LAST_REREAD_MS
-            .compare_exchange(
-                last,
-                now,
-                std::sync::atomic::Ordering::Relaxed,
-                std::sync::atomic::Ordering::Relaxed,
-            )
-            .is_err()
-    {
+    if !may_reread() {
         return Err(signature_error(SignatureError::Mismatch));
     }
     deps.secrets.invalidate(&deps.config.webhook_secret_id);
@@ -78,6 +67,56 @@ async fn verify_rotating(
     check(&fresh).map_err(signature_error)?;
     tracing::info!("webhook signed with a secret newer than the cached one (rotated): re-read");
     Ok(fresh)
+}
+
+/// Whether this instance may re-read a secret after a mismatch now (at most once per
+/// [`REREAD_EVERY_MS`]); claims the slot when it may.
+fn may_reread() -> bool {
+    let now = crate::time::now_millis();
+    let last = LAST_REREAD_MS.load(std::sync::atomic::Ordering::Relaxed);
+    now - last >= REREAD_EVERY_MS
+        && LAST_REREAD_MS
+            .compare_exchange(
+                last,
+                now,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok()
+}
+
+/// Verifies a Sinch callback with its app's own secret (the current one, the previous
+/// one in its window), re-reading it once on a mismatch (rate-limited) so a secret set
+/// a moment ago is honoured. An app without a secret (not linked, or linked without
+/// one) is refused: whoever signs for an app must hold that app's secret.
+async fn verify_sinch_app(
+    deps: &WebhookDeps,
+    secret_id: &str,
+    app_id: &str,
+    check: impl Fn(&str) -> Result<(), SignatureError>,
+) -> ApiResult<()> {
+    let load = || async {
+        match SinchAppSecret::load(deps.secrets.as_ref(), secret_id).await {
+            Ok(s) => Ok(s),
+            Err(SecretError::NotFound(_)) => {
+                tracing::warn!(%app_id, "Sinch callback for an app with no webhook secret: refused");
+                Err(ApiError::unauthorized(format!(
+                    "invalid signature: Sinch app {app_id} has no webhook secret on this deployment (link the app to an account with its secret)"
+                )))
+            }
+            Err(e) => Err(e.into()),
+        }
+    };
+    let verify = |s: &SinchAppSecret| any_secret(&s.secrets(crate::time::now_secs()), &check);
+    match verify(&load().await?) {
+        Err(SignatureError::Mismatch) => {}
+        other => return other.map_err(signature_error),
+    }
+    if !may_reread() {
+        return Err(signature_error(SignatureError::Mismatch));
+    }
+    deps.secrets.invalidate(secret_id);
+    verify(&load().await?).map_err(signature_error)
 }
 
 /// The first secret's outcome unless another one matches.
@@ -201,15 +240,6 @@ async fn receive_cloud(deps: &WebhookDeps, req: &ApiRequest) -> ApiResult<ApiRes
 
 async fn receive_sinch(deps: &WebhookDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     check_size(deps, req)?;
-    let s = secrets(deps).await?;
-    let Some(secret) = s.sinch_secret() else {
-        tracing::error!(
-            "a Sinch callback arrived but no sinch_webhook_secret is configured; refused"
-        );
-        return Err(ApiError::unauthorized(
-            "Sinch callbacks are not enabled on this deployment (no webhook secret configured)",
-        ));
-    };
     let headers = SinchHeaders {
         signature: req.header(signature::SINCH_SIGNATURE),
         nonce: req.header(signature::SINCH_NONCE),
@@ -217,8 +247,29 @@ async fn receive_sinch(deps: &WebhookDeps, req: &ApiRequest) -> ApiResult<ApiRes
         algorithm: req.header(signature::SINCH_ALGORITHM),
     };
     let skew = i64::try_from(deps.config.sinch_max_skew.as_secs()).unwrap_or(300);
-    signature::verify_sinch(secret, headers, &req.body, crate::time::now_secs(), skew)
-        .map_err(signature_error)?;
+    let check = |secret: &str| {
+        signature::verify_sinch(secret, headers, &req.body, crate::time::now_secs(), skew)
+    };
+    match &deps.config.sinch {
+        SinchSecrets::PerApp { prefix } => {
+            // The app names the secret; nothing of the callback is stored before it is
+            // checked with that app's own secret.
+            let app_id = sinch_app_id(&req.body).map_err(parse_error)?;
+            verify_sinch_app(deps, &SinchAppSecret::id(prefix, &app_id), &app_id, check).await?;
+        }
+        SinchSecrets::Deployment => {
+            let s = secrets(deps).await?;
+            let Some(secret) = s.sinch_secret() else {
+                tracing::error!(
+                    "a Sinch callback arrived but no sinch_webhook_secret is configured; refused"
+                );
+                return Err(ApiError::unauthorized(
+                    "Sinch callbacks are not enabled on this deployment (no webhook secret configured)",
+                ));
+            };
+            check(secret).map_err(signature_error)?;
+        }
+    }
     let now_ms = crate::time::now_millis();
     match parse_sinch_callback(&req.body, now_ms, expiry(deps, now_ms)).map_err(parse_error)? {
         SinchCallback::Inbound(item) => {

@@ -421,6 +421,8 @@ pub fn cloud_inbound(item: &InboxItem) -> Result<InboundMessage, StoredMessageEr
         route: item.route.clone(),
         customer,
         sent_at_ms: meta_timestamp_ms(&m.timestamp).unwrap_or(item.received_at_ms),
+        // Meta signs the whole payload with the app secret: its timestamp is Meta's.
+        time_unverified: false,
         message_type: m.kind.map(|k| match k {
             serde_json::Value::String(s) => s,
             other => other.to_string(),

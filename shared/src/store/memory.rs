@@ -1078,6 +1078,7 @@ mod tests {
                 message_id: format!("m{i}"),
                 channel: Channel::Cloud,
                 clicked_at_ms: i,
+                time_unverified: false,
                 referral: Referral {
                     source_id: Some(ad.into()),
                     ..referral.clone()

@@ -84,6 +84,10 @@ fn click_from(item: &Item) -> Result<Click, StoreError> {
         channel: Channel::parse(&channel)
             .ok_or_else(|| StoreError::Corrupt(format!("channel {channel}")))?,
         clicked_at_ms: get_n(item, "clicked_at").unwrap_or_default(),
+        time_unverified: matches!(
+            item.get("time_unverified"),
+            Some(aws_sdk_dynamodb::types::AttributeValue::Bool(true))
+        ),
         referral: referral_from(item, "referral")?,
     })
 }
@@ -100,6 +104,12 @@ impl Conversations for DynamoData {
         item.insert("message_id".into(), s(&c.message_id));
         item.insert("channel".into(), s(c.channel.as_str()));
         item.insert("clicked_at".into(), n(c.clicked_at_ms));
+        if c.time_unverified {
+            item.insert(
+                "time_unverified".into(),
+                aws_sdk_dynamodb::types::AttributeValue::Bool(true),
+            );
+        }
         item.insert("referral".into(), s(referral_json(&c.referral)));
         if let Some(clid) = &c.referral.ctwa_clid {
             item.insert("ctwa_clid".into(), s(clid));
