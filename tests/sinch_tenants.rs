@@ -5,16 +5,8 @@
 //! through the template's IAM), and a click dated far from its signed timestamp is kept
 //! but is never a touch.
 
-use ctwa_shared::auth::generate_operator_key;
-use ctwa_shared::store::Accounts;
 use ctwa_tests::*;
 use serde_json::{Value, json};
-
-async fn operator(app: &TestApp) -> String {
-    let (key, rec) = generate_operator_key(0).unwrap();
-    app.stack.data.put_api_key(&rec).await.unwrap();
-    key
-}
 
 fn callback(app_id: &str, message_id: &str, phone: &str, clid: &str, event_ms: i64) -> String {
     let referral = json!({"source_type": "ad", "source_id": "120226305854810726",
@@ -41,7 +33,7 @@ const B_SECRET: &str = "tenant-b-own-sinch-secret-0001";
 #[tokio::test]
 async fn a_tenants_sinch_secret_cannot_sign_for_another_tenants_app() {
     let app = spawn_app().await;
-    let op = operator(&app).await;
+    let op = app.operator_key().await;
     // Tenant B onboards with its own Sinch app and that app's webhook secret.
     let (s, v) = app
         .request(

@@ -275,10 +275,14 @@ impl Pipeline {
                     "first delivery records the click"
                 );
                 let clid = m.referral.as_ref().and_then(|r| r.ctwa_clid.as_ref());
-                match (clid, first_touch) {
-                    (None, FirstTouchOutcome::NoClick) => {}
-                    (Some(_), FirstTouchOutcome::Captured | FirstTouchOutcome::Kept) => {}
-                    (c, o) => panic!("click id {c:?} gave first-touch outcome {o:?}"),
+                // A click dated outside its signed callback's window is never a touch.
+                match (clid, m.time_unverified, first_touch) {
+                    (None, _, FirstTouchOutcome::NoClick) => {}
+                    (Some(_), true, FirstTouchOutcome::NoClick) => {}
+                    (Some(_), false, FirstTouchOutcome::Captured | FirstTouchOutcome::Kept) => {}
+                    (c, u, o) => panic!(
+                        "click id {c:?} (time unverified: {u}) gave first-touch outcome {o:?}"
+                    ),
                 }
                 let conv = self
                     .conversation(cid)
@@ -289,7 +293,7 @@ impl Pipeline {
                         message_id: m.message_id.clone(),
                         channel: m.channel,
                         clicked_at_ms: m.sent_at_ms,
-                        time_unverified: false,
+                        time_unverified: m.time_unverified,
                         referral: m.referral.clone().unwrap_or_default(),
                     };
                     assert_eq!(

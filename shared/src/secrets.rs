@@ -226,8 +226,8 @@ pub struct CachedSecrets {
 }
 
 /// How long a missing secret is remembered as missing: short, so that a secret set
-/// just now (a Sinch app being linked) is found soon.
-pub const MISSING_TTL: Duration = Duration::from_secs(30);
+/// just now (a Sinch app being linked) is found by Sinch's next retry.
+pub const MISSING_TTL: Duration = Duration::from_secs(10);
 /// The most missing ids remembered; beyond it the memory starts over (bounded memory
 /// whatever ids a caller makes up).
 const MAX_MISSING: usize = 10_000;
@@ -344,14 +344,12 @@ impl WebhookSecrets {
     /// The app secrets a Meta webhook may be signed with at `now_secs`: the current one,
     /// and the previous one within its rotation window.
     pub fn app_secrets(&self, now_secs: i64) -> Vec<&str> {
-        let mut all = vec![self.app_secret.as_str()];
-        if let (Some(p), Some(until)) = (&self.previous_app_secret, self.previous_app_secret_until)
-            && !p.is_empty()
-            && now_secs < until
-        {
-            all.push(p);
-        }
-        all
+        current_and_previous(
+            &self.app_secret,
+            self.previous_app_secret.as_deref(),
+            self.previous_app_secret_until,
+            now_secs,
+        )
     }
     pub fn sinch_secret(&self) -> Option<&str> {
         self.sinch_webhook_secret
@@ -425,14 +423,12 @@ impl SinchAppSecret {
     /// The secrets a callback may be signed with at `now_secs`: the current one, and the
     /// previous one within its window.
     pub fn secrets(&self, now_secs: i64) -> Vec<&str> {
-        let mut all = vec![self.secret.as_str()];
-        if let (Some(p), Some(until)) = (&self.previous_secret, self.previous_secret_until)
-            && !p.is_empty()
-            && now_secs < until
-        {
-            all.push(p);
-        }
-        all
+        current_and_previous(
+            &self.secret,
+            self.previous_secret.as_deref(),
+            self.previous_secret_until,
+            now_secs,
+        )
     }
 
     /// Sets `secret` as the app's secret (creating the Secrets Manager secret for a new
@@ -463,6 +459,24 @@ impl SinchAppSecret {
         writer.put_secret(id, &json).await?;
         Ok(until)
     }
+}
+
+/// The secrets a signature may be made with at `now_secs`: the current one, and the one
+/// it replaced until its window ends (never without an end).
+fn current_and_previous<'a>(
+    current: &'a str,
+    previous: Option<&'a str>,
+    until: Option<i64>,
+    now_secs: i64,
+) -> Vec<&'a str> {
+    let mut all = vec![current];
+    if let (Some(p), Some(until)) = (previous, until)
+        && !p.is_empty()
+        && now_secs < until
+    {
+        all.push(p);
+    }
+    all
 }
 
 trait ClassifyName {

@@ -313,6 +313,17 @@ impl TestApp {
         (status, read_answer(path, r).await)
     }
 
+    /// A new operator key (as `ctwa-admin operator-key create` makes one).
+    pub async fn operator_key(&self) -> String {
+        let (key, rec) = ctwa_shared::auth::generate_operator_key(0).expect("key");
+        self.stack
+            .data
+            .put_api_key(&rec)
+            .await
+            .expect("operator key");
+        key
+    }
+
     /// Another account (with its own key) on the same tables.
     pub async fn add_account(&self, phone_number_id: &str) -> (String, String) {
         let id = unique("acct");

@@ -40,10 +40,11 @@ async fn secrets(deps: &WebhookDeps) -> ApiResult<WebhookSecrets> {
     Ok(WebhookSecrets::load(deps.secrets.as_ref(), &deps.config.webhook_secret_id).await?)
 }
 
-/// When this instance last re-read the secret after a mismatch (unix millis).
-static LAST_REREAD_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
-/// At most one re-read per this long per instance: forged requests cannot turn every
-/// refusal into a Secrets Manager call.
+/// When this instance last re-read each secret after a mismatch (unix millis), by id.
+static LAST_REREAD_MS: std::sync::Mutex<Option<std::collections::HashMap<String, i64>>> =
+    std::sync::Mutex::new(None);
+/// At most one re-read per secret per this long per instance: forged requests cannot turn
+/// every refusal into a Secrets Manager call.
 const REREAD_EVERY_MS: i64 = 10_000;
 
 /// Verifies a webhook with the deployment secret: `check` against each secret it may be
@@ -59,7 +60,7 @@ async fn verify_rotating(
         Err(SignatureError::Mismatch) => {}
         other => return other.map(|()| s).map_err(signature_error),
     }
-    if !may_reread() {
+    if !may_reread(&deps.config.webhook_secret_id) {
         return Err(signature_error(SignatureError::Mismatch));
     }
     deps.secrets.invalidate(&deps.config.webhook_secret_id);
@@ -69,20 +70,21 @@ async fn verify_rotating(
     Ok(fresh)
 }
 
-/// Whether this instance may re-read a secret after a mismatch now (at most once per
-/// [`REREAD_EVERY_MS`]); claims the slot when it may.
-fn may_reread() -> bool {
+/// Whether this instance may re-read secret `id` after a mismatch now (at most once per
+/// [`REREAD_EVERY_MS`] per secret); claims the slot when it may. Only existing secrets
+/// mismatch, so the map holds at most one entry per real secret.
+fn may_reread(id: &str) -> bool {
     let now = crate::time::now_millis();
-    let last = LAST_REREAD_MS.load(std::sync::atomic::Ordering::Relaxed);
-    now - last >= REREAD_EVERY_MS
-        && LAST_REREAD_MS
-            .compare_exchange(
-                last,
-                now,
-                std::sync::atomic::Ordering::Relaxed,
-                std::sync::atomic::Ordering::Relaxed,
-            )
-            .is_ok()
+    let mut guard = LAST_REREAD_MS.lock().unwrap_or_else(|p| p.into_inner());
+    let map = guard.get_or_insert_with(Default::default);
+    if map.get(id).is_some_and(|last| now - last < REREAD_EVERY_MS) {
+        return false;
+    }
+    if map.len() >= 10_000 {
+        map.clear();
+    }
+    map.insert(id.to_string(), now);
+    true
 }
 
 /// Verifies a Sinch callback with its app's own secret (the current one, the previous
@@ -112,7 +114,7 @@ async fn verify_sinch_app(
         Err(SignatureError::Mismatch) => {}
         other => return other.map_err(signature_error),
     }
-    if !may_reread() {
+    if !may_reread(secret_id) {
         return Err(signature_error(SignatureError::Mismatch));
     }
     deps.secrets.invalidate(secret_id);
@@ -253,7 +255,12 @@ async fn receive_sinch(deps: &WebhookDeps, req: &ApiRequest) -> ApiResult<ApiRes
     match &deps.config.sinch {
         SinchSecrets::PerApp { prefix } => {
             // The app names the secret; nothing of the callback is stored before it is
-            // checked with that app's own secret.
+            // checked with that app's own secret. An unsigned body is refused unread.
+            if headers.signature.is_none() {
+                return Err(signature_error(SignatureError::Missing(
+                    signature::SINCH_SIGNATURE,
+                )));
+            }
             let app_id = sinch_app_id(&req.body).map_err(parse_error)?;
             verify_sinch_app(deps, &SinchAppSecret::id(prefix, &app_id), &app_id, check).await?;
         }
