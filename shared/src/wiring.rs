@@ -108,7 +108,8 @@ pub fn admin(aws: &Aws, config: &DataConfig) -> AdminDeps {
     let data = aws.data(&config.data_table);
     AdminDeps {
         accounts: data.clone(),
-        ads: data,
+        ads: data.clone(),
+        audit: data,
     }
 }
 
