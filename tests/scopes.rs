@@ -48,7 +48,13 @@ fn plausible(doc: &Yaml, schema: &Yaml) -> Value {
                 .map(|r| r.iter().filter_map(Yaml::as_str).collect())
                 .unwrap_or_default();
             if let Some(first) = schema["anyOf"].as_sequence().and_then(|a| a.first()) {
-                required.extend(first["required"].as_sequence().into_iter().flatten().filter_map(Yaml::as_str));
+                required.extend(
+                    first["required"]
+                        .as_sequence()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Yaml::as_str),
+                );
             }
             let mut o = serde_json::Map::new();
             for name in required {
@@ -128,7 +134,10 @@ async fn a_read_key_is_refused_on_every_write_route_of_the_contract() {
             .replace("{object_id}", "120330000000000001")
             .replace("{account_id}", &app.account_id)
             .replace("{key_id}", &own_key_id);
-        assert!(!concrete.contains('{'), "{concrete}: a path parameter to fill");
+        assert!(
+            !concrete.contains('{'),
+            "{concrete}: a path parameter to fill"
+        );
         let body = op["requestBody"]["content"]["application/json"]["schema"]
             .as_mapping()
             .map(|_| {
@@ -140,7 +149,11 @@ async fn a_read_key_is_refused_on_every_write_route_of_the_contract() {
         let (s, v) = app.request(method, &concrete, &read, body.clone()).await;
         let needed = op["x-required-scope"].as_str().unwrap();
         assert_eq!(
-            (s, v["error"]["code"].as_str(), v["error"]["required_scope"].as_str()),
+            (
+                s,
+                v["error"]["code"].as_str(),
+                v["error"]["required_scope"].as_str()
+            ),
             (403, Some("insufficient_scope"), Some(needed)),
             "{method} {concrete} with {body:?}: {v}"
         );
@@ -205,7 +218,11 @@ async fn only_keys_keys_mint_and_never_more_than_they_hold() {
             Some(json!({"scopes": ["keys", "keys"]})),
         )
         .await;
-    assert_eq!((s, &keys_key["scopes"]), (201, &json!(["keys"])), "{keys_key}");
+    assert_eq!(
+        (s, &keys_key["scopes"]),
+        (201, &json!(["keys"])),
+        "{keys_key}"
+    );
     for bad in [json!({"scopes": []}), json!({"scopes": ["admin"]})] {
         let (s, v) = app
             .request("POST", "/v1/api-keys", &manager, Some(bad.clone()))
@@ -238,7 +255,28 @@ async fn only_keys_keys_mint_and_never_more_than_they_hold() {
             Some(json!({})),
         )
         .await;
-    assert_eq!((s, &v["error"]["required_scope"]), (403, &json!("read")), "{v}");
+    assert_eq!(
+        (s, &v["error"]["required_scope"]),
+        (403, &json!("read")),
+        "{v}"
+    );
+    // Nor can it rotate a stronger key to get that key's powers.
+    let (s, v) = app
+        .request(
+            "POST",
+            &format!(
+                "/v1/api-keys/{}/rotate",
+                minted["created_by"].as_str().unwrap()
+            ),
+            keys_key["key"].as_str().unwrap(),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(
+        (s, &v["error"]["required_scope"]),
+        (403, &json!("read")),
+        "{v}"
+    );
     // The operator gives any scopes.
     let op = operator(&app).await;
     let (s, v) = app
@@ -276,7 +314,11 @@ async fn keys_stored_before_scopes_keep_working_but_manage_no_keys() {
     let (s, v) = app
         .request("POST", "/v1/api-keys", &legacy, Some(json!({})))
         .await;
-    assert_eq!((s, &v["error"]["required_scope"]), (403, &json!("keys")), "{v}");
+    assert_eq!(
+        (s, &v["error"]["required_scope"]),
+        (403, &json!("keys")),
+        "{v}"
+    );
     // Rotated (by a keys key), its successor holds the legacy scopes, written down.
     let (s, v) = app
         .request(
@@ -287,7 +329,10 @@ async fn keys_stored_before_scopes_keep_working_but_manage_no_keys() {
         )
         .await;
     assert_eq!(s, 201, "{v}");
-    assert_eq!(v["scopes"], json!(["read", "conversions", "ads", "connect"]));
+    assert_eq!(
+        v["scopes"],
+        json!(["read", "conversions", "ads", "connect"])
+    );
     assert_eq!(v["legacy_scopes"], json!(false));
     app.stack.stop().await;
 }
@@ -316,8 +361,7 @@ async fn live_keys_are_capped_even_under_concurrent_creation() {
         ids.push(v["key_id"].as_str().unwrap().to_string());
     }
     // Ten at once for the last five places: exactly five get one.
-    let answers =
-        futures_util::future::join_all((0..10).map(|i| create(format!("race{i}")))).await;
+    let answers = futures_util::future::join_all((0..10).map(|i| create(format!("race{i}")))).await;
     let made = answers.iter().filter(|(s, _)| *s == 201).count();
     let refused: Vec<&Value> = answers
         .iter()
@@ -425,7 +469,10 @@ async fn every_key_and_admin_action_is_audited() {
     let (s, v) = app
         .get("/v1/admin/audit?account_id=audited", &manager)
         .await;
-    assert_eq!((s, &v["error"]["required_scope"]), (403, &json!("operator")));
+    assert_eq!(
+        (s, &v["error"]["required_scope"]),
+        (403, &json!("operator"))
+    );
     let (s, v) = app.get("/v1/admin/audit?account_id=audited", &op).await;
     assert_eq!(s, 200, "{v}");
     let rows = v["audit"].as_array().unwrap();
@@ -442,7 +489,11 @@ async fn every_key_and_admin_action_is_audited() {
     assert_eq!(
         seen,
         [
-            ("api_key.revoke", "operator", rotated["key_id"].as_str().unwrap()),
+            (
+                "api_key.revoke",
+                "operator",
+                rotated["key_id"].as_str().unwrap()
+            ),
             ("api_key.rotate", "account_key", minted_id.as_str()),
             ("api_key.create", "account_key", minted_id.as_str()),
             ("api_key.create", "operator", manager_id.as_str()),
@@ -453,7 +504,10 @@ async fn every_key_and_admin_action_is_audited() {
     );
     assert_eq!(rows[1]["actor"]["key_id"], manager_id.as_str());
     assert_eq!(rows[3]["detail"]["scopes"], json!(["read", "keys"]));
-    assert!(rows.iter().all(|r| r["at"].as_str().is_some_and(|t| t.ends_with('Z'))));
+    assert!(
+        rows.iter()
+            .all(|r| r["at"].as_str().is_some_and(|t| t.ends_with('Z')))
+    );
     assert!(!v.to_string().contains(&manager), "no key in the trail");
     // Pages, newest first.
     let (s, p1) = app
@@ -463,7 +517,10 @@ async fn every_key_and_admin_action_is_audited() {
     let cursor = p1["next_cursor"].as_str().unwrap();
     let (s, p2) = app
         .get(
-            &format!("/v1/admin/audit?account_id=audited&limit=4&cursor={}", cursor.replace('#', "%23")),
+            &format!(
+                "/v1/admin/audit?account_id=audited&limit=4&cursor={}",
+                cursor.replace('#', "%23")
+            ),
             &op,
         )
         .await;

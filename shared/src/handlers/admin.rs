@@ -387,8 +387,9 @@ async fn rotate_key(deps: &AdminDeps, req: &ApiRequest, key_id: &str) -> ApiResu
         ));
     }
     // The new key holds what the old one held (a key made before scopes: its legacy
-    // scopes, now written down).
-    let scopes = old.effective_scopes();
+    // scopes, now written down); an account key rotates only keys it could have made,
+    // or rotating a stronger key would hand it that key's powers.
+    let scopes = granted_scopes(&caller, Some(old.effective_scopes()))?;
     let (key, rec) = new_key(&caller, &old.account_id, old.name.clone(), &scopes)?;
     // An expiry only ever moves earlier: a key cannot push its own end back.
     let ends = old

@@ -144,7 +144,14 @@ impl Accounts for MemoryStore {
         if keys.contains_key(&key.hash) {
             return Err(StoreError::Conflict("api key exists".into()));
         }
-        keys.insert(key.hash.clone(), key.clone());
+        // Outside the live-key count, as in the adapter.
+        keys.insert(
+            key.hash.clone(),
+            ApiKeyRecord {
+                counted: false,
+                ..key.clone()
+            },
+        );
         Ok(())
     }
     async fn api_key(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
