@@ -448,3 +448,107 @@ async fn the_unrouted_backlog_of_a_route_until_it_is_claimed_and_drained() {
         .collect();
     assert_eq!(left, ["sinch:APP1"]);
 }
+
+/// Keys with scopes, the live-key count, rotation and revocation conditional on what
+/// was read, and the audit trail: the DynamoDB adapter and the in-memory store alike.
+#[tokio::test]
+async fn key_lifecycle_counts_live_keys_and_audits_in_both_stores() {
+    use ctwa_shared::auth::{Scope, generate_key};
+    use ctwa_shared::store::memory::MemoryStore;
+    use ctwa_shared::store::{AuditLog, AuditRecord, KeyEnd, KeyWrite};
+
+    async fn run<S: Accounts + AuditLog>(d: &S, who: &str) {
+        let audit = |action: &str, target: &str| {
+            AuditRecord::new(
+                Some("a1"),
+                "operator",
+                Some("key_op"),
+                action,
+                target,
+                serde_json::json!({"n": 1}),
+            )
+            .unwrap()
+        };
+        let mut keys = Vec::new();
+        for _ in 0..3 {
+            let (_, k) = generate_key("a1", &[Scope::Keys, Scope::Read], 1).unwrap();
+            let w = d
+                .create_api_key(&k, 3, &audit("api_key.create", &k.key_id))
+                .await
+                .unwrap();
+            assert_eq!(w, KeyWrite::Done, "{who}");
+            keys.push(d.api_key(&k.hash).await.unwrap().unwrap());
+        }
+        assert!(keys.iter().all(|k| k.counted), "{who}");
+        assert_eq!(keys[0].scopes, Some(vec![Scope::Read, Scope::Keys]));
+        let (_, extra) = generate_key("a1", &[Scope::Read], 1).unwrap();
+        let a = audit("api_key.create", &extra.key_id);
+        assert_eq!(
+            d.create_api_key(&extra, 3, &a).await.unwrap(),
+            KeyWrite::LimitReached,
+            "{who}"
+        );
+        assert_eq!(d.api_key(&extra.hash).await.unwrap(), None, "{who}");
+        // A rotation with grace: the new key takes the old one's place.
+        let (_, new) = generate_key("a1", &[Scope::Read], 2).unwrap();
+        let w = d
+            .rotate_api_key(
+                &keys[0],
+                &new,
+                KeyEnd::ExpiresAt(10_000),
+                3,
+                &audit("api_key.rotate", &keys[0].key_id),
+            )
+            .await
+            .unwrap();
+        assert_eq!(w, KeyWrite::Done, "{who}");
+        let old = d.api_key(&keys[0].hash).await.unwrap().unwrap();
+        assert_eq!((old.counted, old.expires_at_ms), (false, Some(10_000)));
+        // Rotating the key as it was read before is refused: it changed.
+        let (_, again) = generate_key("a1", &[Scope::Read], 3).unwrap();
+        let w = d
+            .rotate_api_key(
+                &keys[0],
+                &again,
+                KeyEnd::RevokedAt(5),
+                3,
+                &audit("api_key.rotate", &keys[0].key_id),
+            )
+            .await
+            .unwrap();
+        assert_eq!(w, KeyWrite::Changed, "{who}");
+        assert_eq!(d.api_key(&again.hash).await.unwrap(), None);
+        // A revocation gives its place back (once).
+        let a = audit("api_key.revoke", &keys[1].key_id);
+        assert_eq!(
+            d.revoke_api_key(&keys[1], 7, &a).await.unwrap(),
+            KeyWrite::Done
+        );
+        let a = audit("api_key.revoke", &keys[1].key_id);
+        assert_eq!(
+            d.revoke_api_key(&keys[1], 8, &a).await.unwrap(),
+            KeyWrite::Changed
+        );
+        let a = audit("api_key.create", &extra.key_id);
+        assert_eq!(
+            d.create_api_key(&extra, 3, &a).await.unwrap(),
+            KeyWrite::Done
+        );
+        // The trail: newest first, in pages; deployment-wide records apart.
+        let (page, next) = d.audit_records(Some("a1"), 4, None).await.unwrap();
+        assert_eq!(page.len(), 4, "{who}");
+        let (rest, end) = d
+            .audit_records(Some("a1"), 4, next.as_deref())
+            .await
+            .unwrap();
+        assert_eq!((rest.len(), end), (2, None), "{who}");
+        let all: Vec<_> = page.iter().chain(&rest).collect();
+        assert!(all.windows(2).all(|w| w[0].cursor() > w[1].cursor()));
+        assert_eq!(all[0].detail, serde_json::json!({"n": 1}));
+        assert_eq!(all[0].actor_key_id.as_deref(), Some("key_op"));
+        assert!(d.audit_records(None, 10, None).await.unwrap().0.is_empty());
+    }
+    let (_, d) = data().await;
+    run(&d, "dynamodb").await;
+    run(&MemoryStore::new(), "memory").await;
+}

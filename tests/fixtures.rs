@@ -165,6 +165,43 @@ fn openapi_routes_are_the_template_routes() {
     assert_eq!(openapi_routes(), routes);
 }
 
+/// The contract names, for every operation, what its key needs (`x-required-scope`),
+/// and that is what the code's one table ([`ROUTE_ACCESS`]) checks; the signed routes
+/// (webhooks) take no key (`security: []`).
+#[test]
+fn openapi_states_each_routes_scope_as_the_code_checks_it() {
+    use ctwa_shared::auth::{Access, ROUTE_ACCESS};
+    let text = std::fs::read_to_string(format!(
+        "{}/../docs/openapi.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let doc: Yaml = serde_yaml::from_str(&text).unwrap();
+    let mut documented = Vec::new();
+    for (path, ops) in doc["paths"].as_mapping().unwrap() {
+        for (method, op) in ops.as_mapping().unwrap() {
+            let method = method.as_str().unwrap().to_uppercase();
+            let path = path.as_str().unwrap().to_string();
+            let signed = op["security"].as_sequence().is_some_and(|s| s.is_empty());
+            let scope = op["x-required-scope"].as_str();
+            let access = match (signed, scope) {
+                (true, None) => "none".to_string(),
+                (false, Some(s)) => s.to_string(),
+                other => panic!("{method} {path}: security/x-required-scope {other:?}"),
+            };
+            documented.push((method, path, access));
+        }
+    }
+    documented.sort();
+    let mut code: Vec<(String, String, String)> = ROUTE_ACCESS
+        .iter()
+        .map(|(m, p, a)| (m.to_string(), p.to_string(), a.name().to_string()))
+        .collect();
+    code.sort();
+    assert_eq!(documented, code);
+    assert!(ROUTE_ACCESS.iter().any(|(_, _, a)| *a == Access::Operator));
+}
+
 /// Every route of the contract is served by the local run's handlers: none answers the
 /// router's or a handler's "no route" 404, nor 405.
 #[tokio::test]

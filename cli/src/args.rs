@@ -428,6 +428,10 @@ pub enum ApiKeyCmd {
     Create {
         #[arg(long)]
         name: Option<String>,
+        /// What the key may do: read, conversions, ads, connect, keys (repeat or
+        /// comma-separate) [default: read]; never more than the key you use holds
+        #[arg(long = "scope", value_name = "SCOPE", value_delimiter = ',')]
+        scopes: Vec<String>,
     },
     /// a new key replacing this one; the old one keeps working for the grace period
     Rotate(RotateArgs),
@@ -518,6 +522,10 @@ pub enum AdminApiKeyCmd {
         account: String,
         #[arg(long)]
         name: Option<String>,
+        /// What the key may do: read, conversions, ads, connect, keys (repeat or
+        /// comma-separate) [default: read]
+        #[arg(long = "scope", value_name = "SCOPE", value_delimiter = ',')]
+        scopes: Vec<String>,
     },
     /// list an account's keys
     List {

@@ -479,6 +479,11 @@ async fn simulate(ctx: &Ctx, a: SimulateArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The `scopes` of a new key: absent when none was given (the API's default, read).
+fn scopes_field(scopes: Vec<String>) -> Option<Value> {
+    (!scopes.is_empty()).then(|| json!(scopes))
+}
+
 fn key_created_note() {
     note("note: the new key is shown once: store it now");
 }
@@ -512,10 +517,13 @@ async fn revoke(ctx: &Ctx, key_id: &str) -> Result<(), CliError> {
 async fn api_keys(ctx: &Ctx, cmd: ApiKeyCmd) -> Result<(), CliError> {
     match cmd {
         ApiKeyCmd::List => ctx.show(Req::get("/v1/api-keys")).await.map(drop),
-        ApiKeyCmd::Create { name } => {
+        ApiKeyCmd::Create { name, scopes } => {
             ctx.show(Req::post(
                 "/v1/api-keys",
-                object(vec![("name", name.map(Value::String))]),
+                object(vec![
+                    ("name", name.map(Value::String)),
+                    ("scopes", scopes_field(scopes)),
+                ]),
             ))
             .await?;
             key_created_note();
@@ -584,12 +592,17 @@ async fn admin(ctx: &Ctx, cmd: AdminCmd) -> Result<(), CliError> {
             .await
             .map(drop),
         AdminCmd::ApiKey { cmd } => match cmd {
-            AdminApiKeyCmd::Create { account, name } => {
+            AdminApiKeyCmd::Create {
+                account,
+                name,
+                scopes,
+            } => {
                 ctx.show(Req::post(
                     "/v1/api-keys",
                     object(vec![
                         ("account_id", Some(Value::String(account))),
                         ("name", name.map(Value::String)),
+                        ("scopes", scopes_field(scopes)),
                     ]),
                 ))
                 .await?;

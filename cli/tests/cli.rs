@@ -864,6 +864,8 @@ async fn admin_accounts_and_api_keys() {
             &id,
             "--name",
             "ci",
+            "--scope",
+            "read,keys",
         ])
         .await
         .ok();
@@ -906,6 +908,11 @@ async fn admin_accounts_and_api_keys() {
         .ok()
         .json();
     let spare = v["key_id"].as_str().expect("key_id").to_string();
+    assert_eq!(v["scopes"], json!(["read"]), "the least by default: {v}");
+    // Never more than the key that mints it holds.
+    acme.run(&["api-key", "create", "--scope", "ads"])
+        .await
+        .exit(1);
     acme.run(&["api-key", "revoke", &spare]).await.ok();
     admin
         .run(&["admin", "api-key", "revoke", &key_id])

@@ -131,7 +131,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "whatsapp_numbers": [DEMO_WHATSAPP_NUMBER],
         }));
     }
-    let (api_key, record) = generate_key(DEMO_ACCOUNT, now)?;
+    let (api_key, record) = generate_key(DEMO_ACCOUNT, &ctwa_shared::auth::Scope::ALL, now)?;
     stack.data.put_api_key(&record).await?;
     let (operator_key, record) = ctwa_shared::auth::generate_operator_key(now)?;
     stack.data.put_api_key(&record).await?;

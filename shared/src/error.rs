@@ -42,6 +42,14 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// The API key lacks what the route needs (a scope, or being an operator key).
+    #[error("{}", insufficient_scope_message(.required))]
+    InsufficientScope { required: &'static str },
+    /// The account holds as many live API keys as it may.
+    #[error(
+        "this account already has {max} live API keys: revoke one (DELETE /v1/api-keys/{{key_id}}) before creating another"
+    )]
+    KeyLimitReached { max: u32 },
     #[error("{0}")]
     NotFound(String),
     #[error("method not allowed")]
@@ -139,6 +147,14 @@ impl From<CreationFailed> for ApiError {
     }
 }
 
+fn insufficient_scope_message(required: &str) -> String {
+    if required == "operator" {
+        "this route needs an operator key".to_string()
+    } else {
+        format!("this API key lacks the `{required}` scope this route needs")
+    }
+}
+
 fn meta_message(e: &GraphError) -> String {
     match e {
         GraphError::Api { error, .. } if error.message.starts_with("(#") => error.message.clone(),
@@ -173,12 +189,13 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             Self::Unauthorized(_) | Self::MetaTokenInvalid(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Conflict(_)
+            | Self::KeyLimitReached { .. }
             | Self::KeyInactive
             | Self::RequestInProgress
             | Self::MetaNotConnected
@@ -206,6 +223,8 @@ impl ApiError {
             Self::BadRequest(_) => "bad_request",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
+            Self::InsufficientScope { .. } => "insufficient_scope",
+            Self::KeyLimitReached { .. } => "key_limit_reached",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
@@ -264,6 +283,12 @@ impl ApiError {
             }
             Self::MissingScopes(missing) => {
                 e.insert("missing_scopes".into(), json!(missing));
+            }
+            Self::InsufficientScope { required } => {
+                e.insert("required_scope".into(), json!(required));
+            }
+            Self::KeyLimitReached { max } => {
+                e.insert("max_live_keys".into(), json!(max));
             }
             Self::MetaWabaNotGranted { waba_id, granted } => {
                 e.insert("waba_id".into(), json!(waba_id));

@@ -111,7 +111,8 @@ pub fn admin(aws: &Aws, config: &AdminConfig) -> AdminDeps {
     let secrets = Arc::new(AwsSecrets::new(aws.secrets.clone()));
     AdminDeps {
         accounts: data.clone(),
-        ads: data,
+        ads: data.clone(),
+        audit: data,
         sinch_secrets: SinchSecretStore {
             source: secrets.clone(),
             writer: secrets,

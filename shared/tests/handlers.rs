@@ -57,7 +57,7 @@ async fn world() -> World {
         })
         .await
         .unwrap();
-    let (key, rec) = generate_key("acct1", 0).unwrap();
+    let (key, rec) = generate_key("acct1", &ctwa_shared::auth::Scope::ALL, 0).unwrap();
     store.put_api_key(&rec).await.unwrap();
     World {
         webhook: webhook::WebhookDeps {

@@ -10,7 +10,7 @@
 pub mod fault_proxy;
 
 use ctwa_local::{Clients, LocalConfig, Stack, start};
-use ctwa_shared::auth::generate_key;
+use ctwa_shared::auth::{Scope, generate_key};
 use ctwa_shared::domain::Account;
 use ctwa_shared::signature::{sign_meta, sign_sinch};
 use ctwa_shared::store::Accounts;
@@ -221,7 +221,7 @@ pub(crate) async fn finish_app(
     )
     .await
     .expect("the fixture Sinch app's secret");
-    let (api_key, rec) = generate_key(&account_id, 0).expect("key");
+    let (api_key, rec) = generate_key(&account_id, &Scope::ALL, 0).expect("key");
     stack.data.put_api_key(&rec).await.expect("api key");
     TestApp {
         base: stack.base_url(),
@@ -324,6 +324,13 @@ impl TestApp {
         key
     }
 
+    /// A new key of the test account holding only `scopes`.
+    pub async fn key_with_scopes(&self, scopes: &[Scope]) -> String {
+        let (key, rec) = generate_key(&self.account_id, scopes, 0).expect("key");
+        self.stack.data.put_api_key(&rec).await.expect("api key");
+        key
+    }
+
     /// Another account (with its own key) on the same tables.
     pub async fn add_account(&self, phone_number_id: &str) -> (String, String) {
         let id = unique("acct");
@@ -339,7 +346,7 @@ impl TestApp {
             })
             .await
             .expect("account");
-        let (key, rec) = generate_key(&id, 0).expect("key");
+        let (key, rec) = generate_key(&id, &Scope::ALL, 0).expect("key");
         self.stack.data.put_api_key(&rec).await.expect("api key");
         (id, key)
     }

@@ -5,28 +5,31 @@
 //! ctwa-admin account create --table T --id acme --name "Acme" [--waba-id W]
 //!            [--phone-number-id P]... [--sinch-app-id S]
 //! ctwa-admin account show   --table T --id acme
-//! ctwa-admin api-key create --table T --account acme
+//! ctwa-admin api-key create --table T --account acme [--scope read,conversions,...]
 //! ctwa-admin ad-account link --table T --account acme --ad-account-id act_1 [--page-id P]
 //! ctwa-admin operator-key create --table T
 //! ```
 //! The operator key (for `/v1/admin/...` and `/v1/api-keys`, `ctwa admin ...`) is the
 //! bootstrap: everything else can then be done over HTTP.
-//! The API key is printed once; only its SHA-256 hash is stored. `account create` and
-//! `ad-account link` keep the rules of their HTTP routes (`ctwa_shared::accounts`).
+//! The API key is printed once; only its SHA-256 hash is stored; it holds the scopes
+//! given (`read` when none), counts toward the account's live keys like one made over
+//! HTTP. `account create` and `ad-account link` keep the rules of their HTTP routes
+//! (`ctwa_shared::accounts`). Every command that changes something leaves an audit
+//! record (actor `ctwa-admin`), readable with `GET /v1/admin/audit`.
 
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 use ctwa_shared::accounts::{NewAccount, NewAdAccountLink};
-use ctwa_shared::auth::generate_key;
+use ctwa_shared::auth::{DEFAULT_SCOPES, Scope, generate_key};
 use ctwa_shared::ids::AccountId;
 use ctwa_shared::store::dynamo::DynamoData;
-use ctwa_shared::store::{Accounts, AdInventory};
+use ctwa_shared::store::{Accounts, AdInventory, AuditLog, AuditRecord, KeyWrite, MAX_LIVE_KEYS};
 use std::process::ExitCode;
 
 const USAGE: &str = "
   ctwa-admin account create --table DATA_TABLE --id ID --name NAME [--waba-id ID] [--phone-number-id ID]... [--sinch-app-id ID]
   ctwa-admin account show   --table DATA_TABLE --id ID
-  ctwa-admin api-key create --table DATA_TABLE --account ID
+  ctwa-admin api-key create --table DATA_TABLE --account ID [--scope SCOPE]...
   ctwa-admin ad-account link --table DATA_TABLE --account ID --ad-account-id act_ID [--page-id ID]
   ctwa-admin operator-key create --table DATA_TABLE";
 
@@ -93,7 +96,16 @@ enum ApiKeyCommand {
     Create {
         #[arg(long, value_name = "ID")]
         account: String,
+        /// read, conversions, ads, connect, keys; repeatable or comma-separated
+        /// [default: read].
+        #[arg(long = "scope", value_name = "SCOPE", value_delimiter = ',', value_parser = parse_scope)]
+        scopes: Vec<Scope>,
     },
+}
+
+fn parse_scope(s: &str) -> Result<Scope, String> {
+    Scope::parse(s.trim())
+        .ok_or_else(|| format!("unknown scope {s:?}: read, conversions, ads, connect or keys"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -140,6 +152,19 @@ async fn existing(data: &DynamoData, account: &AccountId) -> Result<(), String> 
     Ok(())
 }
 
+/// An audit record of a `ctwa-admin` command (it acts with AWS credentials, no key).
+async fn audit(
+    data: &DynamoData,
+    account: Option<&str>,
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+) -> Result<(), String> {
+    let rec = AuditRecord::new(account, "ctwa-admin", None, action, target, detail)
+        .map_err(|e| e.to_string())?;
+    data.record_audit(&rec).await.map_err(|e| e.to_string())
+}
+
 fn account_id(raw: &str) -> Result<AccountId, String> {
     AccountId::parse(raw).map_err(|e| e.to_string())
 }
@@ -176,6 +201,16 @@ async fn run(cli: Cli) -> Result<serde_json::Value, String> {
             data.create_account(&account)
                 .await
                 .map_err(|e| e.to_string())?;
+            audit(
+                &data,
+                Some(&account.id),
+                "account.create",
+                &account.id,
+                serde_json::json!({"waba_id": account.waba_id,
+                    "phone_number_ids": account.phone_number_ids,
+                    "sinch_app_id": account.sinch_app_id}),
+            )
+            .await?;
             if account.sinch_app_id.is_some() {
                 eprintln!(
                     "note: the Sinch app's callbacks are refused until its webhook secret is set: PUT /v1/admin/accounts/{}/sinch-webhook-secret with an operator key",
@@ -216,16 +251,52 @@ async fn run(cli: Cli) -> Result<serde_json::Value, String> {
             data.link_ad_account(&link)
                 .await
                 .map_err(|e| e.to_string())?;
+            audit(
+                &data,
+                Some(account.as_str()),
+                "ad_account.link",
+                &link.ad_account_id,
+                serde_json::json!({"page_id": link.page_id}),
+            )
+            .await?;
             serde_json::to_value(&link).map_err(|e| e.to_string())
         }
-        Command::ApiKey(ApiKeyCommand::Create { account }) => {
+        Command::ApiKey(ApiKeyCommand::Create { account, scopes }) => {
             let account = account_id(&account)?;
             existing(&data, &account).await?;
-            let (key, rec) = generate_key(account.as_str(), ctwa_shared::time::now_millis())
-                .map_err(|e| e.to_string())?;
-            data.put_api_key(&rec).await.map_err(|e| e.to_string())?;
+            let scopes = if scopes.is_empty() {
+                DEFAULT_SCOPES.to_vec()
+            } else {
+                scopes
+            };
+            let (key, mut rec) =
+                generate_key(account.as_str(), &scopes, ctwa_shared::time::now_millis())
+                    .map_err(|e| e.to_string())?;
+            rec.created_by = Some("ctwa-admin".into());
+            let audit = AuditRecord::new(
+                Some(account.as_str()),
+                "ctwa-admin",
+                None,
+                "api_key.create",
+                &rec.key_id,
+                serde_json::json!({"scopes": rec.scopes}),
+            )
+            .map_err(|e| e.to_string())?;
+            match data
+                .create_api_key(&rec, MAX_LIVE_KEYS, &audit)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                KeyWrite::Done => {}
+                _ => {
+                    return Err(format!(
+                        "account {account} already has {MAX_LIVE_KEYS} live API keys: revoke one first"
+                    ));
+                }
+            }
             Ok(
-                serde_json::json!({"account_id": account, "api_key": key, "prefix": rec.prefix,
+                serde_json::json!({"account_id": account, "api_key": key, "key_id": rec.key_id,
+                "prefix": rec.prefix, "scopes": rec.scopes,
                 "note": "shown once: only its hash is stored"}),
             )
         }
@@ -234,6 +305,14 @@ async fn run(cli: Cli) -> Result<serde_json::Value, String> {
                 ctwa_shared::auth::generate_operator_key(ctwa_shared::time::now_millis())
                     .map_err(|e| e.to_string())?;
             data.put_api_key(&rec).await.map_err(|e| e.to_string())?;
+            audit(
+                &data,
+                None,
+                "operator_key.create",
+                &rec.key_id,
+                serde_json::json!({}),
+            )
+            .await?;
             Ok(
                 serde_json::json!({"operator_key": key, "key_id": rec.key_id, "prefix": rec.prefix,
                 "note": "shown once: only its hash is stored; revoke with DELETE /v1/api-keys/{key_id}"}),
@@ -298,8 +377,14 @@ mod tests {
         ));
         assert!(matches!(
             parse("api-key create --table T --account acme").unwrap().command,
-            Command::ApiKey(ApiKeyCommand::Create { account }) if account == "acme"
+            Command::ApiKey(ApiKeyCommand::Create { account, scopes }) if account == "acme" && scopes.is_empty()
         ));
+        assert!(matches!(
+            parse("api-key create --account acme --scope read,conversions --scope keys").unwrap().command,
+            Command::ApiKey(ApiKeyCommand::Create { scopes, .. })
+                if scopes == [Scope::Read, Scope::Conversions, Scope::Keys]
+        ));
+        assert!(parse("api-key create --account acme --scope admin").is_err());
         match parse("ad-account link --table T --account acme --ad-account-id act_1 --page-id 9")
             .unwrap()
             .command

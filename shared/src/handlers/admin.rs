@@ -1,16 +1,18 @@
-//! Onboarding and API keys.
+//! Onboarding, API keys and the audit trail.
 //!
 //! Operator routes (an operator key, made with `ctwa-admin operator-key create`):
 //! `POST /v1/admin/accounts`, `GET /v1/admin/accounts/{account_id}`,
 //! `POST /v1/admin/accounts/{account_id}/ad-accounts`,
-//! `PUT /v1/admin/accounts/{account_id}/sinch-webhook-secret`.
-//! Key routes (an account key for its own account, or an operator key naming the
-//! account): `GET|POST /v1/api-keys`, `POST /v1/api-keys/{key_id}/rotate`,
-//! `DELETE /v1/api-keys/{key_id}`. Keys are shown once; only their SHA-256 is stored.
+//! `PUT /v1/admin/accounts/{account_id}/sinch-webhook-secret`, `GET /v1/admin/audit`.
+//! Key routes (an account key holding the `keys` scope, for its own account, or an
+//! operator key naming the account): `GET|POST /v1/api-keys`,
+//! `POST /v1/api-keys/{key_id}/rotate`, `DELETE /v1/api-keys/{key_id}`. Keys are shown
+//! once; only their SHA-256 is stored. Every action here that changes something leaves
+//! an audit record (who, what, when).
 
 use super::connect::json_body;
 use crate::accounts::{NewAccount, NewAdAccountLink, SinchWebhookSecret, ValidAccount};
-use crate::auth::{Caller, caller_record, generate_key};
+use crate::auth::{Caller, DEFAULT_SCOPES, Scope, authorize_caller, generate_key};
 use crate::domain::Account;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ApiRequest, ApiResponse};
@@ -18,7 +20,10 @@ use crate::ids::AccountId;
 use crate::secrets::{
     MAX_SINCH_PREVIOUS_SECS, SecretError, SecretSource, SecretWriter, SinchAppSecret,
 };
-use crate::store::{Accounts, AdInventory, ApiKeyRecord};
+use crate::store::{
+    Accounts, AdInventory, ApiKeyRecord, AuditLog, AuditRecord, KeyEnd, KeyWrite, MAX_LIVE_KEYS,
+    is_audit_cursor,
+};
 use crate::time::rfc3339_millis;
 use http::{Method, StatusCode};
 use serde::Deserialize;
@@ -33,6 +38,7 @@ pub use crate::accounts::MAX_IDS_PER_LIST;
 pub struct AdminDeps {
     pub accounts: Arc<dyn Accounts>,
     pub ads: Arc<dyn AdInventory>,
+    pub audit: Arc<dyn AuditLog>,
     pub sinch_secrets: SinchSecretStore,
 }
 
@@ -88,6 +94,7 @@ pub async fn handle(deps: &AdminDeps, req: ApiRequest) -> ApiResponse {
         (["v1", "admin", "accounts", id, "sinch-webhook-secret"], &Method::PUT) => {
             set_sinch_secret(deps, &req, id).await
         }
+        (["v1", "admin", "audit"], &Method::GET) => list_audit(deps, &req).await,
         (["v1", "api-keys"], &Method::GET) => list_keys(deps, &req).await,
         (["v1", "api-keys"], &Method::POST) => create_key(deps, &req).await,
         (["v1", "api-keys", key_id, "rotate"], &Method::POST) => {
@@ -103,27 +110,33 @@ pub async fn handle(deps: &AdminDeps, req: ApiRequest) -> ApiResponse {
     result.unwrap_or_else(ApiError::into_response)
 }
 
-/// The caller of an admin or key route. A key in a rotation's grace period still
-/// reads its account's data, but manages nothing: a leaked key that was rotated away
-/// cannot mint a new key or keep itself alive.
+/// The caller of an admin or key route, if its key may use the route (the one table:
+/// [`crate::auth::ROUTE_ACCESS`]).
 async fn manager(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<Caller> {
-    let rec = caller_record(deps.accounts.as_ref(), req).await?;
-    if rec.expires_at_ms.is_some() {
-        return Err(ApiError::Forbidden(
-            "this key was rotated and is in its grace period: it cannot manage keys or accounts"
-                .into(),
-        ));
-    }
-    Ok(rec.into())
+    authorize_caller(deps.accounts.as_ref(), req).await
 }
 
-async fn operator(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<()> {
-    match manager(deps, req).await? {
-        Caller::Operator { .. } => Ok(()),
-        Caller::Account { .. } => Err(ApiError::Forbidden(
-            "this route needs an operator key".into(),
-        )),
-    }
+/// An audit record of `caller`'s action, written with or after it.
+fn audit_record(
+    caller: &Caller,
+    account_id: Option<&str>,
+    action: &str,
+    target: &str,
+    detail: Value,
+) -> ApiResult<AuditRecord> {
+    let kind = match caller {
+        Caller::Operator { .. } => "operator",
+        Caller::Account { .. } => "account_key",
+    };
+    AuditRecord::new(
+        account_id,
+        kind,
+        Some(caller.key_id()),
+        action,
+        target,
+        detail,
+    )
+    .map_err(ApiError::internal)
 }
 
 /// A broken onboarding rule is the caller's mistake.
@@ -150,7 +163,7 @@ async fn account_view(deps: &AdminDeps, a: &Account) -> ApiResult<Value> {
 }
 
 async fn create_account(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
-    operator(deps, req).await?;
+    let caller = manager(deps, req).await?;
     let body: NewAccount = json_body(req)?;
     let ValidAccount {
         account,
@@ -160,6 +173,21 @@ async fn create_account(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<ApiResp
     // All or nothing: the account, its routes and its ad accounts in one transaction.
     deps.ads
         .create_account_with_ad_accounts(&account, &links)
+        .await?;
+    // After the account: a failed write answers 500, and the account stands.
+    deps.audit
+        .record_audit(&audit_record(
+            &caller,
+            Some(&account.id),
+            "account.create",
+            &account.id,
+            json!({
+                "waba_id": account.waba_id,
+                "phone_number_ids": account.phone_number_ids,
+                "sinch_app_id": account.sinch_app_id,
+                "ad_account_ids": links.iter().map(|l| &l.ad_account_id).collect::<Vec<_>>(),
+            }),
+        )?)
         .await?;
     // Then the Sinch app's secret: only once the app is this account's (a typo naming
     // another tenant's app fails above and overwrites nothing). If this write fails,
@@ -187,7 +215,7 @@ async fn existing_account(deps: &AdminDeps, id: &AccountId) -> ApiResult<Account
 }
 
 async fn show_account(deps: &AdminDeps, req: &ApiRequest, id: &str) -> ApiResult<ApiResponse> {
-    operator(deps, req).await?;
+    manager(deps, req).await?;
     let a = existing_account(deps, &account_id(id)?).await?;
     Ok(ApiResponse::json(
         StatusCode::OK,
@@ -196,13 +224,22 @@ async fn show_account(deps: &AdminDeps, req: &ApiRequest, id: &str) -> ApiResult
 }
 
 async fn link_ad_account(deps: &AdminDeps, req: &ApiRequest, id: &str) -> ApiResult<ApiResponse> {
-    operator(deps, req).await?;
+    let caller = manager(deps, req).await?;
     let body: NewAdAccountLink = json_body(req)?;
     let valid = body.parse()?;
     let id = account_id(id)?;
     existing_account(deps, &id).await?;
     let link = valid.link(&id, crate::time::now_millis());
     deps.ads.link_ad_account(&link).await?;
+    deps.audit
+        .record_audit(&audit_record(
+            &caller,
+            Some(id.as_str()),
+            "ad_account.link",
+            &link.ad_account_id,
+            json!({"page_id": link.page_id}),
+        )?)
+        .await?;
     Ok(ApiResponse::json(
         StatusCode::CREATED,
         &json!({"ad_account": link}),
@@ -220,7 +257,7 @@ struct SinchSecretBody {
 
 /// Sets (or rotates) the webhook secret of the account's Sinch app.
 async fn set_sinch_secret(deps: &AdminDeps, req: &ApiRequest, id: &str) -> ApiResult<ApiResponse> {
-    operator(deps, req).await?;
+    let caller = manager(deps, req).await?;
     let body: SinchSecretBody = json_body(req)?;
     let secret = body.secret.checked()?;
     let previous = body.previous_valid_seconds.unwrap_or(0);
@@ -238,6 +275,16 @@ async fn set_sinch_secret(deps: &AdminDeps, req: &ApiRequest, id: &str) -> ApiRe
         .set(&app, secret.expose(), previous)
         .await?;
     tracing::info!(account = %account.id, sinch_app_id = %app, "Sinch webhook secret set");
+    // Who set it and when; never the secret.
+    deps.audit
+        .record_audit(&audit_record(
+            &caller,
+            Some(&account.id),
+            "sinch_webhook_secret.set",
+            &app,
+            json!({"previous_valid_seconds": previous}),
+        )?)
+        .await?;
     Ok(ApiResponse::json(
         StatusCode::OK,
         &json!({
@@ -260,21 +307,24 @@ fn key_view(k: &ApiKeyRecord) -> Value {
         "revoked_at": k.revoked_at_ms.map(rfc3339_millis),
         "expires_at": k.expires_at_ms.map(rfc3339_millis),
         "active": k.is_active(crate::time::now_millis()),
+        "scopes": (!k.operator).then(|| k.effective_scopes()),
+        "legacy_scopes": !k.operator && k.scopes.is_none(),
+        "created_by": k.created_by,
     })
 }
 
 /// The account a key route acts on: the caller's own, or the one an operator names.
 async fn target_account(
     deps: &AdminDeps,
-    req: &ApiRequest,
+    caller: &Caller,
     named: Option<&str>,
 ) -> ApiResult<String> {
-    match manager(deps, req).await? {
+    match caller {
         Caller::Account { account_id, .. } => match named {
             Some(n) if n != account_id => Err(ApiError::Forbidden(
                 "an account key manages its own account's keys only".into(),
             )),
-            _ => Ok(account_id),
+            _ => Ok(account_id.clone()),
         },
         Caller::Operator { .. } => {
             let id = named.ok_or_else(|| {
@@ -288,7 +338,8 @@ async fn target_account(
 }
 
 async fn list_keys(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
-    let account = target_account(deps, req, req.query_param("account_id")).await?;
+    let caller = manager(deps, req).await?;
+    let account = target_account(deps, &caller, req.query_param("account_id")).await?;
     let keys = deps.accounts.api_keys(Some(&account)).await?;
     Ok(ApiResponse::json(
         StatusCode::OK,
@@ -303,6 +354,9 @@ struct NewKey {
     account_id: Option<String>,
     #[serde(default)]
     name: Option<String>,
+    /// `None`: [`DEFAULT_SCOPES`].
+    #[serde(default)]
+    scopes: Option<Vec<Scope>>,
 }
 
 fn check_name(name: &Option<String>) -> ApiResult<()> {
@@ -315,16 +369,54 @@ fn check_name(name: &Option<String>) -> ApiResult<()> {
     Ok(())
 }
 
-async fn issue_key(
-    deps: &AdminDeps,
+/// The scopes a new key gets: those asked for (or [`DEFAULT_SCOPES`]), never more than
+/// the account key that mints it holds (an operator may give any).
+fn granted_scopes(caller: &Caller, asked: Option<Vec<Scope>>) -> ApiResult<Vec<Scope>> {
+    let asked = crate::auth::normalize_scopes(&asked.unwrap_or_else(|| DEFAULT_SCOPES.to_vec()));
+    if asked.is_empty() {
+        return Err(ApiError::bad_request(
+            "scopes must name at least one of: read, conversions, ads, connect, keys",
+        ));
+    }
+    if let Caller::Account { scopes, .. } = caller
+        && let Some(missing) = asked.iter().find(|s| !scopes.contains(s))
+    {
+        return Err(ApiError::InsufficientScope {
+            required: missing.as_str(),
+        });
+    }
+    Ok(asked)
+}
+
+/// Who made a key, as its record and view tell it.
+fn creator(caller: &Caller) -> String {
+    match caller {
+        Caller::Operator { .. } => "operator".into(),
+        Caller::Account { key_id, .. } => key_id.clone(),
+    }
+}
+
+fn new_key(
+    caller: &Caller,
     account: &str,
     name: Option<String>,
+    scopes: &[Scope],
 ) -> ApiResult<(String, ApiKeyRecord)> {
     let (key, mut rec) =
-        generate_key(account, crate::time::now_millis()).map_err(ApiError::internal)?;
+        generate_key(account, scopes, crate::time::now_millis()).map_err(ApiError::internal)?;
     rec.name = name;
-    deps.accounts.put_api_key(&rec).await?;
+    rec.created_by = Some(creator(caller));
     Ok((key, rec))
+}
+
+fn key_write(w: KeyWrite) -> ApiResult<()> {
+    match w {
+        KeyWrite::Done => Ok(()),
+        KeyWrite::LimitReached => Err(ApiError::KeyLimitReached { max: MAX_LIVE_KEYS }),
+        KeyWrite::Changed => Err(ApiError::Conflict(
+            "the key changed meanwhile (revoked or rotated): list the keys and retry".into(),
+        )),
+    }
 }
 
 fn new_key_body(key: &str, rec: &ApiKeyRecord) -> Value {
@@ -335,10 +427,24 @@ fn new_key_body(key: &str, rec: &ApiKeyRecord) -> Value {
 }
 
 async fn create_key(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
+    let caller = manager(deps, req).await?;
     let body: NewKey = json_body(req)?;
     check_name(&body.name)?;
-    let account = target_account(deps, req, body.account_id.as_deref()).await?;
-    let (key, rec) = issue_key(deps, &account, body.name).await?;
+    let account = target_account(deps, &caller, body.account_id.as_deref()).await?;
+    let scopes = granted_scopes(&caller, body.scopes)?;
+    let (key, rec) = new_key(&caller, &account, body.name, &scopes)?;
+    let audit = audit_record(
+        &caller,
+        Some(&account),
+        "api_key.create",
+        &rec.key_id,
+        json!({"scopes": scopes, "name": rec.name}),
+    )?;
+    key_write(
+        deps.accounts
+            .create_api_key(&rec, MAX_LIVE_KEYS, &audit)
+            .await?,
+    )?;
     Ok(ApiResponse::json(
         StatusCode::CREATED,
         &new_key_body(&key, &rec),
@@ -347,8 +453,7 @@ async fn create_key(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<ApiResponse
 
 /// The key a key route names, if the caller may manage it (another account's key
 /// answers 404, as if it did not exist).
-async fn managed_key(deps: &AdminDeps, req: &ApiRequest, key_id: &str) -> ApiResult<ApiKeyRecord> {
-    let c = manager(deps, req).await?;
+async fn managed_key(deps: &AdminDeps, c: &Caller, key_id: &str) -> ApiResult<ApiKeyRecord> {
     let not_found = || ApiError::not_found(format!("API key {key_id} not found"));
     if key_id.len() > 64
         || !key_id
@@ -364,7 +469,7 @@ async fn managed_key(deps: &AdminDeps, req: &ApiRequest, key_id: &str) -> ApiRes
         .ok_or_else(not_found)?;
     match c {
         Caller::Operator { .. } => Ok(rec),
-        Caller::Account { account_id, .. } if !rec.operator && rec.account_id == account_id => {
+        Caller::Account { account_id, .. } if !rec.operator && rec.account_id == *account_id => {
             Ok(rec)
         }
         Caller::Account { .. } => Err(not_found()),
@@ -379,6 +484,7 @@ struct RotateBody {
 }
 
 async fn rotate_key(deps: &AdminDeps, req: &ApiRequest, key_id: &str) -> ApiResult<ApiResponse> {
+    let caller = manager(deps, req).await?;
     let body: RotateBody = json_body(req)?;
     let grace = body.grace_seconds.unwrap_or(0);
     if !(0..=MAX_GRACE_SECS).contains(&grace) {
@@ -386,7 +492,7 @@ async fn rotate_key(deps: &AdminDeps, req: &ApiRequest, key_id: &str) -> ApiResu
             "grace_seconds must be from 0 to {MAX_GRACE_SECS}"
         )));
     }
-    let old = managed_key(deps, req, key_id).await?;
+    let old = managed_key(deps, &caller, key_id).await?;
     let now = crate::time::now_millis();
     if !old.is_active(now) {
         return Err(ApiError::KeyInactive);
@@ -396,31 +502,111 @@ async fn rotate_key(deps: &AdminDeps, req: &ApiRequest, key_id: &str) -> ApiResu
             "operator keys are rotated with ctwa-admin operator-key create, then revoked here",
         ));
     }
-    let (key, rec) = issue_key(deps, &old.account_id, old.name.clone()).await?;
-    if grace == 0 {
-        deps.accounts
-            .retire_api_key(&old.hash, Some(now), None)
-            .await?;
+    // The new key holds what the old one held (a key made before scopes: its legacy
+    // scopes, now written down); an account key rotates only keys it could have made,
+    // or rotating a stronger key would hand it that key's powers.
+    let scopes = granted_scopes(&caller, Some(old.effective_scopes()))?;
+    let (key, rec) = new_key(&caller, &old.account_id, old.name.clone(), &scopes)?;
+    // An expiry only ever moves earlier: a key cannot push its own end back.
+    let ends = old
+        .expires_at_ms
+        .map_or(now + grace * 1000, |e| e.min(now + grace * 1000));
+    let end = if grace == 0 {
+        KeyEnd::RevokedAt(now)
     } else {
+        KeyEnd::ExpiresAt(ends)
+    };
+    let audit = audit_record(
+        &caller,
+        Some(&old.account_id),
+        "api_key.rotate",
+        &old.key_id,
+        json!({"new_key_id": rec.key_id, "grace_seconds": grace, "scopes": scopes}),
+    )?;
+    key_write(
         deps.accounts
-            .retire_api_key(&old.hash, None, Some(now + grace * 1000))
-            .await?;
-    }
+            .rotate_api_key(&old, &rec, end, MAX_LIVE_KEYS, &audit)
+            .await?,
+    )?;
     let mut v = new_key_body(&key, &rec);
     v["replaces"] = json!(old.key_id);
-    v["old_key_expires_at"] = json!(rfc3339_millis(now + grace * 1000));
+    v["old_key_expires_at"] = json!(rfc3339_millis(if grace == 0 { now } else { ends }));
     Ok(ApiResponse::json(StatusCode::CREATED, &v))
 }
 
 async fn revoke_key(deps: &AdminDeps, req: &ApiRequest, key_id: &str) -> ApiResult<ApiResponse> {
-    let rec = managed_key(deps, req, key_id).await?;
-    if !rec.revoked {
-        deps.accounts
-            .retire_api_key(&rec.hash, Some(crate::time::now_millis()), None)
-            .await?;
+    let caller = manager(deps, req).await?;
+    // Read, then revoke on condition that the key is still as read; a key that changed
+    // meanwhile (rotated) is read again.
+    for _ in 0..3 {
+        let rec = managed_key(deps, &caller, key_id).await?;
+        if rec.revoked {
+            return Ok(revoked(&rec));
+        }
+        let audit = audit_record(
+            &caller,
+            (!rec.operator).then_some(rec.account_id.as_str()),
+            "api_key.revoke",
+            &rec.key_id,
+            json!({}),
+        )?;
+        match deps
+            .accounts
+            .revoke_api_key(&rec, crate::time::now_millis(), &audit)
+            .await?
+        {
+            KeyWrite::Changed => continue,
+            w => {
+                key_write(w)?;
+                return Ok(revoked(&rec));
+            }
+        }
     }
-    Ok(ApiResponse::json(
+    Err(ApiError::Conflict(
+        "the key keeps changing (revoked or rotated meanwhile): retry".into(),
+    ))
+}
+
+fn revoked(rec: &ApiKeyRecord) -> ApiResponse {
+    ApiResponse::json(
         StatusCode::OK,
         &json!({"key_id": rec.key_id, "revoked": true}),
+    )
+}
+
+/// `GET /v1/admin/audit?account_id=&limit=&cursor=`: an account's audit records (or,
+/// without `account_id`, the deployment-wide ones: operator keys), newest first.
+async fn list_audit(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
+    manager(deps, req).await?;
+    let limit = super::list_limit(req)?;
+    let account = match req.query_param("account_id") {
+        Some(a) => Some(account_id(a)?.into_string()),
+        None => None,
+    };
+    let cursor = req.query_param("cursor");
+    if cursor.is_some_and(|c| !is_audit_cursor(c)) {
+        return Err(ApiError::bad_request("invalid cursor"));
+    }
+    let (records, next) = deps
+        .audit
+        .audit_records(account.as_deref(), limit, cursor)
+        .await?;
+    let rows: Vec<Value> = records
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.id,
+                "at": rfc3339_millis(r.at_ms),
+                "account_id": r.account_id,
+                "actor": {"kind": r.actor_kind, "key_id": r.actor_key_id},
+                "action": r.action,
+                "target": r.target,
+                "detail": r.detail,
+            })
+        })
+        .collect();
+    Ok(ApiResponse::json(
+        StatusCode::OK,
+        &json!({"account_id": account, "audit": rows, "next_cursor": next}),
     ))
 }

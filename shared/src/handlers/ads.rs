@@ -10,7 +10,7 @@ use super::connect::json_body_limited;
 use crate::ads::multipart;
 use crate::ads::spec::{self, CtwaAdRequest};
 use crate::ads::{self, AdsDeps, AdsError, CallKind, EDGES, FORWARDED_QUERY, NOT_YOURS};
-use crate::auth::authenticate;
+use crate::auth::authorize;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ApiRequest, ApiResponse};
 use crate::store::RequestClaim;
@@ -119,7 +119,7 @@ async fn proxy_edge(
     act: &str,
     edge: &str,
 ) -> ApiResult<ApiResponse> {
-    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    let account_id = authorize(deps.accounts.as_ref(), req).await?;
     if !act.starts_with("act_") {
         return Err(ApiError::not_found(format!(
             "no route for {} {}",
@@ -183,7 +183,7 @@ async fn proxy_edge(
 
 /// `GET|POST|DELETE /v25.0/{object_id}`: read-back, update (publish), delete.
 async fn proxy_object(deps: &AdsDeps, req: &ApiRequest, id: &str) -> ApiResult<ApiResponse> {
-    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    let account_id = authorize(deps.accounts.as_ref(), req).await?;
     if !spec::is_object_id(id) {
         return Err(ApiError::not_found(format!(
             "{id:?} is not a Graph object id; ad accounts are under /{PROXY_VERSION}/act_<id>/<edge>"
@@ -217,7 +217,7 @@ fn request_hash(body: &[u8]) -> String {
 
 /// `POST /v1/ads/ctwa`: the whole flow in one call, idempotent with `Idempotency-Key`.
 async fn create_ctwa(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
-    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    let account_id = authorize(deps.accounts.as_ref(), req).await?;
     let body: CtwaAdRequest = json_body_limited(req, MAX_IMAGE_BODY_BYTES)?;
     let key = match req.header("idempotency-key") {
         None => None,
@@ -332,7 +332,7 @@ async fn create_ctwa(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse>
 
 /// `GET /v1/ads?ad_account_id=&limit=&after=`: `{ads, data, paging, ad_accounts}`.
 async fn list(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
-    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    let account_id = authorize(deps.accounts.as_ref(), req).await?;
     let limit = match req.query_param("limit") {
         None => 25,
         Some(l) => l
@@ -373,7 +373,7 @@ async fn list(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
 
 /// `GET /v1/ads/{ad_id}`.
 async fn detail(deps: &AdsDeps, req: &ApiRequest, ad_id: &str) -> ApiResult<ApiResponse> {
-    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    let account_id = authorize(deps.accounts.as_ref(), req).await?;
     if !spec::is_object_id(ad_id) {
         return Err(ApiError::bad_request("the ad id must be digits"));
     }

@@ -4,7 +4,7 @@
 //! purchases and leads Meta detected in the account's chats. A key sees only its own
 //! account: any other id answers 404, as if it did not exist.
 
-use crate::auth::authenticate;
+use crate::auth::authorize;
 use crate::domain::{Click, Conversation, Phone};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ApiRequest, ApiResponse};
@@ -51,7 +51,7 @@ pub async fn handle(deps: &ApiDeps, req: ApiRequest) -> ApiResponse {
 }
 
 async fn list_conversations(deps: &ApiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
-    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    let account_id = authorize(deps.accounts.as_ref(), req).await?;
     let customer_key = match (req.query_param("phone"), req.query_param("user_id")) {
         (Some(p), _) => Phone::parse(p)
             .map_err(|e| ApiError::bad_request(e.to_string()))?
@@ -89,7 +89,7 @@ async fn list_conversations(deps: &ApiDeps, req: &ApiRequest) -> ApiResult<ApiRe
 }
 
 async fn get_conversation(deps: &ApiDeps, req: &ApiRequest, id: &str) -> ApiResult<ApiResponse> {
-    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    let account_id = authorize(deps.accounts.as_ref(), req).await?;
     let not_found = || ApiError::not_found(format!("conversation {id} not found"));
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
     {
@@ -132,7 +132,7 @@ fn time_param(req: &ApiRequest, name: &str) -> ApiResult<Option<i64>> {
 
 /// `GET /v1/automatic-events?since=&until=&event_name=&limit=&cursor=`: newest first.
 async fn list_automatic_events(deps: &ApiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
-    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    let account_id = authorize(deps.accounts.as_ref(), req).await?;
     let limit = super::list_limit(req)?;
     let event_name = match req.query_param("event_name").map(str::trim) {
         None => None,

@@ -1,7 +1,7 @@
 //! The Meta connection routes: `POST /v1/oauth/exchange-code`,
 //! `POST /v1/oauth/refresh-token` and `GET /v1/status` (the seed CLI's default).
 
-use crate::auth::authenticate;
+use crate::auth::authorize;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ApiRequest, ApiResponse};
 use crate::meta::connection::{ConnectionState, MetaDeps, RefreshOutcome, exchange_code, refresh};
@@ -91,7 +91,7 @@ fn expires_view(expires_at: Option<i64>) -> Value {
 }
 
 async fn exchange(deps: &ConnectDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
-    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    let account_id = authorize(deps.accounts.as_ref(), req).await?;
     let body: ExchangeBody = json_body(req)?;
     let code = body.code.trim();
     if code.is_empty() || code.len() > 2048 {
@@ -128,7 +128,7 @@ async fn exchange(deps: &ConnectDeps, req: &ApiRequest) -> ApiResult<ApiResponse
 }
 
 async fn refresh_token(deps: &ConnectDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
-    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    let account_id = authorize(deps.accounts.as_ref(), req).await?;
     let _: EmptyBody = json_body(req)?;
     let outcome = refresh(&deps.meta, &account_id, crate::time::now_millis()).await?;
     let body = match outcome {
@@ -143,7 +143,7 @@ async fn refresh_token(deps: &ConnectDeps, req: &ApiRequest) -> ApiResult<ApiRes
 }
 
 async fn status(deps: &ConnectDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
-    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    let account_id = authorize(deps.accounts.as_ref(), req).await?;
     let account = deps.accounts.get_account(&account_id).await?;
     let conn = deps.meta.connections.get_connection(&account_id).await?;
     let capi = deps.capi.get_capi_or_default(&account_id).await?;

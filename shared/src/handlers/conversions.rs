@@ -2,7 +2,7 @@
 //! /v1/conversions/batch`, `GET /v1/conversions` (the audit trail) and `POST
 //! /v1/triggers` (seed 001's configured events).
 
-use crate::auth::authenticate;
+use crate::auth::authorize;
 use crate::capi::RecordContext;
 use crate::capi::conversion::{
     AccountContext, ConversionBody, Prepared, Ready, TriggerBody, TriggerMatch, Waiting, context,
@@ -191,7 +191,7 @@ async fn send_prepared(
 }
 
 async fn send_one(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
-    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    let account_id = authorize(deps.accounts.as_ref(), req).await?;
     let body: ConversionBody = json_body(req)?;
     let now_ms = crate::time::now_millis();
     // Validate what needs no account state first: a bad request is a 400 even when Meta
@@ -215,7 +215,7 @@ struct BatchBody {
 }
 
 async fn send_batch(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
-    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    let account_id = authorize(deps.accounts.as_ref(), req).await?;
     if req.body.len() > MAX_BATCH_BODY_BYTES {
         return Err(ApiError::PayloadTooLarge {
             limit: MAX_BATCH_BODY_BYTES,
@@ -300,7 +300,7 @@ async fn send_batch(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse>
 }
 
 async fn list(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
-    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    let account_id = authorize(deps.accounts.as_ref(), req).await?;
     let limit = super::list_limit(req)?;
     let status = req
         .query_param("status")
@@ -353,7 +353,7 @@ async fn list(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
 
 /// Fires the configured event whose trigger name matches (seed 001's CAPI config).
 async fn trigger(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
-    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    let account_id = authorize(deps.accounts.as_ref(), req).await?;
     let b: TriggerBody = json_body(req)?;
     let settings = deps.settings.get_capi_or_default(&account_id).await?;
     let name = b.trigger.trim().to_string();

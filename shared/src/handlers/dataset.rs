@@ -1,7 +1,7 @@
 //! The dataset function's routes: `GET|POST /v1/dataset` (provisioning, idempotent)
 //! and `GET|POST /v1/capi` (seed 001's CAPI settings and triggers).
 
-use crate::auth::authenticate;
+use crate::auth::authorize;
 use crate::capi::event::Currency;
 use crate::capi::{CapiDeps, capi_view, provision_dataset};
 use crate::error::{ApiError, ApiResult};
@@ -37,7 +37,7 @@ async fn connected(deps: &CapiDeps, account_id: &str) -> ApiResult<bool> {
 }
 
 async fn get_dataset(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
-    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    let account_id = authorize(deps.accounts.as_ref(), req).await?;
     let config = deps.settings.get_capi_or_default(&account_id).await?;
     Ok(ApiResponse::json(
         StatusCode::OK,
@@ -57,7 +57,7 @@ struct DatasetBody {
 }
 
 async fn post_dataset(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
-    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    let account_id = authorize(deps.accounts.as_ref(), req).await?;
     let body: DatasetBody = json_body(req)?;
     if let Some(a) = &body.account_id
         && a.trim() != account_id
@@ -82,7 +82,7 @@ async fn post_dataset(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiRespons
 }
 
 async fn get_capi(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
-    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    let account_id = authorize(deps.accounts.as_ref(), req).await?;
     let config = deps.settings.get_capi_or_default(&account_id).await?;
     let connected = connected(deps, &account_id).await?;
     Ok(ApiResponse::json(
@@ -130,7 +130,7 @@ fn short_text(v: Option<String>, what: &str) -> ApiResult<Option<String>> {
 /// Partial update: only the fields given change. With no dataset yet and none given,
 /// the dataset is provisioned (GET-first) when Meta is connected.
 async fn post_capi(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
-    let account_id = authenticate(deps.accounts.as_ref(), req).await?;
+    let account_id = authorize(deps.accounts.as_ref(), req).await?;
     let body: CapiBody = json_body(req)?;
     let mut config: CapiSettings = deps.settings.get_capi_or_default(&account_id).await?;
     if let Some(id) = &body.dataset_id {

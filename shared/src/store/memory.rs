@@ -27,6 +27,9 @@ pub struct MemoryStore {
     accounts: Mutex<HashMap<String, Account>>,
     routes: Mutex<HashMap<Route, String>>,
     keys: Mutex<HashMap<String, ApiKeyRecord>>,
+    /// Per account id: its live-key count (the adapter's counter item).
+    live_keys: Mutex<HashMap<String, u32>>,
+    audit: Mutex<Vec<AuditRecord>>,
     conversations: Mutex<HashMap<String, Conversation>>,
     clicks: Mutex<ClickHistory>,
     pub unrouted: Mutex<Vec<InboxItem>>,
@@ -141,7 +144,14 @@ impl Accounts for MemoryStore {
         if keys.contains_key(&key.hash) {
             return Err(StoreError::Conflict("api key exists".into()));
         }
-        keys.insert(key.hash.clone(), key.clone());
+        // Outside the live-key count, as in the adapter.
+        keys.insert(
+            key.hash.clone(),
+            ApiKeyRecord {
+                counted: false,
+                ..key.clone()
+            },
+        );
         Ok(())
     }
     async fn api_key(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
@@ -165,26 +175,126 @@ impl Accounts for MemoryStore {
             .find(|k| k.key_id == key_id)
             .cloned())
     }
-    async fn retire_api_key(
+    async fn create_api_key(
         &self,
-        hash: &str,
-        revoked_at_ms: Option<i64>,
-        expires_at_ms: Option<i64>,
-    ) -> Result<(), StoreError> {
+        key: &ApiKeyRecord,
+        max_live: u32,
+        audit: &AuditRecord,
+    ) -> Result<KeyWrite, StoreError> {
         let mut keys = lock(&self.keys);
-        let k = keys
-            .get_mut(hash)
+        let mut live = lock(&self.live_keys);
+        let n = live.entry(key.account_id.clone()).or_default();
+        if *n >= max_live {
+            return Ok(KeyWrite::LimitReached);
+        }
+        if keys.contains_key(&key.hash) {
+            return Err(StoreError::Conflict("api key exists".into()));
+        }
+        *n += 1;
+        keys.insert(
+            key.hash.clone(),
+            ApiKeyRecord {
+                counted: true,
+                ..key.clone()
+            },
+        );
+        lock(&self.audit).push(audit.clone());
+        Ok(KeyWrite::Done)
+    }
+    async fn rotate_api_key(
+        &self,
+        old: &ApiKeyRecord,
+        new: &ApiKeyRecord,
+        end: KeyEnd,
+        max_live: u32,
+        audit: &AuditRecord,
+    ) -> Result<KeyWrite, StoreError> {
+        let mut keys = lock(&self.keys);
+        let mut live = lock(&self.live_keys);
+        let stored = keys
+            .get(&old.hash)
             .ok_or_else(|| StoreError::Conflict("no such api key".into()))?;
-        if revoked_at_ms.is_some() {
-            k.revoked = true;
-            k.revoked_at_ms = revoked_at_ms;
-        }
-        if let Some(x) = expires_at_ms
-            && k.expires_at_ms.is_none_or(|e| e > x)
+        if stored.revoked
+            || stored.counted != old.counted
+            || stored.expires_at_ms != old.expires_at_ms
         {
-            k.expires_at_ms = Some(x);
+            return Ok(KeyWrite::Changed);
         }
+        let n = live.entry(new.account_id.clone()).or_default();
+        if !old.counted && *n >= max_live {
+            return Ok(KeyWrite::LimitReached);
+        }
+        if !old.counted {
+            *n += 1;
+        }
+        let o = keys.get_mut(&old.hash).expect("read above");
+        o.counted = false;
+        match end {
+            KeyEnd::RevokedAt(t) => {
+                o.revoked = true;
+                o.revoked_at_ms = Some(t);
+            }
+            KeyEnd::ExpiresAt(t) => o.expires_at_ms = Some(t),
+        }
+        keys.insert(
+            new.hash.clone(),
+            ApiKeyRecord {
+                counted: true,
+                ..new.clone()
+            },
+        );
+        lock(&self.audit).push(audit.clone());
+        Ok(KeyWrite::Done)
+    }
+    async fn revoke_api_key(
+        &self,
+        key: &ApiKeyRecord,
+        at_ms: i64,
+        audit: &AuditRecord,
+    ) -> Result<KeyWrite, StoreError> {
+        let mut keys = lock(&self.keys);
+        let mut live = lock(&self.live_keys);
+        let k = keys
+            .get_mut(&key.hash)
+            .ok_or_else(|| StoreError::Conflict("no such api key".into()))?;
+        if k.revoked || k.counted != key.counted {
+            return Ok(KeyWrite::Changed);
+        }
+        if k.counted {
+            let n = live.entry(k.account_id.clone()).or_default();
+            *n = n.saturating_sub(1);
+        }
+        k.revoked = true;
+        k.revoked_at_ms = Some(at_ms);
+        k.counted = false;
+        lock(&self.audit).push(audit.clone());
+        Ok(KeyWrite::Done)
+    }
+}
+
+#[async_trait]
+impl AuditLog for MemoryStore {
+    async fn record_audit(&self, rec: &AuditRecord) -> Result<(), StoreError> {
+        lock(&self.audit).push(rec.clone());
         Ok(())
+    }
+    async fn audit_records(
+        &self,
+        account_id: Option<&str>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<AuditRecord>, Option<String>), StoreError> {
+        let mut v: Vec<AuditRecord> = lock(&self.audit)
+            .iter()
+            .filter(|r| r.account_id.as_deref() == account_id)
+            .filter(|r| cursor.is_none_or(|c| r.cursor().as_str() < c))
+            .cloned()
+            .collect();
+        v.sort_by_key(|r| std::cmp::Reverse(r.cursor()));
+        let more = v.len() > limit;
+        v.truncate(limit);
+        let next = more.then(|| v.last().map(AuditRecord::cursor)).flatten();
+        Ok((v, next))
     }
 }
 

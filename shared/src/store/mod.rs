@@ -91,6 +91,14 @@ pub struct ApiKeyRecord {
     /// Set by a rotation with a grace period: the key stops working then.
     pub expires_at_ms: Option<i64>,
     pub revoked_at_ms: Option<i64>,
+    /// What an account key may do; `None` for a key stored before keys had scopes
+    /// (it holds [`crate::auth::LEGACY_SCOPES`]) and for operator keys.
+    pub scopes: Option<Vec<crate::auth::Scope>>,
+    /// Holds one of its account's live-key places ([`Accounts::create_api_key`]); given
+    /// back when the key is revoked or rotated away.
+    pub counted: bool,
+    /// Who made it: `operator`, `ctwa-admin`, or the key id of the account key that did.
+    pub created_by: Option<String>,
 }
 
 impl ApiKeyRecord {
@@ -103,6 +111,113 @@ impl ApiKeyRecord {
     pub fn is_active(&self, now_ms: i64) -> bool {
         !self.revoked && self.expires_at_ms.is_none_or(|e| e > now_ms)
     }
+
+    /// The scopes the key holds (none for an operator key, which holds a role instead).
+    pub fn effective_scopes(&self) -> Vec<crate::auth::Scope> {
+        match (&self.scopes, self.operator) {
+            (_, true) => Vec::new(),
+            (Some(s), false) => s.clone(),
+            (None, false) => crate::auth::LEGACY_SCOPES.to_vec(),
+        }
+    }
+}
+
+/// The most live (neither revoked nor rotated away) API keys an account may hold.
+pub const MAX_LIVE_KEYS: u32 = 20;
+
+/// The outcome of a key write that is conditional on what was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyWrite {
+    Done,
+    /// The account holds [`MAX_LIVE_KEYS`] live keys: nothing was written.
+    LimitReached,
+    /// The key changed since it was read (revoked or rotated meanwhile): nothing was
+    /// written.
+    Changed,
+}
+
+/// How a rotated key ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyEnd {
+    /// Revoked at this time (millis).
+    RevokedAt(i64),
+    /// Keeps working until this time (millis): a grace period.
+    ExpiresAt(i64),
+}
+
+/// One key or admin action, as the audit trail keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// 16 random hex digits.
+    pub id: String,
+    pub at_ms: i64,
+    /// The account acted on; `None` for deployment-wide actions (operator keys).
+    pub account_id: Option<String>,
+    /// `operator`, `account_key` or `ctwa-admin`.
+    pub actor_kind: String,
+    /// The key that acted (none for `ctwa-admin`, which acts with AWS credentials).
+    pub actor_key_id: Option<String>,
+    /// `account.create`, `ad_account.link`, `api_key.create`, `api_key.rotate`,
+    /// `api_key.revoke`, `operator_key.create`.
+    pub action: String,
+    /// What was acted on: an account, ad account or key id.
+    pub target: String,
+    /// The action's details (scopes given, grace period, ...); never a secret.
+    pub detail: serde_json::Value,
+}
+
+impl AuditRecord {
+    /// A record made now with a fresh random id.
+    pub fn new(
+        account_id: Option<&str>,
+        actor_kind: &str,
+        actor_key_id: Option<&str>,
+        action: &str,
+        target: &str,
+        detail: serde_json::Value,
+    ) -> Result<Self, getrandom::Error> {
+        let mut b = [0u8; 8];
+        getrandom::fill(&mut b)?;
+        Ok(Self {
+            id: hex::encode(b),
+            at_ms: crate::time::now_millis(),
+            account_id: account_id.map(str::to_string),
+            actor_kind: actor_kind.to_string(),
+            actor_key_id: actor_key_id.map(str::to_string),
+            action: action.to_string(),
+            target: target.to_string(),
+            detail,
+        })
+    }
+
+    /// Its place in its list (and the list's cursor): 15 digits of millis, `#`, the id.
+    pub fn cursor(&self) -> String {
+        format!("{}#{}", crate::time::sortable_millis(self.at_ms), self.id)
+    }
+}
+
+/// Whether `cursor` is one [`AuditRecord::cursor`] makes.
+pub fn is_audit_cursor(cursor: &str) -> bool {
+    cursor.split_once('#').is_some_and(|(ms, id)| {
+        ms.len() == 15
+            && ms.bytes().all(|b| b.is_ascii_digit())
+            && id.len() == 16
+            && id.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
+/// The audit trail of key and admin actions.
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    async fn record_audit(&self, rec: &AuditRecord) -> Result<(), StoreError>;
+    /// One page of an account's records (or the deployment-wide ones, for `None`),
+    /// newest first, and the cursor of the next page.
+    async fn audit_records(
+        &self,
+        account_id: Option<&str>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<AuditRecord>, Option<String>), StoreError>;
 }
 
 #[async_trait]
@@ -112,18 +227,41 @@ pub trait Accounts: Send + Sync {
     async fn create_account(&self, account: &Account) -> Result<(), StoreError>;
     async fn get_account(&self, id: &str) -> Result<Option<Account>, StoreError>;
     async fn account_for_route(&self, route: &Route) -> Result<Option<String>, StoreError>;
+    /// Stores a key as given, outside the live-key count and the audit trail: operator
+    /// keys and seeded keys. `Conflict` when it exists.
     async fn put_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+    /// Creates an account's key in one transaction with its audit record, taking one of
+    /// the account's `max_live` live-key places (a conditional counter: no race lets a
+    /// 21st key in). The record is stored with `counted` set.
+    async fn create_api_key(
+        &self,
+        key: &ApiKeyRecord,
+        max_live: u32,
+        audit: &AuditRecord,
+    ) -> Result<KeyWrite, StoreError>;
+    /// Replaces `old` (as it was read) by `new` in one transaction with the audit
+    /// record: `new` takes a live-key place, `old` ends as `end` and gives its place
+    /// back. `Changed` when `old` is no longer as read.
+    async fn rotate_api_key(
+        &self,
+        old: &ApiKeyRecord,
+        new: &ApiKeyRecord,
+        end: KeyEnd,
+        max_live: u32,
+        audit: &AuditRecord,
+    ) -> Result<KeyWrite, StoreError>;
+    /// Revokes `key` (as it was read) in one transaction with the audit record, giving
+    /// its live-key place back. `Changed` when it is no longer as read.
+    async fn revoke_api_key(
+        &self,
+        key: &ApiKeyRecord,
+        at_ms: i64,
+        audit: &AuditRecord,
+    ) -> Result<KeyWrite, StoreError>;
     async fn api_key(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
     /// The keys of an account (or the operator keys, for `None`), oldest first.
     async fn api_keys(&self, account_id: Option<&str>) -> Result<Vec<ApiKeyRecord>, StoreError>;
     async fn api_key_by_id(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
-    /// Revokes the key now, or (with `expires_at_ms`) lets it expire then.
-    async fn retire_api_key(
-        &self,
-        hash: &str,
-        revoked_at_ms: Option<i64>,
-        expires_at_ms: Option<i64>,
-    ) -> Result<(), StoreError>;
 }
 
 /// The conversation fields every message refreshes (never the first touch).

@@ -11,6 +11,8 @@
 //! | route         | `ROUTE#<pnid:..|sinch:..>`| `ROUTE`                  |                                         |                                  |
 //! | API key       | `APIKEY#<sha256 hex>`     | `APIKEY`                 | `ACCT#<a>#APIKEYS` (or `OPERATOR#APIKEYS`) / `KEY#<ms15>#<key id>` |        |
 //! | key id        | `KEYID#<key id>`          | `KEYID`                  |                                         |                                  |
+//! | live-key count | `ACCT#<a>`               | `APIKEY_COUNT`           |                                         |                                  |
+//! | audit record  | `ACCT#<a>#AUDIT` (or `OPERATOR#AUDIT`) | `<ms15>#<audit id>` |                          |                                  |
 //! | unrouted item | `UNROUTED#<route>`        | `<ms15>#<inbox id>`      |                                         |                                  |
 //! | backlog drain | `UNROUTED_DRAIN`          | `<route>`                |                                         |                                  |
 //! | auto event    | `ACCT#<a>#AUTOEVENT`      | `<ms15>#<event id>`      |                                         |                                  |
@@ -25,7 +27,8 @@
 //!
 //! This module holds the attribute helpers, the two adapters' clients and their shared
 //! get/put/query helpers; each port's impl, with its items' conversions, is in its own
-//! file: [`inbox`] (also the inbox item's schema), `accounts` (with API keys),
+//! file: [`inbox`] (also the inbox item's schema), `accounts` (with API keys and the
+//! audit trail),
 //! `conversations`, `unrouted` (items of unclaimed routes and their drains),
 //! `connections`, `capi` (settings and conversion records), `ads`.
 
