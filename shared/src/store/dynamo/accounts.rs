@@ -294,17 +294,6 @@ fn update_item(
 }
 
 impl DynamoData {
-    /// A transaction's put of a new item.
-    fn new_item(&self, item: Item) -> Result<TransactWriteItem, StoreError> {
-        let p = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
-        Ok(TransactWriteItem::builder().put(p).build())
-    }
-
     /// A transaction's change of the account's live-key count by `delta`; with `max`,
     /// only while the count is below it.
     fn count_key(

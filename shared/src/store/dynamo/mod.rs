@@ -236,20 +236,22 @@ impl DynamoData {
     }
 
     /// A transaction's put of a new item (`attribute_not_exists(pk)`).
+    pub(super) fn new_item(&self, item: Item) -> Result<TransactWriteItem, StoreError> {
+        let p = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        Ok(TransactWriteItem::builder().put(p).build())
+    }
+
     /// Writes every item in one transaction, none of which may exist yet: `false`
     /// (nothing written) when one does.
     async fn put_all_new(&self, items: Vec<Item>) -> Result<bool, StoreError> {
         let writes = items
             .into_iter()
-            .map(|item| {
-                let p = Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(item))
-                    .condition_expression("attribute_not_exists(pk)")
-                    .build()
-                    .map_err(|e| StoreError::Backend(e.to_string()))?;
-                Ok(TransactWriteItem::builder().put(p).build())
-            })
+            .map(|item| self.new_item(item))
             .collect::<Result<Vec<_>, StoreError>>()?;
         self.transact(writes).await
     }
