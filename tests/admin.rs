@@ -1,21 +1,14 @@
 //! Onboarding over HTTP with an operator key, and API keys: create, list (prefix only),
 //! rotate (with and without grace), revoke; each key bound to one account.
 
-use ctwa_shared::auth::generate_operator_key;
 use ctwa_shared::store::Accounts;
 use ctwa_tests::*;
 use serde_json::json;
 
-async fn operator(app: &TestApp) -> String {
-    let (key, rec) = generate_operator_key(0).unwrap();
-    app.stack.data.put_api_key(&rec).await.unwrap();
-    key
-}
-
 #[tokio::test]
 async fn operator_onboards_a_business_over_http() {
     let app = spawn_app().await;
-    let op = operator(&app).await;
+    let op = app.operator_key().await;
     let (s, v) = app
         .request(
             "POST",

@@ -2,7 +2,6 @@
 //! unexpected JSON type (issue 13, item 10), and the clicks that arrive before their
 //! phone number id or Sinch app is onboarded (item 11).
 
-use ctwa_shared::store::Accounts;
 use ctwa_tests::*;
 use serde_json::{Value, json};
 
@@ -207,8 +206,7 @@ async fn clicks_that_arrive_before_onboarding_are_captured_when_the_route_is_lin
     assert_eq!(app.count_unrouted().await, 6);
 
     // Onboarding over HTTP claims both routes.
-    let (op, rec) = ctwa_shared::auth::generate_operator_key(0).unwrap();
-    app.stack.data.put_api_key(&rec).await.unwrap();
+    let op = app.operator_key().await;
     let (s, v) = app
         .post_json(
             "/v1/admin/accounts",

@@ -4,7 +4,7 @@
 //! itself; an account tries to outgrow the live-key cap with concurrent creations; and
 //! every key and admin action must leave an audit record.
 
-use ctwa_shared::auth::{Scope, generate_key, generate_operator_key};
+use ctwa_shared::auth::{Scope, generate_key};
 use ctwa_shared::store::{Accounts, MAX_LIVE_KEYS};
 use ctwa_tests::*;
 use serde_json::{Value, json};
@@ -89,12 +89,6 @@ async fn snapshot(app: &TestApp) -> Vec<String> {
     }
     out.sort();
     out
-}
-
-async fn operator(app: &TestApp) -> String {
-    let (key, rec) = generate_operator_key(0).unwrap();
-    app.stack.data.put_api_key(&rec).await.unwrap();
-    key
 }
 
 #[tokio::test]
@@ -278,7 +272,7 @@ async fn only_keys_keys_mint_and_never_more_than_they_hold() {
         "{v}"
     );
     // The operator gives any scopes.
-    let op = operator(&app).await;
+    let op = app.operator_key().await;
     let (s, v) = app
         .request(
             "POST",
@@ -340,7 +334,7 @@ async fn keys_stored_before_scopes_keep_working_but_manage_no_keys() {
 #[tokio::test]
 async fn live_keys_are_capped_even_under_concurrent_creation() {
     let app = spawn_app().await;
-    let op = operator(&app).await;
+    let op = app.operator_key().await;
     let (account, _) = app.add_account("5550001111").await;
     let create = |name: String| {
         let (app, op, account) = (&app, op.clone(), account.clone());
@@ -412,7 +406,7 @@ async fn live_keys_are_capped_even_under_concurrent_creation() {
 #[tokio::test]
 async fn every_key_and_admin_action_is_audited() {
     let app = spawn_app().await;
-    let op = operator(&app).await;
+    let op = app.operator_key().await;
     let (s, v) = app
         .post_json(
             "/v1/admin/accounts",

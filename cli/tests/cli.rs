@@ -642,14 +642,6 @@ async fn settings_come_from_flags_env_config_then_the_local_run() {
 
 // ----------------------------------------------------------------- ads and admin
 
-/// An operator key for the test stack (as `ctwa-admin operator-key create` makes one).
-async fn operator_key(app: &TestApp) -> String {
-    use ctwa_shared::store::Accounts;
-    let (k, rec) = ctwa_shared::auth::generate_operator_key(0).expect("operator key");
-    app.stack.data.put_api_key(&rec).await.expect("stored");
-    k
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn ads_create_list_and_show() {
     let app = spawn_app().await;
@@ -786,7 +778,7 @@ async fn ads_create_list_and_show() {
 async fn admin_accounts_and_api_keys() {
     let app = spawn_app().await;
     let mut admin = Shell::new(&app);
-    admin.key = operator_key(&app).await;
+    admin.key = app.operator_key().await;
     admin.secrets.push(admin.key.clone());
     let id = unique("acme");
     // The Sinch app's secret comes from a file, never from the command line.
