@@ -47,27 +47,46 @@ static LAST_REREAD_MS: std::sync::Mutex<Option<std::collections::HashMap<String,
 /// every refusal into a Secrets Manager call.
 const REREAD_EVERY_MS: i64 = 10_000;
 
-/// Verifies a webhook with the deployment secret: `check` against each secret it may be
-/// signed with now (the current one, the previous one in its rotation window). On a
-/// mismatch the secret is read again once (rate-limited), so a rotation is honoured at
-/// once instead of after the cache's lifetime.
-async fn verify_rotating(
+/// Loads secret `id` with `load` and verifies a request with it by `check`. On a
+/// mismatch the secret is read again once (rate-limited, [`may_reread`]), so a secret
+/// rotated or set a moment ago is honoured at once instead of after the cache's lifetime.
+async fn verify_rereading<S, Fut>(
     deps: &WebhookDeps,
-    check: impl Fn(&WebhookSecrets) -> Result<(), SignatureError>,
-) -> ApiResult<WebhookSecrets> {
-    let s = secrets(deps).await?;
+    id: &str,
+    load: impl Fn() -> Fut,
+    check: impl Fn(&S) -> Result<(), SignatureError>,
+) -> ApiResult<S>
+where
+    Fut: std::future::Future<Output = ApiResult<S>>,
+{
+    let s = load().await?;
     match check(&s) {
         Err(SignatureError::Mismatch) => {}
         other => return other.map(|()| s).map_err(signature_error),
     }
-    if !may_reread(&deps.config.webhook_secret_id) {
+    if !may_reread(id) {
         return Err(signature_error(SignatureError::Mismatch));
     }
-    deps.secrets.invalidate(&deps.config.webhook_secret_id);
-    let fresh = secrets(deps).await?;
+    deps.secrets.invalidate(id);
+    let fresh = load().await?;
     check(&fresh).map_err(signature_error)?;
     tracing::info!("webhook signed with a secret newer than the cached one (rotated): re-read");
     Ok(fresh)
+}
+
+/// Verifies a webhook with the deployment secret: `check` against each secret it may be
+/// signed with now (the current one, the previous one in its rotation window).
+async fn verify_rotating(
+    deps: &WebhookDeps,
+    check: impl Fn(&WebhookSecrets) -> Result<(), SignatureError>,
+) -> ApiResult<WebhookSecrets> {
+    verify_rereading(
+        deps,
+        &deps.config.webhook_secret_id,
+        || secrets(deps),
+        check,
+    )
+    .await
 }
 
 /// Whether this instance may re-read secret `id` after a mismatch now (at most once per
@@ -88,8 +107,7 @@ fn may_reread(id: &str) -> bool {
 }
 
 /// Verifies a Sinch callback with its app's own secret (the current one, the previous
-/// one in its window), re-reading it once on a mismatch (rate-limited) so a secret set
-/// a moment ago is honoured. An app without a secret (not linked, or linked without
+/// one in its window), re-read once on a mismatch like the deployment secret. An app without a secret (not linked, or linked without
 /// one) is refused: whoever signs for an app must hold that app's secret.
 async fn verify_sinch_app(
     deps: &WebhookDeps,
@@ -110,15 +128,9 @@ async fn verify_sinch_app(
         }
     };
     let verify = |s: &SinchAppSecret| any_secret(&s.secrets(crate::time::now_secs()), &check);
-    match verify(&load().await?) {
-        Err(SignatureError::Mismatch) => {}
-        other => return other.map_err(signature_error),
-    }
-    if !may_reread(secret_id) {
-        return Err(signature_error(SignatureError::Mismatch));
-    }
-    deps.secrets.invalidate(secret_id);
-    verify(&load().await?).map_err(signature_error)
+    verify_rereading(deps, secret_id, load, verify)
+        .await
+        .map(drop)
 }
 
 /// The first secret's outcome unless another one matches.
