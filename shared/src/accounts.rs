@@ -17,6 +17,12 @@ pub const MAX_NAME_LEN: usize = 200;
 /// The longest Sinch app id.
 pub const MAX_SINCH_APP_ID_LEN: usize = 64;
 
+/// A Sinch app id as it is linked (and as a callback must name it to be checked): 1 to
+/// [`MAX_SINCH_APP_ID_LEN`] letters and digits, so it can name a secret safely.
+pub fn is_sinch_app_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_SINCH_APP_ID_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
 /// A rule of onboarding that the input breaks. The messages are the HTTP API's answers.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccountRuleError {
@@ -127,9 +133,7 @@ impl NewAccount {
         }
         no_phone_number_id_twice(&phone_number_ids)?;
         if let Some(s) = &self.sinch_app_id
-            && (s.is_empty()
-                || s.len() > MAX_SINCH_APP_ID_LEN
-                || !s.bytes().all(|b| b.is_ascii_alphanumeric()))
+            && !is_sinch_app_id(s)
         {
             return Err(AccountRuleError::SinchAppId);
         }

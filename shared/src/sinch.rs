@@ -63,13 +63,7 @@ pub fn sinch_app_id(body: &[u8]) -> Result<String, WebhookParseError> {
     let only: AppOnly =
         serde_json::from_slice(body).map_err(|e| WebhookParseError::Json(e.to_string()))?;
     match only.app_id {
-        Some(serde_json::Value::String(a))
-            if !a.is_empty()
-                && a.len() <= crate::accounts::MAX_SINCH_APP_ID_LEN
-                && a.bytes().all(|b| b.is_ascii_alphanumeric()) =>
-        {
-            Ok(a)
-        }
+        Some(serde_json::Value::String(a)) if crate::accounts::is_sinch_app_id(&a) => Ok(a),
         _ => Err(WebhookParseError::Shape(
             "app_id is required: the Sinch app id (letters and digits)".into(),
         )),
