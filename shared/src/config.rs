@@ -240,9 +240,11 @@ fn audit_ttl_days(env: Lookup) -> Result<Option<i64>, ConfigError> {
 pub fn check_function(binary: &str, env: Lookup) -> Result<(), ConfigError> {
     match binary {
         "webhook" => WebhookConfig::from_lookup(env).map(drop),
-        "api" | "admin" => DataConfig::from_lookup(env).map(drop),
+        "api" => DataConfig::from_lookup(env).map(drop),
         "capture-backlog" => BacklogConfig::from_lookup(env).map(drop),
-        "connect" | "token-refresh" | "ads" => ConnectConfig::from_lookup(env).map(drop),
+        "connect" | "token-refresh" | "ads" | "admin" => {
+            ConnectConfig::from_lookup(env).map(drop)
+        }
         "capture" | "dataset" | "conversions" | "conversions-resend" => {
             CapiConfig::from_lookup(env).map(drop)
         }

@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod ads;
+pub mod audit;
 pub mod auth;
 pub mod capi;
 pub mod capture;
@@ -16,6 +17,7 @@ pub mod handlers;
 pub mod http;
 pub mod ids;
 pub mod meta;
+pub mod routes;
 pub mod secrets;
 pub mod signature;
 pub mod sinch;

@@ -104,12 +104,16 @@ pub fn api(aws: &Aws, config: &DataConfig) -> ApiDeps {
     }
 }
 
-pub fn admin(aws: &Aws, config: &DataConfig) -> AdminDeps {
+/// Onboarding and keys; the account's Meta token checks the phone numbers it links.
+pub fn admin(aws: &Aws, config: &ConnectConfig) -> Result<AdminDeps, GraphError> {
     let data = aws.data(&config.data_table);
-    AdminDeps {
+    Ok(AdminDeps {
+        meta: Arc::new(meta_on(aws, config, data.clone())?),
         accounts: data.clone(),
-        ads: data,
-    }
+        ads: data.clone(),
+        routes: data.clone(),
+        audit: data,
+    })
 }
 
 /// An account's Meta connection: the Graph API, the connection records, the token
@@ -143,6 +147,7 @@ pub fn connect(aws: &Aws, config: &ConnectConfig) -> Result<ConnectDeps, GraphEr
     let data = aws.data(&config.data_table);
     Ok(ConnectDeps {
         meta: Arc::new(meta_on(aws, config, data.clone())?),
+        routes: data.clone(),
         accounts: data.clone(),
         capi: data,
     })

@@ -13,7 +13,7 @@ use ctwa_local::{Clients, LocalConfig, Stack, start};
 use ctwa_shared::auth::generate_key;
 use ctwa_shared::domain::Account;
 use ctwa_shared::signature::{sign_meta, sign_sinch};
-use ctwa_shared::store::Accounts;
+use ctwa_shared::store::{Accounts, RouteRecord, RouteStatus, RouteStore};
 use serde_json::Value;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -212,6 +212,32 @@ pub(crate) async fn finish_app(
         })
         .await
         .expect("account");
+    // The fixture's number is its WABA's, as Meta would say: a verified route.
+    let route = ctwa_shared::domain::Route::PhoneNumberId(opts.phone_number_id.clone());
+    let verified = RouteRecord {
+        status: RouteStatus::Verified,
+        checked_at_ms: Some(0),
+        ..stack
+            .data
+            .route_record(&route)
+            .await
+            .expect("route read")
+            .expect("route")
+    };
+    let audit = ctwa_shared::audit::AuditRecord::new(
+        "test-fixture",
+        "route.verify",
+        route.key(),
+        serde_json::json!({"status": "verified"}),
+        0,
+    );
+    assert!(
+        stack
+            .data
+            .set_route_status(&verified, &audit)
+            .await
+            .expect("route verified")
+    );
     let (api_key, rec) = generate_key(&account_id, 0).expect("key");
     stack.data.put_api_key(&rec).await.expect("api key");
     TestApp {
@@ -227,6 +253,13 @@ pub(crate) async fn finish_app(
 }
 
 impl TestApp {
+    /// A new operator key (stored), for the `/v1/admin` routes.
+    pub async fn operator_key(&self) -> String {
+        let (key, rec) = ctwa_shared::auth::generate_operator_key(0).expect("operator key");
+        self.stack.data.put_api_key(&rec).await.expect("stored");
+        key
+    }
+
     /// An authorization code from the simulated OAuth dialog.
     pub fn oauth_code(&self, scopes: &[&str], waba_id: &str) -> String {
         self.sim

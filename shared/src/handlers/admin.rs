@@ -2,7 +2,8 @@
 //!
 //! Operator routes (an operator key, made with `ctwa-admin operator-key create`):
 //! `POST /v1/admin/accounts`, `GET /v1/admin/accounts/{account_id}`,
-//! `POST /v1/admin/accounts/{account_id}/ad-accounts`.
+//! `POST /v1/admin/accounts/{account_id}/ad-accounts`; the phone number routes of
+//! [`super::routes`].
 //! Key routes (an account key for its own account, or an operator key naming the
 //! account): `GET|POST /v1/api-keys`, `POST /v1/api-keys/{key_id}/rotate`,
 //! `DELETE /v1/api-keys/{key_id}`. Keys are shown once; only their SHA-256 is stored.
@@ -29,6 +30,11 @@ pub use crate::accounts::MAX_IDS_PER_LIST;
 pub struct AdminDeps {
     pub accounts: Arc<dyn Accounts>,
     pub ads: Arc<dyn AdInventory>,
+    /// Routes (phone number ids) linked, moved, removed, verified: [`super::routes`].
+    pub routes: Arc<dyn crate::store::RouteStore>,
+    pub audit: Arc<dyn crate::audit::AuditLog>,
+    /// The account's Meta token, to check a phone number id with Meta.
+    pub meta: Arc<crate::meta::connection::MetaDeps>,
 }
 
 pub async fn handle(deps: &AdminDeps, req: ApiRequest) -> ApiResponse {
@@ -39,6 +45,9 @@ pub async fn handle(deps: &AdminDeps, req: ApiRequest) -> ApiResponse {
         (["v1", "admin", "accounts", id], &Method::GET) => show_account(deps, &req, id).await,
         (["v1", "admin", "accounts", id, "ad-accounts"], &Method::POST) => {
             link_ad_account(deps, &req, id).await
+        }
+        (["v1", "admin", "accounts", _, "phone-numbers", ..] | ["v1", "admin", "phone-numbers", ..], _) => {
+            super::routes::handle(deps, &req, &segments).await
         }
         (["v1", "api-keys"], &Method::GET) => list_keys(deps, &req).await,
         (["v1", "api-keys"], &Method::POST) => create_key(deps, &req).await,
@@ -58,7 +67,7 @@ pub async fn handle(deps: &AdminDeps, req: ApiRequest) -> ApiResponse {
 /// The caller of an admin or key route. A key in a rotation's grace period still
 /// reads its account's data, but manages nothing: a leaked key that was rotated away
 /// cannot mint a new key or keep itself alive.
-async fn manager(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<Caller> {
+pub(super) async fn manager(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<Caller> {
     let rec = caller_record(deps.accounts.as_ref(), req).await?;
     if rec.expires_at_ms.is_some() {
         return Err(ApiError::Forbidden(
@@ -79,7 +88,7 @@ async fn operator(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<()> {
 }
 
 /// A broken onboarding rule is the caller's mistake.
-fn account_id(raw: &str) -> ApiResult<AccountId> {
+pub(super) fn account_id(raw: &str) -> ApiResult<AccountId> {
     Ok(AccountId::parse(raw)?)
 }
 
@@ -113,7 +122,7 @@ async fn create_account(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<ApiResp
     ))
 }
 
-async fn existing_account(deps: &AdminDeps, id: &AccountId) -> ApiResult<Account> {
+pub(super) async fn existing_account(deps: &AdminDeps, id: &AccountId) -> ApiResult<Account> {
     deps.accounts
         .get_account(id.as_str())
         .await?

@@ -36,6 +36,13 @@ impl Accounts for DynamoData {
             .and_then(|i| get_s(&i, "account_id")))
     }
 
+    async fn route_record(&self, route: &Route) -> Result<Option<RouteRecord>, StoreError> {
+        self.get(format!("ROUTE#{}", route.key()), "ROUTE")
+            .await?
+            .map(|i| super::routes::route_from(route, &i))
+            .transpose()
+    }
+
     async fn put_api_key(&self, k: &ApiKeyRecord) -> Result<(), StoreError> {
         let key_id = key_id_of(k);
         let mut item = key(format!("APIKEY#{}", k.hash), "APIKEY");
@@ -194,9 +201,9 @@ impl DynamoData {
         item.insert("created_at".into(), n(a.created_at_ms));
         let mut writes = vec![item];
         for r in a.routes() {
-            let mut ri = key(format!("ROUTE#{}", r.key()), "ROUTE");
-            ri.insert("account_id".into(), s(&a.id));
-            writes.push(ri);
+            // Pending: a new account has no Meta connection to verify it with yet.
+            let rec = RouteRecord::pending(r.clone(), a, a.created_at_ms);
+            writes.push(super::routes::route_item(&rec));
             // The route's unrouted items are owed to the account from now on.
             writes.push(super::unrouted::drain_item(&r, &a.id, a.created_at_ms));
         }

@@ -9,6 +9,8 @@
 //! | click         | `CONV#<id>`               | `CLICK#<ms15>#<msg id>`  | `ACCT#<a>#CUST#<key>` / `CLICK#<ms15>#<msg id>` | `ACCT#<a>#AD#<source id>` / same |
 //! | account       | `ACCT#<id>`               | `ACCOUNT`                |                                         |                                  |
 //! | route         | `ROUTE#<pnid:..|sinch:..>`| `ROUTE`                  |                                         |                                  |
+//! | quarantined   | `QUARANTINE#<route>`      | `<ms15>#<inbox id>`      |                                         |                                  |
+//! | audit record  | `AUDIT#<target>`          | `<ms15>#<audit id>`      |                                         |                                  |
 //! | API key       | `APIKEY#<sha256 hex>`     | `APIKEY`                 | `ACCT#<a>#APIKEYS` (or `OPERATOR#APIKEYS`) / `KEY#<ms15>#<key id>` |        |
 //! | key id        | `KEYID#<key id>`          | `KEYID`                  |                                         |                                  |
 //! | unrouted item | `UNROUTED#<route>`        | `<ms15>#<inbox id>`      |                                         |                                  |
@@ -26,7 +28,8 @@
 //! This module holds the attribute helpers, the two adapters' clients and their shared
 //! get/put/query helpers; each port's impl, with its items' conversions, is in its own
 //! file: [`inbox`] (also the inbox item's schema), `accounts` (with API keys),
-//! `conversations`, `unrouted` (items of unclaimed routes and their drains),
+//! `conversations`, `unrouted` (items of unclaimed routes and their drains), `routes`
+//! (route links, moves, removals, quarantined items, the audit trail),
 //! `connections`, `capi` (settings and conversion records), `ads`.
 
 mod accounts;
@@ -35,6 +38,7 @@ mod capi;
 mod connections;
 mod conversations;
 pub mod inbox;
+mod routes;
 mod unrouted;
 
 /// The event record's index keys and list cursor, shared with the in-memory store.
