@@ -472,18 +472,55 @@ async fn routes_move_conditionally_with_their_audit_records() {
         (cur.status, cur.waba_id.as_deref(), cur.linked_at_ms),
         (RouteStatus::Pending, Some("Wa"), 5)
     );
-    let audit = |action: &str, at: i64| AuditRecord::new("operator:key_1", action, p1.key(), serde_json::json!({}), at);
+    let audit = |action: &str, at: i64| {
+        AuditRecord::new(
+            "operator:key_1",
+            action,
+            p1.key(),
+            serde_json::json!({}),
+            at,
+        )
+    };
     let to = ctwa_shared::store::RouteRecord::pending(p1.clone(), &b, 9);
-    assert!(d.move_route(&cur, &to, &audit("route.move", 9)).await.unwrap());
+    assert!(
+        d.move_route(&cur, &to, &audit("route.move", 9))
+            .await
+            .unwrap()
+    );
     assert_eq!(d.route_record(&p1).await.unwrap().unwrap(), to);
-    assert_eq!(d.get_account("a").await.unwrap().unwrap().phone_number_ids, ["p0", "p2"]);
-    assert_eq!(d.get_account("b").await.unwrap().unwrap().phone_number_ids, ["p1"]);
+    assert_eq!(
+        d.get_account("a").await.unwrap().unwrap().phone_number_ids,
+        ["p0", "p2"]
+    );
+    assert_eq!(
+        d.get_account("b").await.unwrap().unwrap().phone_number_ids,
+        ["p1"]
+    );
     // The same (now stale) move again: nothing written, no audit record.
-    assert!(!d.move_route(&cur, &to, &audit("route.move", 10)).await.unwrap());
-    assert!(!d.remove_route(&cur, &audit("route.remove", 11)).await.unwrap());
-    assert!(d.remove_route(&to, &audit("route.remove", 12)).await.unwrap());
+    assert!(
+        !d.move_route(&cur, &to, &audit("route.move", 10))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !d.remove_route(&cur, &audit("route.remove", 11))
+            .await
+            .unwrap()
+    );
+    assert!(
+        d.remove_route(&to, &audit("route.remove", 12))
+            .await
+            .unwrap()
+    );
     assert_eq!(d.route_record(&p1).await.unwrap(), None);
-    assert!(d.get_account("b").await.unwrap().unwrap().phone_number_ids.is_empty());
+    assert!(
+        d.get_account("b")
+            .await
+            .unwrap()
+            .unwrap()
+            .phone_number_ids
+            .is_empty()
+    );
     let trail: Vec<String> = d
         .audit_trail(&p1.key(), 10)
         .await
@@ -494,20 +531,33 @@ async fn routes_move_conditionally_with_their_audit_records() {
     assert_eq!(trail, ["route.remove", "route.move"]);
     // Linked again, to a, as a new route; a taken route is a conflict.
     let again = ctwa_shared::store::RouteRecord::pending(p1.clone(), &a, 20);
-    d.link_route(&again, &audit("route.link", 20)).await.unwrap();
+    d.link_route(&again, &audit("route.link", 20))
+        .await
+        .unwrap();
     assert!(matches!(
         d.link_route(&again, &audit("route.link", 21)).await,
         Err(StoreError::Conflict(_))
     ));
-    assert_eq!(d.get_account("a").await.unwrap().unwrap().phone_number_ids, ["p0", "p2", "p1"]);
+    assert_eq!(
+        d.get_account("a").await.unwrap().unwrap().phone_number_ids,
+        ["p0", "p2", "p1"]
+    );
     let verified = ctwa_shared::store::RouteRecord {
         status: RouteStatus::Verified,
         checked_at_ms: Some(21),
         ..again.clone()
     };
-    assert!(d.set_route_status(&verified, &audit("route.verify", 21)).await.unwrap());
+    assert!(
+        d.set_route_status(&verified, &audit("route.verify", 21))
+            .await
+            .unwrap()
+    );
     assert_eq!(d.route_record(&p1).await.unwrap().unwrap(), verified);
     // A status for a link that is no longer current is not written.
-    assert!(!d.set_route_status(&to, &audit("route.verify", 22)).await.unwrap());
+    assert!(
+        !d.set_route_status(&to, &audit("route.verify", 22))
+            .await
+            .unwrap()
+    );
     assert_eq!(d.audit_trail(&p1.key(), 10).await.unwrap().len(), 4);
 }

@@ -82,7 +82,12 @@ async fn another_business_phone_number_is_refused_at_link_time() {
     let link = format!("/v1/admin/accounts/{}/phone-numbers", app.account_id);
 
     let (s, v) = app
-        .request("POST", &link, &op, Some(json!({"phone_number_id": OTHER_PNID})))
+        .request(
+            "POST",
+            &link,
+            &op,
+            Some(json!({"phone_number_id": OTHER_PNID})),
+        )
         .await;
     assert_eq!(s, 409, "{v}");
     assert_eq!(v["error"]["code"], "phone_number_not_in_waba", "{v}");
@@ -91,12 +96,22 @@ async fn another_business_phone_number_is_refused_at_link_time() {
     assert_eq!(shown["route"], Value::Null, "{shown}");
     assert!(actions(&shown).is_empty(), "{shown}");
     let (_, acct) = app
-        .request("GET", &format!("/v1/admin/accounts/{}", app.account_id), &op, None)
+        .request(
+            "GET",
+            &format!("/v1/admin/accounts/{}", app.account_id),
+            &op,
+            None,
+        )
         .await;
     assert_eq!(acct["account"]["phone_number_ids"], json!([FIXTURE_PNID]));
     // The other business's customer does not land in the account.
     let (s, _) = app
-        .post_webhook(webhook_from(OTHER_WABA, OTHER_PNID, "wamid.other1", "16505550101"))
+        .post_webhook(webhook_from(
+            OTHER_WABA,
+            OTHER_PNID,
+            "wamid.other1",
+            "16505550101",
+        ))
         .await;
     assert_eq!(s, 200);
     settled("unrouted", 1, || app.count_unrouted()).await;
@@ -104,7 +119,12 @@ async fn another_business_phone_number_is_refused_at_link_time() {
 
     // The account's own number: verified with Meta, linked, audited.
     let (s, v) = app
-        .request("POST", &link, &op, Some(json!({"phone_number_id": OWN_PNID})))
+        .request(
+            "POST",
+            &link,
+            &op,
+            Some(json!({"phone_number_id": OWN_PNID})),
+        )
         .await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["route"]["status"], "verified", "{v}");
@@ -120,7 +140,12 @@ async fn another_business_phone_number_is_refused_at_link_time() {
     );
     // Twice: taken.
     let (s, v) = app
-        .request("POST", &link, &op, Some(json!({"phone_number_id": OWN_PNID})))
+        .request(
+            "POST",
+            &link,
+            &op,
+            Some(json!({"phone_number_id": OWN_PNID})),
+        )
         .await;
     assert_eq!(s, 409, "{v}");
     // A WABA the account's token cannot see: Meta's 100/33, refused.
@@ -152,7 +177,10 @@ async fn another_business_phone_number_is_refused_at_link_time() {
     // Two links of other numbers, the repeated link (checked before it is refused as
     // taken), the blind account's link.
     assert_eq!(calls.len(), 4, "{calls:?}");
-    assert!(calls.iter().all(|r| r["appsecret_proof"] == "valid"), "{calls:?}");
+    assert!(
+        calls.iter().all(|r| r["appsecret_proof"] == "valid"),
+        "{calls:?}"
+    );
     app.stack.stop().await;
 }
 
@@ -193,7 +221,12 @@ async fn pending_routes_are_verified_when_the_account_connects() {
     assert_eq!(app.click_count().await, 0);
     // The operator's verify route answers the same states, and changes nothing more.
     let (s, v) = app
-        .request("POST", "/v1/admin/accounts/later/phone-numbers/verify", &op, Some(json!({})))
+        .request(
+            "POST",
+            "/v1/admin/accounts/later/phone-numbers/verify",
+            &op,
+            Some(json!({})),
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     let states: Vec<&str> = v["routes"]
@@ -214,7 +247,12 @@ async fn a_webhook_from_another_waba_is_quarantined_not_captured() {
     let app = spawn_app().await;
     let op = app.operator_key().await;
     let (s, v) = app
-        .post_webhook(webhook_from(OTHER_WABA, FIXTURE_PNID, "wamid.foreign1", "16505550303"))
+        .post_webhook(webhook_from(
+            OTHER_WABA,
+            FIXTURE_PNID,
+            "wamid.foreign1",
+            "16505550303",
+        ))
         .await;
     assert_eq!((s, v["stored"].as_i64()), (200, Some(1)), "{v}");
     let held = eventually("quarantined", Duration::from_secs(30), || async {
@@ -235,8 +273,13 @@ async fn a_webhook_from_another_waba_is_quarantined_not_captured() {
         .await;
     assert_eq!(v["conversations"], json!([]), "{v}");
     // The account's own webhooks still land.
-    app.post_webhook(webhook_from(FIXTURE_WABA, FIXTURE_PNID, "wamid.own1", "16505550304"))
-        .await;
+    app.post_webhook(webhook_from(
+        FIXTURE_WABA,
+        FIXTURE_PNID,
+        "wamid.own1",
+        "16505550304",
+    ))
+    .await;
     settled("the account's own click", 1, || app.click_count()).await;
     app.stack.stop().await;
 }
@@ -283,21 +326,44 @@ async fn routes_are_moved_and_removed_with_audit_records() {
         .await;
     assert_eq!(s, 409, "{v}");
     let (_, a) = app
-        .request("GET", &format!("/v1/admin/accounts/{}", app.account_id), &op, None)
+        .request(
+            "GET",
+            &format!("/v1/admin/accounts/{}", app.account_id),
+            &op,
+            None,
+        )
         .await;
     assert_eq!(a["account"]["phone_number_ids"], json!([]), "{a}");
-    let (_, b) = app.request("GET", "/v1/admin/accounts/bee", &op, None).await;
-    assert_eq!(b["account"]["phone_number_ids"], json!([FIXTURE_PNID]), "{b}");
+    let (_, b) = app
+        .request("GET", "/v1/admin/accounts/bee", &op, None)
+        .await;
+    assert_eq!(
+        b["account"]["phone_number_ids"],
+        json!([FIXTURE_PNID]),
+        "{b}"
+    );
     // The number's customers now land in bee.
     let (s, k) = app
-        .request("POST", "/v1/api-keys", &op, Some(json!({"account_id": "bee"})))
+        .request(
+            "POST",
+            "/v1/api-keys",
+            &op,
+            Some(json!({"account_id": "bee"})),
+        )
         .await;
     assert_eq!(s, 201, "{k}");
     let bee_key = k["key"].as_str().unwrap().to_string();
-    app.post_webhook(webhook_from(FIXTURE_WABA, FIXTURE_PNID, "wamid.bee1", "16505550404"))
-        .await;
+    app.post_webhook(webhook_from(
+        FIXTURE_WABA,
+        FIXTURE_PNID,
+        "wamid.bee1",
+        "16505550404",
+    ))
+    .await;
     settled("bee's click", 1, || app.click_count()).await;
-    let (_, v) = app.get("/v1/conversations?phone=16505550404", &bee_key).await;
+    let (_, v) = app
+        .get("/v1/conversations?phone=16505550404", &bee_key)
+        .await;
     assert_eq!(v["conversations"].as_array().unwrap().len(), 1, "{v}");
     let (_, v) = app
         .get("/v1/conversations?phone=16505550404", &app.api_key)
@@ -348,7 +414,12 @@ async fn routes_are_moved_and_removed_with_audit_records() {
         "{shown}"
     );
     let remove = &shown["audit"][0];
-    assert!(remove["actor"].as_str().unwrap().starts_with("operator:key_"));
+    assert!(
+        remove["actor"]
+            .as_str()
+            .unwrap()
+            .starts_with("operator:key_")
+    );
     assert_eq!(remove["target"], format!("pnid:{FIXTURE_PNID}"));
     assert_eq!(remove["detail"]["from"]["account_id"], winner);
     assert!(remove["at"].as_str().unwrap().ends_with('Z'), "{remove}");

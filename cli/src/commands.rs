@@ -537,7 +537,10 @@ async fn phone_number(ctx: &Ctx, cmd: AdminPhoneNumberCmd) -> Result<(), CliErro
             json!({ "phone_number_id": phone_number_id }),
         ),
         AdminPhoneNumberCmd::Verify { account } => Req::post(
-            format!("/v1/admin/accounts/{}/phone-numbers/verify", segment(&account)),
+            format!(
+                "/v1/admin/accounts/{}/phone-numbers/verify",
+                segment(&account)
+            ),
             json!({}),
         ),
         AdminPhoneNumberCmd::Show { phone_number_id } => Req::get(format!(

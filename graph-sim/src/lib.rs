@@ -1036,7 +1036,10 @@ impl Simulator {
                 ("POST", "/tokens") => (200, self.create_token(&body_json)),
                 ("POST", "/ad_accounts") => (200, self.add_ad_account(&body_json)),
                 ("POST", "/phone_numbers") => {
-                    let waba = body_json["waba_id"].as_str().unwrap_or_default().to_string();
+                    let waba = body_json["waba_id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
                     self.set_phone_numbers(&waba, &body_json["phone_numbers"]);
                     (200, json!({"success": true}))
                 }

@@ -242,9 +242,7 @@ pub fn check_function(binary: &str, env: Lookup) -> Result<(), ConfigError> {
         "webhook" => WebhookConfig::from_lookup(env).map(drop),
         "api" => DataConfig::from_lookup(env).map(drop),
         "capture-backlog" => BacklogConfig::from_lookup(env).map(drop),
-        "connect" | "token-refresh" | "ads" | "admin" => {
-            ConnectConfig::from_lookup(env).map(drop)
-        }
+        "connect" | "token-refresh" | "ads" | "admin" => ConnectConfig::from_lookup(env).map(drop),
         "capture" | "dataset" | "conversions" | "conversions-resend" => {
             CapiConfig::from_lookup(env).map(drop)
         }

@@ -521,7 +521,10 @@ impl Graph for GraphClient {
         // Meta pages by cursor; a WABA has a handful of numbers, 20 pages is a bound.
         for _ in 0..20 {
             let mut q = vec![
-                ("fields", "id,display_phone_number,verified_name".to_string()),
+                (
+                    "fields",
+                    "id,display_phone_number,verified_name".to_string(),
+                ),
                 ("limit", "100".to_string()),
             ];
             if let Some(a) = after.take() {

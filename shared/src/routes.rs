@@ -257,9 +257,9 @@ pub async fn remove(
     Ok(routes.remove_route(current, &audit).await?)
 }
 
-/// Checks the account's routes that are not verified with Meta now: each becomes
-/// verified or rejected (with its audit record), or stays pending with the reason.
-/// Answers every route of the account as it stands after.
+/// Checks the account's phone number routes that are not verified with Meta now: each
+/// becomes verified or rejected (with its audit record), or stays pending with the
+/// reason. Answers every phone number route of the account as it stands after.
 pub async fn verify_pending(
     meta: &MetaDeps,
     accounts: &dyn Accounts,
@@ -270,14 +270,16 @@ pub async fn verify_pending(
 ) -> Result<Vec<RouteRecord>, RouteError> {
     let mut out = Vec::new();
     let mut numbers: Option<WabaNumbers> = None;
-    for route in account.routes() {
+    // Phone number ids only: a Sinch app is not a WABA's number.
+    let phone_routes = account
+        .phone_number_ids
+        .iter()
+        .map(|p| Route::PhoneNumberId(p.clone()));
+    for route in phone_routes {
         let Some(rec) = accounts.route_record(&route).await? else {
             continue;
         };
-        if rec.account_id != account.id
-            || rec.status == RouteStatus::Verified
-            || !matches!(route, Route::PhoneNumberId(_))
-        {
+        if rec.account_id != account.id || rec.status == RouteStatus::Verified {
             out.push(rec);
             continue;
         }
@@ -393,7 +395,10 @@ mod tests {
     fn meta_decides_verified_or_rejected_and_cannot_ask_keeps_pending() {
         let listed = WabaNumbers::Listed(["777".to_string()].into());
         let r = judged(rec(RouteStatus::Pending, Some("W1")), &listed, 5);
-        assert_eq!((r.status, r.checked_at_ms), (RouteStatus::Verified, Some(5)));
+        assert_eq!(
+            (r.status, r.checked_at_ms),
+            (RouteStatus::Verified, Some(5))
+        );
         let other = WabaNumbers::Listed(["888".to_string()].into());
         let r = judged(rec(RouteStatus::Pending, Some("W1")), &other, 5);
         assert_eq!(r.status, RouteStatus::Rejected);
@@ -402,6 +407,9 @@ mod tests {
             &WabaNumbers::CannotAsk("later".into()),
             5,
         );
-        assert_eq!((r.status, r.note.as_deref()), (RouteStatus::Pending, Some("later")));
+        assert_eq!(
+            (r.status, r.note.as_deref()),
+            (RouteStatus::Pending, Some("later"))
+        );
     }
 }

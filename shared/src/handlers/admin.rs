@@ -46,9 +46,11 @@ pub async fn handle(deps: &AdminDeps, req: ApiRequest) -> ApiResponse {
         (["v1", "admin", "accounts", id, "ad-accounts"], &Method::POST) => {
             link_ad_account(deps, &req, id).await
         }
-        (["v1", "admin", "accounts", _, "phone-numbers", ..] | ["v1", "admin", "phone-numbers", ..], _) => {
-            super::routes::handle(deps, &req, &segments).await
-        }
+        (
+            ["v1", "admin", "accounts", _, "phone-numbers", ..]
+            | ["v1", "admin", "phone-numbers", ..],
+            _,
+        ) => super::routes::handle(deps, &req, &segments).await,
         (["v1", "api-keys"], &Method::GET) => list_keys(deps, &req).await,
         (["v1", "api-keys"], &Method::POST) => create_key(deps, &req).await,
         (["v1", "api-keys", key_id, "rotate"], &Method::POST) => {

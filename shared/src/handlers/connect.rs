@@ -160,7 +160,9 @@ async fn verify_routes(deps: &ConnectDeps, account_id: &str, now_ms: i64) {
                 .count(),
             "routes checked with Meta after the connection"
         ),
-        Err(e) => tracing::warn!(account_id, error = %e, "routes could not be checked with Meta after the connection; they stay pending"),
+        Err(e) => {
+            tracing::warn!(account_id, error = %e, "routes could not be checked with Meta after the connection; they stay pending")
+        }
     }
 }
 

@@ -100,12 +100,7 @@ struct LinkBody {
     phone_number_id: String,
 }
 
-async fn link(
-    deps: &AdminDeps,
-    req: &ApiRequest,
-    id: &str,
-    actor: &str,
-) -> ApiResult<ApiResponse> {
+async fn link(deps: &AdminDeps, req: &ApiRequest, id: &str, actor: &str) -> ApiResult<ApiResponse> {
     let body: LinkBody = json_body(req)?;
     let route = phone_route(&body.phone_number_id)?;
     let account = existing_account(deps, &account_id(id)?).await?;

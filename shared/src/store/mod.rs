@@ -777,6 +777,9 @@ pub trait RouteStore: Send + Sync {
         audit: &crate::audit::AuditRecord,
     ) -> Result<bool, StoreError>;
     /// The route's quarantined items, newest first, up to `limit`.
-    async fn quarantined(&self, route: &Route, limit: usize)
-    -> Result<Vec<Quarantined>, StoreError>;
+    async fn quarantined(
+        &self,
+        route: &Route,
+        limit: usize,
+    ) -> Result<Vec<Quarantined>, StoreError>;
 }

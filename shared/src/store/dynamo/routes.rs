@@ -148,7 +148,9 @@ impl DynamoData {
         let u = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(format!("ACCT#{account_id}"), "ACCOUNT")))
-            .update_expression("SET phone_number_ids = list_append(if_not_exists(phone_number_ids, :empty), :one)")
+            .update_expression(
+                "SET phone_number_ids = list_append(if_not_exists(phone_number_ids, :empty), :one)",
+            )
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
             .expression_attribute_values(":one", AttributeValue::L(vec![s(p)]))
@@ -220,7 +222,10 @@ impl RouteStore for DynamoData {
         audit: &AuditRecord,
     ) -> Result<bool, StoreError> {
         let mut writes = vec![self.route_write_if(to, from)?];
-        writes.extend(self.remove_phone_number(&from.account_id, &from.route).await?);
+        writes.extend(
+            self.remove_phone_number(&from.account_id, &from.route)
+                .await?,
+        );
         writes.extend(self.add_phone_number(&to.account_id, &to.route)?);
         writes.push(self.put_write(audit_item(audit), None)?);
         self.transact(writes).await
@@ -309,7 +314,10 @@ impl AuditLog for DynamoData {
         if self.put_new(audit_item(rec)).await? {
             Ok(())
         } else {
-            Err(StoreError::Conflict(format!("audit record {} exists", rec.id)))
+            Err(StoreError::Conflict(format!(
+                "audit record {} exists",
+                rec.id
+            )))
         }
     }
 
