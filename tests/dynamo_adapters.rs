@@ -552,3 +552,144 @@ async fn key_lifecycle_counts_live_keys_and_audits_in_both_stores() {
     run(&d, "dynamodb").await;
     run(&MemoryStore::new(), "memory").await;
 }
+
+/// Routes move and are removed only from the state the caller read, with the accounts'
+/// lists and the audit record in the same transaction; a stale write changes nothing.
+#[tokio::test]
+async fn routes_move_conditionally_with_their_audit_records() {
+    use ctwa_shared::store::{Actor, AuditLog, AuditRecord, RouteStatus, RouteStore};
+    let (_, d) = data().await;
+    let account = |id: &str, pnids: &[&str]| Account {
+        id: id.into(),
+        name: id.into(),
+        waba_id: Some(format!("W{id}")),
+        phone_number_ids: pnids.iter().map(|p| p.to_string()).collect(),
+        sinch_app_id: None,
+        created_at_ms: 5,
+    };
+    let (a, b) = (account("a", &["p0", "p1", "p2"]), account("b", &[]));
+    d.create_account(&a).await.unwrap();
+    d.create_account(&b).await.unwrap();
+    let p1 = Route::PhoneNumberId("p1".into());
+    let cur = d.route_record(&p1).await.unwrap().unwrap();
+    assert_eq!(
+        (cur.status, cur.waba_id.as_deref(), cur.linked_at_ms),
+        (RouteStatus::Pending, Some("Wa"), 5)
+    );
+    let operator = Actor {
+        kind: "operator".into(),
+        key_id: Some("key_1".into()),
+    };
+    let on = |account: &str, action: &str, at: i64| {
+        AuditRecord::by(
+            &operator,
+            Some(account),
+            action,
+            &p1.key(),
+            serde_json::json!({}),
+            at,
+        )
+        .unwrap()
+    };
+    let audit = |action: &str, at: i64| on("a", action, at);
+    // A move is one record in both accounts' trails.
+    let moved = |at: i64| {
+        let to_b = on("b", "route.move", at);
+        let mut from_a = to_b.clone();
+        from_a.account_id = Some("a".into());
+        [to_b, from_a]
+    };
+    let to = ctwa_shared::store::RouteRecord::pending(p1.clone(), &b, 9);
+    assert!(d.move_route(&cur, &to, &moved(9)).await.unwrap());
+    assert_eq!(d.route_record(&p1).await.unwrap().unwrap(), to);
+    assert_eq!(
+        d.get_account("a").await.unwrap().unwrap().phone_number_ids,
+        ["p0", "p2"]
+    );
+    assert_eq!(
+        d.get_account("b").await.unwrap().unwrap().phone_number_ids,
+        ["p1"]
+    );
+    // The same (now stale) move again: nothing written, no audit record.
+    assert!(!d.move_route(&cur, &to, &moved(10)).await.unwrap());
+    assert!(
+        !d.remove_route(&cur, &audit("route.remove", 11))
+            .await
+            .unwrap()
+    );
+    assert!(
+        d.remove_route(&to, &on("b", "route.remove", 12))
+            .await
+            .unwrap()
+    );
+    assert_eq!(d.route_record(&p1).await.unwrap(), None);
+    assert!(
+        d.get_account("b")
+            .await
+            .unwrap()
+            .unwrap()
+            .phone_number_ids
+            .is_empty()
+    );
+    let trail: Vec<(String, Option<String>)> = d
+        .target_audit_records(&p1.key(), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.action, r.account_id))
+        .collect();
+    let mut moves = trail[1..].to_vec();
+    moves.sort();
+    assert_eq!(trail[0], ("route.remove".into(), Some("b".into())));
+    assert_eq!(
+        moves,
+        [
+            ("route.move".into(), Some("a".into())),
+            ("route.move".into(), Some("b".into()))
+        ]
+    );
+    // Each account's own trail holds what happened to it.
+    let actions = |v: Vec<AuditRecord>| v.into_iter().map(|r| r.action).collect::<Vec<_>>();
+    assert_eq!(
+        actions(d.audit_records(Some("b"), 10, None).await.unwrap().0),
+        ["route.remove", "route.move"]
+    );
+    assert_eq!(
+        actions(d.audit_records(Some("a"), 10, None).await.unwrap().0),
+        ["route.move"]
+    );
+    // Linked again, to a, as a new route; a taken route is a conflict.
+    let again = ctwa_shared::store::RouteRecord::pending(p1.clone(), &a, 20);
+    d.link_route(&again, &audit("route.link", 20))
+        .await
+        .unwrap();
+    assert!(matches!(
+        d.link_route(&again, &audit("route.link", 21)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        d.get_account("a").await.unwrap().unwrap().phone_number_ids,
+        ["p0", "p2", "p1"]
+    );
+    let verified = ctwa_shared::store::RouteRecord {
+        status: RouteStatus::Verified,
+        checked_at_ms: Some(21),
+        ..again.clone()
+    };
+    assert!(
+        d.set_route_status(&verified, &audit("route.verify", 21))
+            .await
+            .unwrap()
+    );
+    assert_eq!(d.route_record(&p1).await.unwrap().unwrap(), verified);
+    // A status for a link that is no longer current is not written.
+    assert!(
+        !d.set_route_status(&to, &audit("route.verify", 22))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        d.target_audit_records(&p1.key(), 10).await.unwrap().len(),
+        5
+    );
+}

@@ -215,6 +215,7 @@ async fn every_openapi_route_is_served_by_the_local_run() {
             .replace("{ad_id}", "123")
             .replace("{account_id}", "acme")
             .replace("{key_id}", "key_0")
+            .replace("{phone_number_id}", "777")
             .replace("{id}", "c1");
         let r = app
             .http
@@ -275,6 +276,7 @@ async fn openapi_says_which_bodies_refuse_unknown_fields() {
             let concrete = path
                 .replace("{account_id}", "acme")
                 .replace("{key_id}", "key_0")
+                .replace("{phone_number_id}", "777")
                 .replace("{ad_id}", "123");
             let key = if path.starts_with("/v1/admin") {
                 &operator

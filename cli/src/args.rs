@@ -464,6 +464,45 @@ pub enum AdminCmd {
         #[command(subcommand)]
         cmd: AdminApiKeyCmd,
     },
+    /// phone number routes: link (checked with Meta), verify, show, move, remove
+    PhoneNumber {
+        #[command(subcommand)]
+        cmd: AdminPhoneNumberCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminPhoneNumberCmd {
+    /// link a phone number id to an account (refused if Meta lists it under another WABA)
+    Link {
+        #[arg(long, value_name = "ID")]
+        account: String,
+        phone_number_id: String,
+    },
+    /// check an account's unverified phone number ids with Meta now
+    Verify {
+        #[arg(long, value_name = "ID")]
+        account: String,
+    },
+    /// the route, its audit trail and the messages quarantined for it
+    Show { phone_number_id: String },
+    /// give the phone number id to another account
+    Move {
+        phone_number_id: String,
+        /// The account to give it to
+        #[arg(long, value_name = "ID")]
+        to: String,
+        /// The account believed to hold it now (refused if another does)
+        #[arg(long, value_name = "ID")]
+        from: Option<String>,
+    },
+    /// unlink the phone number id
+    Remove {
+        phone_number_id: String,
+        /// The account believed to hold it now (refused if another does)
+        #[arg(long, value_name = "ID")]
+        account: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

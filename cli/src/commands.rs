@@ -534,6 +534,50 @@ async fn api_keys(ctx: &Ctx, cmd: ApiKeyCmd) -> Result<(), CliError> {
     }
 }
 
+/// `ctwa admin phone-number ...`: the operator's phone number routes.
+async fn phone_number(ctx: &Ctx, cmd: AdminPhoneNumberCmd) -> Result<(), CliError> {
+    let req = match cmd {
+        AdminPhoneNumberCmd::Link {
+            account,
+            phone_number_id,
+        } => Req::post(
+            format!("/v1/admin/accounts/{}/phone-numbers", segment(&account)),
+            json!({ "phone_number_id": phone_number_id }),
+        ),
+        AdminPhoneNumberCmd::Verify { account } => Req::post(
+            format!(
+                "/v1/admin/accounts/{}/phone-numbers/verify",
+                segment(&account)
+            ),
+            json!({}),
+        ),
+        AdminPhoneNumberCmd::Show { phone_number_id } => Req::get(format!(
+            "/v1/admin/phone-numbers/{}",
+            segment(&phone_number_id)
+        )),
+        AdminPhoneNumberCmd::Move {
+            phone_number_id,
+            to,
+            from,
+        } => Req::post(
+            format!("/v1/admin/phone-numbers/{}/move", segment(&phone_number_id)),
+            object(vec![
+                ("account_id", Some(Value::String(to))),
+                ("from_account_id", from.map(Value::String)),
+            ]),
+        ),
+        AdminPhoneNumberCmd::Remove {
+            phone_number_id,
+            account,
+        } => Req::new(
+            Method::DELETE,
+            format!("/v1/admin/phone-numbers/{}", segment(&phone_number_id)),
+        )
+        .query("account_id", account),
+    };
+    ctx.show(req).await.map(drop)
+}
+
 async fn admin(ctx: &Ctx, cmd: AdminCmd) -> Result<(), CliError> {
     match cmd {
         AdminCmd::Account {
@@ -591,6 +635,7 @@ async fn admin(ctx: &Ctx, cmd: AdminCmd) -> Result<(), CliError> {
             ))
             .await
             .map(drop),
+        AdminCmd::PhoneNumber { cmd } => phone_number(ctx, cmd).await,
         AdminCmd::ApiKey { cmd } => match cmd {
             AdminApiKeyCmd::Create {
                 account,

@@ -19,6 +19,10 @@
 //!   with `delay_ms` only slows them down)
 //! - `GET|POST /{waba}/dataset` — the WABA's dataset (`{"data":[{"id"}]}` / `{"id"}`),
 //!   a valid token with `whatsapp_business_manage_events` required.
+//! - `GET /{waba}/phone_numbers` — the WABA's phone numbers (`data[]` with `id`,
+//!   `display_phone_number`, `verified_name`, ...; `paging.cursors`), from
+//!   `POST /_sim/phone_numbers {waba_id, phone_numbers: [{id, ...}]}`; a WABA the token
+//!   cannot see answers code 100 subcode 33.
 //! - `POST /{dataset}/events` — Conversions API for Business Messaging with Meta's
 //!   validation: allowed event names (subcode 2804066), `action_source`,
 //!   `messaging_channel`, `whatsapp_business_account_id`, `ctwa_clid` (2804087),
@@ -123,6 +127,8 @@ struct State {
     /// Every event accepted by `POST /{dataset}/events`, with its dataset and test code.
     events: Vec<Value>,
     marketing: marketing::Marketing,
+    /// WABA id -> its phone numbers (`GET /{waba}/phone_numbers`), as tests set them.
+    phone_numbers: HashMap<String, Vec<Value>>,
     /// Refuse calls made with a user token that lack a valid `appsecret_proof` (the
     /// app's "Require App Secret" setting).
     require_appsecret_proof: bool,
@@ -282,6 +288,97 @@ impl Simulator {
 
     pub fn clear_faults(&self) {
         self.lock().faults.clear();
+    }
+
+    /// The phone numbers a WABA owns (`GET /{waba}/phone_numbers` answers them): each
+    /// `{"id", "display_phone_number"?, "verified_name"?}`, completed with Meta's other
+    /// fields. Replaces the WABA's list.
+    pub fn set_phone_numbers(&self, waba_id: &str, numbers: &Value) {
+        let list = numbers
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|n| {
+                        let id = n["id"].as_str().unwrap_or_default();
+                        json!({
+                            "verified_name": n["verified_name"].as_str().unwrap_or("Sim Business"),
+                            "code_verification_status": "VERIFIED",
+                            "display_phone_number": n["display_phone_number"].as_str().unwrap_or("+1 555-010-0000"),
+                            "quality_rating": "GREEN",
+                            "platform_type": "CLOUD_API",
+                            "throughput": {"level": "STANDARD"},
+                            "id": id,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.lock().phone_numbers.insert(waba_id.to_string(), list);
+    }
+
+    /// `GET /{waba}/phone_numbers`: the token must see the WABA (its granted WABA), as
+    /// Meta's code 100 subcode 33 says otherwise; pages of `limit` (default 25) with
+    /// `paging.cursors` and `paging.next` while more follow.
+    fn phone_numbers(
+        &self,
+        waba: &str,
+        params: &HashMap<String, String>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let st = self.lock();
+        let info = match self.valid_token(&st, token) {
+            Ok(i) => i.clone(),
+            Err(e) => return e,
+        };
+        let unreachable = || {
+            graph_error(
+                400,
+                100,
+                Some(33),
+                "GraphMethodException",
+                &format!(
+                    "Unsupported get request. Object with ID '{waba}' does not exist, cannot be loaded due to missing permissions, or does not support this operation. Please read the Graph API documentation at https://developers.facebook.com/docs/graph-api"
+                ),
+            )
+        };
+        if info.waba_id.as_deref() != Some(waba)
+            || !info
+                .scopes
+                .iter()
+                .any(|s| s == "whatsapp_business_management")
+        {
+            return unreachable();
+        }
+        let Some(all) = st.phone_numbers.get(waba) else {
+            return (200, json!({"data": []}));
+        };
+        let limit = params
+            .get("limit")
+            .and_then(|l| l.parse::<usize>().ok())
+            .filter(|l| *l > 0)
+            .unwrap_or(25);
+        let start = params
+            .get("after")
+            .and_then(|a| hex::decode(a).ok())
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.parse::<usize>().ok())
+            .unwrap_or(0);
+        let page: Vec<Value> = all.iter().skip(start).take(limit).cloned().collect();
+        if page.is_empty() {
+            return (200, json!({"data": []}));
+        }
+        let cursor = |i: usize| hex::encode(i.to_string());
+        let end = start + page.len();
+        let mut paging = json!({"cursors": {"before": cursor(start), "after": cursor(end)}});
+        if end < all.len() {
+            // As Meta does: the next page's URL carries the token.
+            paging["next"] = json!(format!(
+                "https://graph.facebook.com/v25.0/{waba}/phone_numbers?access_token={}&limit={limit}&after={}",
+                token.unwrap_or_default(),
+                cursor(end)
+            ));
+        }
+        (200, json!({"data": page, "paging": paging}))
     }
 
     /// Turns the app's "Require App Secret" setting on or off.
@@ -938,6 +1035,14 @@ impl Simulator {
                 ("POST", "/oauth/codes") => (200, self.create_code(&body_json)),
                 ("POST", "/tokens") => (200, self.create_token(&body_json)),
                 ("POST", "/ad_accounts") => (200, self.add_ad_account(&body_json)),
+                ("POST", "/phone_numbers") => {
+                    let waba = body_json["waba_id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    self.set_phone_numbers(&waba, &body_json["phone_numbers"]);
+                    (200, json!({"success": true}))
+                }
                 ("POST", "/tokens/revoke") => {
                     let ok = self.revoke(body_json["access_token"].as_str().unwrap_or_default());
                     (if ok { 200 } else { 404 }, json!({"success": ok}))
@@ -1057,6 +1162,7 @@ impl Simulator {
             ("GET" | "POST", ["oauth", "access_token"]) => self.access_token(&params),
             ("GET", ["debug_token"]) => self.debug_token(&params, bearer),
             ("GET" | "POST", [waba, "dataset"]) => self.dataset(method, waba, token),
+            ("GET", [waba, "phone_numbers"]) => self.phone_numbers(waba, &params, token),
             ("POST", [dataset, "events"]) => self.events(dataset, &body_json, token),
             _ => graph_error(
                 400,

@@ -125,6 +125,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     stack.data.link_ad_account(&link).await?;
     if let Some(s) = &sim {
+        // Meta lists the demo number under the demo WABA: connecting verifies its route.
+        s.sim.set_phone_numbers(
+            DEMO_WABA_ID,
+            &serde_json::json!([{"id": DEMO_PHONE_NUMBER_ID, "display_phone_number": DEMO_WHATSAPP_NUMBER}]),
+        );
         s.sim.add_ad_account(&serde_json::json!({
             "id": DEMO_AD_ACCOUNT,
             "page_ids": [DEMO_PAGE_ID],

@@ -160,6 +160,31 @@ pub const ROUTE_ACCESS: &[(&str, &str, Access)] = &[
         Access::Operator,
     ),
     ("GET", "/v1/admin/audit", Access::Operator),
+    (
+        "POST",
+        "/v1/admin/accounts/{account_id}/phone-numbers",
+        Access::Operator,
+    ),
+    (
+        "POST",
+        "/v1/admin/accounts/{account_id}/phone-numbers/verify",
+        Access::Operator,
+    ),
+    (
+        "GET",
+        "/v1/admin/phone-numbers/{phone_number_id}",
+        Access::Operator,
+    ),
+    (
+        "DELETE",
+        "/v1/admin/phone-numbers/{phone_number_id}",
+        Access::Operator,
+    ),
+    (
+        "POST",
+        "/v1/admin/phone-numbers/{phone_number_id}/move",
+        Access::Operator,
+    ),
     ("GET", "/v1/api-keys", Access::Scope(Scope::Keys)),
     ("POST", "/v1/api-keys", Access::Scope(Scope::Keys)),
     (
@@ -301,6 +326,18 @@ impl Caller {
     pub fn key_id(&self) -> &str {
         match self {
             Caller::Account { key_id, .. } | Caller::Operator { key_id } => key_id,
+        }
+    }
+
+    /// The caller as audit records name it: `operator` or `account_key`, and its key.
+    pub fn actor(&self) -> crate::store::Actor {
+        let kind = match self {
+            Caller::Operator { .. } => "operator",
+            Caller::Account { .. } => "account_key",
+        };
+        crate::store::Actor {
+            kind: kind.to_string(),
+            key_id: Some(self.key_id().to_string()),
         }
     }
 }

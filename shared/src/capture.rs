@@ -5,10 +5,11 @@
 use crate::capi::{CapiDeps, CapiError};
 use crate::domain::{Click, Customer, Route, conversation_id};
 use crate::meta::webhook::{cloud_automatic_event, cloud_inbound};
+use crate::routes::{Admission, admit, quarantined};
 use crate::sinch::sinch_inbound;
 use crate::store::{
     Accounts, ClickRecord, ConversationUpsert, Conversations, FirstTouchOutcome, InboxItem,
-    InboxKind, StoreError, first_touch_of,
+    InboxKind, RouteRecord, StoreError, first_touch_of,
 };
 use crate::stream::{BatchItemFailure, BatchResponse, StreamEvent, inbox_item_from_image};
 use std::collections::{HashMap, HashSet};
@@ -30,6 +31,10 @@ pub enum Outcome {
     /// Its phone number id / Sinch app belongs to no account: kept until the route is
     /// linked (then captured: [`crate::unrouted`]) or the inbox TTL.
     Unrouted,
+    /// Its route's account may not have it (the webhook's WABA is not the account's, or
+    /// the route was rejected): kept for the operator, never attributed
+    /// ([`crate::routes::admit`]).
+    Quarantined(&'static str),
     /// It can never be processed (unreadable, no customer id): logged, raw kept in the inbox.
     Skipped(String),
 }
@@ -37,7 +42,7 @@ pub enum Outcome {
 pub struct CaptureDeps {
     pub accounts: Arc<dyn Accounts>,
     pub conversations: Arc<dyn Conversations>,
-    routes: Mutex<HashMap<Route, (Instant, Option<String>)>>,
+    routes: Mutex<HashMap<Route, (Instant, Option<RouteRecord>)>>,
     /// Identity links (account, user key, phone key) written by this instance.
     links: Mutex<HashSet<(String, String, String)>>,
     /// How long a route -> account answer is reused (an unknown route: a tenth of it).
@@ -116,7 +121,7 @@ impl CaptureDeps {
             .unwrap_or(key))
     }
 
-    async fn account_for(&self, route: &Route) -> Result<Option<String>, StoreError> {
+    async fn route_for(&self, route: &Route) -> Result<Option<RouteRecord>, StoreError> {
         {
             let cache = self.routes.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((at, acct)) = cache.get(route) {
@@ -130,15 +135,15 @@ impl CaptureDeps {
                 }
             }
         }
-        self.account_for_now(route).await
+        self.route_for_now(route).await
     }
 
-    /// The route's account read now (not from the cache), which is cached after.
-    pub(crate) async fn account_for_now(
+    /// The route read now (not from the cache), which is cached after.
+    pub(crate) async fn route_for_now(
         &self,
         route: &Route,
-    ) -> Result<Option<String>, StoreError> {
-        let acct = self.accounts.account_for_route(route).await?;
+    ) -> Result<Option<RouteRecord>, StoreError> {
+        let acct = self.accounts.route_record(route).await?;
         self.routes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -153,13 +158,21 @@ pub async fn process_item(
     item: &InboxItem,
     now_ms: i64,
 ) -> Result<Outcome, StoreError> {
-    let account_id = match deps.account_for(&item.route).await? {
-        Some(a) => a,
+    let route = match deps.route_for(&item.route).await? {
+        Some(r) => r,
         None => match crate::unrouted::keep_unless_routed(deps, item).await? {
-            Some(a) => a,
+            Some(r) => r,
             None => return Ok(Outcome::Unrouted),
         },
     };
+    if let Admission::Quarantine(reason) = admit(&route, item) {
+        deps.conversations
+            .record_quarantined(&quarantined(&route, item, reason))
+            .await?;
+        tracing::warn!(inbox_id = %item.id, route = %item.route.key(), account_id = %route.account_id, webhook_waba_id = ?item.waba_id, route_waba_id = ?route.waba_id, reason, "webhook quarantined: not captured into the route's account (an operator sees it at GET /v1/admin/phone-numbers/{{phone_number_id}})");
+        return Ok(Outcome::Quarantined(reason));
+    }
+    let account_id = route.account_id;
     if item.kind == InboxKind::AutomaticEvent {
         return match cloud_automatic_event(item) {
             Ok(ev) => {
@@ -301,7 +314,7 @@ pub async fn handle_stream_event(deps: &CaptureDeps, event: StreamEvent) -> Batc
     let results: Vec<(String, Result<Outcome, StoreError>)> =
         crate::run_bounded(work, deps.concurrency).await;
     let mut failures = Vec::new();
-    let (mut clicks, mut captured) = (0usize, 0usize);
+    let (mut clicks, mut captured, mut held) = (0usize, 0usize, 0usize);
     for (seq, r) in results {
         match r {
             Ok(Outcome::Message {
@@ -312,6 +325,7 @@ pub async fn handle_stream_event(deps: &CaptureDeps, event: StreamEvent) -> Batc
                 clicks += usize::from(click_recorded);
                 captured += usize::from(first_touch == FirstTouchOutcome::Captured);
             }
+            Ok(Outcome::Quarantined(_)) => held += 1,
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(sequence_number = %seq, error = %e, "record failed; the stream will redeliver it");
@@ -324,6 +338,7 @@ pub async fn handle_stream_event(deps: &CaptureDeps, event: StreamEvent) -> Batc
     tracing::info!(
         clicks,
         first_touches = captured,
+        quarantined = held,
         failures = failures.len(),
         "capture batch done"
     );

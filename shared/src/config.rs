@@ -95,7 +95,8 @@ impl SinchSecrets {
 /// (`SINCH_SECRET_PREFIX`).
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
-    pub data: DataConfig,
+    /// The account's Meta token checks the phone numbers the operator links.
+    pub connect: ConnectConfig,
     pub sinch_secret_prefix: String,
 }
 
@@ -106,7 +107,7 @@ impl AdminConfig {
 
     pub fn from_lookup(env: Lookup) -> Result<Self, ConfigError> {
         Ok(Self {
-            data: DataConfig::from_lookup(env)?,
+            connect: ConnectConfig::from_lookup(env)?,
             sinch_secret_prefix: required(env, "SINCH_SECRET_PREFIX")?,
         })
     }

@@ -94,6 +94,20 @@ pub enum ApiError {
         waba_id: String,
         granted: Vec<String>,
     },
+    /// A phone number id Meta does not list under the account's WABA (issue 14).
+    #[error("{message}")]
+    PhoneNumberNotInWaba {
+        message: String,
+        phone_number_id: String,
+        waba_id: String,
+    },
+    /// The account's token cannot see its own WABA: its numbers cannot be checked.
+    #[error("{message}")]
+    WabaNotReachable {
+        message: String,
+        waba_id: String,
+        error: GraphError,
+    },
     /// Meta's refusal or failure, passed on: Meta's own 4xx (the request was wrong), 429
     /// for its rate limits, 502 for its failures.
     #[error("{}", meta_message(.error))]
@@ -200,6 +214,8 @@ impl ApiError {
             | Self::RequestInProgress
             | Self::MetaNotConnected
             | Self::MetaWabaNotGranted { .. }
+            | Self::PhoneNumberNotInWaba { .. }
+            | Self::WabaNotReachable { .. }
             | Self::NoDataset => StatusCode::CONFLICT,
             Self::IdempotencyKeyReused | Self::MetaRefused { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
@@ -240,6 +256,8 @@ impl ApiError {
             Self::MetaTokenInvalid(_) => "meta_token_invalid",
             Self::NoDataset => "no_dataset",
             Self::MetaWabaNotGranted { .. } => "meta_waba_not_granted",
+            Self::PhoneNumberNotInWaba { .. } => "phone_number_not_in_waba",
+            Self::WabaNotReachable { .. } => "waba_not_reachable",
             Self::Meta {
                 error: GraphError::Api { .. },
                 ..
@@ -293,6 +311,18 @@ impl ApiError {
             Self::MetaWabaNotGranted { waba_id, granted } => {
                 e.insert("waba_id".into(), json!(waba_id));
                 e.insert("token_waba_ids".into(), json!(granted));
+            }
+            Self::PhoneNumberNotInWaba {
+                phone_number_id,
+                waba_id,
+                ..
+            } => {
+                e.insert("phone_number_id".into(), json!(phone_number_id));
+                e.insert("waba_id".into(), json!(waba_id));
+            }
+            Self::WabaNotReachable { waba_id, error, .. } => {
+                e.insert("waba_id".into(), json!(waba_id));
+                e.extend(error.details());
             }
             Self::MetaTokenInvalid(Some(cause)) | Self::Meta { error: cause, .. } => {
                 e.extend(cause.details());
@@ -380,6 +410,31 @@ fn creation_failed(f: &FailedCreation) -> Map<String, Value> {
         }
     }
     e
+}
+
+impl From<crate::routes::RouteError> for ApiError {
+    fn from(e: crate::routes::RouteError) -> Self {
+        use crate::routes::RouteError;
+        let message = e.to_string();
+        match e {
+            RouteError::NotInWaba {
+                phone_number_id,
+                waba_id,
+            } => Self::PhoneNumberNotInWaba {
+                message,
+                phone_number_id,
+                waba_id,
+            },
+            RouteError::WabaNotReachable { waba_id, error } => Self::WabaNotReachable {
+                message,
+                waba_id,
+                error,
+            },
+            RouteError::Meta(e) => e.into(),
+            RouteError::Store(e) => e.into(),
+            RouteError::AuditId(e) => ApiError::internal(e),
+        }
+    }
 }
 
 impl From<crate::store::StoreError> for ApiError {

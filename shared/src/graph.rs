@@ -392,6 +392,13 @@ pub trait Graph: Send + Sync {
         test_event_code: Option<&str>,
         token: &Token,
     ) -> Result<EventsResponse, GraphError>;
+    /// `GET /{waba_id}/phone_numbers`: every phone number of the WABA (all pages). A
+    /// token that cannot see the WABA gets Meta's code 100 (subcode 33).
+    async fn phone_numbers(
+        &self,
+        waba_id: &str,
+        token: &Token,
+    ) -> Result<Vec<PhoneNumber>, GraphError>;
     /// One Marketing API call: `path` is relative to the versioned base (`act_1/ads`,
     /// `2385...`, or empty with `ids=` in the query). No retry here: the caller decides,
     /// because a create that timed out may have happened.
@@ -504,6 +511,45 @@ impl Graph for GraphClient {
         Self::read(resp).await
     }
 
+    async fn phone_numbers(
+        &self,
+        waba_id: &str,
+        token: &Token,
+    ) -> Result<Vec<PhoneNumber>, GraphError> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        // Meta pages by cursor; a WABA has a handful of numbers, 20 pages is a bound.
+        for _ in 0..20 {
+            let mut q = vec![
+                (
+                    "fields",
+                    "id,display_phone_number,verified_name".to_string(),
+                ),
+                ("limit", "100".to_string()),
+            ];
+            if let Some(a) = after.take() {
+                q.push(("after", a));
+            }
+            let resp = authed(
+                self.http
+                    .get(format!("{}/{waba_id}/phone_numbers", self.base))
+                    .query(&q),
+                token,
+            )
+            .send()
+            .await;
+            let page: PhoneNumbersPage = Self::read(resp).await?;
+            let empty = page.data.is_empty();
+            out.extend(page.data);
+            // Only the cursor is followed (never `paging.next`: it carries the token).
+            match page.paging.and_then(|p| p.next.and(p.cursors?.after)) {
+                Some(a) if !empty => after = Some(a),
+                _ => return Ok(out),
+            }
+        }
+        Ok(out)
+    }
+
     async fn marketing(
         &self,
         method: http::Method,
@@ -556,6 +602,38 @@ pub struct EventsResponse {
     pub messages: Vec<serde_json::Value>,
     #[serde(default)]
     pub fbtrace_id: Option<String>,
+}
+
+/// One phone number of a WABA (`GET /{waba_id}/phone_numbers` -> `data[]`).
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+pub struct PhoneNumber {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_phone_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PhoneNumbersPage {
+    #[serde(default)]
+    data: Vec<PhoneNumber>,
+    #[serde(default)]
+    paging: Option<Paging>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Paging {
+    #[serde(default)]
+    cursors: Option<Cursors>,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Cursors {
+    #[serde(default)]
+    after: Option<String>,
 }
 
 /// `GET /{waba}/dataset`: `{"id"}` or `{"data":[{"id"}]}` (the shape is UNCONFIRMED:
@@ -612,6 +690,9 @@ pub mod fake {
         marketing: Mutex<VecDeque<Result<serde_json::Value, GraphError>>>,
         sent: Mutex<Vec<SentEvents>>,
         datasets: Mutex<std::collections::HashMap<String, String>>,
+        /// WABA id -> its phone numbers (`phone_numbers`); a WABA not here is one the
+        /// token cannot see (code 100, subcode 33).
+        pub phone_numbers: Mutex<std::collections::HashMap<String, Vec<String>>>,
         /// Scopes `debug_token` reports (default: every required scope).
         pub scopes: Vec<String>,
     }
@@ -738,6 +819,22 @@ pub mod fake {
                     fbtrace_id: Some("FakeTrace".into()),
                 })
             })
+        }
+        async fn phone_numbers(
+            &self,
+            waba_id: &str,
+            _token: &Token,
+        ) -> Result<Vec<PhoneNumber>, GraphError> {
+            match self.phone_numbers.lock().unwrap().get(waba_id) {
+                Some(ids) => Ok(ids
+                    .iter()
+                    .map(|id| PhoneNumber {
+                        id: id.clone(),
+                        ..Default::default()
+                    })
+                    .collect()),
+                None => Err(Self::error(400, 100, Some(33))),
+            }
         }
         async fn marketing(
             &self,

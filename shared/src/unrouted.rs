@@ -15,7 +15,7 @@
 //! and count nothing twice.
 
 use crate::capture::{CaptureDeps, Outcome, process_item};
-use crate::store::{InboxItem, StoreError, UnroutedBacklog};
+use crate::store::{InboxItem, RouteRecord, StoreError, UnroutedBacklog};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,13 +31,13 @@ pub const PAGE: usize = 50;
 pub(crate) async fn keep_unless_routed(
     deps: &CaptureDeps,
     item: &InboxItem,
-) -> Result<Option<String>, StoreError> {
+) -> Result<Option<RouteRecord>, StoreError> {
     if deps.conversations.record_unrouted(item).await? {
         tracing::warn!(inbox_id = %item.id, route = %item.route.key(), "webhook for a phone number id / Sinch app that belongs to no account; kept as unrouted until the route is linked or the inbox TTL");
         return Ok(None);
     }
-    match deps.account_for_now(&item.route).await? {
-        Some(account) => Ok(Some(account)),
+    match deps.route_for_now(&item.route).await? {
+        Some(route) => Ok(Some(route)),
         // The write was refused for another reason (a concurrent transaction on the
         // route): retried by the stream.
         None => Err(StoreError::Backend(format!(
@@ -63,6 +63,9 @@ pub struct DrainReport {
     pub routes_done: usize,
     /// Items captured into their account (and removed from the backlog).
     pub captured: usize,
+    /// Items the route's account may not have (another WABA's): quarantined, removed
+    /// from the backlog ([`crate::routes::admit`]).
+    pub quarantined: usize,
     /// Items past the inbox TTL (DynamoDB's TTL deletes late): removed, not captured.
     pub expired: usize,
     /// Work is left for the next invocation.
@@ -97,7 +100,7 @@ pub async fn drain_backlog(
     'routes: for drain in drains {
         report.routes += 1;
         let route = &drain.route;
-        if deps.capture.account_for_now(route).await?.is_none() {
+        if deps.capture.route_for_now(route).await?.is_none() {
             tracing::error!(route = %route.key(), account_id = %drain.account_id, "a drain names a route that belongs to no account; left for an operator");
             continue;
         }
@@ -130,6 +133,7 @@ pub async fn drain_backlog(
                             tracing::error!(route = %route.key(), inbox_id = %item.id, "a linked route's item came out unrouted; left in the backlog");
                             continue 'routes;
                         }
+                        Outcome::Quarantined(_) => report.quarantined += 1,
                         _ => report.captured += 1,
                     }
                 }

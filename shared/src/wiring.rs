@@ -106,19 +106,23 @@ pub fn api(aws: &Aws, config: &DataConfig) -> ApiDeps {
     }
 }
 
-pub fn admin(aws: &Aws, config: &AdminConfig) -> AdminDeps {
-    let data = aws.data(&config.data.data_table);
+/// Onboarding, keys and routes: the account's Meta token checks the phone numbers it
+/// links; the Sinch apps' webhook secrets are written here.
+pub fn admin(aws: &Aws, config: &AdminConfig) -> Result<AdminDeps, GraphError> {
+    let data = aws.data(&config.connect.data_table);
     let secrets = Arc::new(AwsSecrets::new(aws.secrets.clone()));
-    AdminDeps {
+    Ok(AdminDeps {
+        meta: Arc::new(meta_on(aws, &config.connect, data.clone())?),
         accounts: data.clone(),
         ads: data.clone(),
+        routes: data.clone(),
         audit: data,
         sinch_secrets: SinchSecretStore {
             source: secrets.clone(),
             writer: secrets,
             prefix: config.sinch_secret_prefix.clone(),
         },
-    }
+    })
 }
 
 /// An account's Meta connection: the Graph API, the connection records, the token
@@ -152,6 +156,7 @@ pub fn connect(aws: &Aws, config: &ConnectConfig) -> Result<ConnectDeps, GraphEr
     let data = aws.data(&config.data_table);
     Ok(ConnectDeps {
         meta: Arc::new(meta_on(aws, config, data.clone())?),
+        routes: data.clone(),
         accounts: data.clone(),
         capi: data,
     })

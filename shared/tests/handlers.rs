@@ -89,7 +89,8 @@ fn ctwa_body(pnid: &str, wamid: &str, wa_id: &str, clid: Option<&str>, ts: i64) 
     if let Some(c) = clid {
         referral["ctwa_clid"] = json!(c);
     }
-    json!({"object":"whatsapp_business_account","entry":[{"id":"W","changes":[{"field":"messages","value":{
+    // Meta sends a number's webhooks under the WABA that owns it (`entry.id`): acct1's.
+    json!({"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"field":"messages","value":{
         "messaging_product":"whatsapp","metadata":{"display_phone_number":"1555","phone_number_id":pnid},
         "contacts":[{"profile":{"name":"N"},"wa_id":wa_id}],
         "messages":[{"from":wa_id,"id":wamid,"timestamp":ts.to_string(),"type":"text","text":{"body":"hi"},"referral":referral}]}}]}]})

@@ -13,7 +13,7 @@ use ctwa_local::{Clients, LocalConfig, Stack, start};
 use ctwa_shared::auth::{Scope, generate_key};
 use ctwa_shared::domain::Account;
 use ctwa_shared::signature::{sign_meta, sign_sinch};
-use ctwa_shared::store::Accounts;
+use ctwa_shared::store::{Accounts, RouteRecord, RouteStatus, RouteStore};
 use serde_json::Value;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -221,6 +221,37 @@ pub(crate) async fn finish_app(
     )
     .await
     .expect("the fixture Sinch app's secret");
+    // The fixture's number is its WABA's, as Meta would say: a verified route.
+    let route = ctwa_shared::domain::Route::PhoneNumberId(opts.phone_number_id.clone());
+    let verified = RouteRecord {
+        status: RouteStatus::Verified,
+        checked_at_ms: Some(0),
+        ..stack
+            .data
+            .route_record(&route)
+            .await
+            .expect("route read")
+            .expect("route")
+    };
+    let audit = ctwa_shared::store::AuditRecord::by(
+        &ctwa_shared::store::Actor {
+            kind: "test-fixture".into(),
+            key_id: None,
+        },
+        Some(&account_id),
+        "route.verify",
+        &route.key(),
+        serde_json::json!({"status": "verified"}),
+        0,
+    )
+    .expect("audit id");
+    assert!(
+        stack
+            .data
+            .set_route_status(&verified, &audit)
+            .await
+            .expect("route verified")
+    );
     let (api_key, rec) = generate_key(&account_id, &Scope::ALL, 0).expect("key");
     stack.data.put_api_key(&rec).await.expect("api key");
     TestApp {

@@ -3,7 +3,8 @@
 //! Operator routes (an operator key, made with `ctwa-admin operator-key create`):
 //! `POST /v1/admin/accounts`, `GET /v1/admin/accounts/{account_id}`,
 //! `POST /v1/admin/accounts/{account_id}/ad-accounts`,
-//! `PUT /v1/admin/accounts/{account_id}/sinch-webhook-secret`, `GET /v1/admin/audit`.
+//! `PUT /v1/admin/accounts/{account_id}/sinch-webhook-secret`, `GET /v1/admin/audit`,
+//! and the phone number routes of [`super::routes`].
 //! Key routes (an account key holding the `keys` scope, for its own account, or an
 //! operator key naming the account): `GET|POST /v1/api-keys`,
 //! `POST /v1/api-keys/{key_id}/rotate`, `DELETE /v1/api-keys/{key_id}`. Keys are shown
@@ -40,6 +41,10 @@ pub struct AdminDeps {
     pub ads: Arc<dyn AdInventory>,
     pub audit: Arc<dyn AuditLog>,
     pub sinch_secrets: SinchSecretStore,
+    /// Routes (phone number ids) linked, moved, removed, verified: [`super::routes`].
+    pub routes: Arc<dyn crate::store::RouteStore>,
+    /// The account's Meta token, to check a phone number id with Meta.
+    pub meta: Arc<crate::meta::connection::MetaDeps>,
 }
 
 /// Where the webhook secrets of linked Sinch apps are kept (Secrets Manager, one secret
@@ -95,6 +100,11 @@ pub async fn handle(deps: &AdminDeps, req: ApiRequest) -> ApiResponse {
             set_sinch_secret(deps, &req, id).await
         }
         (["v1", "admin", "audit"], &Method::GET) => list_audit(deps, &req).await,
+        (
+            ["v1", "admin", "accounts", _, "phone-numbers", ..]
+            | ["v1", "admin", "phone-numbers", ..],
+            _,
+        ) => super::routes::handle(deps, &req, &segments).await,
         (["v1", "api-keys"], &Method::GET) => list_keys(deps, &req).await,
         (["v1", "api-keys"], &Method::POST) => create_key(deps, &req).await,
         (["v1", "api-keys", key_id, "rotate"], &Method::POST) => {
@@ -112,7 +122,7 @@ pub async fn handle(deps: &AdminDeps, req: ApiRequest) -> ApiResponse {
 
 /// The caller of an admin or key route, if its key may use the route (the one table:
 /// [`crate::auth::ROUTE_ACCESS`]).
-async fn manager(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<Caller> {
+pub(super) async fn manager(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<Caller> {
     authorize_caller(deps.accounts.as_ref(), req).await
 }
 
@@ -124,23 +134,19 @@ fn audit_record(
     target: &str,
     detail: Value,
 ) -> ApiResult<AuditRecord> {
-    let kind = match caller {
-        Caller::Operator { .. } => "operator",
-        Caller::Account { .. } => "account_key",
-    };
-    AuditRecord::new(
+    AuditRecord::by(
+        &caller.actor(),
         account_id,
-        kind,
-        Some(caller.key_id()),
         action,
         target,
         detail,
+        crate::time::now_millis(),
     )
     .map_err(ApiError::internal)
 }
 
 /// A broken onboarding rule is the caller's mistake.
-fn account_id(raw: &str) -> ApiResult<AccountId> {
+pub(super) fn account_id(raw: &str) -> ApiResult<AccountId> {
     Ok(AccountId::parse(raw)?)
 }
 
@@ -207,7 +213,7 @@ async fn create_account(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<ApiResp
     ))
 }
 
-async fn existing_account(deps: &AdminDeps, id: &AccountId) -> ApiResult<Account> {
+pub(super) async fn existing_account(deps: &AdminDeps, id: &AccountId) -> ApiResult<Account> {
     deps.accounts
         .get_account(id.as_str())
         .await?
@@ -591,20 +597,7 @@ async fn list_audit(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<ApiResponse
         .audit
         .audit_records(account.as_deref(), limit, cursor)
         .await?;
-    let rows: Vec<Value> = records
-        .iter()
-        .map(|r| {
-            json!({
-                "id": r.id,
-                "at": rfc3339_millis(r.at_ms),
-                "account_id": r.account_id,
-                "actor": {"kind": r.actor_kind, "key_id": r.actor_key_id},
-                "action": r.action,
-                "target": r.target,
-                "detail": r.detail,
-            })
-        })
-        .collect();
+    let rows: Vec<Value> = records.iter().map(AuditRecord::view).collect();
     Ok(ApiResponse::json(
         StatusCode::OK,
         &json!({"account_id": account, "audit": rows, "next_cursor": next}),

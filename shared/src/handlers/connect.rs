@@ -17,6 +17,8 @@ pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
 
 pub struct ConnectDeps {
     pub accounts: Arc<dyn Accounts>,
+    /// The account's pending routes are verified once it connects.
+    pub routes: Arc<dyn crate::store::RouteStore>,
     pub meta: Arc<MetaDeps>,
     /// For the status: the dataset and the CAPI config summary.
     pub capi: Arc<dyn CapiSettingsStore>,
@@ -106,14 +108,16 @@ async fn exchange(deps: &ConnectDeps, req: &ApiRequest) -> ApiResult<ApiResponse
             "redirect_uri must be an http(s) URL, the one registered on the Meta app",
         ));
     }
+    let now = crate::time::now_millis();
     let conn = exchange_code(
         &deps.meta,
         &account_id,
         code,
         body.redirect_uri.as_deref(),
-        crate::time::now_millis(),
+        now,
     )
     .await?;
+    verify_routes(deps, &account_id, now).await;
     Ok(ApiResponse::json(
         StatusCode::OK,
         &json!({
@@ -125,6 +129,44 @@ async fn exchange(deps: &ConnectDeps, req: &ApiRequest) -> ApiResult<ApiResponse
             "scopes": conn.scopes,
         }),
     ))
+}
+
+/// Now that the account's token is known, its pending routes are checked with Meta
+/// ([`crate::routes::verify_pending`]). The connection is made whatever happens here:
+/// a failure leaves them pending (logged), for the operator's verify route.
+async fn verify_routes(deps: &ConnectDeps, account_id: &str, now_ms: i64) {
+    let outcome = async {
+        let Some(account) = deps.accounts.get_account(account_id).await? else {
+            return Ok(Vec::new());
+        };
+        crate::routes::verify_pending(
+            &deps.meta,
+            deps.accounts.as_ref(),
+            deps.routes.as_ref(),
+            &account,
+            &crate::store::Actor {
+                kind: "connect".into(),
+                key_id: None,
+            },
+            now_ms,
+        )
+        .await
+    }
+    .await;
+    match outcome {
+        Ok(routes) => tracing::info!(
+            account_id,
+            routes = routes.len(),
+            verified = routes
+                .iter()
+                .filter(|r| r.status == crate::store::RouteStatus::Verified)
+                .count(),
+            "routes checked with Meta after the connection"
+        ),
+        Err(e) => {
+            tracing::warn!(account_id, error = %e, "routes could not be checked with Meta after the connection; they stay pending")
+        }
+    }
 }
 
 async fn refresh_token(deps: &ConnectDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {

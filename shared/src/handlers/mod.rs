@@ -6,6 +6,7 @@ pub mod api;
 pub mod connect;
 pub mod conversions;
 pub mod dataset;
+pub mod routes;
 pub mod webhook;
 
 /// Normalises a request path for routing (no trailing slash, never empty).

@@ -25,11 +25,12 @@ struct RequestRecord {
 pub struct MemoryStore {
     inbox: Mutex<BTreeMap<String, InboxItem>>,
     accounts: Mutex<HashMap<String, Account>>,
-    routes: Mutex<HashMap<Route, String>>,
+    routes: Mutex<HashMap<Route, RouteRecord>>,
+    pub quarantine: Mutex<Vec<Quarantined>>,
+    pub audit: Mutex<Vec<AuditRecord>>,
     keys: Mutex<HashMap<String, ApiKeyRecord>>,
     /// Per account id: its live-key count (the adapter's counter item).
     live_keys: Mutex<HashMap<String, u32>>,
-    audit: Mutex<Vec<AuditRecord>>,
     conversations: Mutex<HashMap<String, Conversation>>,
     clicks: Mutex<ClickHistory>,
     pub unrouted: Mutex<Vec<InboxItem>>,
@@ -106,7 +107,10 @@ impl MemoryStore {
                     account_id: account.id.clone(),
                 },
             );
-            routes.insert(r, account.id.clone());
+            routes.insert(
+                r.clone(),
+                RouteRecord::pending(r, account, account.created_at_ms),
+            );
         }
         for l in links {
             ad_links.insert(l.ad_account_id.clone(), l.clone());
@@ -137,6 +141,9 @@ impl Accounts for MemoryStore {
         Ok(lock(&self.accounts).get(id).cloned())
     }
     async fn account_for_route(&self, route: &Route) -> Result<Option<String>, StoreError> {
+        Ok(lock(&self.routes).get(route).map(|r| r.account_id.clone()))
+    }
+    async fn route_record(&self, route: &Route) -> Result<Option<RouteRecord>, StoreError> {
         Ok(lock(&self.routes).get(route).cloned())
     }
     async fn put_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
@@ -296,6 +303,21 @@ impl AuditLog for MemoryStore {
         let next = more.then(|| v.last().map(AuditRecord::cursor)).flatten();
         Ok((v, next))
     }
+
+    async fn target_audit_records(
+        &self,
+        target: &str,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut v: Vec<AuditRecord> = lock(&self.audit)
+            .iter()
+            .filter(|r| r.target == target)
+            .cloned()
+            .collect();
+        v.sort_by_key(|r| std::cmp::Reverse(r.cursor()));
+        v.truncate(limit);
+        Ok(v)
+    }
 }
 
 #[async_trait]
@@ -438,6 +460,13 @@ impl Conversations for MemoryStore {
         Ok(true)
     }
 
+    async fn record_quarantined(&self, q: &Quarantined) -> Result<(), StoreError> {
+        let mut held = lock(&self.quarantine);
+        held.retain(|h| h.item.id != q.item.id);
+        held.push(q.clone());
+        Ok(())
+    }
+
     async fn record_automatic_event(
         &self,
         account_id: &str,
@@ -478,6 +507,116 @@ impl Conversations for MemoryStore {
             None
         };
         Ok((page, next))
+    }
+}
+
+/// The account's phone number ids, as the adapter keeps them on the account item.
+fn with_phone_number(
+    accounts: &mut HashMap<String, Account>,
+    account_id: &str,
+    route: &Route,
+    add: bool,
+) {
+    if let (Some(a), Route::PhoneNumberId(p)) = (accounts.get_mut(account_id), route) {
+        a.phone_number_ids.retain(|x| x != p);
+        if add {
+            a.phone_number_ids.push(p.clone());
+        }
+    }
+}
+
+#[async_trait]
+impl RouteStore for MemoryStore {
+    async fn link_route(&self, rec: &RouteRecord, audit: &AuditRecord) -> Result<(), StoreError> {
+        let mut accounts = lock(&self.accounts);
+        let mut routes = lock(&self.routes);
+        if !accounts.contains_key(&rec.account_id) || routes.contains_key(&rec.route) {
+            return Err(StoreError::Conflict(format!(
+                "{} is claimed, or account {} does not exist",
+                rec.route.key(),
+                rec.account_id
+            )));
+        }
+        with_phone_number(&mut accounts, &rec.account_id, &rec.route, true);
+        routes.insert(rec.route.clone(), rec.clone());
+        lock(&self.drains).insert(
+            rec.route.key(),
+            BacklogDrain {
+                route: rec.route.clone(),
+                account_id: rec.account_id.clone(),
+            },
+        );
+        lock(&self.audit).push(audit.clone());
+        Ok(())
+    }
+
+    async fn move_route(
+        &self,
+        from: &RouteRecord,
+        to: &RouteRecord,
+        audits: &[AuditRecord],
+    ) -> Result<bool, StoreError> {
+        let mut accounts = lock(&self.accounts);
+        let mut routes = lock(&self.routes);
+        if routes.get(&from.route) != Some(from) || !accounts.contains_key(&to.account_id) {
+            return Ok(false);
+        }
+        with_phone_number(&mut accounts, &from.account_id, &from.route, false);
+        with_phone_number(&mut accounts, &to.account_id, &to.route, true);
+        routes.insert(to.route.clone(), to.clone());
+        lock(&self.audit).extend(audits.iter().cloned());
+        Ok(true)
+    }
+
+    async fn remove_route(
+        &self,
+        current: &RouteRecord,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let mut accounts = lock(&self.accounts);
+        let mut routes = lock(&self.routes);
+        if routes.get(&current.route) != Some(current) {
+            return Ok(false);
+        }
+        with_phone_number(&mut accounts, &current.account_id, &current.route, false);
+        routes.remove(&current.route);
+        lock(&self.audit).push(audit.clone());
+        Ok(true)
+    }
+
+    async fn set_route_status(
+        &self,
+        rec: &RouteRecord,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let mut routes = lock(&self.routes);
+        match routes.get_mut(&rec.route) {
+            Some(cur)
+                if cur.account_id == rec.account_id && cur.linked_at_ms == rec.linked_at_ms =>
+            {
+                *cur = rec.clone();
+                lock(&self.audit).push(audit.clone());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn quarantined(
+        &self,
+        route: &Route,
+        limit: usize,
+    ) -> Result<Vec<Quarantined>, StoreError> {
+        let mut v: Vec<Quarantined> = lock(&self.quarantine)
+            .iter()
+            .filter(|q| &q.item.route == route)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| {
+            (b.item.received_at_ms, &b.item.id).cmp(&(a.item.received_at_ms, &a.item.id))
+        });
+        v.truncate(limit);
+        Ok(v)
     }
 }
 

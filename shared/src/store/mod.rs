@@ -153,14 +153,16 @@ pub struct AuditRecord {
     pub at_ms: i64,
     /// The account acted on; `None` for deployment-wide actions (operator keys).
     pub account_id: Option<String>,
-    /// `operator`, `account_key` or `ctwa-admin`.
+    /// `operator`, `account_key`, `ctwa-admin` or `connect` (routes checked with Meta
+    /// when the account connected).
     pub actor_kind: String,
     /// The key that acted (none for `ctwa-admin`, which acts with AWS credentials).
     pub actor_key_id: Option<String>,
     /// `account.create`, `ad_account.link`, `api_key.create`, `api_key.rotate`,
-    /// `api_key.revoke`, `operator_key.create`.
+    /// `api_key.revoke`, `operator_key.create`, `sinch_secret.set`, `route.link`,
+    /// `route.move`, `route.remove`, `route.verify`.
     pub action: String,
-    /// What was acted on: an account, ad account or key id.
+    /// What was acted on: an account, ad account or key id, a route (`pnid:<id>`).
     pub target: String,
     /// The action's details (scopes given, grace period, ...); never a secret.
     pub detail: serde_json::Value,
@@ -190,10 +192,51 @@ impl AuditRecord {
         })
     }
 
+    /// A record of `actor`'s action on `account_id`'s `target`, at `at_ms`.
+    pub fn by(
+        actor: &Actor,
+        account_id: Option<&str>,
+        action: &str,
+        target: &str,
+        detail: serde_json::Value,
+        at_ms: i64,
+    ) -> Result<Self, getrandom::Error> {
+        let mut rec = Self::new(
+            account_id,
+            &actor.kind,
+            actor.key_id.as_deref(),
+            action,
+            target,
+            detail,
+        )?;
+        rec.at_ms = at_ms;
+        Ok(rec)
+    }
+
     /// Its place in its list (and the list's cursor): 15 digits of millis, `#`, the id.
     pub fn cursor(&self) -> String {
         format!("{}#{}", crate::time::sortable_millis(self.at_ms), self.id)
     }
+
+    /// The answer's shape (the audit route and a route's own trail).
+    pub fn view(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "at": crate::time::rfc3339_millis(self.at_ms),
+            "account_id": self.account_id,
+            "actor": {"kind": self.actor_kind, "key_id": self.actor_key_id},
+            "action": self.action,
+            "target": self.target,
+            "detail": self.detail,
+        })
+    }
+}
+
+/// Who acted, as an audit record names it: a kind and the key that acted, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub kind: String,
+    pub key_id: Option<String>,
 }
 
 /// Whether `cursor` is one [`AuditRecord::cursor`] makes.
@@ -218,6 +261,12 @@ pub trait AuditLog: Send + Sync {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<(Vec<AuditRecord>, Option<String>), StoreError>;
+    /// The newest records about one target (a route's own trail), up to `limit`.
+    async fn target_audit_records(
+        &self,
+        target: &str,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
 }
 
 #[async_trait]
@@ -227,6 +276,8 @@ pub trait Accounts: Send + Sync {
     async fn create_account(&self, account: &Account) -> Result<(), StoreError>;
     async fn get_account(&self, id: &str) -> Result<Option<Account>, StoreError>;
     async fn account_for_route(&self, route: &Route) -> Result<Option<String>, StoreError>;
+    /// The route with its state ([`RouteRecord`]): what capture admits by.
+    async fn route_record(&self, route: &Route) -> Result<Option<RouteRecord>, StoreError>;
     /// Stores a key as given, outside the live-key count and the audit trail: operator
     /// keys and seeded keys. `Conflict` when it exists.
     async fn put_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
@@ -349,6 +400,11 @@ pub trait Conversations: Send + Sync {
     /// Atomic with the route's absence: `false` (nothing kept) when the route belongs
     /// to an account by now, so no item is kept after its route's backlog was drained.
     async fn record_unrouted(&self, item: &InboxItem) -> Result<bool, StoreError>;
+    /// Keeps an inbound item that its route's account may not have (its webhook's WABA
+    /// is not the account's, or the route was rejected), for the operator to see
+    /// ([`RouteStore::quarantined`]), until the inbox TTL (`item.expires_at`). Never
+    /// captured; a repeat writes the same item again.
+    async fn record_quarantined(&self, q: &Quarantined) -> Result<(), StoreError>;
     async fn record_automatic_event(
         &self,
         account_id: &str,
@@ -793,4 +849,121 @@ pub trait AdInventory: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Gives the key back (the request made nothing): the next claim takes it over.
     async fn release_request(&self, account_id: &str, key: &str) -> Result<(), StoreError>;
+}
+
+/// Where a route stands. Routes are linked `pending` when the account's Meta token
+/// cannot be asked yet (not connected; an account is always created before it
+/// connects), `verified` once Meta listed the phone number under the account's WABA
+/// (`GET /{waba_id}/phone_numbers` with the account's token), `rejected` when Meta's
+/// list of that WABA does not hold it. Pending routes are captured, so a new business
+/// loses no click before it connects; every Cloud API webhook is also checked against
+/// the route's WABA at capture (a foreign `entry.id` is quarantined). Rejected routes
+/// capture nothing: their messages are quarantined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteStatus {
+    Pending,
+    Verified,
+    Rejected,
+}
+
+impl RouteStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Verified => "verified",
+            Self::Rejected => "rejected",
+        }
+    }
+    /// A stored status; routes stored before statuses existed read as `pending`.
+    pub fn parse(s: Option<&str>) -> Self {
+        match s {
+            Some("verified") => Self::Verified,
+            Some("rejected") => Self::Rejected,
+            _ => Self::Pending,
+        }
+    }
+}
+
+/// A route as stored: its account, the WABA its webhooks must come from, its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRecord {
+    pub route: Route,
+    pub account_id: String,
+    /// The account's WABA when the route was linked (or moved): a Cloud API webhook for
+    /// the route whose `entry.id` is another WABA is quarantined. `None`: the account
+    /// has no WABA, nothing to compare with.
+    pub waba_id: Option<String>,
+    pub status: RouteStatus,
+    pub linked_at_ms: i64,
+    /// When Meta was last asked about it.
+    pub checked_at_ms: Option<i64>,
+    /// Why it is pending or rejected (the last check's outcome).
+    pub note: Option<String>,
+}
+
+impl RouteRecord {
+    /// A route just linked to `account`, not checked with Meta.
+    pub fn pending(route: Route, account: &Account, now_ms: i64) -> Self {
+        Self {
+            route,
+            account_id: account.id.clone(),
+            waba_id: account.waba_id.clone(),
+            status: RouteStatus::Pending,
+            linked_at_ms: now_ms,
+            checked_at_ms: None,
+            note: None,
+        }
+    }
+}
+
+/// An inbound item kept out of its route's account (never captured).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    pub item: InboxItem,
+    /// The account the route named when the item was held back.
+    pub account_id: String,
+    /// The WABA the route expects (the account's).
+    pub expected_waba_id: Option<String>,
+    /// `waba_mismatch` or `route_rejected`.
+    pub reason: String,
+}
+
+/// Routes as the operator manages them. Every change is one transaction with its audit
+/// record, conditional on what the caller read (no read-then-write race): a move or a
+/// removal of a route that changed meanwhile writes nothing and answers `false`.
+#[async_trait]
+pub trait RouteStore: Send + Sync {
+    /// Links a new route: the route item, the phone number id on the account, the drain
+    /// of the route's unrouted items and the audit record. `Conflict` when the route is
+    /// taken or the account does not exist.
+    async fn link_route(&self, rec: &RouteRecord, audit: &AuditRecord) -> Result<(), StoreError>;
+    /// Gives the route `from` holds to `to.account_id` (the accounts' lists follow), if
+    /// it still is `from` (same account and link time); `audits` are the records of
+    /// both accounts' trails.
+    async fn move_route(
+        &self,
+        from: &RouteRecord,
+        to: &RouteRecord,
+        audits: &[AuditRecord],
+    ) -> Result<bool, StoreError>;
+    /// Removes the route (and the phone number id from its account) if it still is `current`.
+    async fn remove_route(
+        &self,
+        current: &RouteRecord,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError>;
+    /// Writes `rec`'s status, check time and note if the route still belongs to
+    /// `rec.account_id` with `rec.linked_at_ms`.
+    async fn set_route_status(
+        &self,
+        rec: &RouteRecord,
+        audit: &AuditRecord,
+    ) -> Result<bool, StoreError>;
+    /// The route's quarantined items, newest first, up to `limit`.
+    async fn quarantined(
+        &self,
+        route: &Route,
+        limit: usize,
+    ) -> Result<Vec<Quarantined>, StoreError>;
 }

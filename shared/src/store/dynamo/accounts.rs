@@ -39,6 +39,13 @@ impl Accounts for DynamoData {
             .and_then(|i| get_s(&i, "account_id")))
     }
 
+    async fn route_record(&self, route: &Route) -> Result<Option<RouteRecord>, StoreError> {
+        self.get(format!("ROUTE#{}", route.key()), "ROUTE")
+            .await?
+            .map(|i| super::routes::route_from(route, &i))
+            .transpose()
+    }
+
     async fn put_api_key(&self, k: &ApiKeyRecord) -> Result<(), StoreError> {
         let uncounted = ApiKeyRecord {
             counted: false,
@@ -377,8 +384,16 @@ fn audit_pk(account_id: Option<&str>) -> String {
     }
 }
 
-fn audit_item(r: &AuditRecord) -> Item {
+/// A target's trail (gsi1): every record about one route, key or account, whichever
+/// account's list holds it.
+fn audit_target_pk(target: &str) -> String {
+    format!("AUDIT#{target}")
+}
+
+pub(super) fn audit_item(r: &AuditRecord) -> Item {
     let mut item = key(audit_pk(r.account_id.as_deref()), &r.cursor());
+    item.insert("gsi1pk".into(), s(audit_target_pk(&r.target)));
+    item.insert("gsi1sk".into(), s(r.cursor()));
     item.insert("audit_id".into(), s(&r.id));
     item.insert("at".into(), n(r.at_ms));
     if let Some(a) = &r.account_id {
@@ -450,6 +465,24 @@ impl AuditLog for DynamoData {
         let next = more.then(|| v.last().map(AuditRecord::cursor)).flatten();
         Ok((v, next))
     }
+
+    async fn target_audit_records(
+        &self,
+        target: &str,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let pk = audit_target_pk(target);
+        self.pages(limit, |q| {
+            q.index_name("gsi1")
+                .key_condition_expression("gsi1pk = :p")
+                .expression_attribute_values(":p", s(pk.clone()))
+                .scan_index_forward(false)
+        })
+        .await?
+        .iter()
+        .map(audit_from)
+        .collect()
+    }
 }
 
 fn api_key_from(hash: &str, item: &Item) -> Result<ApiKeyRecord, StoreError> {
@@ -501,9 +534,9 @@ impl DynamoData {
         item.insert("created_at".into(), n(a.created_at_ms));
         let mut writes = vec![item];
         for r in a.routes() {
-            let mut ri = key(format!("ROUTE#{}", r.key()), "ROUTE");
-            ri.insert("account_id".into(), s(&a.id));
-            writes.push(ri);
+            // Pending: a new account has no Meta connection to verify it with yet.
+            let rec = RouteRecord::pending(r.clone(), a, a.created_at_ms);
+            writes.push(super::routes::route_item(&rec));
             // The route's unrouted items are owed to the account from now on.
             writes.push(super::unrouted::drain_item(&r, &a.id, a.created_at_ms));
         }

@@ -279,6 +279,10 @@ impl Conversations for DynamoData {
         self.keep_unrouted(it).await
     }
 
+    async fn record_quarantined(&self, q: &Quarantined) -> Result<(), StoreError> {
+        self.keep_quarantined(q).await
+    }
+
     async fn record_automatic_event(
         &self,
         account_id: &str,

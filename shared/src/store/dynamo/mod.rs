@@ -9,10 +9,11 @@
 //! | click         | `CONV#<id>`               | `CLICK#<ms15>#<msg id>`  | `ACCT#<a>#CUST#<key>` / `CLICK#<ms15>#<msg id>` | `ACCT#<a>#AD#<source id>` / same |
 //! | account       | `ACCT#<id>`               | `ACCOUNT`                |                                         |                                  |
 //! | route         | `ROUTE#<pnid:..|sinch:..>`| `ROUTE`                  |                                         |                                  |
+//! | quarantined   | `QUARANTINE#<route>`      | `<ms15>#<inbox id>`      |                                         |                                  |
 //! | API key       | `APIKEY#<sha256 hex>`     | `APIKEY`                 | `ACCT#<a>#APIKEYS` (or `OPERATOR#APIKEYS`) / `KEY#<ms15>#<key id>` |        |
 //! | key id        | `KEYID#<key id>`          | `KEYID`                  |                                         |                                  |
 //! | live-key count | `ACCT#<a>`               | `APIKEY_COUNT`           |                                         |                                  |
-//! | audit record  | `ACCT#<a>#AUDIT` (or `OPERATOR#AUDIT`) | `<ms15>#<audit id>` |                          |                                  |
+//! | audit record  | `ACCT#<a>#AUDIT` (or `OPERATOR#AUDIT`) | `<ms15>#<audit id>` | `AUDIT#<target>` / `<ms15>#<audit id>` |                                  |
 //! | unrouted item | `UNROUTED#<route>`        | `<ms15>#<inbox id>`      |                                         |                                  |
 //! | backlog drain | `UNROUTED_DRAIN`          | `<route>`                |                                         |                                  |
 //! | auto event    | `ACCT#<a>#AUTOEVENT`      | `<ms15>#<event id>`      |                                         |                                  |
@@ -29,7 +30,8 @@
 //! get/put/query helpers; each port's impl, with its items' conversions, is in its own
 //! file: [`inbox`] (also the inbox item's schema), `accounts` (with API keys and the
 //! audit trail),
-//! `conversations`, `unrouted` (items of unclaimed routes and their drains),
+//! `conversations`, `unrouted` (items of unclaimed routes and their drains), `routes`
+//! (route links, moves, removals, quarantined items),
 //! `connections`, `capi` (settings and conversion records), `ads`.
 
 mod accounts;
@@ -38,6 +40,7 @@ mod capi;
 mod connections;
 mod conversations;
 pub mod inbox;
+mod routes;
 mod unrouted;
 
 /// The event record's index keys and list cursor, shared with the in-memory store.

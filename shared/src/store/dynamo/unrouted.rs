@@ -33,7 +33,7 @@ pub(super) fn drain_item(route: &Route, account_id: &str, linked_at_ms: i64) -> 
     item
 }
 
-fn unrouted_item(it: &InboxItem) -> Item {
+pub(super) fn unrouted_item(it: &InboxItem) -> Item {
     let mut item = key(unrouted_pk(&it.route), &unrouted_sk(it));
     item.insert("inbox_id".into(), s(&it.id));
     item.insert("kind".into(), s(it.kind.as_str()));
@@ -53,7 +53,7 @@ fn unrouted_item(it: &InboxItem) -> Item {
     item
 }
 
-fn unrouted_from(route: &Route, item: &Item) -> Result<InboxItem, StoreError> {
+pub(super) fn unrouted_from(route: &Route, item: &Item) -> Result<InboxItem, StoreError> {
     let kind = req_s(item, "kind")?;
     let channel = req_s(item, "channel")?;
     Ok(InboxItem {
