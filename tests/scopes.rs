@@ -127,7 +127,8 @@ async fn a_read_key_is_refused_on_every_write_route_of_the_contract() {
             .replace("{edge}", "campaigns")
             .replace("{object_id}", "120330000000000001")
             .replace("{account_id}", &app.account_id)
-            .replace("{key_id}", &own_key_id);
+            .replace("{key_id}", &own_key_id)
+            .replace("{phone_number_id}", FIXTURE_PNID);
         assert!(
             !concrete.contains('{'),
             "{concrete}: a path parameter to fill"
