@@ -566,3 +566,92 @@ async fn a_revoked_token_found_while_provisioning_the_dataset_marks_the_connecti
     let (_, st) = app.get("/v1/status", &app.api_key).await;
     assert_eq!(st["status"], "broken", "{st}");
 }
+
+/// The alarms of `template.yaml`, as (logical id, properties).
+fn alarms() -> Vec<(String, serde_yaml::Value)> {
+    let raw: serde_yaml::Value = serde_yaml::from_str(&template_text()).unwrap();
+    raw["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some("AWS::CloudWatch::Alarm"))
+        .map(|(k, r)| (k.as_str().unwrap().to_string(), r["Properties"].clone()))
+        .collect()
+}
+
+/// Every metric an alarm reads: (namespace, name, dimension names), from the alarm's
+/// own fields or from each `MetricStat` of its metric math.
+fn alarm_metrics(props: &serde_yaml::Value) -> Vec<(String, String, Vec<String>)> {
+    let dims = |d: &serde_yaml::Value| -> Vec<String> {
+        d.as_sequence()
+            .map(|s| {
+                s.iter()
+                    .map(|x| x["Name"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    if let Some(name) = props["MetricName"].as_str() {
+        out.push((
+            props["Namespace"].as_str().unwrap().to_string(),
+            name.to_string(),
+            dims(&props["Dimensions"]),
+        ));
+    }
+    for m in props["Metrics"].as_sequence().into_iter().flatten() {
+        let metric = &m["MetricStat"]["Metric"];
+        if let Some(name) = metric["MetricName"].as_str() {
+            out.push((
+                metric["Namespace"].as_str().unwrap().to_string(),
+                name.to_string(),
+                dims(&metric["Dimensions"]),
+            ));
+        }
+    }
+    out
+}
+
+/// An alarm on a metric the code never writes (a typo, a renamed metric, a dimension
+/// the line does not carry) never fires: every alarm of namespace `ctwa` reads a metric
+/// of `ctwa_shared::metrics::Metric` with the dimensions it is written with; and every
+/// alarm notifies (the given topic, or the stack's own), none is silent.
+#[test]
+fn every_alarm_reads_a_metric_the_code_writes_and_notifies_someone() {
+    use ctwa_shared::metrics::{FUNCTION_DIMENSION, Metric, NAMESPACE};
+    let all = alarms();
+    assert!(all.len() >= 15, "{}", all.len());
+    let mut ours = 0;
+    for (id, props) in &all {
+        let metrics = alarm_metrics(props);
+        assert!(!metrics.is_empty(), "{id} reads no metric");
+        for (ns, name, dims) in metrics {
+            if ns != NAMESPACE {
+                assert!(ns.starts_with("AWS/"), "{id}: namespace {ns}");
+                continue;
+            }
+            ours += 1;
+            let m = Metric::ALL
+                .into_iter()
+                .find(|m| m.name() == name)
+                .unwrap_or_else(|| panic!("{id} reads {name}, which no code writes"));
+            let expected: Vec<String> = if m.per_function() {
+                vec![FUNCTION_DIMENSION.to_string()]
+            } else {
+                vec![]
+            };
+            assert_eq!(
+                dims, expected,
+                "{id}: the dimensions {name} is written with"
+            );
+        }
+        for key in ["AlarmActions", "OKActions"] {
+            let text = serde_yaml::to_string(&props[key]).unwrap();
+            assert!(
+                text.contains("AlarmTopicArn") && text.contains("AlarmTopic\n"),
+                "{id}: {key} must notify the given topic or the stack's own: {text}"
+            );
+        }
+    }
+    assert!(ours >= 12, "alarms on our own metrics: {ours}");
+}

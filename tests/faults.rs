@@ -309,6 +309,126 @@ async fn dynamodb_throttling_and_5xx_lose_nothing_and_never_ack_an_unstored_mess
     app.stack.stop().await;
 }
 
+/// The EMF lines of one metric the function `logical_id` wrote (its log lines kept):
+/// each line's value of `metric` where the line carries the `Function` dimension with
+/// the function's deployed name (what the template's `!Ref` gives).
+fn metric_values(app: &TestApp, logical_id: &str, metric: &str) -> Vec<f64> {
+    let name = format!("{}-{logical_id}", app.cfg.stack_name);
+    app.stack
+        .lambda
+        .log_lines()
+        .iter()
+        .filter_map(|l| l.strip_prefix(&format!("{logical_id} ")))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| {
+            let meta = &v["_aws"]["CloudWatchMetrics"][0];
+            meta["Namespace"] == "ctwa"
+                && meta["Dimensions"] == json!([["Function"]])
+                && meta["Metrics"]
+                    .as_array()
+                    .is_some_and(|m| m.iter().any(|x| x["Name"] == metric))
+                && v["Function"] == name.as_str()
+        })
+        .filter_map(|v| v[metric].as_f64())
+        .collect()
+}
+
+/// A DynamoDB outage makes every webhook answer 5xx: a handled failure, so Lambda's
+/// `Errors` metric stays at zero. The webhook writes the answers by status class, and
+/// the template's `WebhookHttp5xxAlarm` (read from template.yaml: its metrics, its
+/// dimension, its expression's floor and threshold) would fire on what it wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dynamodb_outage_on_the_webhook_raises_the_5xx_metric_its_alarm_reads() {
+    let proxy = FaultProxy::start(&dynamodb_url()).await;
+    let app = spawn_app_through(
+        &proxy.url(),
+        AppOptions {
+            keep_logs: true,
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    // The alarm as the template writes it.
+    let raw: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(ctwa_local::lambda::workspace_dir().join("template.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let alarm = &raw["Resources"]["WebhookHttp5xxAlarm"]["Properties"];
+    let stat = |id: &str| {
+        alarm["Metrics"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|m| m["Id"].as_str() == Some(id))
+            .map(|m| m["MetricStat"]["Metric"].clone())
+            .unwrap()
+    };
+    let (failed, requests) = (stat("failed"), stat("requests"));
+    assert_eq!(failed["Namespace"].as_str(), Some("ctwa"));
+    assert_eq!(failed["MetricName"].as_str(), Some("Http5xx"));
+    assert_eq!(requests["MetricName"].as_str(), Some("Requests"));
+    let dim = &failed["Dimensions"][0];
+    assert_eq!(dim["Name"].as_str(), Some("Function"));
+    let target = serde_yaml::to_string(&dim["Value"]).unwrap();
+    assert!(target.contains("WebhookFunction"), "{target}");
+    let threshold = alarm["Threshold"].as_f64().unwrap();
+
+    // Healthy first: 200s, no 5xx.
+    let body = |n: usize| {
+        ctwa_webhook(
+            FIXTURE_PNID,
+            &format!("wamid.OUTAGE{n}"),
+            "16505551234",
+            None,
+            ctwa_shared::time::now_secs() - 60,
+        )
+    };
+    let (s, v) = app.post_webhook(body(0)).await;
+    assert_eq!(s, 200, "{v}");
+    // The outage: every DynamoDB call of the inbox fails.
+    proxy.set(FaultConfig {
+        tables: vec![app.cfg.inbox_table.clone()],
+        error_500: 1.0,
+        ..FaultConfig::default()
+    });
+    for n in 1..=6 {
+        let (s, v) = app.post_webhook(body(n)).await;
+        assert!(s >= 500, "{s} {v}");
+    }
+    proxy.set(FaultConfig::default());
+    // The lines reach the log sink as the function writes them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (fails, reqs) = loop {
+        let fails: f64 = metric_values(&app, "WebhookFunction", "Http5xx")
+            .iter()
+            .sum();
+        let reqs: f64 = metric_values(&app, "WebhookFunction", "Requests")
+            .iter()
+            .sum();
+        if fails >= 6.0 || Instant::now() > deadline {
+            break (fails, reqs);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((fails, reqs), (6.0, 7.0), "one line per answer");
+    // The alarm's expression: IF(failed >= 5, 100 * failed / requests, 0) > Threshold.
+    let rate = if fails >= 5.0 {
+        100.0 * fails / reqs
+    } else {
+        0.0
+    };
+    assert!(
+        rate > threshold,
+        "{rate} <= {threshold}: the alarm would stay quiet"
+    );
+    let twos: f64 = metric_values(&app, "WebhookFunction", "Http2xx")
+        .iter()
+        .sum();
+    assert_eq!(twos, 1.0);
+    app.stack.stop().await;
+}
+
 // ------------------------------------------------------------------ Graph faults
 
 struct Sent {

@@ -16,6 +16,7 @@ pub mod handlers;
 pub mod http;
 pub mod ids;
 pub mod meta;
+pub mod metrics;
 pub mod routes;
 pub mod secrets;
 pub mod signature;

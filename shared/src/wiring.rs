@@ -198,6 +198,7 @@ pub type HttpHandler<D> = for<'a> fn(&'a D, ApiRequest) -> BoxFuture<'a, ApiResp
 
 /// Serves API Gateway (HTTP API, payload 2.0) requests with `handler` until the runtime
 /// stops: the request in, the answer out; the handler never fails (errors are answers).
+/// Each answer leaves one EMF line ([`crate::metrics::http_answer`]).
 pub async fn run_http<D: Send + Sync + 'static>(
     deps: D,
     handler: HttpHandler<D>,
@@ -206,7 +207,14 @@ pub async fn run_http<D: Send + Sync + 'static>(
     let deps = Arc::new(deps);
     lambda_http::run(lambda_http::service_fn(move |req: lambda_http::Request| {
         let deps = deps.clone();
-        async move { Ok::<_, lambda_http::Error>(into_lambda(handler(&deps, from_lambda(req)).await)) }
+        async move {
+            let answer = handler(&deps, from_lambda(req)).await;
+            // Every answer counted by status class: a handled failure (a 500 the
+            // handler answered) is a successful invocation to Lambda, so its `Errors`
+            // metric never sees it; the `Http5xx` alarms do.
+            crate::metrics::http_answer("http", answer.status.as_u16()).emit();
+            Ok::<_, lambda_http::Error>(into_lambda(answer))
+        }
     }))
     .await
 }

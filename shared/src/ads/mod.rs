@@ -445,22 +445,13 @@ pub fn cleanup_metrics_line(f: &CreationFailed, now_ms: i64) -> Option<String> {
         return None;
     }
     Some(
-        json!({
-            "_aws": {
-                "Timestamp": now_ms,
-                "CloudWatchMetrics": [{
-                    "Namespace": "ctwa",
-                    "Dimensions": [[]],
-                    "Metrics": [{"Name": "AdCleanupIncomplete", "Unit": "Count"}]
-                }]
-            },
-            "AdCleanupIncomplete": 1,
-            "ad_account_id": f.ad_account_id,
-            "failed_step": f.failed_step,
-            "left": left,
-            "unknown_outcome": f.unknown_outcome,
-        })
-        .to_string(),
+        crate::metrics::MetricLine::new()
+            .count(crate::metrics::Metric::AdCleanupIncomplete, 1)
+            .field("ad_account_id", &f.ad_account_id)
+            .field("failed_step", f.failed_step)
+            .field("left", &left)
+            .field("unknown_outcome", f.unknown_outcome)
+            .to_line(now_ms),
     )
 }
 

@@ -1013,6 +1013,9 @@ pub struct ResendReport {
     /// Records left for the next run (deadline reached, or Meta kept failing).
     pub deferred: usize,
     pub errors: usize,
+    /// How long the oldest due conversion has waited since it was first sent (seconds;
+    /// 0 when none is due): the `ResendBacklogAge` alarm's metric.
+    pub oldest_due_age_secs: i64,
 }
 
 /// Stop sending for an account after this many transient failures in a row in one run
@@ -1031,6 +1034,11 @@ pub async fn resend_due(
     let due = deps.events.due_events(now_ms, limit).await?;
     let mut report = ResendReport {
         due: due.len(),
+        oldest_due_age_secs: due
+            .iter()
+            .map(|e| (now_ms - e.created_at_ms).max(0) / 1000)
+            .max()
+            .unwrap_or(0),
         ..Default::default()
     };
     let mut transient: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
@@ -1069,15 +1077,26 @@ pub async fn resend_due(
 /// The resend run's report as a CloudWatch Embedded Metric Format line (namespace
 /// `ctwa`: `ConversionsResent`, `ConversionsFailed`, `ConversionsPending`).
 pub fn resend_metrics_line(report: &ResendReport, now_ms: i64) -> String {
-    json!({
-        "_aws": {"Timestamp": now_ms, "CloudWatchMetrics": [{"Namespace": "ctwa", "Dimensions": [[]],
-            "Metrics": [{"Name": "ConversionsResent", "Unit": "Count"}, {"Name": "ConversionsFailed", "Unit": "Count"}, {"Name": "ConversionsPending", "Unit": "Count"}]}]},
-        "ConversionsResent": report.delivered,
-        "ConversionsFailed": report.failed,
-        "ConversionsPending": report.pending,
-        "report": report,
-    })
-    .to_string()
+    crate::metrics::MetricLine::new()
+        .count(
+            crate::metrics::Metric::ConversionsResent,
+            report.delivered as u64,
+        )
+        .count(
+            crate::metrics::Metric::ConversionsFailed,
+            report.failed as u64,
+        )
+        .count(
+            crate::metrics::Metric::ConversionsPending,
+            report.pending as u64,
+        )
+        .metric(
+            crate::metrics::Metric::ResendBacklogAgeSeconds,
+            report.oldest_due_age_secs as f64,
+            crate::metrics::Unit::Seconds,
+        )
+        .field("report", report)
+        .to_line(now_ms)
 }
 
 /// Resends one due event; `None` when it was not (or no longer) due.

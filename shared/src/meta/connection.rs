@@ -455,23 +455,16 @@ pub async fn refresh_due(
 /// The scheduled run's report as a CloudWatch Embedded Metric Format line
 /// (namespace `ctwa`, metrics `TokenRefreshFailures`, `TokensRefreshed`, `TokensBroken`).
 pub fn refresh_metrics_line(report: &RefreshReport, now_ms: i64) -> String {
-    serde_json::json!({
-        "_aws": {
-            "Timestamp": now_ms,
-            "CloudWatchMetrics": [{
-                "Namespace": "ctwa",
-                "Dimensions": [[]],
-                "Metrics": [
-                    {"Name": "TokenRefreshFailures", "Unit": "Count"},
-                    {"Name": "TokensRefreshed", "Unit": "Count"},
-                    {"Name": "TokensBroken", "Unit": "Count"}
-                ]
-            }]
-        },
-        "TokenRefreshFailures": report.failed + report.broken,
-        "TokensRefreshed": report.refreshed,
-        "TokensBroken": report.broken,
-        "report": report,
-    })
-    .to_string()
+    crate::metrics::MetricLine::new()
+        .count(
+            crate::metrics::Metric::TokenRefreshFailures,
+            (report.failed + report.broken) as u64,
+        )
+        .count(
+            crate::metrics::Metric::TokensRefreshed,
+            report.refreshed as u64,
+        )
+        .count(crate::metrics::Metric::TokensBroken, report.broken as u64)
+        .field("report", report)
+        .to_line(now_ms)
 }
