@@ -693,3 +693,94 @@ async fn routes_move_conditionally_with_their_audit_records() {
         5
     );
 }
+
+/// The due index is per account: 5,000 due records of one business (its oldest first)
+/// take their share of a resend run and no more, and the other businesses' due records
+/// are in the same run; records written to the single partition of earlier versions
+/// are still read.
+#[tokio::test]
+async fn five_thousand_due_records_of_one_account_leave_room_for_the_others() {
+    use ctwa_shared::store::{ConversionEvents, EventRecord, EventStatus};
+    let (c, d) = data().await;
+    let event = |account: &str, id: String, next: i64| EventRecord {
+        account_id: account.into(),
+        event_id: id,
+        event_name: "Purchase".into(),
+        conversation_id: None,
+        ctwa_clid: "clid".into(),
+        dataset_id: "ds1".into(),
+        status: EventStatus::Pending,
+        attempts: 3,
+        created_at_ms: 1,
+        updated_at_ms: 1,
+        event_time: 1,
+        events_received: None,
+        fbtrace_id: None,
+        duration_ms: None,
+        error: None,
+        payload: "{}".into(),
+        test_event_code: None,
+        next_attempt_at_ms: Some(next),
+        lease_id: "lease1".into(),
+        warnings: Vec::new(),
+        expires_at: None,
+        ad_id: None,
+        waiting_for: None,
+    };
+    let busy = (0..5_000).map(|n| {
+        let d = &d;
+        let e = event("busy", format!("busy-{n:04}"), 1_000 + n);
+        async move { d.claim_event(&e).await }
+    });
+    for r in ctwa_shared::run_bounded(busy, 32).await {
+        assert!(r.unwrap());
+    }
+    assert!(
+        d.claim_event(&event("quiet", "quiet-1".into(), 900_000))
+            .await
+            .unwrap()
+    );
+    // A record of an earlier version, in the one partition it used.
+    let legacy = event("old", "old-1".into(), 950_000);
+    assert!(d.claim_event(&legacy).await.unwrap());
+    let pk = "EVT#old#old-1".to_string();
+    let item = c
+        .get_item()
+        .table_name(d_table(&d))
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(pk))
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("EVT".into()),
+        )
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let mut item = item;
+    item.insert(
+        "gsi2pk".into(),
+        aws_sdk_dynamodb::types::AttributeValue::S("DUE_EVENTS".into()),
+    );
+    c.put_item()
+        .table_name(d_table(&d))
+        .set_item(Some(item))
+        .send()
+        .await
+        .unwrap();
+
+    let due = d.due_events(1_000_000, 500, 50).await.unwrap();
+    let count = |a: &str| due.iter().filter(|r| r.account_id == a).count();
+    assert_eq!((count("busy"), count("quiet"), count("old")), (50, 1, 1));
+    // Taken in turn: the most overdue account first, then each of the others.
+    let first: Vec<&str> = due[..3].iter().map(|r| r.event_id.as_str()).collect();
+    assert_eq!(first, ["busy-0000", "quiet-1", "old-1"]);
+    let busy: Vec<&str> = due
+        .iter()
+        .filter(|r| r.account_id == "busy")
+        .map(|r| r.event_id.as_str())
+        .collect();
+    assert_eq!(busy[..2], ["busy-0000", "busy-0001"], "oldest first");
+    // Not yet due: nothing.
+    assert!(d.due_events(500, 500, 50).await.unwrap().is_empty());
+}

@@ -449,7 +449,7 @@ mod tests {
         // Queued at the clock of the forward call, which a loaded machine may read well
         // after `now`.
         let due = store
-            .due_events(crate::time::now_millis() + 1_000, 10)
+            .due_events(crate::time::now_millis() + 1_000, 10, 10)
             .await
             .unwrap();
         assert_eq!(due.len(), 1);

@@ -1012,11 +1012,17 @@ pub struct ResendReport {
     pub skipped: usize,
     /// Records left for the next run (deadline reached, or Meta kept failing).
     pub deferred: usize,
+    /// Of those, the ones moved behind their account's other due records.
+    pub rescheduled: usize,
     pub errors: usize,
     /// How long the oldest due conversion has waited since it was first sent (seconds;
     /// 0 when none is due): the `ResendBacklogAge` alarm's metric.
     pub oldest_due_age_secs: i64,
 }
+
+/// At most this many of one account's due records per resend run: one business with a
+/// large backlog (its token broken, Meta refusing it) never holds back another's.
+pub const RESEND_PER_ACCOUNT: usize = 50;
 
 /// Stop sending for an account after this many transient failures in a row in one run
 /// (Meta is down, or that business hit its rate limit); other accounts go on.
@@ -1031,7 +1037,10 @@ pub async fn resend_due(
     limit: usize,
     deadline: std::time::Instant,
 ) -> Result<ResendReport, CapiError> {
-    let due = deps.events.due_events(now_ms, limit).await?;
+    let due = deps
+        .events
+        .due_events(now_ms, limit, RESEND_PER_ACCOUNT)
+        .await?;
     let mut report = ResendReport {
         due: due.len(),
         oldest_due_age_secs: due
@@ -1044,12 +1053,33 @@ pub async fn resend_due(
     let mut transient: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for candidate in due {
         // Each send may take the whole budget: stop in time.
-        if std::time::Instant::now() + deps.policy.budget + Duration::from_secs(2) > deadline
-            || transient
-                .get(&candidate.account_id)
-                .is_some_and(|n| *n >= RESEND_BREAKER)
-        {
+        if std::time::Instant::now() + deps.policy.budget + Duration::from_secs(2) > deadline {
             report.deferred += 1;
+            continue;
+        }
+        if transient
+            .get(&candidate.account_id)
+            .is_some_and(|n| *n >= RESEND_BREAKER)
+        {
+            // Meta keeps failing for this account: its record waits for a later run,
+            // behind the account's other due records (they get their turn then).
+            report.deferred += 1;
+            if candidate.status == EventStatus::Pending {
+                let later = EventRecord {
+                    next_attempt_at_ms: Some(
+                        now_ms
+                            + i64::try_from(deps.policy.resend_delay.as_millis()).unwrap_or(60_000),
+                    ),
+                    ..candidate.clone()
+                };
+                match deps.events.save_event(&later, &candidate.lease_id).await {
+                    Ok(true) => report.rescheduled += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a deferred event could not be rescheduled; it is retried next run")
+                    }
+                }
+            }
             continue;
         }
         let account = candidate.account_id.clone();

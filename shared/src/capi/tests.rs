@@ -867,3 +867,74 @@ mod token_refresh {
         );
     }
 }
+
+/// One business with a large backlog (Meta refusing it) does not hold back another's
+/// conversion: each account gets its share of a run, in turn, so the other account's
+/// event goes out in the same run; the refused account's records it deferred move
+/// behind its others, which get their turn in the next run.
+#[tokio::test]
+async fn a_backlog_of_one_account_does_not_delay_another_accounts_resend() {
+    let w = world(true).await;
+    exchange_code(
+        &w.deps.meta,
+        "other",
+        "code-2",
+        None,
+        crate::time::now_millis(),
+    )
+    .await
+    .expect("the fake connects");
+    let now = crate::time::now_millis();
+    let seed = |account: &str, id: String, next: i64| {
+        let mut r = record(&w, &id);
+        r.account_id = account.into();
+        r.status = EventStatus::Pending;
+        r.next_attempt_at_ms = Some(next);
+        r
+    };
+    for n in 0..60 {
+        let r = seed(ACCOUNT, format!("busy-{n:02}"), now - 3_600_000 + n);
+        w.store.claim_event(&r).await.unwrap();
+    }
+    let r = seed("other", "other-1".into(), now - 1_000);
+    w.store.claim_event(&r).await.unwrap();
+    // Meta refuses the busy account's first three sends (3 attempts each): its breaker
+    // trips; the other account's send (the second of the run) is accepted.
+    let refuse = |n: usize| {
+        for _ in 0..n {
+            w.graph.answer_events(Err(FakeGraph::error(500, 2, None)));
+        }
+    };
+    refuse(3);
+    w.graph.answer_events(Ok(crate::graph::EventsResponse {
+        events_received: 1,
+        messages: Vec::new(),
+        fbtrace_id: None,
+    }));
+    refuse(6);
+    let far = std::time::Instant::now() + Duration::from_secs(30);
+    let run = resend_due(&w.deps, now, 20, far).await.unwrap();
+    assert_eq!((run.due, run.delivered, run.pending), (20, 1, 3), "{run:?}");
+    assert_eq!((run.deferred, run.rescheduled), (16, 16), "{run:?}");
+    let other = w
+        .store
+        .get_event("other", "other-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(other.status, EventStatus::Delivered);
+    // The next run at the same time takes the busy account's records it never read.
+    let next = resend_due(&w.deps, now, 5, far).await.unwrap();
+    assert_eq!(next.delivered, 5, "{next:?}");
+    let sent: Vec<String> = w
+        .graph
+        .sent()
+        .iter()
+        .map(|s| s.events[0]["event_id"].as_str().unwrap().to_string())
+        .collect();
+    let tail: Vec<&str> = sent[sent.len() - 5..].iter().map(String::as_str).collect();
+    assert_eq!(
+        tail,
+        ["busy-19", "busy-20", "busy-21", "busy-22", "busy-23"]
+    );
+}

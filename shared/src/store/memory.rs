@@ -813,16 +813,33 @@ impl ConversionEvents for MemoryStore {
             .collect())
     }
 
-    async fn due_events(&self, now_ms: i64, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
-        // The due index: not settled, with a next attempt before now, oldest first.
+    async fn due_events(
+        &self,
+        now_ms: i64,
+        limit: usize,
+        per_account: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        // The due index: not settled, with a next attempt before now, oldest first,
+        // per account; then the accounts in turn.
         let now = sortable_millis(now_ms);
-        let mut due: Vec<(String, EventRecord)> = lock(&self.events)
-            .values()
-            .filter_map(|r| due_sk(r).filter(|k| *k < now).map(|k| (k, r.clone())))
+        let mut by_account: BTreeMap<String, Vec<(String, EventRecord)>> = BTreeMap::new();
+        for r in lock(&self.events).values() {
+            if let Some(k) = due_sk(r).filter(|k| *k < now) {
+                by_account
+                    .entry(r.account_id.clone())
+                    .or_default()
+                    .push((k, r.clone()));
+            }
+        }
+        let lists = by_account
+            .into_values()
+            .map(|mut l| {
+                l.sort_by(|a, b| a.0.cmp(&b.0));
+                l.truncate(per_account.max(1));
+                l.into_iter().map(|(_, r)| r).collect()
+            })
             .collect();
-        due.sort_by(|a, b| a.0.cmp(&b.0));
-        due.truncate(limit.clamp(1, 1000));
-        Ok(due.into_iter().map(|(_, r)| r).collect())
+        Ok(crate::store::round_robin(lists, limit.clamp(1, 1000)))
     }
 
     async fn list_events(
@@ -1145,9 +1162,9 @@ mod tests {
             .await
             .unwrap();
         // Due strictly after its next attempt (the index key sorts before `now`).
-        assert!(store.due_events(5_000, 10).await.unwrap().is_empty());
+        assert!(store.due_events(5_000, 10, 10).await.unwrap().is_empty());
         assert_eq!(
-            store.due_events(5_001, 10).await.unwrap(),
+            store.due_events(5_001, 10, 10).await.unwrap(),
             vec![pending.clone()]
         );
 
@@ -1163,10 +1180,10 @@ mod tests {
             ),
             (EventStatus::InFlight, "lease2", Some(9_000))
         );
-        assert!(store.due_events(6_000, 10).await.unwrap().is_empty());
+        assert!(store.due_events(6_000, 10, 10).await.unwrap().is_empty());
         // Past the lease, the in-flight record is due again and can be taken over.
         assert_eq!(
-            store.due_events(9_001, 10).await.unwrap(),
+            store.due_events(9_001, 10, 10).await.unwrap(),
             vec![leased.clone()]
         );
         assert!(store.lease_event(&leased, "lease4", 20_000).await.unwrap());
@@ -1179,7 +1196,7 @@ mod tests {
             ..leased
         };
         assert!(store.save_event(&done, "lease4").await.unwrap());
-        assert!(store.due_events(i64::MAX, 10).await.unwrap().is_empty());
+        assert!(store.due_events(i64::MAX, 10, 10).await.unwrap().is_empty());
         assert!(!store.lease_event(&done, "lease5", 30_000).await.unwrap());
     }
 
@@ -1192,9 +1209,29 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let due = store.due_events(1_000, 2).await.unwrap();
+        let due = store.due_events(1_000, 2, 10).await.unwrap();
         let ids: Vec<&str> = due.iter().map(|r| r.event_id.as_str()).collect();
         assert_eq!(ids, ["b", "c"]);
+    }
+
+    /// One account's backlog, however old, takes its share of a run and no more: the
+    /// other accounts are served in turn.
+    #[tokio::test]
+    async fn due_events_serve_accounts_in_turn_with_a_share_each() {
+        let store = MemoryStore::new();
+        for n in 0..50 {
+            let mut e = event(&format!("busy{n:02}"), 1, EventStatus::Pending, Some(n));
+            e.account_id = "busy".into();
+            store.claim_event(&e).await.unwrap();
+        }
+        for (acct, next) in [("quiet", 900), ("other", 800)] {
+            let mut e = event(&format!("{acct}1"), 1, EventStatus::Pending, Some(next));
+            e.account_id = acct.into();
+            store.claim_event(&e).await.unwrap();
+        }
+        let due = store.due_events(1_000, 5, 3).await.unwrap();
+        let ids: Vec<&str> = due.iter().map(|r| r.event_id.as_str()).collect();
+        assert_eq!(ids, ["busy00", "other1", "quiet1", "busy01", "busy02"]);
     }
 
     #[tokio::test]

@@ -710,8 +710,15 @@ pub trait ConversionEvents: Send + Sync {
         account_id: &str,
         customer_key: &str,
     ) -> Result<Vec<EventRecord>, StoreError>;
-    /// Records due for a (re)send, oldest first.
-    async fn due_events(&self, now_ms: i64, limit: usize) -> Result<Vec<EventRecord>, StoreError>;
+    /// Records due for a (re)send: at most `per_account` of each account (its oldest
+    /// first), the accounts served in turn ([`round_robin`]), `limit` in all. One
+    /// account's backlog never hides another's due records.
+    async fn due_events(
+        &self,
+        now_ms: i64,
+        limit: usize,
+        per_account: usize,
+    ) -> Result<Vec<EventRecord>, StoreError>;
     /// The audit trail, newest first; `cursor` continues a previous page.
     async fn list_events(
         &self,
@@ -966,4 +973,31 @@ pub trait RouteStore: Send + Sync {
         route: &Route,
         limit: usize,
     ) -> Result<Vec<Quarantined>, StoreError>;
+}
+
+/// Each account's due records (each list oldest first) taken in turn: the first of
+/// every account, then the second, ..., up to `limit`; the account whose oldest record
+/// is the most overdue goes first in each turn.
+pub fn round_robin(mut per_account: Vec<Vec<EventRecord>>, limit: usize) -> Vec<EventRecord> {
+    per_account.retain(|l| !l.is_empty());
+    per_account.sort_by_key(|l| {
+        let first = &l[0];
+        (
+            first.next_attempt_at_ms.unwrap_or(i64::MAX),
+            first.account_id.clone(),
+        )
+    });
+    let mut lists: Vec<std::vec::IntoIter<EventRecord>> =
+        per_account.into_iter().map(Vec::into_iter).collect();
+    let mut out = Vec::new();
+    while out.len() < limit && !lists.is_empty() {
+        lists.retain_mut(|l| match l.next() {
+            Some(r) if out.len() < limit => {
+                out.push(r);
+                true
+            }
+            _ => false,
+        });
+    }
+    out
 }

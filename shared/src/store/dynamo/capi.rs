@@ -3,7 +3,21 @@
 use super::*;
 use crate::time::sortable_millis;
 
-const DUE_INDEX_PK: &str = "DUE_EVENTS";
+/// Before the due index was per account, every due record was in this one partition;
+/// the resend job still reads it, so records written then are sent too.
+const LEGACY_DUE_INDEX_PK: &str = "DUE_EVENTS";
+/// The accounts that have (or had, within the registry's TTL) due records.
+const DUE_ACCOUNTS_PK: &str = "DUE_ACCOUNTS";
+/// A registry entry outlives the records it stands for: Meta takes events up to 7 days
+/// old, and every write of a due record refreshes it.
+const DUE_ACCOUNT_TTL_SECS: i64 = 8 * 86_400;
+/// How often one instance refreshes an account's registry entry.
+const DUE_ACCOUNT_REFRESH_MS: i64 = 3_600_000;
+
+/// An account's partition of the due index (gsi2).
+fn due_pk(account_id: &str) -> String {
+    format!("DUE#{account_id}")
+}
 
 fn event_pk(account_id: &str, event_id: &str) -> String {
     format!("EVT#{account_id}#{event_id}")
@@ -58,7 +72,7 @@ fn event_item(r: &EventRecord) -> Result<Item, StoreError> {
     item.insert("gsi1sk".into(), s(events_sk(r)));
     if let (Some(next), Some(due)) = (r.next_attempt_at_ms, due_sk(r)) {
         item.insert("next_attempt_at".into(), n(next));
-        item.insert("gsi2pk".into(), s(DUE_INDEX_PK));
+        item.insert("gsi2pk".into(), s(due_pk(&r.account_id)));
         item.insert("gsi2sk".into(), s(due));
     }
     if let Some(e) = r.expires_at {
@@ -150,6 +164,7 @@ impl CapiSettingsStore for DynamoData {
 #[async_trait]
 impl ConversionEvents for DynamoData {
     async fn claim_event(&self, rec: &EventRecord) -> Result<bool, StoreError> {
+        self.register_due(rec).await?;
         self.put_new(event_item(rec)?).await
     }
 
@@ -165,6 +180,7 @@ impl ConversionEvents for DynamoData {
     }
 
     async fn save_event(&self, rec: &EventRecord, lease_id: &str) -> Result<bool, StoreError> {
+        self.register_due(rec).await?;
         put_if(&self.client, &self.table, event_item(rec)?, |p| {
             p.condition_expression("lease_id = :l")
                 .expression_attribute_values(":l", s(lease_id))
@@ -182,6 +198,7 @@ impl ConversionEvents for DynamoData {
         taken.lease_id = new_lease_id.to_string();
         taken.status = EventStatus::InFlight;
         taken.next_attempt_at_ms = Some(lease_until_ms);
+        self.register_due(&taken).await?;
         put_if(&self.client, &self.table, event_item(&taken)?, |p| {
             p.condition_expression("lease_id = :l AND #st IN (:p, :f)")
                 .expression_attribute_names("#st", "status")
@@ -197,6 +214,7 @@ impl ConversionEvents for DynamoData {
         rec: &EventRecord,
         old_lease_id: &str,
     ) -> Result<bool, StoreError> {
+        self.register_due(rec).await?;
         put_if(&self.client, &self.table, event_item(rec)?, |p| {
             p.condition_expression("lease_id = :l AND #st = :w")
                 .expression_attribute_names("#st", "status")
@@ -233,27 +251,47 @@ impl ConversionEvents for DynamoData {
         Ok(waiting)
     }
 
-    async fn due_events(&self, now_ms: i64, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name("gsi2")
-            .key_condition_expression("gsi2pk = :p AND gsi2sk < :t")
-            .expression_attribute_values(":p", s(DUE_INDEX_PK))
-            .expression_attribute_values(":t", s(sortable_millis(now_ms)))
-            .limit(i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000))
-            .send()
-            .await
-            .map_err(backend)?;
-        let mut due = Vec::new();
-        for item in out.items.unwrap_or_default() {
-            match event_from(&item) {
-                Ok(r) => due.push(r),
-                Err(e) => tracing::error!(error = %e, "unreadable event record skipped"),
+    async fn due_events(
+        &self,
+        now_ms: i64,
+        limit: usize,
+        per_account: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let per_account = per_account.clamp(1, 1000);
+        let accounts: Vec<String> = self
+            .pages(10_000, |q| {
+                q.key_condition_expression("pk = :p")
+                    .expression_attribute_values(":p", s(DUE_ACCOUNTS_PK))
+            })
+            .await?
+            .iter()
+            .filter_map(|i| get_s(i, "sk"))
+            .collect();
+        // Each account's partition, a few at a time; then the legacy one.
+        let reads = accounts
+            .into_iter()
+            .map(|a| self.due_in(due_pk(&a), now_ms, per_account));
+        let mut lists = Vec::new();
+        for r in crate::run_bounded(reads, 8).await {
+            lists.push(r?);
+        }
+        let mut legacy: std::collections::BTreeMap<String, Vec<EventRecord>> =
+            std::collections::BTreeMap::new();
+        for r in self
+            .due_in(
+                LEGACY_DUE_INDEX_PK.to_string(),
+                now_ms,
+                limit.clamp(1, 1000),
+            )
+            .await?
+        {
+            let l = legacy.entry(r.account_id.clone()).or_default();
+            if l.len() < per_account {
+                l.push(r);
             }
         }
-        Ok(due)
+        lists.extend(legacy.into_values());
+        Ok(crate::store::round_robin(lists, limit.clamp(1, 1000)))
     }
 
     async fn list_events(
@@ -343,5 +381,65 @@ impl ConversionEvents for DynamoData {
             resume
         };
         Ok((records, next))
+    }
+}
+
+impl DynamoData {
+    /// Lists the record's account among those with due records (before the record is
+    /// written, so a due record is never in a partition the resend job does not read).
+    /// Idempotent; each instance refreshes an account's entry at most once an hour.
+    async fn register_due(&self, rec: &EventRecord) -> Result<(), StoreError> {
+        if due_sk(rec).is_none() {
+            return Ok(());
+        }
+        let now = crate::time::now_millis();
+        let fresh = self
+            .due_registered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&rec.account_id)
+            .is_some_and(|at| now - at < DUE_ACCOUNT_REFRESH_MS);
+        if fresh {
+            return Ok(());
+        }
+        let mut item = key(DUE_ACCOUNTS_PK.to_string(), &rec.account_id);
+        item.insert("expires_at".into(), n(now / 1000 + DUE_ACCOUNT_TTL_SECS));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(backend)?;
+        self.due_registered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(rec.account_id.clone(), now);
+        Ok(())
+    }
+
+    /// One partition of the due index: its records due before `now_ms`, oldest first.
+    async fn due_in(
+        &self,
+        gsi2pk: String,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let items = self
+            .pages(limit, |q| {
+                q.index_name("gsi2")
+                    .key_condition_expression("gsi2pk = :p AND gsi2sk < :t")
+                    .expression_attribute_values(":p", s(gsi2pk.clone()))
+                    .expression_attribute_values(":t", s(sortable_millis(now_ms)))
+            })
+            .await?;
+        let mut due = Vec::new();
+        for item in items {
+            match event_from(&item) {
+                Ok(r) => due.push(r),
+                Err(e) => tracing::error!(error = %e, "unreadable event record skipped"),
+            }
+        }
+        Ok(due)
     }
 }

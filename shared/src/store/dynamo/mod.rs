@@ -16,10 +16,11 @@
 //! | audit record  | `ACCT#<a>#AUDIT` (or `OPERATOR#AUDIT`) | `<ms15>#<audit id>` | `AUDIT#<target>` / `<ms15>#<audit id>` |                                  |
 //! | unrouted item | `UNROUTED#<route>`        | `<ms15>#<inbox id>`      |                                         |                                  |
 //! | backlog drain | `UNROUTED_DRAIN`          | `<route>`                |                                         |                                  |
+//! | due account   | `DUE_ACCOUNTS`            | `<account id>`           | (TTL 8 days, refreshed by each due write) |                  |
 //! | auto event    | `ACCT#<a>#AUTOEVENT`      | `<ms15>#<event id>`      |                                         |                                  |
 //! | Meta connection | `ACCT#<a>`              | `META_CONNECTION`        |                                         | `META_CONNECTIONS` / `<expires s15>#<a>` (expiring tokens only) |
 //! | CAPI config   | `ACCT#<a>`                | `CAPI`                   |                                         |                                  |
-//! | conversion    | `EVT#<a>#<dedup key>`     | `EVT`                    | `ACCT#<a>#EVENTS` / `<ms15>#<event id>` | `DUE_EVENTS` / `<next ms15>#<a>#<event id>` (pending only); gsi3: `ACCT#<a>#AD#<ad>` / `EVT#<ms15>#<event id>` |
+//! | conversion    | `EVT#<a>#<dedup key>`     | `EVT`                    | `ACCT#<a>#EVENTS` / `<ms15>#<event id>` | `DUE#<a>` / `<next ms15>#<a>#<event id>` (pending and in flight; `DUE_EVENTS` before); gsi3: `ACCT#<a>#AD#<ad>` / `EVT#<ms15>#<event id>` |
 //! | ad account    | `ADACCT#act_<digits>`     | `ADACCT`                 | `ACCT#<a>#ADACCTS` / `act_<digits>`     |                                  |
 //! | ad object     | `ADOBJ#<graph id>`        | `ADOBJ`                  |                                         |                                  |
 //! | idempotency   | `IDEM#<a>#<key>`          | `IDEM`                   |                                         |                                  |
@@ -134,6 +135,8 @@ impl DynamoInbox {
 pub struct DynamoData {
     client: Client,
     table: String,
+    /// Accounts this instance listed among those with due records, and when.
+    due_registered: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
 }
 
 impl DynamoData {
@@ -141,6 +144,7 @@ impl DynamoData {
         Self {
             client,
             table: table.into(),
+            due_registered: Default::default(),
         }
     }
     pub fn table(&self) -> &str {
