@@ -1021,3 +1021,57 @@ async fn nested_paging_links_never_hand_out_the_token() {
     assert!(adsets["paging"].get("next").is_none(), "{v}");
     app.stack.stop().await;
 }
+
+/// The one-call creation answers before its function's `Timeout` (read from the
+/// template) even when Meta hangs at step 4: no call runs past the invocation's
+/// deadline less a margin, what could not be cleaned up is named (never a silent 503
+/// from the gateway with objects left unknown), and the Idempotency-Key keeps the
+/// answer for a retry.
+#[tokio::test]
+async fn a_hanging_meta_call_ends_before_the_function_timeout_with_what_was_left() {
+    let text =
+        std::fs::read_to_string(ctwa_local::lambda::workspace_dir().join("template.yaml")).unwrap();
+    let from = "one-call creation with clean-up, ads inventory with captured clicks and conversions.\n      CodeUri: .\n      Timeout: 29";
+    assert_eq!(text.matches(from).count(), 1);
+    let path = std::env::temp_dir().join(format!("{}.yaml", unique("template")));
+    std::fs::write(&path, text.replace(from, &from.replace("29", "8"))).unwrap();
+    let app = spawn_app_with(AppOptions {
+        template: Some(path),
+        ..AppOptions::default()
+    })
+    .await;
+    app.connect_meta(&app.api_key).await;
+    link(&app, &app.account_id, ACT).await;
+    app.sim.sim.add_ad_account(&json!({
+        "id": ACT, "page_ids": [PAGE], "whatsapp_numbers": [NUMBER], "call_limit": 1000,
+    }));
+    // Step 4 hangs longer than the function may run.
+    app.sim.sim.add_fault(
+        serde_json::from_value(json!({"path": "/ads$", "method": "POST", "delay_ms": 12_000}))
+            .unwrap(),
+    );
+    let started = std::time::Instant::now();
+    let (s, v, _) = app
+        .request_with_headers(
+            "POST",
+            "/v1/ads/ctwa",
+            &app.api_key,
+            Some(ctwa_request(true)),
+        )
+        .await;
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(8), "{took:?}");
+    assert_ne!(s, 503, "the gateway's timeout answer: {v}");
+    let e = &v["error"];
+    assert_eq!(e["code"], "ad_creation_failed", "{v}");
+    assert_eq!(e["failed_step"], "ad", "{v}");
+    // Meta may have made the ad: the objects it could not reach in time are named.
+    let cleanup = e["cleanup"].as_array().unwrap();
+    assert!(
+        cleanup
+            .iter()
+            .any(|c| c["kind"] == "campaign" && c["id"].is_string()),
+        "{v}"
+    );
+    app.stack.stop().await;
+}

@@ -13,6 +13,9 @@ pub struct ApiRequest {
     pub query: Vec<(String, String)>,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When the invocation ends (Lambda's deadline, from the function's `Timeout`):
+    /// work that must answer in time stops before it. `None` outside Lambda.
+    pub deadline: Option<std::time::Instant>,
 }
 
 impl ApiRequest {
@@ -27,6 +30,7 @@ impl ApiRequest {
             query,
             headers: HeaderMap::new(),
             body: Bytes::new(),
+            deadline: None,
         }
     }
 
@@ -109,12 +113,24 @@ pub mod lambda {
             Body::Binary(b) => Bytes::from(b),
             _ => Bytes::new(),
         };
+        // Lambda's deadline (epoch millis) as an instant of this process's clock.
+        let deadline = parts
+            .extensions
+            .get::<lambda_http::Context>()
+            .and_then(|c| {
+                let left = i64::try_from(c.deadline).ok()? - crate::time::now_millis();
+                Some(
+                    std::time::Instant::now()
+                        + std::time::Duration::from_millis(left.max(0) as u64),
+                )
+            });
         ApiRequest {
             method: parts.method,
             path: parts.uri.path().to_string(),
             query: parts.uri.query().map(parse_query).unwrap_or_default(),
             headers: parts.headers,
             body,
+            deadline,
         }
     }
 

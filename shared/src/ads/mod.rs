@@ -53,7 +53,15 @@ pub struct AdsPolicy {
     pub deadline: Duration,
     /// Each clean-up call: one attempt, this long at most.
     pub cleanup_timeout: Duration,
+    /// No call runs past this after the request began, nor past the invocation's own
+    /// deadline (the function's `Timeout`) less [`INVOCATION_MARGIN`], whichever comes
+    /// first: the function answers in time, with what it could not clean up named, and
+    /// its `Idempotency-Key` keeps that answer.
+    pub hard_deadline: Duration,
 }
+
+/// Kept free before the invocation's deadline: the answer and the key's record.
+pub const INVOCATION_MARGIN: Duration = Duration::from_secs(2);
 
 impl Default for AdsPolicy {
     fn default() -> Self {
@@ -64,6 +72,7 @@ impl Default for AdsPolicy {
             budget: Duration::from_secs(6),
             deadline: Duration::from_secs(15),
             cleanup_timeout: Duration::from_secs(3),
+            hard_deadline: Duration::from_secs(25),
         }
     }
 }
@@ -119,7 +128,10 @@ pub struct Session<'a> {
     deps: &'a AdsDeps,
     pub account_id: String,
     token: Token,
+    /// No creation call starts after this.
     deadline: Instant,
+    /// No call runs past this (see [`AdsPolicy::hard_deadline`]).
+    hard_deadline: Instant,
 }
 
 /// Makes a Graph answer safe to hand to the caller: paging links (`next`, `previous`)
@@ -165,13 +177,25 @@ impl Session<'_> {
 }
 
 impl AdsDeps {
-    pub async fn session(&self, account_id: &str) -> Result<Session<'_>, AdsError> {
+    /// A session for one request; `invocation_deadline` is the Lambda invocation's
+    /// (`ApiRequest::deadline`).
+    pub async fn session(
+        &self,
+        account_id: &str,
+        invocation_deadline: Option<Instant>,
+    ) -> Result<Session<'_>, AdsError> {
+        let now = Instant::now();
+        let mut hard = now + self.policy.hard_deadline;
+        if let Some(d) = invocation_deadline {
+            hard = hard.min(d.checked_sub(INVOCATION_MARGIN).unwrap_or(now));
+        }
         let token = self.meta.token(account_id).await?;
         Ok(Session {
             deps: self,
             account_id: account_id.to_string(),
             token,
-            deadline: Instant::now() + self.policy.deadline,
+            deadline: (now + self.policy.deadline).min(hard),
+            hard_deadline: hard,
         })
     }
 
@@ -246,7 +270,16 @@ impl Session<'_> {
                     }
                 }
             }
-            let timeout = (kind == CallKind::Cleanup).then_some(deps.policy.cleanup_timeout);
+            // Every call ends by the hard deadline; a clean-up call sooner.
+            let left = self.hard_deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(AdsError::Deadline);
+            }
+            let timeout = Some(if kind == CallKind::Cleanup {
+                deps.policy.cleanup_timeout.min(left)
+            } else {
+                crate::wiring::GRAPH_TIMEOUT.min(left)
+            });
             let reply = deps
                 .meta
                 .graph

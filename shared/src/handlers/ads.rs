@@ -134,7 +134,7 @@ async fn proxy_edge(
     }
     let link = deps.own_ad_account(&account_id, act).await?;
     let act = link.ad_account_id;
-    let s = deps.session(&account_id).await?;
+    let s = deps.session(&account_id, req.deadline).await?;
     if req.method == Method::GET {
         let q = forwarded_query(req)?;
         let (v, usage) = s
@@ -199,7 +199,7 @@ async fn proxy_object(deps: &AdsDeps, req: &ApiRequest, id: &str) -> ApiResult<A
         Method::GET => forwarded_query(req)?,
         _ => Vec::new(),
     };
-    let s = deps.session(&account_id).await?;
+    let s = deps.session(&account_id, req.deadline).await?;
     let act = s.own_object(id).await?;
     let kind = match req.method {
         Method::GET => CallKind::Read,
@@ -280,7 +280,7 @@ async fn create_ctwa(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse>
     }
     // Whether Meta may hold something of this request (then the key keeps the answer).
     let mut reached_meta = false;
-    let answer = match deps.session(&account_id).await {
+    let answer = match deps.session(&account_id, req.deadline).await {
         Err(e) => ApiError::from(e).into_response(),
         Ok(s) => match s.create_ctwa(plan).await {
             Ok(c) => {
@@ -356,7 +356,7 @@ async fn list(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     {
         return Err(ApiError::bad_request("after is not a cursor from this API"));
     }
-    let s = deps.session(&account_id).await?;
+    let s = deps.session(&account_id, req.deadline).await?;
     let (data, next) = ads::list_ads(&s, &links, limit, req.query_param("after")).await?;
     // `ads` is seed 001's shape (`ctwa ads | jq '.ads[]'`); `data` the Graph-style one
     // this API answered first. The same rows under both names.
@@ -377,7 +377,7 @@ async fn detail(deps: &AdsDeps, req: &ApiRequest, ad_id: &str) -> ApiResult<ApiR
     if !spec::is_object_id(ad_id) {
         return Err(ApiError::bad_request("the ad id must be digits"));
     }
-    let s = deps.session(&account_id).await?;
+    let s = deps.session(&account_id, req.deadline).await?;
     let v = ads::ad_detail(&s, ad_id).await.map_err(|e| match e {
         // Meta's "does not exist, or cannot be loaded" (100/33): not found here.
         AdsError::Meta(crate::graph::GraphError::Api { error, .. })
