@@ -659,8 +659,14 @@ async fn the_stream_mapping_runs_parallelization_factor_batches_one_item_key_in_
                 .dynamodb
                 .put_item()
                 .table_name(&table)
-                .item("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("k{i}")))
-                .item("v", aws_sdk_dynamodb::types::AttributeValue::N(v.to_string()))
+                .item(
+                    "pk",
+                    aws_sdk_dynamodb::types::AttributeValue::S(format!("k{i}")),
+                )
+                .item(
+                    "v",
+                    aws_sdk_dynamodb::types::AttributeValue::N(v.to_string()),
+                )
                 .send()
                 .await
                 .unwrap();
@@ -696,9 +702,17 @@ async fn the_stream_mapping_runs_parallelization_factor_batches_one_item_key_in_
     let seen = lanes.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 30);
     for (k, vs) in &seen {
-        assert_eq!(vs, &[0, 1, 2], "{k}: its records in stream order, once each");
+        assert_eq!(
+            vs,
+            &[0, 1, 2],
+            "{k}: its records in stream order, once each"
+        );
     }
-    assert_eq!(lanes.overlaps.load(SeqCst), 0, "a key in two batches at once");
+    assert_eq!(
+        lanes.overlaps.load(SeqCst),
+        0,
+        "a key in two batches at once"
+    );
     let most = lanes.most.load(SeqCst);
     assert!(
         (2..=4).contains(&most),

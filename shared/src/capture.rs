@@ -321,7 +321,12 @@ fn order_keys(item: &InboxItem) -> Vec<String> {
         .wa_id
         .as_deref()
         .and_then(|w| crate::domain::Phone::parse(w).ok())
-        .map(|p| p.whatsapp_forms().iter().map(|f| f.customer_key()).collect())
+        .map(|p| {
+            p.whatsapp_forms()
+                .iter()
+                .map(|f| f.customer_key())
+                .collect()
+        })
         .unwrap_or_default();
     if let Some(u) = msg
         .customer
@@ -616,8 +621,10 @@ mod tests {
         let records: Vec<serde_json::Value> = items
             .iter()
             .enumerate()
-            .map(|(i, it)| json!({"eventID": i.to_string(), "eventName": "INSERT",
-                "dynamodb": {"NewImage": crate::stream::image_of(it), "SequenceNumber": seq(i)}}))
+            .map(|(i, it)| {
+                json!({"eventID": i.to_string(), "eventName": "INSERT",
+                "dynamodb": {"NewImage": crate::stream::image_of(it), "SequenceNumber": seq(i)}})
+            })
             .collect();
         serde_json::from_value(json!({ "Records": records })).unwrap()
     }
@@ -645,8 +652,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn one_customer_in_order_customers_at_once_a_failure_holds_the_rest_of_its_customer()
-    {
+    async fn one_customer_in_order_customers_at_once_a_failure_holds_the_rest_of_its_customer() {
         // Earlier records of a customer take longer than its later ones: run at once,
         // they would land out of order.
         let (deps, rec) = recording(
@@ -687,8 +693,15 @@ mod tests {
                 .collect()
         };
         let a: Vec<String> = of('a').into_iter().map(|(m, _)| m).collect();
-        assert_eq!(a, ["a1", "a2", "a3"], "one customer's clicks in stream order");
-        assert!(of('b').is_empty(), "nothing of the failed customer after its failure");
+        assert_eq!(
+            a,
+            ["a1", "a2", "a3"],
+            "one customer's clicks in stream order"
+        );
+        assert!(
+            of('b').is_empty(),
+            "nothing of the failed customer after its failure"
+        );
         assert_eq!(of('c').len(), 1);
         assert_eq!(
             of('d'),
