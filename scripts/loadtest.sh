@@ -35,6 +35,10 @@ out="$root/.ctwa/loadtest"; mkdir -p "$out"
 echo "== release build (ctwa-local, ctwa-loadtest)" >&2
 scripts/build-functions.sh --quiet
 cargo build -q --release --locked -p ctwa-local --bin ctwa-local --bin ctwa-loadtest
+case "${CARGO_TARGET_DIR:-target}" in
+  /*) bin="${CARGO_TARGET_DIR:-target}/release" ;;
+  *) bin="$root/${CARGO_TARGET_DIR:-target}/release" ;;
+esac
 
 # A fresh DynamoDB Local (in memory; 1 GiB of heap for 100,000 inbox items and their
 # stream) and Secrets Manager emulator for this run only, on free ports, stopped at the end.
@@ -46,7 +50,7 @@ port=$(free_port)
 suffix="$(date +%s)-$$"
 export INBOX_TABLE="loadtest-inbox-$suffix" DATA_TABLE="loadtest-data-$suffix" WEBHOOK_SECRET_ID="loadtest/webhook-$suffix"
 rm -f "$out/local.json"
-CTWA_LOCAL_PORT=$port CTWA_STATE_DIR="$out" target/release/ctwa-local >"$out/local.log" 2>&1 &
+CTWA_LOCAL_PORT=$port CTWA_STATE_DIR="$out" "$bin/ctwa-local" >"$out/local.log" 2>&1 &
 local_pid=$!; pids+=("$local_pid")
 for _ in $(seq 1 150); do
   [ -f "$out/local.json" ] && grep -q "127.0.0.1:$port" "$out/local.json" && break
@@ -60,7 +64,7 @@ args=(--state "$out/local.json" --webhooks "$webhooks" --concurrency "$concurren
       --customers "$customers" --timeout "$timeout_s")
 [ -n "$seed" ] && args+=(--seed "$seed")
 status=0
-timeout --kill-after=10 $(( timeout_s + 90 )) target/release/ctwa-loadtest "${args[@]}" >"$out/report.json" || status=$?
+timeout --kill-after=10 $(( timeout_s + 90 )) "$bin/ctwa-loadtest" "${args[@]}" >"$out/report.json" || status=$?
 if [ ! -s "$out/report.json" ]; then
   echo "loadtest: no report (exit $status); stack log: $out/local.log" >&2
   exit 1

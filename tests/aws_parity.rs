@@ -655,3 +655,156 @@ fn every_alarm_reads_a_metric_the_code_writes_and_notifies_someone() {
     }
     assert!(ours >= 12, "alarms on our own metrics: {ours}");
 }
+
+/// A target that takes 40 ms per batch and notes, per item key, the versions it was
+/// given in order, whether a key was ever in two batches at once, and how many batches
+/// were in flight at most.
+#[derive(Default)]
+struct Lanes {
+    in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
+    seen: std::sync::Mutex<std::collections::HashMap<String, Vec<i64>>>,
+    overlaps: std::sync::atomic::AtomicUsize,
+    now: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl ctwa_local::stream::BatchTarget for Lanes {
+    async fn invoke(&self, event: bytes::Bytes) -> Result<bytes::Bytes, String> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let ev: Value = serde_json::from_slice(&event).map_err(|e| e.to_string())?;
+        let recs: Vec<(String, i64)> = ev["Records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let d = &r["dynamodb"];
+                let v = d["NewImage"]["v"]["N"].as_str().unwrap().parse().unwrap();
+                (d["Keys"]["pk"]["S"].as_str().unwrap().to_string(), v)
+            })
+            .collect();
+        // One batch may hold several records of a key; another batch in flight may not.
+        let keys: std::collections::HashSet<String> = recs.iter().map(|(k, _)| k.clone()).collect();
+        {
+            let mut busy = self.in_flight.lock().unwrap();
+            for k in &keys {
+                if !busy.insert(k.clone()) {
+                    self.overlaps.fetch_add(1, SeqCst);
+                }
+            }
+        }
+        let n = self.now.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(n, SeqCst);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        self.now.fetch_sub(1, SeqCst);
+        let mut seen = self.seen.lock().unwrap();
+        let mut busy = self.in_flight.lock().unwrap();
+        for k in &keys {
+            busy.remove(k);
+        }
+        for (k, v) in recs {
+            seen.entry(k).or_default().push(v);
+        }
+        Ok(bytes::Bytes::from_static(br#"{"batchItemFailures":[]}"#))
+    }
+}
+
+#[tokio::test]
+async fn the_stream_mapping_runs_parallelization_factor_batches_one_item_key_in_order() {
+    // The template's setting is what the local mapping runs.
+    let app = spawn_app_with(AppOptions::default()).await;
+    let capture = app
+        .stack
+        .lambda
+        .template
+        .function("CaptureFunction")
+        .unwrap();
+    let factor = capture.streams[0].mapping.parallelization_factor;
+    assert!(
+        template_text().contains(&format!("            ParallelizationFactor: {factor}\n")),
+        "the template's ParallelizationFactor, {factor}, is the mapping's"
+    );
+    // Lambda refuses a factor outside 1-10; so does the local start.
+    let e = start_error(template_with(
+        &format!("            ParallelizationFactor: {factor}\n"),
+        "            ParallelizationFactor: 11\n",
+    ))
+    .await;
+    assert!(
+        e.contains("ParallelizationFactor") && e.contains("1-10"),
+        "{e}"
+    );
+
+    // 30 items written three times each (INSERT, then two MODIFYs), read by a mapping of
+    // factor 4 and batches of 10 whose target takes 40 ms per batch.
+    let clients = clients().await;
+    let table = unique("lanes");
+    ctwa_shared::tables::create_inbox_table(&clients.dynamodb, &table)
+        .await
+        .unwrap();
+    for v in 0..3 {
+        for i in 0..30 {
+            clients
+                .dynamodb
+                .put_item()
+                .table_name(&table)
+                .item(
+                    "pk",
+                    aws_sdk_dynamodb::types::AttributeValue::S(format!("k{i}")),
+                )
+                .item(
+                    "v",
+                    aws_sdk_dynamodb::types::AttributeValue::N(v.to_string()),
+                )
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    let lanes = std::sync::Arc::new(Lanes::default());
+    let feeder = ctwa_local::stream::StreamFeeder::new(
+        clients.dynamodb.clone(),
+        clients.streams.clone(),
+        table,
+        lanes.clone(),
+        ctwa_local::stream::MappingConfig {
+            batch_size: 10,
+            batching_window: Duration::ZERO,
+            parallelization_factor: 4,
+            event_names: None,
+            ..Default::default()
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let run = tokio::spawn(feeder.run(rx));
+    eventually("every record delivered", Duration::from_secs(60), || {
+        let n: usize = lanes.seen.lock().unwrap().values().map(Vec::len).sum();
+        async move { (n >= 90).then_some(()) }
+    })
+    .await;
+    let _ = stop.send(true);
+    let _ = run.await;
+    use std::sync::atomic::Ordering::SeqCst;
+    let seen = lanes.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 30);
+    for (k, vs) in &seen {
+        assert_eq!(
+            vs,
+            &[0, 1, 2],
+            "{k}: its records in stream order, once each"
+        );
+    }
+    assert_eq!(
+        lanes.overlaps.load(SeqCst),
+        0,
+        "a key in two batches at once"
+    );
+    let most = lanes.most.load(SeqCst);
+    assert!(
+        (2..=4).contains(&most),
+        "up to 4 batches of the shard at once, and more than one: {most}"
+    );
+}

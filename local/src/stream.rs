@@ -2,6 +2,10 @@
 //! delivers batches (the template's `BatchSize` and `MaximumBatchingWindowInSeconds`)
 //! as the same JSON event Lambda sends, to a target: the capture function's bootstrap
 //! (the local stack) or the capture handler in process (a fault test's consumer).
+//! Up to `ParallelizationFactor` batches of one shard are in flight at once, as Lambda
+//! runs them: each item key (the record's `Keys`) belongs to one of the shard's lanes
+//! (a hash of the key), a lane has one batch in flight at a time, so one item's records
+//! are delivered in stream order and never in two batches at once.
 //! Records the filter does not match are skipped. With `ReportBatchItemFailures` a
 //! batch is retried from the earliest failed record; a function error, timeout or
 //! crash fails the whole batch, which is bisected when `BisectBatchOnFunctionError` is
@@ -19,6 +23,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 /// How often an idle shard is read again (Lambda: four times a second).
 const IDLE_POLL: Duration = Duration::from_millis(250);
@@ -54,6 +59,8 @@ pub trait FailureDestination: Send + Sync {
 pub struct MappingConfig {
     pub batch_size: usize,
     pub batching_window: Duration,
+    /// Batches of one shard in flight at once (1-10).
+    pub parallelization_factor: usize,
     pub report_batch_item_failures: bool,
     pub bisect_on_error: bool,
     /// -1: retried until the record expires.
@@ -68,6 +75,7 @@ impl Default for MappingConfig {
         Self {
             batch_size: 100,
             batching_window: Duration::ZERO,
+            parallelization_factor: 1,
             report_batch_item_failures: true,
             bisect_on_error: true,
             maximum_retry_attempts: 10,
@@ -385,124 +393,191 @@ impl StreamFeeder {
         }
     }
 
+    /// Reads one shard once (from after the last record read), and puts the records
+    /// the filter passes in their lanes. `true` when records were read.
+    async fn read(&self, shard: &str, st: &mut ShardState, limit: usize) -> bool {
+        if st.iter.is_none() {
+            let (kind, seq) = match &st.last_seq {
+                Some(seq) => (ShardIteratorType::AfterSequenceNumber, Some(seq.clone())),
+                None => (ShardIteratorType::TrimHorizon, None),
+            };
+            match self
+                .streams
+                .get_shard_iterator()
+                .stream_arn(&self.stream_arn)
+                .shard_id(shard)
+                .shard_iterator_type(kind)
+                .set_sequence_number(seq)
+                .send()
+                .await
+            {
+                Ok(o) => st.iter = o.shard_iterator,
+                Err(e) => {
+                    // The last record read may have been trimmed away: read the shard
+                    // again from its start (capture is idempotent). What the lanes hold
+                    // is read again too.
+                    tracing::warn!(%shard, error = %err(e), "shard iterator; re-reading the shard from its start");
+                    st.last_seq = None;
+                    for lane in &mut st.lanes {
+                        lane.buffer.clear();
+                    }
+                    return false;
+                }
+            }
+        }
+        let Some(it) = st.iter.clone() else {
+            return false;
+        };
+        match self
+            .streams
+            .get_records()
+            .shard_iterator(it)
+            .limit(limit.min(1000) as i32)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let records = out.records.unwrap_or_default();
+                let mut got = false;
+                if let Some(last) = records
+                    .last()
+                    .and_then(|r| r.dynamodb.as_ref())
+                    .and_then(|d| d.sequence_number.clone())
+                {
+                    got = true;
+                    let lanes = st.lanes.len();
+                    for r in &records {
+                        let name = r.event_name.as_ref().map(|e| e.as_str()).unwrap_or("");
+                        let pass = self
+                            .config
+                            .event_names
+                            .as_ref()
+                            .is_none_or(|names| names.iter().any(|n| n == name));
+                        if pass {
+                            let rec = record_json(r, &self.stream_arn);
+                            let lane = &mut st.lanes[lane_of(&rec, lanes)];
+                            if lane.buffer.is_empty() {
+                                lane.since = Instant::now();
+                            }
+                            lane.buffer.push(rec);
+                        }
+                    }
+                    st.last_seq = Some(last);
+                }
+                st.iter = out.next_shard_iterator;
+                st.closed = st.iter.is_none();
+                got
+            }
+            Err(e) => {
+                // An expired iterator, a shard DynamoDB Local has not filled yet
+                // (TrimmedDataAccessException), or a passing failure: re-open after the
+                // last record read.
+                if e.as_service_error().is_some_and(|se| {
+                    se.is_trimmed_data_access_exception() || se.is_expired_iterator_exception()
+                }) {
+                    tracing::debug!(%shard, error = %err(e), "get records; re-opening the shard");
+                } else {
+                    tracing::warn!(%shard, error = %err(e), "get records; re-opening the shard");
+                }
+                st.iter = None;
+                false
+            }
+        }
+    }
+
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let this = Arc::new(self);
         let mut shards: HashMap<String, ShardState> = HashMap::new();
         let mut last_describe = Instant::now() - Duration::from_secs(60);
-        let limit = self.config.batch_size.clamp(1, 1000) as i32;
+        let limit = this.config.batch_size.clamp(1, 10_000);
+        let lanes = this.config.parallelization_factor.clamp(1, 10);
+        // The batches in flight (dropped, so aborted, when the feeder stops), and the
+        // shard lane each one holds.
+        let mut in_flight: JoinSet<()> = JoinSet::new();
+        let mut holds: HashMap<tokio::task::Id, (String, usize)> = HashMap::new();
+        let free = |shards: &mut HashMap<String, ShardState>,
+                    holds: &mut HashMap<tokio::task::Id, (String, usize)>,
+                    id: tokio::task::Id| {
+            if let Some((shard, lane)) = holds.remove(&id)
+                && let Some(st) = shards.get_mut(&shard)
+            {
+                st.lanes[lane].busy = false;
+            }
+        };
         loop {
             if *shutdown.borrow() {
                 return;
             }
+            while let Some(done) = in_flight.try_join_next_with_id() {
+                let id = done.map(|(id, _)| id).unwrap_or_else(|e| e.id());
+                free(&mut shards, &mut holds, id);
+            }
             if last_describe.elapsed() > Duration::from_secs(1) {
                 last_describe = Instant::now();
-                match self.shards().await {
+                match this.shards().await {
                     Ok(ids) => {
                         for id in ids {
-                            shards.entry(id).or_default();
+                            shards.entry(id).or_insert_with(|| ShardState::new(lanes));
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "describe stream"),
                 }
             }
             let mut got_any = false;
-            for (shard, st) in shards.iter_mut().filter(|(_, st)| !st.closed) {
-                if st.iter.is_none() {
-                    let (kind, seq) = match &st.last_seq {
-                        Some(seq) => (ShardIteratorType::AfterSequenceNumber, Some(seq.clone())),
-                        None => (ShardIteratorType::TrimHorizon, None),
-                    };
-                    match self
-                        .streams
-                        .get_shard_iterator()
-                        .stream_arn(&self.stream_arn)
-                        .shard_id(shard)
-                        .shard_iterator_type(kind)
-                        .set_sequence_number(seq)
-                        .send()
-                        .await
+            for (shard, st) in shards.iter_mut() {
+                // Read on unless a lane already holds a full batch it cannot send yet
+                // (its batch in flight): what is read waits in memory, bounded.
+                let backed_up = st.lanes.iter().any(|l| l.buffer.len() >= limit);
+                if !st.closed && !backed_up {
+                    got_any |= this.read(shard, st, limit).await;
+                }
+                // Each free lane with a full batch, a batching window over, or a closed
+                // shard: invoke.
+                let closed = st.closed;
+                for (i, lane) in st.lanes.iter_mut().enumerate() {
+                    if lane.busy
+                        || lane.buffer.is_empty()
+                        || !(lane.buffer.len() >= limit
+                            || lane.since.elapsed() >= this.config.batching_window
+                            || closed)
                     {
-                        Ok(o) => st.iter = o.shard_iterator,
-                        Err(e) => {
-                            // The last record read may have been trimmed away: read the
-                            // shard again from its start (capture is idempotent).
-                            tracing::warn!(%shard, error = %err(e), "shard iterator; re-reading the shard from its start");
-                            st.last_seq = None;
-                            st.buffer.clear();
-                            continue;
-                        }
+                        continue;
                     }
-                }
-                let Some(it) = st.iter.clone() else { continue };
-                let want = (limit as usize).saturating_sub(st.buffer.len()).max(1) as i32;
-                match self
-                    .streams
-                    .get_records()
-                    .shard_iterator(it)
-                    .limit(want)
-                    .send()
-                    .await
-                {
-                    Ok(out) => {
-                        let records = out.records.unwrap_or_default();
-                        if let Some(last) = records
-                            .last()
-                            .and_then(|r| r.dynamodb.as_ref())
-                            .and_then(|d| d.sequence_number.clone())
-                        {
-                            got_any = true;
-                            for r in &records {
-                                let name = r.event_name.as_ref().map(|e| e.as_str()).unwrap_or("");
-                                let pass = self
-                                    .config
-                                    .event_names
-                                    .as_ref()
-                                    .is_none_or(|names| names.iter().any(|n| n == name));
-                                if pass {
-                                    if st.buffer.is_empty() {
-                                        st.since = Instant::now();
-                                    }
-                                    st.buffer.push(record_json(r, &self.stream_arn));
-                                }
-                            }
-                            st.last_seq = Some(last);
-                        }
-                        st.iter = out.next_shard_iterator;
-                        st.closed = st.iter.is_none();
-                    }
-                    Err(e) => {
-                        // An expired iterator, a shard DynamoDB Local has not filled yet
-                        // (TrimmedDataAccessException), or a passing failure: re-open after
-                        // the last record read.
-                        if e.as_service_error().is_some_and(|se| {
-                            se.is_trimmed_data_access_exception()
-                                || se.is_expired_iterator_exception()
-                        }) {
-                            tracing::debug!(%shard, error = %err(e), "get records; re-opening the shard");
-                        } else {
-                            tracing::warn!(%shard, error = %err(e), "get records; re-opening the shard");
-                        }
-                        st.iter = None;
-                    }
-                }
-                // A full batch, a batching window over, or a closed shard: invoke.
-                if !st.buffer.is_empty()
-                    && (st.buffer.len() >= limit as usize
-                        || st.since.elapsed() >= self.config.batching_window
-                        || st.closed)
-                {
-                    let batch = std::mem::take(&mut st.buffer);
-                    self.deliver(shard, batch).await;
+                    let n = lane.buffer.len().min(limit);
+                    let batch: Vec<Value> = lane.buffer.drain(..n).collect();
+                    lane.busy = true;
+                    let (feeder, at) = (this.clone(), shard.clone());
+                    let task = in_flight.spawn(async move { feeder.deliver(&at, batch).await });
+                    holds.insert(task.id(), (shard.clone(), i));
                 }
             }
             if !got_any {
-                // Lambda polls each shard four times a second when it is idle.
+                // Lambda polls each shard four times a second when it is idle; a batch
+                // that ends frees its lane at once.
                 tokio::select! {
                     _ = tokio::time::sleep(IDLE_POLL) => {}
+                    Some(done) = in_flight.join_next_with_id() => {
+                        let id = done.map(|(id, _)| id).unwrap_or_else(|e| e.id());
+                        free(&mut shards, &mut holds, id);
+                    }
                     _ = shutdown.changed() => return,
                 }
             }
         }
     }
+}
+
+/// The lane of a shard an item's records go to: a stable hash (FNV-1a) of the record's
+/// `Keys`, so one item's records always share a lane. (Lambda's hash is its own; only
+/// the rule matters: one key, one lane.)
+fn lane_of(record: &Value, lanes: usize) -> usize {
+    let key = record["dynamodb"]["Keys"].to_string();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % lanes.max(1) as u64) as usize
 }
 
 /// The index of the earliest record named in `batchItemFailures` (`None`: all
@@ -539,18 +614,35 @@ struct ShardState {
     iter: Option<String>,
     last_seq: Option<String>,
     closed: bool,
-    buffer: Vec<Value>,
-    since: Instant,
+    lanes: Vec<Lane>,
 }
 
-impl Default for ShardState {
-    fn default() -> Self {
+impl ShardState {
+    fn new(lanes: usize) -> Self {
         Self {
             iter: None,
             last_seq: None,
             closed: false,
+            lanes: (0..lanes.max(1)).map(|_| Lane::default()).collect(),
+        }
+    }
+}
+
+/// One of a shard's concurrent batches: the records of the item keys that hash to it, in
+/// stream order, waiting for the batch in flight (if any) to end.
+struct Lane {
+    buffer: Vec<Value>,
+    /// When the oldest record buffered came (the batching window's start).
+    since: Instant,
+    busy: bool,
+}
+
+impl Default for Lane {
+    fn default() -> Self {
+        Self {
             buffer: Vec::new(),
             since: Instant::now(),
+            busy: false,
         }
     }
 }

@@ -286,49 +286,191 @@ fn skip(item: &InboxItem, reason: String) -> Outcome {
     Outcome::Skipped(reason)
 }
 
-/// Handles one stream batch. Records that fail for a retryable reason are reported in
-/// `batchItemFailures`, so the stream redelivers from the earliest of them; the others
-/// are done (and harmless to redo).
+/// What one record of a batch came to.
+enum RecordResult {
+    Done(Outcome),
+    /// A retryable failure: reported in `batchItemFailures`.
+    Failed(StoreError),
+    /// Not tried, because an earlier record of the same customer in this batch failed:
+    /// reported too, and tried again after it when the stream redelivers.
+    Held,
+}
+
+/// The identities that order a batch's records: a customer's phone (every spelling
+/// WhatsApp may use for it, [`crate::domain::Phone::whatsapp_forms`]) and business-scoped
+/// user id, whatever route the item came through. Records sharing any of them are one
+/// customer's: their clicks, first touch and identity link (a message with the phone
+/// and the user id links them; a later one with the user id alone is filed under the
+/// phone it was linked to) are applied in the stream's order. Keyed by the customer, not
+/// the conversation: the conversation is known only after the route is read, and an
+/// account's identity links span all its routes. An automatic event or an unreadable
+/// item names none: it is ordered with nothing.
+fn order_keys(item: &InboxItem) -> Vec<String> {
+    if item.kind != InboxKind::Message {
+        return Vec::new();
+    }
+    let parsed = match item.channel {
+        crate::domain::Channel::Cloud => cloud_inbound(item),
+        crate::domain::Channel::Sinch => sinch_inbound(item),
+    };
+    let Ok(msg) = parsed else {
+        return Vec::new();
+    };
+    let mut keys: Vec<String> = msg
+        .customer
+        .wa_id
+        .as_deref()
+        .and_then(|w| crate::domain::Phone::parse(w).ok())
+        .map(|p| {
+            p.whatsapp_forms()
+                .iter()
+                .map(|f| f.customer_key())
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(u) = msg
+        .customer
+        .user_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+    {
+        keys.push(format!("u:{u}"));
+    }
+    keys
+}
+
+/// The batch's records (their indexes) as chains, one per customer: records that share
+/// an identity ([`order_keys`]), directly or through another record, are one chain, in
+/// the batch's order. Chains come ordered by their first record.
+fn chains(keys: &[Vec<String>]) -> Vec<Vec<usize>> {
+    // Union-find over the records; each identity joins the records that name it.
+    let mut parent: Vec<usize> = (0..keys.len()).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    let mut first_with: HashMap<&str, usize> = HashMap::new();
+    for (i, ks) in keys.iter().enumerate() {
+        for k in ks {
+            match first_with.get(k.as_str()) {
+                Some(&j) => {
+                    let (a, b) = (root(&mut parent, i), root(&mut parent, j));
+                    // The lower index stays the root: a chain is named by its first record.
+                    parent[a.max(b)] = a.min(b);
+                }
+                None => {
+                    first_with.insert(k, i);
+                }
+            }
+        }
+    }
+    let mut by_root: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for i in 0..keys.len() {
+        let r = root(&mut parent, i);
+        by_root.entry(r).or_default().push(i);
+    }
+    let mut roots: Vec<usize> = by_root.keys().copied().collect();
+    roots.sort_unstable();
+    for r in roots {
+        out.extend(by_root.remove(&r));
+    }
+    out
+}
+
+/// Handles one stream batch. Different customers' records run at once (at most
+/// [`CaptureDeps::concurrency`], 16, in flight); one customer's records ([`chains`]) run
+/// one after the other in the stream's order. Records that fail for a retryable reason
+/// are reported in `batchItemFailures` (their sequence numbers, in the batch's order), so
+/// the stream redelivers from the earliest of them; once a record fails, the later
+/// records of its customer are not tried and are reported too, so they are never applied
+/// before it. The other records are done (and harmless to redo when redelivered after the
+/// earliest failure).
 pub async fn handle_stream_event(deps: &CaptureDeps, event: StreamEvent) -> BatchResponse {
     let now_ms = crate::time::now_millis();
-    let work = event.records.into_iter().map(|rec| async move {
-            let seq = rec.dynamodb.sequence_number.clone();
-            if rec.event_name != "INSERT" {
-                return (seq, Ok(Outcome::Skipped(format!("{} record", rec.event_name))));
-            }
-            let Some(img) = rec.dynamodb.new_image.as_ref() else {
-                tracing::error!(sequence_number = %seq, "stream record without NewImage (is the stream view type NEW_IMAGE?)");
-                return (seq, Ok(Outcome::Skipped("no NewImage".into())));
-            };
-            match inbox_item_from_image(img) {
-                Ok(item) => {
-                    let r = process_item(deps, &item, now_ms).await;
-                    (seq, r)
+    let mut results: Vec<Option<RecordResult>> = Vec::with_capacity(event.records.len());
+    let mut seqs = Vec::with_capacity(event.records.len());
+    // The records to capture: (index in the batch, item).
+    let mut items: Vec<(usize, InboxItem)> = Vec::new();
+    for (i, rec) in event.records.into_iter().enumerate() {
+        let seq = rec.dynamodb.sequence_number;
+        let skipped = if rec.event_name != "INSERT" {
+            Some(format!("{} record", rec.event_name))
+        } else {
+            match rec.dynamodb.new_image.as_ref().map(inbox_item_from_image) {
+                None => {
+                    tracing::error!(sequence_number = %seq, "stream record without NewImage (is the stream view type NEW_IMAGE?)");
+                    Some("no NewImage".into())
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     tracing::error!(sequence_number = %seq, error = %e, "unreadable stream record skipped");
-                    (seq, Ok(Outcome::Skipped(e.to_string())))
+                    Some(e.to_string())
+                }
+                Some(Ok(item)) => {
+                    items.push((i, item));
+                    None
                 }
             }
+        };
+        results.push(skipped.map(|why| RecordResult::Done(Outcome::Skipped(why))));
+        seqs.push(seq);
+    }
+    let keys: Vec<Vec<String>> = items.iter().map(|(_, item)| order_keys(item)).collect();
+    let items = &items;
+    let work = chains(&keys).into_iter().map(|chain| async move {
+        let mut done = Vec::with_capacity(chain.len());
+        let mut failed = false;
+        for k in chain {
+            let (i, item) = &items[k];
+            let r = if failed {
+                RecordResult::Held
+            } else {
+                match process_item(deps, item, now_ms).await {
+                    Ok(o) => RecordResult::Done(o),
+                    Err(e) => {
+                        failed = true;
+                        RecordResult::Failed(e)
+                    }
+                }
+            };
+            done.push((*i, r));
+        }
+        done
     });
-    let results: Vec<(String, Result<Outcome, StoreError>)> =
-        crate::run_bounded(work, deps.concurrency).await;
+    for (i, r) in crate::run_bounded(work, deps.concurrency)
+        .await
+        .into_iter()
+        .flatten()
+    {
+        results[i] = Some(r);
+    }
     let mut failures = Vec::new();
     let (mut clicks, mut captured, mut held) = (0usize, 0usize, 0usize);
-    for (seq, r) in results {
+    for (seq, r) in seqs.into_iter().zip(results) {
         match r {
-            Ok(Outcome::Message {
+            Some(RecordResult::Done(Outcome::Message {
                 click_recorded,
                 first_touch,
                 ..
-            }) => {
+            })) => {
                 clicks += usize::from(click_recorded);
                 captured += usize::from(first_touch == FirstTouchOutcome::Captured);
             }
-            Ok(Outcome::Quarantined(_)) => held += 1,
-            Ok(_) => {}
-            Err(e) => {
+            Some(RecordResult::Done(Outcome::Quarantined(_))) => held += 1,
+            Some(RecordResult::Done(_)) => {}
+            Some(RecordResult::Failed(e)) => {
                 tracing::warn!(sequence_number = %seq, error = %e, "record failed; the stream will redeliver it");
+                failures.push(BatchItemFailure {
+                    item_identifier: seq,
+                });
+            }
+            // Every record has a result; a missing one is retried rather than lost.
+            Some(RecordResult::Held) | None => {
+                tracing::warn!(sequence_number = %seq, "record not tried: an earlier record of the same customer failed; the stream will redeliver it after that one");
                 failures.push(BatchItemFailure {
                     item_identifier: seq,
                 });
@@ -344,5 +486,285 @@ pub async fn handle_stream_event(deps: &CaptureDeps, event: StreamEvent) -> Batc
     );
     BatchResponse {
         batch_item_failures: failures,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Account, AutomaticEvent, Channel, Click, Conversation};
+    use crate::store::memory::MemoryStore;
+    use crate::store::{AutomaticEventQuery, Quarantined};
+    use serde_json::json;
+
+    const PNID: &str = "1204727649384372";
+
+    /// The in-memory store, where each click's write takes the time its message asks
+    /// for (and `fail`'s click fails), and linking two identities takes 15 ms; it keeps
+    /// the clicks in the order they landed, with the customer key they were filed under.
+    struct Recording {
+        inner: Arc<MemoryStore>,
+        delays: HashMap<String, u64>,
+        fail: HashSet<String>,
+        landed: Mutex<Vec<(String, String)>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Conversations for Recording {
+        async fn record_click(&self, c: &ClickRecord) -> Result<bool, StoreError> {
+            let id = &c.click.message_id;
+            let ms = self.delays.get(id).copied().unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            if self.fail.contains(id) {
+                return Err(StoreError::Backend(format!("throttled writing {id}")));
+            }
+            let r = self.inner.record_click(c).await;
+            self.landed
+                .lock()
+                .unwrap()
+                .push((id.clone(), c.customer_key.clone()));
+            r
+        }
+        async fn upsert_conversation(
+            &self,
+            conv: &ConversationUpsert,
+            first_touch: Option<&crate::domain::FirstTouch>,
+        ) -> Result<FirstTouchOutcome, StoreError> {
+            self.inner.upsert_conversation(conv, first_touch).await
+        }
+        async fn get_conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError> {
+            self.inner.get_conversation(id).await
+        }
+        async fn link_customer(&self, a: &str, u: &str, p: &str) -> Result<(), StoreError> {
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            self.inner.link_customer(a, u, p).await
+        }
+        async fn linked_customer(&self, a: &str, k: &str) -> Result<Option<String>, StoreError> {
+            self.inner.linked_customer(a, k).await
+        }
+        async fn conversations_for_customer(
+            &self,
+            a: &str,
+            k: &str,
+        ) -> Result<Vec<Conversation>, StoreError> {
+            self.inner.conversations_for_customer(a, k).await
+        }
+        async fn clicks_for_conversation(
+            &self,
+            id: &str,
+            limit: usize,
+        ) -> Result<Vec<Click>, StoreError> {
+            self.inner.clicks_for_conversation(id, limit).await
+        }
+        async fn clicks_for_customer(
+            &self,
+            a: &str,
+            k: &str,
+            limit: usize,
+        ) -> Result<Vec<Click>, StoreError> {
+            self.inner.clicks_for_customer(a, k, limit).await
+        }
+        async fn record_unrouted(&self, item: &InboxItem) -> Result<bool, StoreError> {
+            self.inner.record_unrouted(item).await
+        }
+        async fn record_quarantined(&self, q: &Quarantined) -> Result<(), StoreError> {
+            self.inner.record_quarantined(q).await
+        }
+        async fn record_automatic_event(
+            &self,
+            a: &str,
+            e: &AutomaticEvent,
+        ) -> Result<bool, StoreError> {
+            self.inner.record_automatic_event(a, e).await
+        }
+        async fn automatic_events(
+            &self,
+            a: &str,
+            q: &AutomaticEventQuery,
+        ) -> Result<(Vec<AutomaticEvent>, Option<String>), StoreError> {
+            self.inner.automatic_events(a, q).await
+        }
+    }
+
+    /// A Cloud API message with a CTWA click, from a phone, a user id, or both.
+    fn message(wamid: &str, wa_id: Option<&str>, user_id: Option<&str>) -> InboxItem {
+        let now_s = crate::time::now_millis() / 1000;
+        let mut m = json!({"id": wamid, "timestamp": now_s.to_string(), "type": "text",
+            "text": {"body": "hi"},
+            "referral": {"source_url": "https://fb.me/x", "source_id": "AD1", "source_type": "ad",
+                         "ctwa_clid": format!("clid-{wamid}")}});
+        if let Some(w) = wa_id {
+            m["from"] = json!(w);
+        }
+        if let Some(u) = user_id {
+            m["from_user_id"] = json!(u);
+        }
+        InboxItem {
+            id: format!("wa:{wamid}"),
+            kind: InboxKind::Message,
+            channel: Channel::Cloud,
+            route: Route::PhoneNumberId(PNID.into()),
+            waba_id: None,
+            payload: m.to_string(),
+            contact: None,
+            received_at_ms: now_s * 1000,
+            expires_at: now_s + 86_400,
+        }
+    }
+
+    /// Sequence numbers of different lengths, as DynamoDB's are.
+    fn seq(i: usize) -> String {
+        format!("{}", 9 * 10usize.pow(i as u32 / 3) + i)
+    }
+
+    fn batch(items: &[InboxItem]) -> StreamEvent {
+        let records: Vec<serde_json::Value> = items
+            .iter()
+            .enumerate()
+            .map(|(i, it)| {
+                json!({"eventID": i.to_string(), "eventName": "INSERT",
+                "dynamodb": {"NewImage": crate::stream::image_of(it), "SequenceNumber": seq(i)}})
+            })
+            .collect();
+        serde_json::from_value(json!({ "Records": records })).unwrap()
+    }
+
+    async fn recording(delays: &[(&str, u64)], fail: &[&str]) -> (CaptureDeps, Arc<Recording>) {
+        let store = Arc::new(MemoryStore::new());
+        store
+            .create_account(&Account {
+                id: "acct1".into(),
+                name: "One".into(),
+                waba_id: None,
+                phone_number_ids: vec![PNID.into()],
+                sinch_app_id: None,
+                created_at_ms: 0,
+            })
+            .await
+            .unwrap();
+        let rec = Arc::new(Recording {
+            inner: store.clone(),
+            delays: delays.iter().map(|(m, d)| (m.to_string(), *d)).collect(),
+            fail: fail.iter().map(|m| m.to_string()).collect(),
+            landed: Mutex::new(Vec::new()),
+        });
+        (CaptureDeps::new(store, rec.clone()), rec)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_customer_in_order_customers_at_once_a_failure_holds_the_rest_of_its_customer() {
+        // Earlier records of a customer take longer than its later ones: run at once,
+        // they would land out of order.
+        let (deps, rec) = recording(
+            &[("a1", 30), ("b1", 10), ("a2", 20), ("c1", 5), ("d1", 25)],
+            &["b1"],
+        )
+        .await;
+        let items = [
+            message("a1", Some("15550000001"), None),
+            message("b1", Some("15550000002"), None),
+            message("a2", Some("+1 555 000 0001"), None),
+            message("c1", None, Some("US.C")),
+            message("b2", Some("15550000002"), None),
+            message("a3", Some("15550000001"), None),
+            // d1 links the phone and the user id; d2 names the user id only, and is
+            // filed under the phone only if d1's link was written before it ran.
+            message("d1", Some("15550000004"), Some("US.D")),
+            message("d2", None, Some("US.D")),
+        ];
+        let started = tokio::time::Instant::now();
+        let resp = handle_stream_event(&deps, batch(&items)).await;
+        let took = started.elapsed();
+
+        // b1 failed: it and b2 (not tried) are reported, in the batch's order, so the
+        // stream redelivers from b1, the earliest; nothing of b's was applied.
+        let reported: Vec<&str> = resp
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(reported, [seq(1), seq(4)]);
+        let landed = rec.landed.lock().unwrap().clone();
+        let of = |prefix: char| -> Vec<(String, String)> {
+            landed
+                .iter()
+                .filter(|(m, _)| m.starts_with(prefix))
+                .cloned()
+                .collect()
+        };
+        let a: Vec<String> = of('a').into_iter().map(|(m, _)| m).collect();
+        assert_eq!(
+            a,
+            ["a1", "a2", "a3"],
+            "one customer's clicks in stream order"
+        );
+        assert!(
+            of('b').is_empty(),
+            "nothing of the failed customer after its failure"
+        );
+        assert_eq!(of('c').len(), 1);
+        assert_eq!(
+            of('d'),
+            [
+                ("d1".to_string(), "wa:15550000004".to_string()),
+                ("d2".to_string(), "wa:15550000004".to_string())
+            ],
+            "the user-id-only message comes after the link and is filed under the phone"
+        );
+        // The customers ran at once: the longest chain (a: 30 + 20 ms), not the sum of
+        // every write (130 ms).
+        assert!(took < Duration::from_millis(60), "took {took:?}");
+
+        // The redelivery from b1 (what Lambda sends) applies b1 then b2, and redoes
+        // a3, d1 and d2 harmlessly.
+        let (deps2, rec2) = recording(&[], &[]).await;
+        let resp = handle_stream_event(&deps2, batch(&items[1..])).await;
+        assert!(resp.batch_item_failures.is_empty());
+        let b: Vec<String> = rec2
+            .landed
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, _)| m.starts_with('b'))
+            .map(|(m, _)| m.clone())
+            .collect();
+        assert_eq!(b, ["b1", "b2"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn customers_run_at_once_up_to_the_limit() {
+        let ids = ["e1", "e2", "e3", "e4", "e5"];
+        let (mut deps, rec) = recording(&ids.map(|m| (m, 10)), &[]).await;
+        deps.concurrency = 2;
+        let items: Vec<InboxItem> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, m)| message(m, Some(&format!("1555000010{i}")), None))
+            .collect();
+        let started = tokio::time::Instant::now();
+        let resp = handle_stream_event(&deps, batch(&items)).await;
+        assert!(resp.batch_item_failures.is_empty());
+        assert_eq!(rec.landed.lock().unwrap().len(), 5);
+        // Five 10 ms writes, two at a time: three rounds.
+        assert_eq!(started.elapsed(), Duration::from_millis(30));
+    }
+
+    #[test]
+    fn records_sharing_an_identity_are_one_chain_in_batch_order() {
+        let keys = |v: &[&str]| v.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+        // 1 names only the user id; 2 links it to 0's phone: 0, 1, 2 are one customer.
+        let got = chains(&[
+            keys(&["wa:1"]),
+            keys(&["u:x"]),
+            keys(&["wa:1", "u:x"]),
+            keys(&[]),
+            keys(&["wa:2"]),
+            keys(&["u:x"]),
+        ]);
+        assert_eq!(got, vec![vec![0, 1, 2, 5], vec![3], vec![4]]);
+        // Every WhatsApp spelling of one number is one customer.
+        let forms = order_keys(&message("m", Some("5215512345678"), None));
+        assert!(forms.contains(&"wa:5215512345678".to_string()));
+        assert!(forms.contains(&"wa:525512345678".to_string()));
     }
 }

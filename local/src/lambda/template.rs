@@ -721,6 +721,16 @@ pub fn load(raw: &Value, b: &Bindings) -> Result<Template, TemplateError> {
                                     num("MaximumBatchingWindowInSeconds")?.unwrap_or(0).max(0)
                                         as u64,
                                 ),
+                                // Lambda's default is 1; it refuses more than 10.
+                                parallelization_factor: match num("ParallelizationFactor")? {
+                                    None => 1,
+                                    Some(n @ 1..=10) => n as usize,
+                                    Some(n) => {
+                                        return err(format!(
+                                            "{at}.ParallelizationFactor: {n} is outside 1-10"
+                                        ));
+                                    }
+                                },
                                 report_batch_item_failures: frt
                                     .iter()
                                     .any(|t| t == "ReportBatchItemFailures"),
