@@ -30,8 +30,9 @@ pub enum Metric {
     Http2xx,
     Http4xx,
     Http5xx,
-    /// Capture, per stream batch: records in it, and those reported failed (retried by
-    /// the stream, and dead-lettered when they keep failing).
+    /// Capture, per stream batch: records in it, and those reported back to the stream
+    /// (a failed record and the later records of its customer, held so they stay in
+    /// order; retried by the stream, dead-lettered when they keep failing).
     Records,
     RecordsFailed,
     /// The resend job's run.
