@@ -404,13 +404,7 @@ impl DynamoData {
         }
         let mut item = key(DUE_ACCOUNTS_PK.to_string(), &rec.account_id);
         item.insert("expires_at".into(), n(now / 1000 + DUE_ACCOUNT_TTL_SECS));
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(backend)?;
+        self.put(item).await?;
         self.due_registered
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -68,14 +68,7 @@ fn connection_item(c: &MetaConnection) -> Item {
 #[async_trait]
 impl Connections for DynamoData {
     async fn put_connection(&self, c: &MetaConnection) -> Result<(), StoreError> {
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(connection_item(c)))
-            .send()
-            .await
-            .map_err(backend)?;
-        Ok(())
+        self.put(connection_item(c)).await
     }
 
     async fn update_connection(

@@ -208,13 +208,7 @@ impl Conversations for DynamoData {
             let mut item = key(link_pk(account_id, from), "LINK");
             item.insert("account_id".into(), s(account_id));
             item.insert("linked".into(), s(to));
-            self.client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .send()
-                .await
-                .map_err(backend)?;
+            self.put(item).await?;
         }
         Ok(())
     }

@@ -299,6 +299,18 @@ impl DynamoData {
             .set_expression_attribute_values(Some(e.values))
     }
 
+    /// An unconditional put: the item as given, replacing any with its key.
+    async fn put(&self, item: Item) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
     /// A conditional put: `false` when an item with the same key exists.
     async fn put_new(&self, item: Item) -> Result<bool, StoreError> {
         put_if_absent(&self.client, &self.table, item).await

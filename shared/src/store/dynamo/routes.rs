@@ -266,13 +266,6 @@ impl DynamoData {
             item.insert("expected_waba_id".into(), s(w));
         }
         item.insert("reason".into(), s(&q.reason));
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(backend)?;
-        Ok(())
+        self.put(item).await
     }
 }
