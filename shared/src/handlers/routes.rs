@@ -35,41 +35,37 @@ pub(super) async fn handle(
     req: &ApiRequest,
     segments: &[&str],
 ) -> ApiResult<ApiResponse> {
-    let is_route = matches!(
-        segments,
-        ["v1", "admin", "accounts", _, "phone-numbers"]
-            | ["v1", "admin", "accounts", _, "phone-numbers", "verify"]
-            | ["v1", "admin", "phone-numbers", _]
-            | ["v1", "admin", "phone-numbers", _, "move"]
-    );
-    if !is_route {
-        return Err(ApiError::not_found(format!(
-            "no route for {} {}",
-            req.method, req.path
-        )));
-    }
-    // The method first: a wrong one is 405 whoever asks; then the operator key.
-    match (segments, &req.method) {
-        (["v1", "admin", "accounts", _, "phone-numbers"], &Method::POST)
-        | (["v1", "admin", "accounts", _, "phone-numbers", "verify"], &Method::POST)
-        | (["v1", "admin", "phone-numbers", _], &Method::GET | &Method::DELETE)
-        | (["v1", "admin", "phone-numbers", _, "move"], &Method::POST) => {}
-        _ => return Err(ApiError::MethodNotAllowed),
-    }
-    let actor = operator_actor(deps, req).await?;
+    // A wrong method is 405 and an unknown path 404 whoever asks; every route here
+    // takes the operator key, checked before anything is read.
+    let operator = || operator_actor(deps, req);
     match (segments, &req.method) {
         (["v1", "admin", "accounts", id, "phone-numbers"], &Method::POST) => {
-            link(deps, req, id, &actor).await
+            link(deps, req, id, &operator().await?).await
         }
         (["v1", "admin", "accounts", id, "phone-numbers", "verify"], &Method::POST) => {
-            verify(deps, req, id, &actor).await
+            verify(deps, req, id, &operator().await?).await
         }
-        (["v1", "admin", "phone-numbers", p], &Method::GET) => show(deps, p).await,
+        (["v1", "admin", "phone-numbers", p], &Method::GET) => {
+            operator().await?;
+            show(deps, p).await
+        }
         (["v1", "admin", "phone-numbers", p], &Method::DELETE) => {
-            remove(deps, req, p, &actor).await
+            remove(deps, req, p, &operator().await?).await
         }
-        (["v1", "admin", "phone-numbers", p, "move"], _) => move_route(deps, req, p, &actor).await,
-        _ => Err(ApiError::MethodNotAllowed),
+        (["v1", "admin", "phone-numbers", p, "move"], &Method::POST) => {
+            move_route(deps, req, p, &operator().await?).await
+        }
+        (
+            ["v1", "admin", "accounts", _, "phone-numbers"]
+            | ["v1", "admin", "accounts", _, "phone-numbers", "verify"]
+            | ["v1", "admin", "phone-numbers", _]
+            | ["v1", "admin", "phone-numbers", _, "move"],
+            _,
+        ) => Err(ApiError::MethodNotAllowed),
+        _ => Err(ApiError::not_found(format!(
+            "no route for {} {}",
+            req.method, req.path
+        ))),
     }
 }
 
