@@ -65,8 +65,8 @@ async fn start_error(template: PathBuf) -> String {
 async fn the_start_refuses_what_aws_would_fail_on_with_one_clear_line() {
     // A variable the code requires but the template does not set.
     let e = start_error(template_with(
-        "      Description: Client HTTP API for conversations, their captured click ids, and Meta's automatic events.\n      CodeUri: .\n      Environment:\n        Variables:\n          DATA_TABLE: !Ref DataTable\n",
-        "      Description: Client HTTP API for conversations, their captured click ids, and Meta's automatic events.\n      CodeUri: .\n      Environment:\n        Variables:\n          DATA_TABLEX: !Ref DataTable\n",
+        "      Description: Client HTTP API for conversations, their captured click ids, and Meta's automatic events.\n      CodeUri: .\n      ReservedConcurrentExecutions: !If [HasApiReservedConcurrency, !Ref ApiReservedConcurrency, !Ref AWS::NoValue]\n      Environment:\n        Variables:\n          DATA_TABLE: !Ref DataTable\n",
+        "      Description: Client HTTP API for conversations, their captured click ids, and Meta's automatic events.\n      CodeUri: .\n      ReservedConcurrentExecutions: !If [HasApiReservedConcurrency, !Ref ApiReservedConcurrency, !Ref AWS::NoValue]\n      Environment:\n        Variables:\n          DATA_TABLEX: !Ref DataTable\n",
     ))
     .await;
     assert!(
@@ -807,4 +807,135 @@ async fn the_stream_mapping_runs_parallelization_factor_batches_one_item_key_in_
         (2..=4).contains(&most),
         "up to 4 batches of the shard at once, and more than one: {most}"
     );
+}
+
+#[tokio::test]
+async fn the_stage_throttle_of_the_template_answers_429_per_route_as_api_gateway_does() {
+    // The template with its throttling parameters' defaults lowered: 1 request/s, 3 at once.
+    let param = |name: &str, from: &str, to: &str| {
+        (
+            format!("  {name}:\n    Type: Number\n    Default: {from}\n"),
+            format!("  {name}:\n    Type: Number\n    Default: {to}\n"),
+        )
+    };
+    let mut text = template_text();
+    for (from, to) in [
+        param("ApiThrottlingRateLimit", "5000", "1"),
+        param("ApiThrottlingBurstLimit", "5000", "3"),
+    ] {
+        assert_eq!(text.matches(&from).count(), 1, "{from}");
+        text = text.replacen(&from, &to, 1);
+    }
+    let path = std::env::temp_dir().join(format!("{}.yaml", unique("template")));
+    std::fs::write(&path, text).unwrap();
+    let app = spawn_app_with(AppOptions {
+        template: Some(path),
+        ..Default::default()
+    })
+    .await;
+    // A full bucket, then four at once: the fourth finds it empty.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let mut statuses = Vec::new();
+    let mut last = Value::Null;
+    for _ in 0..4 {
+        let (s, v) = app.get("/v1/status", &app.api_key).await;
+        statuses.push(s);
+        last = v;
+    }
+    assert_eq!(statuses, [200, 200, 200, 429], "{last}");
+    assert_eq!(last, json!({"message": "Too Many Requests"}));
+    // Another route has its own bucket.
+    let (s, v) = app.get("/v1/capi", &app.api_key).await;
+    assert_eq!(s, 200, "{v}");
+    // Refilled at the rate.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (s, v) = app.get("/v1/status", &app.api_key).await;
+    assert_eq!(s, 200, "{v}");
+}
+
+#[tokio::test]
+async fn a_failed_scheduled_run_is_retried_as_its_event_invoke_config_says_then_kept_in_the_failure_queue()
+ {
+    // The resend and refresh jobs cannot read the data table's indexes: each run fails.
+    let mut text = template_text();
+    for f in ["ConversionsResendFunction", "TokenRefreshFunction"] {
+        text = without_action(&text, f, "dynamodb:Query");
+    }
+    let path = std::env::temp_dir().join(format!("{}.yaml", unique("template")));
+    std::fs::write(&path, text).unwrap();
+    let app = spawn_app_with(AppOptions {
+        template: Some(path),
+        expect_access_denied: true,
+        ..Default::default()
+    })
+    .await;
+    use ctwa_local::lambda::AsyncOutcome;
+    // The resend job: no retry (the next run does the same work).
+    let out = app
+        .stack
+        .lambda
+        .invoke_scheduled_async("ConversionsResendFunction")
+        .await;
+    assert_eq!(
+        out,
+        Some(AsyncOutcome::Failed {
+            attempts: 1,
+            sent: true,
+            condition: "RetriesExhausted"
+        })
+    );
+    // The token refresh: tried three times.
+    let out = app
+        .stack
+        .lambda
+        .invoke_scheduled_async("TokenRefreshFunction")
+        .await;
+    assert_eq!(
+        out,
+        Some(AsyncOutcome::Failed {
+            attempts: 3,
+            sent: true,
+            condition: "RetriesExhausted"
+        })
+    );
+    // Lambda's records, in the queue the template names (sent with each function's role).
+    let (_, url) = app.stack.lambda.resources.queues["ScheduledJobFailureQueue"].clone();
+    let mut records: Vec<Value> = Vec::new();
+    for _ in 0..5 {
+        let got = app
+            .clients
+            .sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        for m in got.messages.unwrap_or_default() {
+            records.push(serde_json::from_str(m.body().unwrap()).unwrap());
+        }
+        if records.len() >= 2 {
+            break;
+        }
+    }
+    assert_eq!(records.len(), 2, "{records:?}");
+    for r in &records {
+        assert_eq!(r["requestContext"]["condition"], "RetriesExhausted", "{r}");
+        assert_eq!(r["requestPayload"]["detail-type"], "Scheduled Event", "{r}");
+        assert_eq!(r["responseContext"]["functionError"], "Unhandled", "{r}");
+        assert!(r["responsePayload"]["errorMessage"].is_string(), "{r}");
+    }
+    let counts: Vec<i64> = {
+        let mut c: Vec<i64> = records
+            .iter()
+            .map(|r| {
+                r["requestContext"]["approximateInvokeCount"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect();
+        c.sort();
+        c
+    };
+    assert_eq!(counts, [1, 3]);
 }

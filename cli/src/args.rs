@@ -469,6 +469,38 @@ pub enum AdminCmd {
         #[command(subcommand)]
         cmd: AdminPhoneNumberCmd,
     },
+    /// run capture again: inbox items by message id, by time range (and account), or
+    /// the capture's dead-letter queue; idempotent, page by page, with progress
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["message_id", "since", "dead_letters"])))]
+pub struct ReplayArgs {
+    /// an inbox message (wamid... or a Sinch message id); repeat for more (up to 100)
+    #[arg(long = "message-id", value_name = "ID", conflicts_with_all = ["since", "dead_letters"])]
+    pub message_id: Vec<String>,
+    /// replay the inbox items received from this time (RFC 3339)
+    #[arg(long, value_name = "TIME", conflicts_with = "dead_letters")]
+    pub since: Option<String>,
+    /// ... until this time (RFC 3339; default now)
+    #[arg(long, value_name = "TIME", requires = "since")]
+    pub until: Option<String>,
+    /// with --since: only the items routed to this account
+    #[arg(long, value_name = "ACCOUNT_ID", requires = "since")]
+    pub account: Option<String>,
+    /// replay the capture's on-failure (dead-letter) queue
+    #[arg(long)]
+    pub dead_letters: bool,
+    /// per request: inbox items read (time range, default 200) or queue messages (default 5)
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+    /// resume a time range from a cursor printed by an earlier run
+    #[arg(long, value_name = "CURSOR", requires = "since")]
+    pub cursor: Option<String>,
+    /// stop after this many requests (the cursor to resume from is printed)
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_requests: u32,
 }
 
 #[derive(Debug, Subcommand)]

@@ -636,6 +636,7 @@ async fn admin(ctx: &Ctx, cmd: AdminCmd) -> Result<(), CliError> {
             .await
             .map(drop),
         AdminCmd::PhoneNumber { cmd } => phone_number(ctx, cmd).await,
+        AdminCmd::Replay(a) => replay(ctx, a).await,
         AdminCmd::ApiKey { cmd } => match cmd {
             AdminApiKeyCmd::Create {
                 account,
@@ -661,6 +662,125 @@ async fn admin(ctx: &Ctx, cmd: AdminCmd) -> Result<(), CliError> {
             AdminApiKeyCmd::Rotate(a) => rotate(ctx, a).await,
             AdminApiKeyCmd::Revoke { key_id } => revoke(ctx, &key_id).await,
         },
+    }
+}
+
+/// `admin replay`: one request per page (time range) or a few queue messages (dead
+/// letters) until the API says it is done; a progress line per request on stderr, and
+/// at the end one JSON summary: totals, and the items that changed or failed.
+async fn replay(ctx: &Ctx, a: ReplayArgs) -> Result<(), CliError> {
+    let n = |v: Option<u32>| v.map(|v| json!(v));
+    let s = |v: Option<String>| v.map(Value::String);
+    let mut cursor = a.cursor.clone();
+    let (mut requests, mut scanned, mut replayed, mut changed, mut failed) = (0u64, 0, 0, 0, 0);
+    let (mut received, mut deleted) = (0u64, 0u64);
+    let mut items: Vec<Value> = Vec::new();
+    let mut not_found: Vec<Value> = Vec::new();
+    let mut kept: Vec<Value> = Vec::new();
+    let mut mode: Value;
+    let mut waiting = Value::Null;
+    let done = loop {
+        let body = object(vec![
+            (
+                "message_ids",
+                (!a.message_id.is_empty()).then(|| json!(a.message_id)),
+            ),
+            ("since", s(a.since.clone())),
+            ("until", s(a.until.clone())),
+            ("account_id", s(a.account.clone())),
+            ("dead_letters", a.dead_letters.then_some(Value::Bool(true))),
+            ("limit", n(a.limit)),
+            ("cursor", s(cursor.clone())),
+        ]);
+        let answer = ctx.api.send(Req::post("/v1/admin/replay", body)).await?;
+        let v = answer.body;
+        requests += 1;
+        let num = |k: &str| v[k].as_u64().unwrap_or(0);
+        scanned += num("scanned");
+        replayed += num("replayed");
+        changed += num("changed");
+        failed += num("failed");
+        mode = v["mode"].clone();
+        for it in v["items"].as_array().into_iter().flatten() {
+            if !matches!(
+                it["outcome"].as_str(),
+                Some("already_captured" | "unchanged")
+            ) {
+                items.push(it.clone());
+            }
+        }
+        not_found.extend(v["not_found"].as_array().into_iter().flatten().cloned());
+        let dl = &v["dead_letters"];
+        if dl.is_object() {
+            received += dl["received"].as_u64().unwrap_or(0);
+            deleted += dl["deleted"].as_u64().unwrap_or(0);
+            kept.extend(dl["kept"].as_array().into_iter().flatten().cloned());
+            waiting = dl["waiting"].clone();
+        }
+        cursor = v["next_cursor"].as_str().map(str::to_string);
+        let finished = v["done"].as_bool().unwrap_or(true);
+        let queue = if dl.is_object() {
+            format!(
+                ", dead letters {received} taken, {deleted} deleted, {} waiting",
+                scalar(&waiting)
+            )
+        } else {
+            String::new()
+        };
+        note(format!(
+            "replay: request {requests}: {scanned} read, {replayed} replayed ({changed} changed, {failed} failed){queue}"
+        ));
+        if finished {
+            break true;
+        }
+        if requests >= u64::from(a.max_requests) {
+            break false;
+        }
+    };
+    let mut summary = json!({
+        "mode": mode,
+        "requests": requests,
+        "scanned": scanned,
+        "replayed": replayed,
+        "changed": changed,
+        "failed": failed,
+        "items": items,
+        "done": done,
+    });
+    if !not_found.is_empty() {
+        summary["not_found"] = Value::Array(not_found);
+    }
+    if a.dead_letters {
+        summary["dead_letters"] =
+            json!({"received": received, "deleted": deleted, "kept": kept, "waiting": waiting});
+    }
+    if !done {
+        summary["next_cursor"] = json!(cursor);
+    }
+    ctx.print(&summary);
+    if !done {
+        if let Some(c) = &cursor {
+            note(format!(
+                "replay: stopped after {requests} requests (--max-requests); resume with --cursor {c}"
+            ));
+        }
+        return Err(CliError::Incomplete(
+            "the replay stopped before the end (--max-requests)".into(),
+        ));
+    }
+    if failed > 0 || !kept.is_empty() {
+        return Err(CliError::Incomplete(format!(
+            "{failed} items failed and {} dead-letter messages were kept: see items[] and dead_letters.kept[]; run it again once the cause is fixed",
+            kept.len()
+        )));
+    }
+    Ok(())
+}
+
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::Null => "?".into(),
+        other => other.to_string(),
     }
 }
 

@@ -8,6 +8,9 @@ pub const EXIT_API_4XX: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_SERVER: u8 = 3;
 pub const EXIT_CONFIG: u8 = 4;
+/// A job the API ran in steps ended with work left undone (`admin replay`: failed items
+/// or dead letters kept).
+pub const EXIT_INCOMPLETE: u8 = 5;
 
 #[derive(Debug)]
 pub enum CliError {
@@ -19,6 +22,8 @@ pub enum CliError {
     Api { status: u16, body: Value },
     /// No answer: connection refused, DNS, TLS, timeout (exit 3).
     Unreachable(String),
+    /// Every request succeeded but some of the work is left (exit 5).
+    Incomplete(String),
 }
 
 impl CliError {
@@ -28,13 +33,16 @@ impl CliError {
             Self::Config(_) => EXIT_CONFIG,
             Self::Api { status, .. } if (400..500).contains(status) => EXIT_API_4XX,
             Self::Api { .. } | Self::Unreachable(_) => EXIT_SERVER,
+            Self::Incomplete(_) => EXIT_INCOMPLETE,
         })
     }
 
     /// The text for stderr.
     pub fn render(&self) -> String {
         match self {
-            Self::Usage(m) | Self::Config(m) | Self::Unreachable(m) => format!("error: {m}\n"),
+            Self::Usage(m) | Self::Config(m) | Self::Unreachable(m) | Self::Incomplete(m) => {
+                format!("error: {m}\n")
+            }
             Self::Api { status, body } => render_api_error(*status, body),
         }
     }

@@ -1028,3 +1028,162 @@ async fn seed_001_ads_audit_and_exchange_code_as_written() {
     sh.assert_no_secret_printed();
     app.stack.stop().await;
 }
+
+/// Issue 15's fault test: a record capture keeps failing goes to the on-failure queue;
+/// once the fault is gone, `ctwa admin replay --dead-letters` captures its message and
+/// empties the queue; replaying it again (the queue, the message id, the time range)
+/// changes nothing and duplicates nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poison_record_goes_to_the_dead_letter_queue_and_admin_replay_brings_it_back_once() {
+    use ctwa_tests::fault_proxy::{FaultConfig, FaultProxy, spawn_app_through};
+    // The template as it is, with one retry instead of ten (the same path, sooner).
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml"))
+        .expect("template.yaml");
+    let from = "            MaximumRetryAttempts: 10\n";
+    assert_eq!(text.matches(from).count(), 1);
+    let template = std::env::temp_dir().join(format!("{}.yaml", unique("template")));
+    std::fs::write(
+        &template,
+        text.replacen(from, "            MaximumRetryAttempts: 1\n", 1),
+    )
+    .unwrap();
+    let proxy = FaultProxy::start(
+        &std::env::var("AWS_ENDPOINT_URL_DYNAMODB").expect("AWS_ENDPOINT_URL_DYNAMODB"),
+    )
+    .await;
+    let app = spawn_app_through(
+        &proxy.url(),
+        ctwa_tests::AppOptions {
+            template: Some(template),
+            ..Default::default()
+        },
+    )
+    .await;
+    let operator = app.operator_key().await;
+    let mut sh = Shell::new(&app);
+    sh.key = operator.clone();
+    sh.secrets.push(operator);
+    let mut account = Shell::new(&app);
+
+    // The poison: every conversation write of the data table fails.
+    proxy.set(FaultConfig {
+        tables: vec![app.cfg.data_table.clone()],
+        operations: vec!["UpdateItem".into()],
+        error_500: 1.0,
+        ..FaultConfig::default()
+    });
+    let phone = "16505550777";
+    let (s, v) = app
+        .post_webhook(ctwa_tests::ctwa_webhook(
+            FIXTURE_PNID,
+            "wamid.POISON",
+            phone,
+            Some("CLID-POISON"),
+            ctwa_shared::time::now_secs() - 60,
+        ))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (_, url) = app.stack.lambda.resources.queues["CaptureDeadLetterQueue"].clone();
+    let waiting = || {
+        let (sqs, url) = (app.clients.sqs.clone(), url.clone());
+        async move {
+            let out = sqs
+                .get_queue_attributes()
+                .queue_url(&url)
+                .attribute_names(
+                    aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages,
+                )
+                .send()
+                .await
+                .ok()?;
+            out.attributes?
+                .get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)?
+                .parse::<u64>()
+                .ok()
+        }
+    };
+    eventually(
+        "the batch reaches the on-failure queue",
+        Duration::from_secs(60),
+        || async { waiting().await.filter(|n| *n == 1) },
+    )
+    .await;
+    // Not captured: no conversation for the customer.
+    let none = account.run(&["conversations", "--phone", phone]).await;
+    assert_eq!(none.ok().json()["conversations"], json!([]));
+
+    // The fault is fixed; the operator replays the queue.
+    proxy.set(FaultConfig::default());
+    let r = sh.run(&["admin", "replay", "--dead-letters"]).await.ok();
+    let v = r.json();
+    assert!(r.stderr.contains("replay: request 1:"), "{}", r.stderr);
+    assert_eq!(v["mode"], "dead_letters", "{v}");
+    assert_eq!(
+        (v["replayed"].as_u64(), v["changed"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    assert_eq!(v["items"][0]["inbox_id"], "wa:wamid.POISON", "{v}");
+    assert_eq!(v["items"][0]["outcome"], "first_touch_captured", "{v}");
+    assert_eq!(v["dead_letters"]["deleted"], 1, "{v}");
+    assert_eq!(v["dead_letters"]["kept"], json!([]), "{v}");
+    assert_eq!(waiting().await, Some(0));
+    let conv = wait_for_click(&account, phone, "CLID-POISON").await;
+    let clicks = |c: &Value| c["clicks"].as_array().map(Vec::len);
+    assert_eq!(clicks(&conv), Some(1), "{conv}");
+
+    // Again, three ways: nothing changes, nothing is duplicated.
+    let again = sh
+        .run(&["admin", "replay", "--dead-letters"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        (again["replayed"].as_u64(), again["done"].as_bool()),
+        (Some(0), Some(true)),
+        "{again}"
+    );
+    let by_id = sh
+        .run(&["admin", "replay", "--message-id", "wamid.POISON"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        (by_id["replayed"].as_u64(), by_id["changed"].as_u64()),
+        (Some(1), Some(0)),
+        "{by_id}"
+    );
+    assert_eq!(
+        by_id["items"],
+        json!([]),
+        "only what changed or failed is listed: {by_id}"
+    );
+    let since =
+        chrono::DateTime::<chrono::Utc>::from_timestamp(ctwa_shared::time::now_secs() - 600, 0)
+            .unwrap()
+            .to_rfc3339();
+    let range = sh
+        .run(&[
+            "admin",
+            "replay",
+            "--since",
+            &since,
+            "--account",
+            &app.account_id,
+            "--limit",
+            "1",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(range["changed"], 0, "{range}");
+    assert!(range["replayed"].as_u64() >= Some(1), "{range}");
+    assert!(range["requests"].as_u64() >= Some(1), "{range}");
+    let conv = wait_for_click(&account, phone, "CLID-POISON").await;
+    assert_eq!(clicks(&conv), Some(1), "{conv}");
+
+    // An account key may not replay.
+    let refused = account.run(&["admin", "replay", "--dead-letters"]).await;
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    sh.assert_no_secret_printed();
+}

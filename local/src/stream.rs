@@ -13,12 +13,11 @@
 //! `MaximumRecordAgeInSeconds`, the batch is dropped to the on-failure destination with
 //! Lambda's invocation record (shard and sequence numbers), and the shard moves on.
 
-use aws_sdk_dynamodbstreams::types::{AttributeValue, Record, ShardIteratorType};
-use base64::Engine;
+use aws_sdk_dynamodbstreams::types::ShardIteratorType;
 use bytes::Bytes;
 use ctwa_shared::capture::{CaptureDeps, handle_stream_event};
 use ctwa_shared::stream::StreamEvent;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -94,10 +93,7 @@ pub struct StreamFeeder {
     on_failure: Option<Arc<dyn FailureDestination>>,
 }
 
-/// Stream sequence numbers are decimal strings of varying length.
-fn seq_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
-}
+use ctwa_shared::replay::seq_cmp;
 
 struct Pending {
     records: Vec<Value>,
@@ -117,65 +113,7 @@ fn err<E: std::error::Error + Send + Sync + 'static>(
     }
 }
 
-/// DynamoDB JSON of one attribute, as in Lambda's stream event.
-pub fn attr_json(v: &AttributeValue) -> Value {
-    let b64 = |b: &aws_sdk_dynamodbstreams::primitives::Blob| {
-        base64::engine::general_purpose::STANDARD.encode(b.as_ref())
-    };
-    match v {
-        AttributeValue::S(s) => json!({ "S": s }),
-        AttributeValue::N(n) => json!({ "N": n }),
-        AttributeValue::Bool(b) => json!({ "BOOL": b }),
-        AttributeValue::Null(_) => json!({ "NULL": true }),
-        AttributeValue::B(b) => json!({ "B": b64(b) }),
-        AttributeValue::Ss(v) => json!({ "SS": v }),
-        AttributeValue::Ns(v) => json!({ "NS": v }),
-        AttributeValue::Bs(v) => json!({ "BS": v.iter().map(b64).collect::<Vec<_>>() }),
-        AttributeValue::L(l) => json!({ "L": l.iter().map(attr_json).collect::<Vec<_>>() }),
-        AttributeValue::M(m) => json!({ "M": image_json(m) }),
-        _ => json!({ "NULL": true }),
-    }
-}
-
-fn image_json(m: &HashMap<String, AttributeValue>) -> Map<String, Value> {
-    m.iter().map(|(k, v)| (k.clone(), attr_json(v))).collect()
-}
-
-/// One stream record in Lambda's event shape.
-pub fn record_json(r: &Record, stream_arn: &str) -> Value {
-    let d = r.dynamodb.as_ref();
-    let mut ddb = Map::new();
-    if let Some(d) = d {
-        if let Some(t) = &d.approximate_creation_date_time {
-            ddb.insert("ApproximateCreationDateTime".into(), json!(t.secs()));
-        }
-        if let Some(k) = &d.keys {
-            ddb.insert("Keys".into(), Value::Object(image_json(k)));
-        }
-        if let Some(img) = &d.new_image {
-            ddb.insert("NewImage".into(), Value::Object(image_json(img)));
-        }
-        ddb.insert(
-            "SequenceNumber".into(),
-            json!(d.sequence_number.clone().unwrap_or_default()),
-        );
-        if let Some(t) = &d.stream_view_type {
-            ddb.insert("StreamViewType".into(), json!(t.as_str()));
-        }
-        if let Some(sz) = d.size_bytes {
-            ddb.insert("SizeBytes".into(), json!(sz));
-        }
-    }
-    json!({
-        "eventID": r.event_id.clone().unwrap_or_default(),
-        "eventName": r.event_name.as_ref().map(|e| e.as_str().to_string()).unwrap_or_default(),
-        "eventVersion": r.event_version.clone().unwrap_or_else(|| "1.1".into()),
-        "eventSource": "aws:dynamodb",
-        "awsRegion": r.aws_region.clone().unwrap_or_default(),
-        "eventSourceARN": stream_arn,
-        "dynamodb": ddb,
-    })
-}
+pub use ctwa_shared::replay::aws::{attr_json, record_json};
 
 impl StreamFeeder {
     /// The feeder of `table`'s stream (its ARN read with `dynamodb`, the deployer's

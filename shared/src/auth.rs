@@ -160,6 +160,7 @@ pub const ROUTE_ACCESS: &[(&str, &str, Access)] = &[
         Access::Operator,
     ),
     ("GET", "/v1/admin/audit", Access::Operator),
+    ("POST", "/v1/admin/replay", Access::Operator),
     (
         "POST",
         "/v1/admin/accounts/{account_id}/phone-numbers",

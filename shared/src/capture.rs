@@ -286,12 +286,13 @@ fn skip(item: &InboxItem, reason: String) -> Outcome {
     Outcome::Skipped(reason)
 }
 
-/// What one record of a batch came to.
-enum RecordResult {
+/// What one item of a batch (a stream batch, or a replay's page) came to.
+#[derive(Debug)]
+pub enum ItemResult {
     Done(Outcome),
     /// A retryable failure: reported in `batchItemFailures`.
     Failed(StoreError),
-    /// Not tried, because an earlier record of the same customer in this batch failed:
+    /// Not tried, because an earlier item of the same customer in this batch failed:
     /// reported too, and tried again after it when the stream redelivers.
     Held,
 }
@@ -382,6 +383,48 @@ fn chains(keys: &[Vec<String>]) -> Vec<Vec<usize>> {
     out
 }
 
+/// Captures `items` (in the order they were stored): different customers' items at once
+/// (at most [`CaptureDeps::concurrency`] in flight), one customer's ([`chains`]) one after
+/// the other. Once an item fails, the later items of its customer are [`ItemResult::Held`].
+/// One result per item, in the order given. The stream batch and a replay both use it.
+pub async fn capture_in_order(
+    deps: &CaptureDeps,
+    items: &[InboxItem],
+    now_ms: i64,
+) -> Vec<ItemResult> {
+    let keys: Vec<Vec<String>> = items.iter().map(order_keys).collect();
+    let work = chains(&keys).into_iter().map(|chain| async move {
+        let mut done = Vec::with_capacity(chain.len());
+        let mut failed = false;
+        for k in chain {
+            let r = if failed {
+                ItemResult::Held
+            } else {
+                match process_item(deps, &items[k], now_ms).await {
+                    Ok(o) => ItemResult::Done(o),
+                    Err(e) => {
+                        failed = true;
+                        ItemResult::Failed(e)
+                    }
+                }
+            };
+            done.push((k, r));
+        }
+        done
+    });
+    let mut out: Vec<Option<ItemResult>> = items.iter().map(|_| None).collect();
+    for (k, r) in crate::run_bounded(work, deps.concurrency)
+        .await
+        .into_iter()
+        .flatten()
+    {
+        out[k] = Some(r);
+    }
+    out.into_iter()
+        .map(|r| r.unwrap_or(ItemResult::Held))
+        .collect()
+}
+
 /// Handles one stream batch. Different customers' records run at once (at most
 /// [`CaptureDeps::concurrency`], 16, in flight); one customer's records ([`chains`]) run
 /// one after the other in the stream's order. Records that fail for a retryable reason
@@ -392,7 +435,7 @@ fn chains(keys: &[Vec<String>]) -> Vec<Vec<usize>> {
 /// earliest failure).
 pub async fn handle_stream_event(deps: &CaptureDeps, event: StreamEvent) -> BatchResponse {
     let now_ms = crate::time::now_millis();
-    let mut results: Vec<Option<RecordResult>> = Vec::with_capacity(event.records.len());
+    let mut results: Vec<Option<ItemResult>> = Vec::with_capacity(event.records.len());
     let mut seqs = Vec::with_capacity(event.records.len());
     // The records to capture: (index in the batch, item).
     let mut items: Vec<(usize, InboxItem)> = Vec::new();
@@ -416,35 +459,13 @@ pub async fn handle_stream_event(deps: &CaptureDeps, event: StreamEvent) -> Batc
                 }
             }
         };
-        results.push(skipped.map(|why| RecordResult::Done(Outcome::Skipped(why))));
+        results.push(skipped.map(|why| ItemResult::Done(Outcome::Skipped(why))));
         seqs.push(seq);
     }
-    let keys: Vec<Vec<String>> = items.iter().map(|(_, item)| order_keys(item)).collect();
-    let items = &items;
-    let work = chains(&keys).into_iter().map(|chain| async move {
-        let mut done = Vec::with_capacity(chain.len());
-        let mut failed = false;
-        for k in chain {
-            let (i, item) = &items[k];
-            let r = if failed {
-                RecordResult::Held
-            } else {
-                match process_item(deps, item, now_ms).await {
-                    Ok(o) => RecordResult::Done(o),
-                    Err(e) => {
-                        failed = true;
-                        RecordResult::Failed(e)
-                    }
-                }
-            };
-            done.push((*i, r));
-        }
-        done
-    });
-    for (i, r) in crate::run_bounded(work, deps.concurrency)
-        .await
+    let (at, items): (Vec<usize>, Vec<InboxItem>) = items.into_iter().unzip();
+    for (i, r) in at
         .into_iter()
-        .flatten()
+        .zip(capture_in_order(deps, &items, now_ms).await)
     {
         results[i] = Some(r);
     }
@@ -452,7 +473,7 @@ pub async fn handle_stream_event(deps: &CaptureDeps, event: StreamEvent) -> Batc
     let (mut clicks, mut captured, mut held) = (0usize, 0usize, 0usize);
     for (seq, r) in seqs.into_iter().zip(results) {
         match r {
-            Some(RecordResult::Done(Outcome::Message {
+            Some(ItemResult::Done(Outcome::Message {
                 click_recorded,
                 first_touch,
                 ..
@@ -460,16 +481,16 @@ pub async fn handle_stream_event(deps: &CaptureDeps, event: StreamEvent) -> Batc
                 clicks += usize::from(click_recorded);
                 captured += usize::from(first_touch == FirstTouchOutcome::Captured);
             }
-            Some(RecordResult::Done(Outcome::Quarantined(_))) => held += 1,
-            Some(RecordResult::Done(_)) => {}
-            Some(RecordResult::Failed(e)) => {
+            Some(ItemResult::Done(Outcome::Quarantined(_))) => held += 1,
+            Some(ItemResult::Done(_)) => {}
+            Some(ItemResult::Failed(e)) => {
                 tracing::warn!(sequence_number = %seq, error = %e, "record failed; the stream will redeliver it");
                 failures.push(BatchItemFailure {
                     item_identifier: seq,
                 });
             }
             // Every record has a result; a missing one is retried rather than lost.
-            Some(RecordResult::Held) | None => {
+            Some(ItemResult::Held) | None => {
                 tracing::warn!(sequence_number = %seq, "record not tried: an earlier record of the same customer failed; the stream will redeliver it after that one");
                 failures.push(BatchItemFailure {
                     item_identifier: seq,

@@ -98,6 +98,28 @@ pub struct AdminConfig {
     /// The account's Meta token checks the phone numbers the operator links.
     pub connect: ConnectConfig,
     pub sinch_secret_prefix: String,
+    /// `POST /v1/admin/replay`: capture run again ([`crate::replay`]).
+    pub replay: ReplayConfig,
+}
+
+/// What a replay reads and runs: the inbox (`INBOX_TABLE`), the capture's on-failure
+/// queue (`CAPTURE_DLQ_URL`, optional), and capture itself, with the conversions it
+/// sends when a click lands (as the capture function: [`CapiConfig`]).
+#[derive(Debug, Clone)]
+pub struct ReplayConfig {
+    pub inbox_table: String,
+    pub dead_letter_queue_url: Option<String>,
+    pub capi: CapiConfig,
+}
+
+impl ReplayConfig {
+    pub fn from_lookup(env: Lookup) -> Result<Self, ConfigError> {
+        Ok(Self {
+            inbox_table: required(env, "INBOX_TABLE")?,
+            dead_letter_queue_url: required(env, "CAPTURE_DLQ_URL").ok(),
+            capi: CapiConfig::from_lookup(env)?,
+        })
+    }
 }
 
 impl AdminConfig {
@@ -109,6 +131,7 @@ impl AdminConfig {
         Ok(Self {
             connect: ConnectConfig::from_lookup(env)?,
             sinch_secret_prefix: required(env, "SINCH_SECRET_PREFIX")?,
+            replay: ReplayConfig::from_lookup(env)?,
         })
     }
 }

@@ -17,6 +17,7 @@ pub mod http;
 pub mod ids;
 pub mod meta;
 pub mod metrics;
+pub mod replay;
 pub mod routes;
 pub mod secrets;
 pub mod signature;

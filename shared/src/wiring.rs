@@ -50,6 +50,23 @@ impl Aws {
     }
 }
 
+/// The clients only a replay uses (the admin function): the capture's on-failure queue
+/// and the inbox stream, read back.
+#[derive(Clone)]
+pub struct ReplayClients {
+    pub sqs: aws_sdk_sqs::Client,
+    pub streams: aws_sdk_dynamodbstreams::Client,
+}
+
+impl ReplayClients {
+    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
+        Self {
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            streams: aws_sdk_dynamodbstreams::Client::new(sdk),
+        }
+    }
+}
+
 /// The Graph API adapter (reqwest) behind the port.
 pub fn graph(base_url: &str) -> Result<Arc<dyn Graph>, GraphError> {
     Ok(Arc::new(GraphClient::new(base_url, GRAPH_TIMEOUT)?))
@@ -108,10 +125,29 @@ pub fn api(aws: &Aws, config: &DataConfig) -> ApiDeps {
 
 /// Onboarding, keys and routes: the account's Meta token checks the phone numbers it
 /// links; the Sinch apps' webhook secrets are written here.
-pub fn admin(aws: &Aws, config: &AdminConfig) -> Result<AdminDeps, GraphError> {
+pub fn admin(
+    aws: &Aws,
+    replay: &ReplayClients,
+    config: &AdminConfig,
+) -> Result<AdminDeps, GraphError> {
     let data = aws.data(&config.connect.data_table);
     let secrets = Arc::new(AwsSecrets::new(aws.secrets.clone()));
+    let r = &config.replay;
+    let replay = crate::replay::ReplayDeps {
+        capture: Arc::new(capture(aws, &r.capi)?),
+        inbox: Arc::new(DynamoInbox::new(aws.dynamodb.clone(), &r.inbox_table)),
+        dead_letters: r.dead_letter_queue_url.as_ref().map(|url| {
+            Arc::new(crate::replay::aws::SqsDeadLetters::new(
+                replay.sqs.clone(),
+                url,
+            )) as Arc<dyn crate::replay::DeadLetters>
+        }),
+        stream: Arc::new(crate::replay::aws::DynamoStream::new(
+            replay.streams.clone(),
+        )),
+    };
     Ok(AdminDeps {
+        replay: Arc::new(replay),
         meta: Arc::new(meta_on(aws, &config.connect, data.clone())?),
         accounts: data.clone(),
         ads: data.clone(),

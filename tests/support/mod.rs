@@ -141,6 +141,8 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
 pub fn test_config(opts: &AppOptions) -> LocalConfig {
     let stack_name = unique("stack");
     let mut lambda = ctwa_local::lambda::LambdaOptions::from_env();
+    // Lambda's 1 and 2 minutes between retries of a failed scheduled run, shortened.
+    lambda.async_retry_delays = [Duration::from_millis(200), Duration::from_millis(400)];
     lambda.keep_logs = opts.keep_logs;
     lambda.fail_on_access_denied = !opts.expect_access_denied;
     if let Some(t) = &opts.template {

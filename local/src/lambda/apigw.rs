@@ -404,3 +404,60 @@ mod tests {
         );
     }
 }
+
+/// API Gateway's stage throttling: a token bucket per route (`burst` tokens, refilled at
+/// `rate` per second); a request finding it empty is answered 429 `Too Many Requests`
+/// without invoking the function.
+pub struct Throttle {
+    limit: crate::lambda::template::RouteThrottle,
+    buckets: std::sync::Mutex<std::collections::HashMap<String, (f64, std::time::Instant)>>,
+}
+
+impl Throttle {
+    pub fn new(limit: crate::lambda::template::RouteThrottle) -> Self {
+        Self {
+            limit,
+            buckets: Default::default(),
+        }
+    }
+
+    /// Takes a token of `route`'s bucket; `false` when there is none.
+    pub fn admit(&self, route: &str) -> bool {
+        let now = std::time::Instant::now();
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let burst = f64::from(self.limit.burst);
+        let (tokens, at) = b.entry(route.to_string()).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.limit.rate).min(burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod throttle_tests {
+    use super::*;
+
+    #[test]
+    fn each_route_has_its_own_bucket_refilled_at_the_rate() {
+        let t = Throttle::new(crate::lambda::template::RouteThrottle {
+            burst: 3,
+            rate: 1000.0,
+        });
+        assert!((0..3).all(|_| t.admit("POST /a")));
+        // Refilled at 1,000/s: within a few ms there is a token again, but not four.
+        let slow = Throttle::new(crate::lambda::template::RouteThrottle {
+            burst: 2,
+            rate: 0.001,
+        });
+        assert!(slow.admit("GET /x") && slow.admit("GET /x"));
+        assert!(!slow.admit("GET /x"));
+        assert!(slow.admit("GET /y"), "another route's bucket is full");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(t.admit("POST /a"));
+    }
+}

@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -141,6 +142,9 @@ pub struct LambdaOptions {
     /// per key id and region).
     pub upstream_access_key: String,
     pub region: String,
+    /// How long Lambda waits before the first and the second retry of a failed
+    /// asynchronous invocation (1 and 2 minutes in AWS; tests shorten them).
+    pub async_retry_delays: [Duration; 2],
 }
 
 impl LambdaOptions {
@@ -170,6 +174,7 @@ impl LambdaOptions {
             secrets_upstream: sm,
             upstream_access_key: env("AWS_ACCESS_KEY_ID").unwrap_or_else(|| "local".into()),
             region: env("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
+            async_retry_delays: [Duration::from_secs(60), Duration::from_secs(120)],
         }
     }
 }
@@ -235,6 +240,99 @@ pub struct LambdaStack {
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     gateway: Option<iam::Gateway>,
+    /// The scheduled functions' asynchronous invocations.
+    invokers: HashMap<String, Arc<AsyncInvoker>>,
+}
+
+/// What an asynchronous invocation came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AsyncOutcome {
+    /// Succeeded at this attempt (1: the first).
+    Succeeded { attempts: u32 },
+    /// Failed every attempt; the invocation record went to the on-failure destination
+    /// (`sent`), or was dropped (none, or it refused).
+    Failed {
+        attempts: u32,
+        sent: bool,
+        condition: &'static str,
+    },
+}
+
+/// Lambda's asynchronous invocation (EventBridge's schedules), with the function's
+/// `EventInvokeConfig`: a failed invocation (an error, a crash, a timeout) is tried
+/// again up to `MaximumRetryAttempts` times (after 1, then 2 minutes in AWS), unless the
+/// event is older than `MaximumEventAgeInSeconds`; then Lambda's invocation record
+/// (`requestContext`, `requestPayload`, `responseContext`, `responsePayload`) goes to
+/// the on-failure destination, with the function's role.
+pub struct AsyncInvoker {
+    pool: Arc<FunctionPool>,
+    config: template::AsyncInvokeConfig,
+    destination: Option<Arc<dyn FailureDestination>>,
+    delays: [Duration; 2],
+}
+
+impl AsyncInvoker {
+    pub async fn invoke(&self, event: Value) -> AsyncOutcome {
+        let started = Instant::now();
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let err = match self.pool.invoke(Bytes::from(event.to_string())).await {
+                Ok(_) => return AsyncOutcome::Succeeded { attempts },
+                Err(e) => e,
+            };
+            let delay = self.delays[(attempts as usize - 1).min(1)];
+            let condition = if attempts > self.config.maximum_retry_attempts {
+                Some("RetriesExhausted")
+            } else if started.elapsed() + delay > self.config.maximum_event_age {
+                Some("EventAgeExceeded")
+            } else {
+                None
+            };
+            let Some(condition) = condition else {
+                tracing::warn!(function = %self.pool.name(), attempt = attempts, error = %err, "{}: asynchronous invocation failed; retried in {:?}", self.pool.name(), delay);
+                tokio::time::sleep(delay).await;
+                continue;
+            };
+            let (error_type, message) = match &err {
+                InvokeError::Function {
+                    error_type,
+                    message,
+                } => (error_type.clone(), message.clone()),
+                InvokeError::Timeout(_) => ("Sandbox.Timedout".to_string(), err.to_string()),
+                InvokeError::Crashed(m) => ("Runtime.ExitError".to_string(), m.clone()),
+            };
+            let record = json!({
+                "version": "1.0",
+                "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                "requestContext": {
+                    "requestId": format!("{:032x}", ctwa_shared::time::now_millis()),
+                    "functionArn": format!("{}:$LATEST", self.pool.function_arn()),
+                    "condition": condition,
+                    "approximateInvokeCount": attempts,
+                },
+                "requestPayload": event,
+                "responseContext": { "statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled" },
+                "responsePayload": { "errorType": error_type, "errorMessage": message },
+            });
+            tracing::error!(function = %self.pool.name(), attempts, condition, error = %err, "{}: asynchronous invocation given up ({condition})", self.pool.name());
+            let sent = match &self.destination {
+                Some(d) => match d.send(record).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(function = %self.pool.name(), error = %e, "the on-failure destination refused the invocation record; it is lost");
+                        false
+                    }
+                },
+                None => false,
+            };
+            return AsyncOutcome::Failed {
+                attempts,
+                sent,
+                condition,
+            };
+        }
+    }
 }
 
 /// A function's credentials: its access key id identifies it at the gateway.
@@ -494,10 +592,41 @@ impl LambdaStack {
                 tasks.push(tokio::spawn(feeder.run(rx.clone())));
             }
         }
+        // The scheduled functions' asynchronous invocations, each with its role.
+        let mut invokers = HashMap::new();
+        for f in tpl.functions.iter().filter(|f| !f.schedules.is_empty()) {
+            let destination: Option<Arc<dyn FailureDestination>> = match &f
+                .async_invoke
+                .on_failure_queue
+            {
+                Some(q) => {
+                    let (_, url) = resources
+                        .queues
+                        .get(q)
+                        .ok_or_else(|| format!("{}: queue {q} has no local queue", f.logical_id))?;
+                    let sdk =
+                        sdk_config_for(&access_key_of(&f.logical_id), &gateway_url, &opts.region);
+                    Some(Arc::new(SqsDestination {
+                        client: aws_sdk_sqs::Client::new(&sdk),
+                        queue_url: url.clone(),
+                    }))
+                }
+                None => None,
+            };
+            invokers.insert(
+                f.logical_id.clone(),
+                Arc::new(AsyncInvoker {
+                    pool: pools[&f.logical_id].clone(),
+                    config: f.async_invoke.clone(),
+                    destination,
+                    delays: opts.async_retry_delays,
+                }),
+            );
+        }
         if opts.run_schedules {
             for f in &tpl.functions {
                 for s in &f.schedules {
-                    let pool = pools[&f.logical_id].clone();
+                    let invoker = invokers[&f.logical_id].clone();
                     let every = s.every;
                     let rule = rule_arn(&opts.region, &resources.stack_name, &s.name);
                     let region = opts.region.clone();
@@ -508,10 +637,11 @@ impl LambdaStack {
                                 _ = tokio::time::sleep(every) => {}
                                 _ = shutdown.changed() => return,
                             }
+                            // EventBridge invokes asynchronously: the next run does not
+                            // wait for this one's retries.
+                            let invoker = invoker.clone();
                             let ev = scheduled_event(&rule, &region);
-                            if let Err(e) = pool.invoke(Bytes::from(ev.to_string())).await {
-                                tracing::error!(function = %pool.name(), error = %e, "{}: scheduled invocation failed: {e}", pool.name());
-                            }
+                            tokio::spawn(async move { invoker.invoke(ev).await });
                         }
                     }));
                 }
@@ -523,6 +653,7 @@ impl LambdaStack {
             .map_err(|e| format!("binding {bind}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let front = Arc::new(Front {
+            throttle: tpl.throttle.map(apigw::Throttle::new),
             routes: tpl.routes(),
             pools: pools.clone(),
             region: opts.region.clone(),
@@ -545,6 +676,7 @@ impl LambdaStack {
             shutdown: tx,
             tasks,
             gateway: Some(gateway),
+            invokers,
         })
     }
 
@@ -564,6 +696,18 @@ impl LambdaStack {
             .ok_or_else(|| InvokeError::Crashed(format!("no function {logical_id}")))?;
         let out = pool.invoke(Bytes::from(payload.to_string())).await?;
         Ok(serde_json::from_slice(&out).unwrap_or(Value::Null))
+    }
+
+    /// Runs a scheduled function's first schedule as EventBridge does: asynchronously,
+    /// with the function's retries and on-failure destination ([`AsyncInvoker`]).
+    pub async fn invoke_scheduled_async(&self, logical_id: &str) -> Option<AsyncOutcome> {
+        let rule = self
+            .template
+            .function(logical_id)
+            .and_then(|f| f.schedules.first())
+            .map(|s| rule_arn(&self.region, &self.resources.stack_name, &s.name))?;
+        let invoker = self.invokers.get(logical_id)?;
+        Some(invoker.invoke(scheduled_event(&rule, &self.region)).await)
     }
 
     /// Invokes a scheduled function as EventBridge does for its first schedule.
@@ -688,6 +832,7 @@ pub fn scheduled_event(rule_arn: &str, region: &str) -> Value {
 }
 
 struct Front {
+    throttle: Option<apigw::Throttle>,
     routes: Vec<template::Route>,
     pools: HashMap<String, Arc<FunctionPool>>,
     region: String,
@@ -807,6 +952,11 @@ impl Front {
         let Some((route, params)) = apigw::match_route(&self.routes, &method, &path) else {
             return to_hyper(apigw::HttpAnswer::message(404, "Not Found"));
         };
+        if let Some(t) = &self.throttle
+            && !t.admit(&route.key())
+        {
+            return to_hyper(apigw::HttpAnswer::message(429, "Too Many Requests"));
+        }
         let Some(pool) = self.pools.get(&route.function) else {
             return to_hyper(apigw::HttpAnswer::message(500, "Internal Server Error"));
         };

@@ -97,6 +97,84 @@ pub struct FunctionDef {
     pub streams: Vec<StreamSource>,
     pub log_format: String,
     pub application_log_level: String,
+    /// How Lambda retries its asynchronous invocations (EventBridge's schedules) and
+    /// where it sends the ones that fail (`EventInvokeConfig`).
+    pub async_invoke: AsyncInvokeConfig,
+}
+
+/// `EventInvokeConfig`, with Lambda's defaults when absent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AsyncInvokeConfig {
+    /// Retries after a failed invocation (0-2; default 2).
+    pub maximum_retry_attempts: u32,
+    /// An event older than this is not tried again (60-21600 s; default 21600).
+    pub maximum_event_age: Duration,
+    /// The on-failure SQS queue (logical id).
+    pub on_failure_queue: Option<String>,
+}
+
+impl Default for AsyncInvokeConfig {
+    fn default() -> Self {
+        Self {
+            maximum_retry_attempts: 2,
+            maximum_event_age: Duration::from_secs(21_600),
+            on_failure_queue: None,
+        }
+    }
+}
+
+/// A function's `EventInvokeConfig`; an SQS on-failure destination adds SAM's
+/// `sqs:SendMessage` grant to the role.
+fn async_invoke_config(
+    p: &Value,
+    b: &Bindings,
+    raw: &Value,
+    resources: &serde_yaml::Mapping,
+    id: &str,
+    statements: &mut Vec<Statement>,
+) -> Result<AsyncInvokeConfig, TemplateError> {
+    let Some(c) = p.get("EventInvokeConfig") else {
+        return Ok(AsyncInvokeConfig::default());
+    };
+    let at = format!("{id}.EventInvokeConfig");
+    let mut out = AsyncInvokeConfig::default();
+    if let Some(n) = duration_secs(c.get("MaximumRetryAttempts"), b, raw, &at)? {
+        if !(0..=2).contains(&n) {
+            return err(format!("{at}: MaximumRetryAttempts {n} is outside 0..2"));
+        }
+        out.maximum_retry_attempts = n as u32;
+    }
+    if let Some(n) = duration_secs(c.get("MaximumEventAgeInSeconds"), b, raw, &at)? {
+        if !(60..=21_600).contains(&n) {
+            return err(format!(
+                "{at}: MaximumEventAgeInSeconds {n} is outside 60..21600"
+            ));
+        }
+        out.maximum_event_age = Duration::from_secs(n as u64);
+    }
+    if let Some(of) = c.get("DestinationConfig").and_then(|d| d.get("OnFailure")) {
+        if of.get("Type").and_then(Value::as_str) != Some("SQS") {
+            return err(format!(
+                "{at}: only an SQS OnFailure destination is run locally"
+            ));
+        }
+        let Some(q) = get_att_resource(of.get("Destination")) else {
+            return err(format!(
+                "{at}: OnFailure.Destination must be !GetAtt <queue>.Arn"
+            ));
+        };
+        if resources.get(Value::String(q.clone())).is_none() {
+            return err(format!("{at}: OnFailure names an unknown queue {q}"));
+        }
+        statements.push(Statement {
+            sid: Some("SAM:EventInvokeConfigOnFailure".into()),
+            allow: true,
+            actions: vec!["sqs:SendMessage".into()],
+            resources: vec![get_att(&q, "Arn", b, raw, &at)?],
+        });
+        out.on_failure_queue = Some(q);
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +186,61 @@ pub struct Template {
     pub secrets: Vec<(String, Option<String>)>,
     /// Logical ids by resource type.
     pub resource_types: BTreeMap<String, String>,
+    /// The HTTP API stage's throttling (`DefaultRouteSettings`): each route's own token
+    /// bucket, as API Gateway applies it.
+    pub throttle: Option<RouteThrottle>,
+}
+
+/// `ThrottlingBurstLimit` (bucket size) and `ThrottlingRateLimit` (requests per second).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RouteThrottle {
+    pub burst: u32,
+    pub rate: f64,
+}
+
+/// The `AWS::Serverless::HttpApi`'s `DefaultRouteSettings` throttling, if it sets one.
+/// `RouteSettings` is refused: per-route keys can fail a first deploy (the stage may be
+/// made before the routes), so the template keeps to the default.
+fn route_throttle(raw: &Value, b: &Bindings) -> Result<Option<RouteThrottle>, TemplateError> {
+    let mut out = None;
+    for id in resources_of_type(raw, "AWS::Serverless::HttpApi") {
+        let p = &raw["Resources"][id.as_str()]["Properties"];
+        if p.get("RouteSettings").is_some() {
+            return err(format!(
+                "{id}: RouteSettings is not supported by the local stack (DefaultRouteSettings is)"
+            ));
+        }
+        let Some(d) = p.get("DefaultRouteSettings") else {
+            continue;
+        };
+        let num = |k: &str| -> Result<Option<f64>, TemplateError> {
+            let at = format!("{id}.DefaultRouteSettings.{k}");
+            match d.get(k) {
+                None => Ok(None),
+                Some(v) => {
+                    let s = resolve(v, b, raw, &at)?;
+                    s.parse::<f64>()
+                        .map(Some)
+                        .map_err(|_| TemplateError(format!("{at}: {s} is not a number")))
+                }
+            }
+        };
+        match (num("ThrottlingBurstLimit")?, num("ThrottlingRateLimit")?) {
+            (None, None) => {}
+            (Some(burst), Some(rate)) if burst >= 0.0 && rate >= 0.0 => {
+                out = Some(RouteThrottle {
+                    burst: burst as u32,
+                    rate,
+                });
+            }
+            _ => {
+                return err(format!(
+                    "{id}.DefaultRouteSettings: give both ThrottlingBurstLimit and ThrottlingRateLimit, not negative"
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 impl Template {
@@ -217,6 +350,7 @@ fn ref_value(name: &str, b: &Bindings, raw: &Value, at: &str) -> Result<String, 
         "AWS::AccountId" => return Ok(b.account.clone()),
         "AWS::Partition" => return Ok(b.partition().to_string()),
         "AWS::URLSuffix" => return Ok("amazonaws.com".into()),
+        "AWS::NoValue" => return Ok(NO_VALUE.into()),
         _ => {}
     }
     if let Some(v) = b.parameters.get(name) {
@@ -346,8 +480,105 @@ fn intrinsic(
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(parts.join(&sep))
         }
+        "If" => {
+            let Some(s) = arg.as_sequence().filter(|s| s.len() == 3) else {
+                return err(format!("{at}: malformed !If"));
+            };
+            let name = scalar_string(&s[0]);
+            let branch = if condition(&name, b, raw, at, 0)? {
+                &s[1]
+            } else {
+                &s[2]
+            };
+            resolve(branch, b, raw, at)
+        }
         other => err(format!(
             "{at}: the intrinsic function {other} is not supported by the local stack"
+        )),
+    }
+}
+
+/// What `!Ref AWS::NoValue` resolves to: the property is then absent
+/// ([`resolve_optional`]).
+const NO_VALUE: &str = "\u{0}AWS::NoValue";
+
+/// A property that may be `!Ref AWS::NoValue` (through `!If`): `None` then.
+pub fn resolve_optional(
+    v: &Value,
+    b: &Bindings,
+    raw: &Value,
+    at: &str,
+) -> Result<Option<String>, TemplateError> {
+    let s = resolve(v, b, raw, at)?;
+    Ok((s != NO_VALUE).then_some(s))
+}
+
+/// A condition of the template's `Conditions` section, evaluated with the parameters.
+fn condition(
+    name: &str,
+    b: &Bindings,
+    raw: &Value,
+    at: &str,
+    depth: usize,
+) -> Result<bool, TemplateError> {
+    let Some(c) = raw.get("Conditions").and_then(|c| c.get(name)) else {
+        return err(format!("{at}: no condition {name} is defined"));
+    };
+    if depth > 16 {
+        return err(format!("{at}: condition {name} refers to itself"));
+    }
+    condition_value(c, b, raw, at, depth + 1)
+}
+
+fn condition_value(
+    v: &Value,
+    b: &Bindings,
+    raw: &Value,
+    at: &str,
+    depth: usize,
+) -> Result<bool, TemplateError> {
+    let (f, arg) = match v {
+        Value::Tagged(t) => (
+            t.tag.to_string().trim_start_matches('!').to_string(),
+            &t.value,
+        ),
+        Value::Mapping(m) if m.len() == 1 => {
+            let (k, inner) = m.iter().next().expect("one entry");
+            let k = k.as_str().unwrap_or_default();
+            (k.strip_prefix("Fn::").unwrap_or(k).to_string(), inner)
+        }
+        _ => return err(format!("{at}: a condition must be a condition function")),
+    };
+    let list = || {
+        arg.as_sequence()
+            .ok_or_else(|| TemplateError(format!("{at}: malformed !{f}")))
+    };
+    match f.as_str() {
+        "Condition" => condition(&scalar_string(arg), b, raw, at, depth),
+        "Equals" => {
+            let l = list()?;
+            if l.len() != 2 {
+                return err(format!("{at}: !Equals takes two values"));
+            }
+            Ok(resolve(&l[0], b, raw, at)? == resolve(&l[1], b, raw, at)?)
+        }
+        "Not" => {
+            let l = list()?;
+            if l.len() != 1 {
+                return err(format!("{at}: !Not takes one condition"));
+            }
+            Ok(!condition_value(&l[0], b, raw, at, depth)?)
+        }
+        "And" | "Or" => {
+            let mut out = f == "And";
+            for c in list()? {
+                let v = condition_value(c, b, raw, at, depth)?;
+                out = if f == "And" { out && v } else { out || v };
+            }
+            Ok(out)
+        }
+        other => err(format!(
+            "{at}: the condition function {other} is not supported by the local stack"
         )),
     }
 }
@@ -548,12 +779,19 @@ pub fn load(raw: &Value, b: &Bindings) -> Result<Template, TemplateError> {
         }
         let memory =
             duration_secs(prop("MemorySize"), b, raw, &format!("{id}.MemorySize"))?.unwrap_or(128);
-        let reserved = duration_secs(
-            p.get("ReservedConcurrentExecutions"),
-            b,
-            raw,
-            &format!("{id}.ReservedConcurrentExecutions"),
-        )?
+        let reserved = match p.get("ReservedConcurrentExecutions") {
+            None => None,
+            Some(v) => {
+                let at = format!("{id}.ReservedConcurrentExecutions");
+                match resolve_optional(v, b, raw, &at)? {
+                    None => None,
+                    Some(s) => Some(
+                        s.parse::<i64>()
+                            .map_err(|_| TemplateError(format!("{at}: {s} is not a number")))?,
+                    ),
+                }
+            }
+        }
         .map(|n| n.max(0) as usize);
         let mut env = BTreeMap::new();
         for src in [g, p] {
@@ -564,10 +802,11 @@ pub fn load(raw: &Value, b: &Bindings) -> Result<Template, TemplateError> {
             {
                 for (k, v) in vars {
                     let Some(name) = k.as_str() else { continue };
-                    env.insert(
-                        name.to_string(),
-                        resolve(v, b, raw, &format!("{id} variable {name}"))?,
-                    );
+                    // `!Ref AWS::NoValue` (through `!If`) leaves the variable out.
+                    match resolve_optional(v, b, raw, &format!("{id} variable {name}"))? {
+                        Some(value) => env.insert(name.to_string(), value),
+                        None => env.remove(name),
+                    };
                 }
             }
         }
@@ -758,7 +997,9 @@ pub fn load(raw: &Value, b: &Bindings) -> Result<Template, TemplateError> {
                 }
             }
         }
+        let async_invoke = async_invoke_config(p, b, raw, resources, id, &mut statements)?;
         functions.push(FunctionDef {
+            async_invoke,
             logical_id: id.to_string(),
             binary,
             timeout: Duration::from_secs(timeout as u64),
@@ -801,6 +1042,7 @@ pub fn load(raw: &Value, b: &Bindings) -> Result<Template, TemplateError> {
         }
     }
     Ok(Template {
+        throttle: route_throttle(raw, b)?,
         functions,
         allowed_values,
         secrets,
@@ -930,6 +1172,65 @@ Resources:
         given.insert("LogLevel".to_string(), "trace".to_string());
         let e = parameters(&raw, &given).unwrap_err();
         assert!(e.to_string().contains("AllowedValues"), "{e}");
+    }
+
+    #[test]
+    fn conditions_choose_a_value_or_no_value() {
+        let text =
+            std::fs::read_to_string(crate::lambda::workspace_dir().join("template.yaml")).unwrap();
+        let raw = parse_raw(&text).unwrap();
+        let with = |given: &[(&str, &str)]| {
+            let secrets = [("MetaAppSecret", "s"), ("WebhookVerifyToken", "t")];
+            let given: HashMap<String, String> = given
+                .iter()
+                .chain(secrets.iter())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let b = Bindings {
+                stack_name: "st".into(),
+                region: "us-east-1".into(),
+                account: "123456789012".into(),
+                parameters: parameters(&raw, &given).unwrap(),
+                placeholders: true,
+                ..Default::default()
+            };
+            load(&raw, &b).unwrap()
+        };
+        let reserved = |t: &Template, f: &str| t.function(f).unwrap().reserved_concurrency;
+        let t = with(&[]);
+        assert_eq!(reserved(&t, "WebhookFunction"), None, "empty reserves none");
+        assert_eq!(reserved(&t, "AdminFunction"), None);
+        assert_eq!(
+            t.throttle,
+            Some(RouteThrottle {
+                burst: 5000,
+                rate: 5000.0
+            })
+        );
+        let t = with(&[
+            ("WebhookReservedConcurrency", "7"),
+            ("ApiReservedConcurrency", "3"),
+            ("ApiThrottlingRateLimit", "20"),
+            ("ApiThrottlingBurstLimit", "40"),
+        ]);
+        assert_eq!(reserved(&t, "WebhookFunction"), Some(7));
+        assert_eq!(reserved(&t, "ConversionsFunction"), Some(3));
+        assert_eq!(reserved(&t, "AdminFunction"), Some(3));
+        assert_eq!(reserved(&t, "CaptureFunction"), None);
+        assert_eq!(
+            t.throttle,
+            Some(RouteThrottle {
+                burst: 40,
+                rate: 20.0
+            })
+        );
+        // `AWS::NoValue` is the property's absence.
+        let b = Bindings {
+            placeholders: true,
+            ..Default::default()
+        };
+        let v: Value = serde_yaml::from_str("!Ref AWS::NoValue").unwrap();
+        assert_eq!(resolve_optional(&v, &b, &raw, "x").unwrap(), None);
     }
 
     #[test]

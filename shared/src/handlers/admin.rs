@@ -45,6 +45,8 @@ pub struct AdminDeps {
     pub routes: Arc<dyn crate::store::RouteStore>,
     /// The account's Meta token, to check a phone number id with Meta.
     pub meta: Arc<crate::meta::connection::MetaDeps>,
+    /// `POST /v1/admin/replay`.
+    pub replay: Arc<crate::replay::ReplayDeps>,
 }
 
 /// Where the webhook secrets of linked Sinch apps are kept (Secrets Manager, one secret
@@ -100,6 +102,7 @@ pub async fn handle(deps: &AdminDeps, req: ApiRequest) -> ApiResponse {
             set_sinch_secret(deps, &req, id).await
         }
         (["v1", "admin", "audit"], &Method::GET) => list_audit(deps, &req).await,
+        (["v1", "admin", "replay"], &Method::POST) => replay(deps, &req).await,
         (
             ["v1", "admin", "accounts", _, "phone-numbers", ..]
             | ["v1", "admin", "phone-numbers", ..],
@@ -602,4 +605,39 @@ async fn list_audit(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<ApiResponse
         StatusCode::OK,
         &json!({"account_id": account, "audit": rows, "next_cursor": next}),
     ))
+}
+
+/// `POST /v1/admin/replay` (operator): capture run again over inbox items, by message id,
+/// by time range (and account), or over the capture's dead-letter queue
+/// ([`crate::replay`]). Bounded per request; the answer says what each item came to and
+/// gives the cursor of the next page. Audited when it changed anything.
+async fn replay(deps: &AdminDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
+    let caller = manager(deps, req).await?;
+    let body: crate::replay::ReplayRequest = json_body(req)?;
+    let account = body.account_id.clone();
+    let report = crate::replay::replay(&deps.replay, body, req.deadline)
+        .await
+        .map_err(|e| match e {
+            crate::replay::ReplayError::BadRequest(m) => ApiError::bad_request(m),
+            crate::replay::ReplayError::Store(e) => e.into(),
+            crate::replay::ReplayError::Backend(m) => ApiError::internal(m),
+        })?;
+    if report.changed > 0 || report.dead_letters.as_ref().is_some_and(|d| d.deleted > 0) {
+        let detail = json!({
+            "mode": report.mode,
+            "replayed": report.replayed,
+            "changed": report.changed,
+            "failed": report.failed,
+            "dead_letters_deleted": report.dead_letters.as_ref().map(|d| d.deleted),
+        });
+        let rec = audit_record(
+            &caller,
+            account.as_deref(),
+            "capture.replayed",
+            "inbox",
+            detail,
+        )?;
+        deps.audit.record_audit(&rec).await?;
+    }
+    Ok(ApiResponse::json(StatusCode::OK, &report))
 }
