@@ -121,7 +121,8 @@ impl CaptureDeps {
             .unwrap_or(key))
     }
 
-    async fn route_for(&self, route: &Route) -> Result<Option<RouteRecord>, StoreError> {
+    /// The route's record, reused for [`CaptureDeps::route_ttl`].
+    pub(crate) async fn route_for(&self, route: &Route) -> Result<Option<RouteRecord>, StoreError> {
         {
             let cache = self.routes.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((at, acct)) = cache.get(route) {

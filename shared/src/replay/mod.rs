@@ -41,6 +41,8 @@ pub const MAX_DEAD_LETTERS: u32 = 10;
 /// How long a dead-letter message stays hidden while it is replayed: one that is kept
 /// (its items failed again) is seen again by a later request after this.
 pub const DEAD_LETTER_VISIBILITY: Duration = Duration::from_secs(120);
+/// Inbox items of a time-range page captured between two deadline checks.
+const RANGE_CHUNK: usize = 100;
 /// No new work starts when less than this is left before the request's deadline.
 const WORK_MARGIN: Duration = Duration::from_secs(5);
 
@@ -497,16 +499,31 @@ pub async fn replay(
             let mut items = Vec::with_capacity(got.items.len());
             for item in got.items {
                 if let Some(a) = &account {
-                    // The account capture would file it under: its route's, now.
-                    match deps.capture.route_for_now(&item.route).await? {
+                    // The account capture would file it under: its route's.
+                    match deps.capture.route_for(&item.route).await? {
                         Some(r) if &r.account_id == a => {}
                         _ => continue,
                     }
                 }
                 items.push(item);
             }
-            capture(deps, items, &mut report).await;
-            report.next_cursor = got.next.as_deref().map(encode_cursor);
+            // In chunks, in the scan's order, so a request short of time stops between
+            // two and the cursor resumes after the last item captured.
+            // The first chunk always runs, so a request makes progress.
+            let mut next = got.next;
+            let mut rest = items.as_slice();
+            let mut last_id: Option<String> = None;
+            while !rest.is_empty() {
+                if last_id.is_some() && !time_left() {
+                    next = last_id;
+                    break;
+                }
+                let (chunk, tail) = rest.split_at(rest.len().min(RANGE_CHUNK));
+                capture(deps, chunk.to_vec(), &mut report).await;
+                last_id = chunk.last().map(|i| i.id.clone());
+                rest = tail;
+            }
+            report.next_cursor = next.as_deref().map(encode_cursor);
             report.done = report.next_cursor.is_none();
         }
         Selection::DeadLetters { max } => {

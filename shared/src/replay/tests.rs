@@ -448,3 +448,50 @@ fn the_on_failure_record_of_lambda_is_read() {
     assert_eq!(b.end_sequence_number, "2");
     assert!(BatchInfo::of_message("{}").is_err());
 }
+
+#[tokio::test]
+async fn a_page_short_of_time_stops_between_chunks_and_resumes_after_the_last_item_captured() {
+    let now = crate::time::now_millis();
+    let inbox: Vec<InboxItem> = (0..150)
+        .map(|i| {
+            message(
+                &format!("m{i:03}"),
+                PNID,
+                &format!("1555{i:07}"),
+                now - 10_000 + i,
+            )
+        })
+        .collect();
+    let w = world(inbox, false).await;
+    let since = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(now - 60_000)
+        .unwrap()
+        .to_rfc3339();
+    // No time left: the first chunk runs, the rest is for the next request.
+    let first = replay(
+        &w.deps,
+        req(json!({"since": since, "limit": 1000})),
+        Some(Instant::now()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.replayed, RANGE_CHUNK as u64);
+    assert!(!first.done);
+    let rest = replay(
+        &w.deps,
+        req(json!({"since": since, "limit": 1000, "cursor": first.next_cursor})),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(rest.replayed, 50);
+    assert!(rest.done);
+    let mut all: Vec<&str> = first
+        .items
+        .iter()
+        .chain(&rest.items)
+        .map(|i| i.inbox_id.as_str())
+        .collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 150, "each item once");
+}
