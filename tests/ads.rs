@@ -1029,14 +1029,9 @@ async fn nested_paging_links_never_hand_out_the_token() {
 /// answer for a retry.
 #[tokio::test]
 async fn a_hanging_meta_call_ends_before_the_function_timeout_with_what_was_left() {
-    let text =
-        std::fs::read_to_string(ctwa_local::lambda::workspace_dir().join("template.yaml")).unwrap();
     let from = "one-call creation with clean-up, ads inventory with captured clicks and conversions.\n      CodeUri: .\n      Timeout: 29";
-    assert_eq!(text.matches(from).count(), 1);
-    let path = std::env::temp_dir().join(format!("{}.yaml", unique("template")));
-    std::fs::write(&path, text.replace(from, &from.replace("29", "8"))).unwrap();
     let app = spawn_app_with(AppOptions {
-        template: Some(path),
+        template: Some(template_variant(&[(from, &from.replace("29", "8"))])),
         ..AppOptions::default()
     })
     .await;

@@ -12,17 +12,9 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
 
-fn template_text() -> String {
-    std::fs::read_to_string(ctwa_local::lambda::workspace_dir().join("template.yaml")).unwrap()
-}
-
 /// template.yaml with `from` replaced by `to` (exactly once), written to a temp file.
 fn template_with(from: &str, to: &str) -> PathBuf {
-    let text = template_text();
-    assert_eq!(text.matches(from).count(), 1, "{from:?} must occur once");
-    let path = std::env::temp_dir().join(format!("{}.yaml", unique("template")));
-    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
-    path
+    template_variant(&[(from, to)])
 }
 
 /// `text` with one action taken from one function's policy (replaced by an action
@@ -457,9 +449,7 @@ async fn no_secret_or_pii_in_any_function_log_line_at_the_most_verbose_level() {
 fn template_with_all(from: &str, to: &str) -> PathBuf {
     let text = template_text();
     assert!(text.contains(from), "{from:?} must occur");
-    let path = std::env::temp_dir().join(format!("{}.yaml", unique("template")));
-    std::fs::write(&path, text.replace(from, to)).unwrap();
-    path
+    template_file(&text.replace(from, to))
 }
 
 #[tokio::test]
@@ -818,18 +808,15 @@ async fn the_stage_throttle_of_the_template_answers_429_per_route_as_api_gateway
             format!("  {name}:\n    Type: Number\n    Default: {to}\n"),
         )
     };
-    let mut text = template_text();
-    for (from, to) in [
+    let (rate, burst) = (
         param("ApiThrottlingRateLimit", "5000", "1"),
         param("ApiThrottlingBurstLimit", "5000", "3"),
-    ] {
-        assert_eq!(text.matches(&from).count(), 1, "{from}");
-        text = text.replacen(&from, &to, 1);
-    }
-    let path = std::env::temp_dir().join(format!("{}.yaml", unique("template")));
-    std::fs::write(&path, text).unwrap();
+    );
     let app = spawn_app_with(AppOptions {
-        template: Some(path),
+        template: Some(template_variant(&[
+            (&rate.0, &rate.1),
+            (&burst.0, &burst.1),
+        ])),
         ..Default::default()
     })
     .await;
@@ -861,10 +848,8 @@ async fn a_failed_scheduled_run_is_retried_as_its_event_invoke_config_says_then_
     for f in ["ConversionsResendFunction", "TokenRefreshFunction"] {
         text = without_action(&text, f, "dynamodb:Query");
     }
-    let path = std::env::temp_dir().join(format!("{}.yaml", unique("template")));
-    std::fs::write(&path, text).unwrap();
     let app = spawn_app_with(AppOptions {
-        template: Some(path),
+        template: Some(template_file(&text)),
         expect_access_denied: true,
         ..Default::default()
     })

@@ -105,17 +105,10 @@ const EARLY_SINCH_APP: &str = "EARLYAPP1";
 
 /// template.yaml with the capture-backlog function's item budget set to `n`.
 fn template_with_backlog_budget(n: usize) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml"))
-        .expect("template.yaml");
-    let from = "BACKLOG_ITEMS_PER_RUN: \"1000\"";
-    assert_eq!(text.matches(from).count(), 1);
-    let path = std::env::temp_dir().join(format!("{}.yaml", unique("template")));
-    std::fs::write(
-        &path,
-        text.replace(from, &format!("BACKLOG_ITEMS_PER_RUN: \"{n}\"")),
-    )
-    .unwrap();
-    path
+    template_variant(&[(
+        "BACKLOG_ITEMS_PER_RUN: \"1000\"",
+        &format!("BACKLOG_ITEMS_PER_RUN: \"{n}\""),
+    )])
 }
 
 async fn drain(app: &TestApp) -> Value {

@@ -942,14 +942,11 @@ async fn a_conversion_that_races_its_click_is_sent_by_capture_when_the_click_lan
 /// never called. Run with the template's CLICK_WAIT_SECONDS at 1.
 #[tokio::test]
 async fn a_conversion_with_no_click_by_the_end_of_its_wait_ends_as_the_no_op() {
-    let text =
-        std::fs::read_to_string(ctwa_local::lambda::workspace_dir().join("template.yaml")).unwrap();
-    let from = "CLICK_WAIT_SECONDS: \"900\"";
-    assert_eq!(text.matches(from).count(), 1);
-    let path = std::env::temp_dir().join(format!("{}.yaml", unique("template")));
-    std::fs::write(&path, text.replacen(from, "CLICK_WAIT_SECONDS: \"1\"", 1)).unwrap();
     let app = spawn_app_with(AppOptions {
-        template: Some(path),
+        template: Some(template_variant(&[(
+            "CLICK_WAIT_SECONDS: \"900\"",
+            "CLICK_WAIT_SECONDS: \"1\"",
+        )])),
         ..Default::default()
     })
     .await;

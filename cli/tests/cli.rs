@@ -1037,16 +1037,10 @@ async fn seed_001_ads_audit_and_exchange_code_as_written() {
 async fn a_poison_record_goes_to_the_dead_letter_queue_and_admin_replay_brings_it_back_once() {
     use ctwa_tests::fault_proxy::{FaultConfig, FaultProxy, spawn_app_through};
     // The template as it is, with one retry instead of ten (the same path, sooner).
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml"))
-        .expect("template.yaml");
-    let from = "            MaximumRetryAttempts: 10\n";
-    assert_eq!(text.matches(from).count(), 1);
-    let template = std::env::temp_dir().join(format!("{}.yaml", unique("template")));
-    std::fs::write(
-        &template,
-        text.replacen(from, "            MaximumRetryAttempts: 1\n", 1),
-    )
-    .unwrap();
+    let template = ctwa_tests::template_variant(&[(
+        "            MaximumRetryAttempts: 10\n",
+        "            MaximumRetryAttempts: 1\n",
+    )]);
     let proxy = FaultProxy::start(
         &std::env::var("AWS_ENDPOINT_URL_DYNAMODB").expect("AWS_ENDPOINT_URL_DYNAMODB"),
     )

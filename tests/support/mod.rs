@@ -62,6 +62,31 @@ pub fn most_verbose_log_level() -> String {
         .to_string()
 }
 
+/// template.yaml's text.
+pub fn template_text() -> String {
+    std::fs::read_to_string(ctwa_local::lambda::workspace_dir().join("template.yaml"))
+        .expect("template.yaml")
+}
+
+/// `text` as a new template file (a test's variant of template.yaml, for
+/// `AppOptions::template`).
+pub fn template_file(text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("{}.yaml", unique("template")));
+    std::fs::write(&path, text).expect("template variant");
+    path
+}
+
+/// template.yaml with each `(from, to)` applied, each `from` occurring exactly once (so
+/// a variant never changes more than the test means), as a new template file.
+pub fn template_variant(replacements: &[(&str, &str)]) -> std::path::PathBuf {
+    let mut text = template_text();
+    for (from, to) in replacements {
+        assert_eq!(text.matches(from).count(), 1, "{from:?} must occur once");
+        text = text.replacen(from, to, 1);
+    }
+    template_file(&text)
+}
+
 pub fn unique(prefix: &str) -> String {
     let mut b = [0u8; 6];
     getrandom::fill(&mut b).expect("random bytes");
