@@ -739,6 +739,60 @@ async fn idempotency_key_makes_retries_safe() {
     assert_eq!(s3, 422, "{v3}");
 }
 
+/// A key whose claimer Lambda ended (a crash, a timeout) without an answer: a retry
+/// waits only while that invocation could still be running (the function's Timeout),
+/// then takes the key over and runs, instead of answering 409 for minutes.
+#[tokio::test]
+async fn a_key_held_by_an_invocation_lambda_ended_is_taken_over_by_the_retry() {
+    let app = ads_app().await;
+    let body = serde_json::to_vec(&ctwa_request(false)).unwrap();
+    let hash = ctwa_shared::handlers::ads::request_hash(&body);
+    let now = ctwa_shared::time::now_millis();
+    let send = |key: &'static str| {
+        let (app, body) = (&app, body.clone());
+        async move {
+            let r = app
+                .http
+                .post(format!("{}/v1/ads/ctwa", app.base))
+                .bearer_auth(&app.api_key)
+                .header("idempotency-key", key)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    // Claimed 10 s ago: its invocation (Timeout 29 s) may still be running.
+    let held = |key: &'static str, ago_ms: i64| {
+        let (app, hash) = (&app, hash.clone());
+        async move {
+            app.stack
+                .data
+                .claim_request(&app.account_id, key, &hash, now - ago_ms, 0)
+                .await
+                .unwrap()
+        }
+    };
+    held("launch-recent", 10_000).await;
+    let (s, v) = send("launch-recent").await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("request_in_progress")),
+        "{v}"
+    );
+    // Claimed 40 s ago: past the Timeout and the margin, that invocation is over.
+    held("launch-crashed", 40_000).await;
+    let (s, v) = send("launch-crashed").await;
+    assert_eq!(s, 201, "the retry takes the key over: {v}");
+    let campaigns = live(&app)
+        .iter()
+        .filter(|(_, k, _)| k == "campaign")
+        .count();
+    assert_eq!(campaigns, 1, "{v}");
+}
+
 #[tokio::test]
 async fn a_key_that_made_nothing_is_free_again() {
     let app = spawn_app().await;

@@ -23,8 +23,26 @@ pub const PROXY_VERSION: &str = "v25.0";
 /// Bodies that may carry an image (`adimages`, `POST /v1/ads/ctwa`): below Lambda's
 /// 6 MB request limit.
 pub const MAX_IMAGE_BODY_BYTES: usize = 5 * 1024 * 1024;
-/// How long an unfinished idempotent creation holds its key.
+/// How long an unfinished idempotent creation holds its key when the invocation's
+/// deadline is unknown (not in Lambda).
 const IDEMPOTENCY_LEASE_MS: i64 = 5 * 60 * 1000;
+
+/// How long a key claimed by another request is held: as long as that request can still
+/// be running. Every request of this function has the same `Timeout`, so this
+/// invocation's own time (to its deadline, plus the margin) bounds the claimer's: a
+/// claim older than that belongs to an invocation Lambda has ended (a crash, a
+/// timeout), and a retry with the same key takes it over instead of waiting for
+/// minutes.
+fn idempotency_lease_ms(deadline: Option<std::time::Instant>) -> i64 {
+    match deadline {
+        Some(d) => {
+            let left = d.saturating_duration_since(std::time::Instant::now())
+                + crate::ads::INVOCATION_MARGIN;
+            i64::try_from(left.as_millis()).unwrap_or(IDEMPOTENCY_LEASE_MS)
+        }
+        None => IDEMPOTENCY_LEASE_MS,
+    }
+}
 
 pub async fn handle(deps: &AdsDeps, req: ApiRequest) -> ApiResponse {
     let path = super::route_path(&req.path).to_string();
@@ -211,7 +229,8 @@ async fn proxy_object(deps: &AdsDeps, req: &ApiRequest, id: &str) -> ApiResult<A
     Ok(passthrough(s.scrub(v), usage))
 }
 
-fn request_hash(body: &[u8]) -> String {
+/// The key a request's body is known by (a retry must send the same bytes).
+pub fn request_hash(body: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(body))
 }
 
@@ -257,7 +276,7 @@ async fn create_ctwa(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse>
                 k,
                 &hash,
                 crate::time::now_millis(),
-                IDEMPOTENCY_LEASE_MS,
+                idempotency_lease_ms(req.deadline),
             )
             .await?
         {
