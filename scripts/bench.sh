@@ -77,7 +77,7 @@ fresh_heap=512m
 # shellcheck source=scripts/fresh-services.sh
 . scripts/fresh-services.sh
 
-echo "== cold starts (seeded tables)" >&2
+[ "$only_batch" = 1 ] || echo "== cold starts (seeded tables)" >&2
 port=$(free_port)
 suffix=$(date +%s)
 export INBOX_TABLE="bench-inbox-$suffix" DATA_TABLE="bench-data-$suffix" WEBHOOK_SECRET_ID="bench/webhook-$suffix"

@@ -651,9 +651,10 @@ const RECONNECT: &str = "Meta is not connected or the token is invalid: reconnec
 /// Meta does not deduplicate Conversions API events for business messaging ("perform
 /// deduplication before sending"; duplicates are penalised: meta-api.md section 2), so
 /// the deduplication Meta documents on `event_id` + `event_name` within 48 h (between a
-/// website's pixel and server events) cannot be counted on here. Re-sending with the same event id would be safe only if
-/// Meta dropped the second copy; as it does not, a re-send of an event Meta already took
-/// counts the conversion twice, and no Graph API call tells whether it took it. So the
+/// website's pixel and server events) cannot be counted on here. Re-sending with the
+/// same event id would be safe only if Meta dropped the second copy; as it does not, a
+/// re-send of an event Meta already took counts the conversion twice, and no Graph API
+/// call tells whether it took it. So the
 /// event stays `unknown` in the audit trail (`GET /v1/conversions?status=unknown`): the
 /// business checks the dataset in Events Manager and, only if the event is missing
 /// there, sends it again under a new event id. A request that never left (the
