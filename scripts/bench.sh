@@ -14,20 +14,25 @@
 #     webhooks sustained (--sustained posts) as a ratio to the raw conditional PutItem
 #     throughput of the same DynamoDB Local (same items, same concurrency, same condition),
 #     measured in the same run (target >= 0.7)
+#   - a 1,000-event batch (POST /v1/conversions/batch) through the local stack with the
+#     Graph simulator answering after 300 ms, timed end to end by the client, beside the
+#     conversions function's Timeout read from template.yaml (ctwa-load batch)
 # It starts its own DynamoDB Local and Secrets Manager emulator (fresh, on free ports) and
 # a release ctwa-local, and stops them at the end.
-# Usage: scripts/bench.sh [--runs N] [--no-arm64] [--invocations N] [--sustained N]
+# Usage: scripts/bench.sh [--runs N] [--no-arm64] [--invocations N] [--sustained N] [--only-batch]
+#   --only-batch: the release builds and the 1,000-event batch row only
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-runs=20; arm64=1; invocations=2000; sustained=20000
+runs=20; arm64=1; invocations=2000; sustained=20000; only_batch=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs="$2"; shift 2 ;;
     --no-arm64) arm64=0; shift ;;
     --invocations) invocations="$2"; shift 2 ;;
     --sustained) sustained="$2"; shift 2 ;;
-    *) echo "usage: scripts/bench.sh [--runs N] [--no-arm64] [--invocations N] [--sustained N]" >&2; exit 2 ;;
+    --only-batch) only_batch=1; arm64=0; shift ;;
+    *) echo "usage: scripts/bench.sh [--runs N] [--no-arm64] [--invocations N] [--sustained N] [--only-batch]" >&2; exit 2 ;;
   esac
 done
 case "$runs$invocations$sustained" in *[!0-9]*) echo "--runs, --invocations and --sustained take numbers" >&2; exit 2 ;; esac
@@ -38,8 +43,10 @@ machine="$(uname -m), $(nproc) cores, ${cpu:-unknown CPU}, $(awk '/MemTotal/ {pr
 date_utc="$(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "machine: $machine" >&2
 
-echo "== criterion (cargo bench -p ctwa-shared --bench webhook)" >&2
-cargo bench -q -p ctwa-shared --bench webhook -- --noplot >"$out/criterion.log" 2>&1
+if [ "$only_batch" = 0 ]; then
+  echo "== criterion (cargo bench -p ctwa-shared --bench webhook)" >&2
+  cargo bench -q -p ctwa-shared --bench webhook -- --noplot >"$out/criterion.log" 2>&1
+fi
 est() { python3 -c 'import json,sys; print("%.2f" % (json.load(open(sys.argv[1]))["mean"]["point_estimate"]/1000))' "target/criterion/webhook/$1/$2/new/estimates.json"; }
 
 echo "== release builds" >&2
@@ -70,7 +77,7 @@ fresh_heap=512m
 # shellcheck source=scripts/fresh-services.sh
 . scripts/fresh-services.sh
 
-echo "== cold starts (seeded tables)" >&2
+[ "$only_batch" = 1 ] || echo "== cold starts (seeded tables)" >&2
 port=$(free_port)
 suffix=$(date +%s)
 export INBOX_TABLE="bench-inbox-$suffix" DATA_TABLE="bench-data-$suffix" WEBHOOK_SECRET_ID="bench/webhook-$suffix"
@@ -79,6 +86,34 @@ CTWA_LOCAL_PORT=$port CTWA_STATE_DIR="$out" target/release/ctwa-local >"$out/loc
 local_pid=$!; pids+=("$local_pid")
 for _ in $(seq 1 100); do [ -f "$out/local.json" ] && grep -q "$port" "$out/local.json" && break; sleep 0.2; done
 graph_url=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["meta_graph_url"])' "$out/local.json")
+load() { target/release/ctwa-load "$@" --state "$out/local.json" --server-pid "$local_pid"; }
+# The conversions function's Timeout, as template.yaml gives it to Lambda (and to the
+# local stack, which stops an invocation there).
+conv_timeout=$(python3 - template.yaml <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+block = text.split("\n  ConversionsFunction:\n", 1)[1]
+print(re.search(r"^      Timeout: (\d+)$", block, re.M).group(1))
+PY
+)
+batch() { # a 1,000-event batch, the simulator answering after 300 ms
+  load batch --count 1000 --meta-delay-ms 300 >"$out/load-batch-1000.json"
+}
+bj() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); t=float(sys.argv[2]); print("%.2f s end to end, %.0f%% of the conversions function'"'"'s Timeout (%d s, template.yaml); HTTP %d, %s delivered, %s unknown of %s" % (d["seconds"], 100 * d["seconds"] / t, t, d["http_status"], d["delivered"], d["unknown"], d["total"]))' "$out/load-batch-1000.json" "$conv_timeout"; }
+batch_label="a 1,000-event batch through the local stack (POST /v1/conversions/batch, one customer and click per event; the Graph simulator answering after 300 ms)"
+if [ "$only_batch" = 1 ]; then
+  echo "== a 1,000-event batch, Meta answering in 300 ms" >&2
+  batch
+  echo
+  echo "Machine: $machine. Date: $date_utc. Command: \`scripts/bench.sh --only-batch\`."
+  echo
+  echo "| figure | value |"
+  echo "| --- | --- |"
+  echo "| machine | $machine |"
+  echo "| date | $date_utc |"
+  echo "| $batch_label | $(bj) |"
+  exit 0
+fi
 cold() { # name bin event
   target/release/ctwa-coldstart --runs "$runs" --bin "target/release/$2" --event "$3" \
     --env "INBOX_TABLE=$INBOX_TABLE" --env "DATA_TABLE=$DATA_TABLE" --env "WEBHOOK_SECRET_ID=$WEBHOOK_SECRET_ID" \
@@ -119,10 +154,11 @@ mem ads ads events/aws/apigw-ads-list.json "$invocations" --bearer "$api_key"
 mem admin admin events/aws/apigw-api-keys-list.json "$invocations" --bearer "$api_key"
 
 echo "== load (ctwa-load against the local stack)" >&2
-load() { target/release/ctwa-load "$@" --state "$out/local.json" --server-pid "$local_pid"; }
 load conversions --count 300 --concurrency 1 --customers 50 >"$out/load-conv-1.json"
 load conversions --count 3000 --concurrency 32 --customers 200 >"$out/load-conv-32.json"
 load webhooks --count 5000 --concurrency 32 >"$out/load-webhooks-32.json"
+echo "== a 1,000-event batch, Meta answering in 300 ms" >&2
+batch
 # Sustained webhooks against raw conditional PutItem, same DynamoDB Local, same run: each
 # starts with the stack idle (capture has drained what came before).
 # ctwa-local, its function instances (child processes) and DynamoDB Local.
@@ -196,6 +232,7 @@ echo "| signed webhooks through the local stack, 32 concurrent | $(lj load-webho
 echo "| raw conditional PutItem into the stack's inbox table (the same items, attribute_not_exists(pk)), 32 concurrent, $sustained items (half before, half after the webhooks) | $(lj load-putitem-32.json) |"
 echo "| signed webhooks through the local stack sustained, 32 concurrent, $sustained posts (capture running) | $(lj load-webhooks-sustained.json) |"
 echo "| sustained webhooks / raw conditional PutItem (target >= 0.7) | $ratio |"
+echo "| $batch_label | $(bj) |"
 echo "| peak memory under load, webhook (POST /webhook, a new message each, 30% with referrals) | $(mj webhook) |"
 echo "| peak memory under load, capture (stream batches of 100 new records, 30% with referrals) | $(mj capture) |"
 echo "| peak memory under load, api (GET /v1/conversations, real API key) | $(mj api) |"

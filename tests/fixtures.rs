@@ -236,6 +236,82 @@ async fn every_openapi_route_is_served_by_the_local_run() {
     }
 }
 
+/// The statuses a conversion's answer and its audit row carry are the contract's
+/// `ConversionStatus` (with `invalid`: a batch entry refused before anything was stored),
+/// the audit trail's filter names them all, and the unknown outcome (a send that got no
+/// answer) is documented where the answers carry it.
+#[test]
+fn openapi_names_every_conversion_status_and_the_unknown_outcome() {
+    use ctwa_shared::store::EventStatus;
+    let text = std::fs::read_to_string(format!(
+        "{}/../docs/openapi.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let doc: Yaml = serde_yaml::from_str(&text).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let mut documented: Vec<&str> = schemas["ConversionStatus"]["enum"]
+        .as_sequence()
+        .expect("ConversionStatus lists the statuses")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    documented.sort();
+    let mut code: Vec<&str> = EventStatus::ALL.iter().map(|s| s.as_str()).collect();
+    code.push("invalid");
+    code.sort();
+    assert_eq!(documented, code);
+    let filter = doc["paths"]["/v1/conversions"]["get"]["parameters"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"].as_str() == Some("status"))
+        .expect("the status filter");
+    let filter = filter["description"].as_str().unwrap();
+    for s in EventStatus::ALL {
+        assert!(filter.contains(s.as_str()), "{} in {filter:?}", s.as_str());
+    }
+    let result = &schemas["ConversionResult"]["properties"];
+    assert_eq!(
+        result["status"]["$ref"].as_str(),
+        Some("#/components/schemas/ConversionStatus")
+    );
+    let reason = result["reason"]["description"].as_str().unwrap();
+    assert!(
+        reason.contains(ctwa_shared::capi::OUTCOME_UNKNOWN),
+        "{reason}"
+    );
+    let status_doc = schemas["ConversionStatus"]["description"].as_str().unwrap();
+    assert!(status_doc.contains("unknown: sent"), "{status_doc}");
+    let batch = &schemas["ConversionBatchResult"];
+    assert_eq!(batch["additionalProperties"].as_bool(), Some(false));
+    let required: Vec<&str> = batch["required"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let mut props: Vec<&str> = batch["properties"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    props.sort();
+    // The batch answer's keys, as `send_batch` writes them.
+    assert_eq!(props, ["delivered", "results", "total", "unknown"]);
+    assert!(required.contains(&"unknown"));
+    for path in ["/v1/conversions", "/v1/conversions/batch"] {
+        let ok = &doc["paths"][path]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+            ["$ref"];
+        assert_ne!(
+            ok.as_str(),
+            Some("#/components/schemas/Object"),
+            "{path}: its answer is documented"
+        );
+    }
+}
+
 /// The JSON request body schema of an operation, with its `$ref` resolved.
 fn request_schema<'a>(doc: &'a Yaml, op: &'a Yaml) -> Option<&'a Yaml> {
     let schema = &op["requestBody"]["content"]["application/json"]["schema"];

@@ -14,9 +14,11 @@
 //! - `POST /_sim/oauth/codes {scopes, waba_id?, redirect_uri?, ttl_seconds?, token_type?, token_expires_in?}` -> `{code}`
 //! - `POST /_sim/tokens {scopes, waba_id?, type?, expires_in?}` -> `{access_token}` (0 = never expires)
 //! - `POST /_sim/tokens/revoke {access_token}`, `POST /_sim/tokens/expire {access_token}`
-//! - `POST /_sim/faults {path?, status?, code?, error_subcode?, message?, times?, delay_ms?, is_transient?}`
+//! - `POST /_sim/faults {path?, status?, code?, error_subcode?, message?, times?, delay_ms?, answer_delay_ms?, is_transient?}`
 //!   (the next `times` requests whose path contains `path` fail that way; status 200
-//!   with `delay_ms` only slows them down)
+//!   with `delay_ms` only slows them down; status 200 with `answer_delay_ms` serves them
+//!   (events accepted) and holds the answer back that long: Meta took the request, the
+//!   caller may give up before it hears so)
 //! - `GET|POST /{waba}/dataset` — the WABA's dataset (`{"data":[{"id"}]}` / `{"id"}`),
 //!   a valid token with `whatsapp_business_manage_events` required.
 //! - `GET /{waba}/phone_numbers` — the WABA's phone numbers (`data[]` with `id`,
@@ -106,6 +108,10 @@ pub struct Fault {
     pub times: u32,
     #[serde(default)]
     pub delay_ms: u64,
+    /// With status 200: the request is served first, then its answer held back this
+    /// long (a caller that times out meanwhile does not know it was served).
+    #[serde(default)]
+    pub answer_delay_ms: u64,
 }
 
 fn default_fault_status() -> u16 {
@@ -1134,7 +1140,9 @@ impl Simulator {
             };
             return graph_error(400, 100, None, "GraphMethodException", message).into();
         }
-        if let Some(f) = self.take_fault(method, &rest) {
+        let fault = self.take_fault(method, &rest);
+        let answer_delay = fault.as_ref().map_or(0, |f| f.answer_delay_ms);
+        if let Some(f) = fault {
             if f.delay_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(f.delay_ms)).await;
             }
@@ -1155,15 +1163,34 @@ impl Simulator {
                 return (status, body).into();
             }
         }
-        if let Some(answer) = self.marketing(method, &segments, &params, &body_json, token) {
-            return answer;
+        let answer = match self.marketing(method, &segments, &params, &body_json, token) {
+            Some(answer) => answer,
+            None => self.graph(method, &segments, &rest, &params, &body_json, token, bearer),
+        };
+        if answer_delay > 0 {
+            tokio::time::sleep(Duration::from_millis(answer_delay)).await;
         }
-        SimAnswer::from(match (method, segments.as_slice()) {
-            ("GET" | "POST", ["oauth", "access_token"]) => self.access_token(&params),
-            ("GET", ["debug_token"]) => self.debug_token(&params, bearer),
+        answer
+    }
+
+    /// The Graph endpoints other than the Marketing API's.
+    #[allow(clippy::too_many_arguments)]
+    fn graph(
+        &self,
+        method: &str,
+        segments: &[&str],
+        rest: &str,
+        params: &HashMap<String, String>,
+        body_json: &Value,
+        token: Option<&str>,
+        bearer: Option<&str>,
+    ) -> SimAnswer {
+        SimAnswer::from(match (method, segments) {
+            ("GET" | "POST", ["oauth", "access_token"]) => self.access_token(params),
+            ("GET", ["debug_token"]) => self.debug_token(params, bearer),
             ("GET" | "POST", [waba, "dataset"]) => self.dataset(method, waba, token),
-            ("GET", [waba, "phone_numbers"]) => self.phone_numbers(waba, &params, token),
-            ("POST", [dataset, "events"]) => self.events(dataset, &body_json, token),
+            ("GET", [waba, "phone_numbers"]) => self.phone_numbers(waba, params, token),
+            ("POST", [dataset, "events"]) => self.events(dataset, body_json, token),
             _ => graph_error(
                 400,
                 100,

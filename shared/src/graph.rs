@@ -113,8 +113,14 @@ pub enum GraphError {
         status: u16,
         error: Box<GraphErrorBody>,
     },
+    /// The request never reached Meta (the connection could not be made): nothing
+    /// happened there, so sending it again is safe.
     #[error("Meta could not be reached: {0}")]
     Transport(String),
+    /// The request was sent but no answer came (the client's timeout, or the connection
+    /// dropped after the request was written): Meta may or may not have acted on it.
+    #[error("Meta did not answer: {0}")]
+    NoAnswer(String),
     #[error("Meta's answer could not be read: {0}")]
     Decode(String),
 }
@@ -128,10 +134,13 @@ impl GraphError {
     }
 
     /// Codes 1, 2, 4, 17, 32, 341, 368, 613, 80000-80014, HTTP 5xx, timeouts,
-    /// `is_transient: true`. Never 190 (token), 10/200-299 (permissions), 100.
+    /// `is_transient: true`. Never 190 (token), 10/200-299 (permissions), 100. A call
+    /// that may have acted ([`GraphError::NoAnswer`]) is retryable only where repeating
+    /// it is harmless (reads): a caller whose call writes checks [`Self::outcome_unknown`]
+    /// first.
     pub fn is_retryable(&self) -> bool {
         match self {
-            GraphError::Transport(_) => true,
+            GraphError::Transport(_) | GraphError::NoAnswer(_) => true,
             GraphError::Decode(_) => false,
             GraphError::Api { status, error } => {
                 if matches!(error.code, 190 | 10 | 100 | 200..=299) {
@@ -145,6 +154,11 @@ impl GraphError {
                     )
             }
         }
+    }
+
+    /// Sent, unanswered: whether Meta acted on it is not known.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, GraphError::NoAnswer(_))
     }
 
     /// Meta's rate-limit codes (app 4, user 17, 32, ad account 613, business use case
@@ -310,12 +324,13 @@ impl GraphClient {
         resp: Result<reqwest::Response, reqwest::Error>,
     ) -> Result<T, GraphError> {
         // reqwest's error text can carry the URL (and so a query token): keep only its kind.
-        let resp = resp.map_err(|e| GraphError::Transport(transport_kind(&e)))?;
+        let resp = resp.map_err(|e| transport_error(&e))?;
         let status = resp.status().as_u16();
+        // The answer's head came but its body did not: the request was made.
         let bytes = resp
             .bytes()
             .await
-            .map_err(|e| GraphError::Transport(transport_kind(&e)))?;
+            .map_err(|e| GraphError::NoAnswer(transport_kind(&e)))?;
         if !(200..300).contains(&status) {
             return Err(match serde_json::from_slice::<ErrorEnvelope>(&bytes) {
                 Ok(env) => GraphError::Api {
@@ -384,13 +399,15 @@ pub trait Graph: Send + Sync {
     -> Result<Option<String>, GraphError>;
     /// Creates the WABA's dataset (Meta returns the existing one if there is one).
     async fn create_dataset(&self, waba_id: &str, token: &Token) -> Result<String, GraphError>;
-    /// `POST /{dataset}/events` with up to 1000 events.
+    /// `POST /{dataset}/events` with up to 1000 events, given up after `timeout` (the
+    /// client's own when `None`): a request that timed out is [`GraphError::NoAnswer`].
     async fn send_events(
         &self,
         dataset_id: &str,
         events: &[serde_json::Value],
         test_event_code: Option<&str>,
         token: &Token,
+        timeout: Option<Duration>,
     ) -> Result<EventsResponse, GraphError>;
     /// `GET /{waba_id}/phone_numbers`: every phone number of the WABA (all pages). A
     /// token that cannot see the WABA gets Meta's code 100 (subcode 33).
@@ -496,18 +513,21 @@ impl Graph for GraphClient {
         events: &[serde_json::Value],
         test_event_code: Option<&str>,
         token: &Token,
+        timeout: Option<Duration>,
     ) -> Result<EventsResponse, GraphError> {
         let mut body = serde_json::json!({ "data": events });
         if let Some(code) = test_event_code {
             body["test_event_code"] = serde_json::json!(code);
         }
-        let resp = authed(
+        let mut req = authed(
             self.http.post(format!("{}/{dataset_id}/events", self.base)),
             token,
         )
-        .json(&body)
-        .send()
-        .await;
+        .json(&body);
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
+        let resp = req.send().await;
         Self::read(resp).await
     }
 
@@ -573,7 +593,7 @@ impl Graph for GraphClient {
         }
         match req.send().await {
             Err(e) => MarketingReply {
-                result: Err(GraphError::Transport(transport_kind(&e))),
+                result: Err(transport_error(&e)),
                 usage: Vec::new(),
             },
             Ok(resp) => {
@@ -804,6 +824,7 @@ pub mod fake {
             events: &[serde_json::Value],
             test_event_code: Option<&str>,
             token: &Token,
+            _timeout: Option<Duration>,
         ) -> Result<EventsResponse, GraphError> {
             self.sent.lock().unwrap().push(SentEvents {
                 dataset_id: dataset_id.to_string(),
@@ -854,6 +875,18 @@ pub mod fake {
     }
 }
 
+/// A request that failed without an answer: [`GraphError::Transport`] when it never
+/// left (the connection could not be made, or the request could not be built),
+/// [`GraphError::NoAnswer`] when it may have reached Meta (a timeout after connecting,
+/// a connection dropped mid-exchange).
+fn transport_error(e: &reqwest::Error) -> GraphError {
+    if e.is_connect() || e.is_builder() {
+        GraphError::Transport(transport_kind(e))
+    } else {
+        GraphError::NoAnswer(transport_kind(e))
+    }
+}
+
 fn transport_kind(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timeout".into()
@@ -894,6 +927,8 @@ mod tests {
         );
         assert!(api(400, 9999, Some(true)).is_retryable());
         assert!(GraphError::Transport("timeout".into()).is_retryable());
+        assert!(!GraphError::Transport("connection failed".into()).outcome_unknown());
+        assert!(GraphError::NoAnswer("timeout".into()).outcome_unknown());
         assert!(api(400, 190, None).is_token_error());
     }
 

@@ -18,6 +18,23 @@ pub struct ApiRequest {
     pub deadline: Option<std::time::Instant>,
 }
 
+/// Kept free before the invocation's deadline: the answer, and what must be saved
+/// before it (an idempotency key's record, a batch's outcomes).
+pub const INVOCATION_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `limit`, or the invocation's deadline less [`INVOCATION_MARGIN`] when that comes
+/// first (never before now): no work of the request runs past it.
+pub fn within_invocation(
+    limit: std::time::Instant,
+    invocation_deadline: Option<std::time::Instant>,
+) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    match invocation_deadline {
+        Some(d) => limit.min(d.checked_sub(INVOCATION_MARGIN).unwrap_or(now).max(now)),
+        None => limit,
+    }
+}
+
 impl ApiRequest {
     pub fn new(method: Method, path_and_query: &str) -> Self {
         let (path, query) = match path_and_query.split_once('?') {

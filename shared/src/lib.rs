@@ -48,3 +48,18 @@ pub async fn run_bounded<F: std::future::Future>(
     }
     out
 }
+
+/// [`run_bounded`], the results in the order of `futures`.
+pub async fn run_bounded_in_order<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+    limit: usize,
+) -> Vec<F::Output> {
+    let indexed: Vec<_> = futures
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| futures_util::FutureExt::map(f, move |r| (i, r)))
+        .collect();
+    let mut out = run_bounded(indexed, limit).await;
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
+}

@@ -5,6 +5,7 @@
 //! ctwa-load conversions [--state .ctwa/local.json] [--count 2000] [--concurrency 32] [--server-pid PID]
 //! ctwa-load webhooks    [--state .ctwa/local.json] [--count 5000] [--concurrency 32] [--server-pid PID]
 //! ctwa-load putitem     [--state .ctwa/local.json] [--count 5000] [--concurrency 32]
+//! ctwa-load batch       [--state .ctwa/local.json] [--count 1000] [--meta-delay-ms 300]
 //! ```
 //! `conversions` connects the demo account (with the local.json OAuth code) if needed,
 //! provisions the dataset, captures one click per customer, then sends `count`
@@ -15,7 +16,11 @@
 //! (`attribute_not_exists(pk)`), at the same concurrency, so the stream and the capture
 //! do the same work behind it as behind `webhooks` (a fresh table is no fair baseline:
 //! DynamoDB Local writes to a table made late in its life are much slower); it needs the
-//! AWS SDK environment (`.ctwa/env`). With `--server-pid`, the server's CPU time (utime + stime from /proc,
+//! AWS SDK environment (`.ctwa/env`). `batch` sets up like `conversions` (one customer
+//! per event), has the Graph simulator answer `POST /{dataset}/events` after
+//! `--meta-delay-ms`, and times one `POST /v1/conversions/batch` of `count` events end to
+//! end (the client's view: API Gateway, the function's bootstrap, DynamoDB Local, the
+//! simulator). With `--server-pid`, the server's CPU time (utime + stime from /proc,
 //! the server and its function instances, which are its child processes)
 //! per request is reported too. Prints one JSON line.
 
@@ -33,13 +38,14 @@ struct Opts {
     concurrency: usize,
     server_pid: Option<u32>,
     customers: usize,
+    meta_delay_ms: u64,
 }
 
 fn parse() -> Result<Opts, String> {
     let mut args = std::env::args().skip(1);
     let mode = args
         .next()
-        .ok_or("mode: conversions | webhooks | putitem")?;
+        .ok_or("mode: conversions | webhooks | putitem | batch")?;
     let mut o = Opts {
         mode,
         state: ".ctwa/local.json".into(),
@@ -47,6 +53,7 @@ fn parse() -> Result<Opts, String> {
         concurrency: 32,
         server_pid: None,
         customers: 200,
+        meta_delay_ms: 300,
     };
     while let Some(a) = args.next() {
         let v = args.next().ok_or(format!("{a} needs a value"))?;
@@ -56,11 +63,19 @@ fn parse() -> Result<Opts, String> {
             "--concurrency" => o.concurrency = v.parse().map_err(|_| "--concurrency")?,
             "--server-pid" => o.server_pid = Some(v.parse().map_err(|_| "--server-pid")?),
             "--customers" => o.customers = v.parse().map_err(|_| "--customers")?,
+            "--meta-delay-ms" => o.meta_delay_ms = v.parse().map_err(|_| "--meta-delay-ms")?,
             _ => return Err(format!("unknown option {a}")),
         }
     }
     if o.count == 0 || o.count > 1_000_000 || o.concurrency == 0 || o.concurrency > 1024 {
         return Err("count 1..=1000000, concurrency 1..=1024".into());
+    }
+    if o.mode == "batch" {
+        // One customer per event; Meta's limit per request.
+        o.customers = o.count;
+        if o.count > 1000 {
+            return Err("batch: count 1..=1000 (Meta's limit per request)".into());
+        }
     }
     Ok(o)
 }
@@ -205,63 +220,12 @@ async fn main_inner(o: Opts) -> Result<Value, String> {
             })
             .await
         }
+        "batch" => {
+            setup_customers(&http, &base, &key, &state, o.customers, run_id, &post_hook).await?;
+            return batch(&o, &http, &state, run_id).await;
+        }
         "conversions" => {
-            // Connect and provision once.
-            let status = get_json(&http, format!("{base}/v1/status"), &key).await?;
-            if status["connected"] != true {
-                let code = state.get("oauth_code")?;
-                let r = http
-                    .post(format!("{base}/v1/oauth/exchange-code"))
-                    .bearer_auth(&key)
-                    .json(&json!({"code": code}))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if !r.status().is_success() {
-                    return Err(format!(
-                        "exchange-code: {}",
-                        r.text().await.unwrap_or_default()
-                    ));
-                }
-            }
-            let r = http
-                .post(format!("{base}/v1/dataset"))
-                .bearer_auth(&key)
-                .json(&json!({}))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            if !r.status().is_success() {
-                return Err(format!("dataset: {}", r.text().await.unwrap_or_default()));
-            }
-            // One click per customer.
-            let ts = ctwa_shared::time::now_secs() - 60;
-            for c in 0..o.customers {
-                let ok = post_hook(webhook(
-                    &pnid,
-                    &format!("wamid.setup.{run_id}.{c}"),
-                    &format!("1666{c:07}"),
-                    Some(&format!("CLID-{run_id}-{c}")),
-                    ts,
-                ))
-                .await;
-                if !ok {
-                    return Err("posting the setup webhooks failed".into());
-                }
-            }
-            let last = format!("1666{:07}", o.customers - 1);
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                let v =
-                    get_json(&http, format!("{base}/v1/conversations?phone={last}"), &key).await?;
-                if v["conversations"].as_array().is_some_and(|a| !a.is_empty()) {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    return Err("clicks were not captured within 60 s".into());
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            setup_customers(&http, &base, &key, &state, o.customers, run_id, &post_hook).await?;
             let cpu_setup = o.server_pid.and_then(cpu_ticks);
             let customers = o.customers;
             let (http2, base2, key2) = (http.clone(), base.clone(), key.clone());
@@ -281,6 +245,139 @@ async fn main_inner(o: Opts) -> Result<Value, String> {
         other => return Err(format!("unknown mode {other}")),
     };
     Ok(report(&o, (elapsed, lat, errors), cpu_before))
+}
+
+/// Connects the demo account (with the local.json OAuth code) if needed, provisions the
+/// dataset, and captures one click for each of `customers` customers (`+1666…`).
+async fn setup_customers<F, Fut>(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    state: &LocalState,
+    customers: usize,
+    run_id: i64,
+    post_hook: &F,
+) -> Result<(), String>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let pnid = state.get("phone_number_id")?;
+    // Connect and provision once.
+    let status = get_json(http, format!("{base}/v1/status"), key).await?;
+    if status["connected"] != true {
+        let code = state.get("oauth_code")?;
+        let r = http
+            .post(format!("{base}/v1/oauth/exchange-code"))
+            .bearer_auth(key)
+            .json(&json!({"code": code}))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !r.status().is_success() {
+            return Err(format!(
+                "exchange-code: {}",
+                r.text().await.unwrap_or_default()
+            ));
+        }
+    }
+    let r = http
+        .post(format!("{base}/v1/dataset"))
+        .bearer_auth(key)
+        .json(&json!({}))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !r.status().is_success() {
+        return Err(format!("dataset: {}", r.text().await.unwrap_or_default()));
+    }
+    // One click per customer.
+    let ts = ctwa_shared::time::now_secs() - 60;
+    for c in 0..customers {
+        let ok = post_hook(webhook(
+            &pnid,
+            &format!("wamid.setup.{run_id}.{c}"),
+            &format!("1666{c:07}"),
+            Some(&format!("CLID-{run_id}-{c}")),
+            ts,
+        ))
+        .await;
+        if !ok {
+            return Err("posting the setup webhooks failed".into());
+        }
+    }
+    let last = format!("1666{:07}", customers - 1);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = get_json(http, format!("{base}/v1/conversations?phone={last}"), key).await?;
+        if v["conversations"].as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err("clicks were not captured within 60 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// One batch of `count` conversions (one per customer) timed end to end, Meta (the
+/// simulator) answering after `meta_delay_ms`.
+async fn batch(
+    o: &Opts,
+    http: &reqwest::Client,
+    state: &LocalState,
+    run_id: i64,
+) -> Result<Value, String> {
+    let (base, key) = (state.get("base_url")?, state.get("api_key")?);
+    let sim = state.get("graph_sim_control_url")?;
+    let fault =
+        json!({"path": "/events", "status": 200, "delay_ms": o.meta_delay_ms, "times": 1000});
+    let r = http
+        .post(format!("{sim}/faults"))
+        .json(&fault)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !r.status().is_success() {
+        return Err(format!(
+            "simulator fault: {}",
+            r.text().await.unwrap_or_default()
+        ));
+    }
+    let events: Vec<Value> = (0..o.count)
+        .map(|i| {
+            json!({"phone": format!("+1666{i:07}"), "event_name": "Purchase", "currency": "USD",
+                "value": 10 + i % 90, "event_id": format!("batch-{run_id}-{i}")})
+        })
+        .collect();
+    let started = Instant::now();
+    let answer = http
+        .post(format!("{base}/v1/conversions/batch"))
+        .bearer_auth(&key)
+        .timeout(Duration::from_secs(120))
+        .json(&json!({"events": events}))
+        .send()
+        .await;
+    let (status, body) = match answer {
+        Ok(r) => (
+            r.status().as_u16(),
+            r.json::<Value>().await.unwrap_or(Value::Null),
+        ),
+        Err(e) => return Err(format!("the batch got no answer: {e}")),
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = http.post(format!("{sim}/faults/clear")).send().await;
+    Ok(json!({
+        "mode": "batch",
+        "count": o.count,
+        "meta_delay_ms": o.meta_delay_ms,
+        "http_status": status,
+        "seconds": (seconds * 1000.0).round() / 1000.0,
+        "delivered": body["delivered"],
+        "unknown": body["unknown"],
+        "total": body["total"],
+    }))
 }
 
 /// The inbox item a webhook's message becomes (same attributes, same size).
@@ -369,7 +466,7 @@ async fn main() -> ExitCode {
         Ok(o) => o,
         Err(e) => {
             eprintln!(
-                "ctwa-load: {e}\nusage: ctwa-load conversions|webhooks|putitem [--state F] [--count N] [--concurrency C] [--server-pid PID] [--customers K]"
+                "ctwa-load: {e}\nusage: ctwa-load conversions|webhooks|putitem|batch [--state F] [--count N] [--concurrency C] [--server-pid PID] [--customers K] [--meta-delay-ms MS]"
             );
             return ExitCode::from(2);
         }

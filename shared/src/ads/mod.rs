@@ -60,8 +60,7 @@ pub struct AdsPolicy {
     pub hard_deadline: Duration,
 }
 
-/// Kept free before the invocation's deadline: the answer and the key's record.
-pub const INVOCATION_MARGIN: Duration = Duration::from_secs(2);
+pub use crate::http::INVOCATION_MARGIN;
 
 impl Default for AdsPolicy {
     fn default() -> Self {
@@ -185,10 +184,8 @@ impl AdsDeps {
         invocation_deadline: Option<Instant>,
     ) -> Result<Session<'_>, AdsError> {
         let now = Instant::now();
-        let mut hard = now + self.policy.hard_deadline;
-        if let Some(d) = invocation_deadline {
-            hard = hard.min(d.checked_sub(INVOCATION_MARGIN).unwrap_or(now));
-        }
+        let hard =
+            crate::http::within_invocation(now + self.policy.hard_deadline, invocation_deadline);
         let token = self.meta.token(account_id).await?;
         Ok(Session {
             deps: self,
@@ -516,7 +513,7 @@ impl Session<'_> {
                     Err(error) => {
                         let unknown_outcome = matches!(
                             &error,
-                            AdsError::Meta(GraphError::Transport(_))
+                            AdsError::Meta(GraphError::Transport(_) | GraphError::NoAnswer(_))
                         ) || matches!(&error, AdsError::Meta(GraphError::Api { status, .. }) if *status >= 500);
                         let cleanup = self.clean_up(&act, &made).await;
                         return Err(Box::new(CreationFailed {

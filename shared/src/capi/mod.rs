@@ -7,6 +7,11 @@
 //! budget; still failing, the event stays `pending` and the resend job sends it again
 //! with the same event id until it lands or is too old. A sender that dies holds only a
 //! lease: the resend job takes the event over when the lease ends.
+//!
+//! A request Meta may have taken without our knowing (it timed out, or its connection
+//! dropped after it was written) ends `unknown` and is never sent again, by anyone: see
+//! [`Outcome::Unknown`]. No delivery outlives its function: every request is given up
+//! in time to save the outcomes before the invocation's deadline ([`delivery_end`]).
 
 pub mod automatic;
 pub mod conversion;
@@ -25,7 +30,29 @@ use crate::store::{
 use event::Conversion;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// DynamoDB calls in flight at once for one batch: resolving the clicks, claiming the
+/// event ids, saving the outcomes (up to 1000 each). The order of the answer is kept.
+pub const BATCH_CONCURRENCY: usize = 32;
+
+/// Kept free at the end of a delivery to save the outcomes of its last request (up to
+/// 1000 conditional writes, [`BATCH_CONCURRENCY`] at a time): a request to Meta is
+/// given up this long before the delivery's end.
+pub const SETTLE_RESERVE: Duration = Duration::from_secs(2);
+
+/// A request to Meta is not started with less time than this before it would have to be
+/// given up: it would most likely time out and leave its events `unknown`, where not
+/// sending them leaves them `pending` (known not sent) for the resend job.
+pub const MIN_SEND_TIME: Duration = Duration::from_secs(1);
+
+/// When a delivery starting now must be done: its requests get twice the retry budget
+/// and the outcomes [`SETTLE_RESERVE`] after them, never past the invocation's deadline
+/// less [`crate::http::INVOCATION_MARGIN`] (kept for the answer).
+pub fn delivery_end(policy: &RetryPolicy, invocation_deadline: Option<Instant>) -> Instant {
+    let wanted = Instant::now() + policy.budget * 2 + SETTLE_RESERVE;
+    crate::http::within_invocation(wanted, invocation_deadline)
+}
 
 /// Meta refuses events older than this (the whole request).
 pub const MAX_EVENT_AGE_SECS: i64 = 7 * 86_400;
@@ -400,6 +427,7 @@ pub async fn fulfil_waiting(
     deps: &CapiDeps,
     rec: EventRecord,
     final_pass: bool,
+    end: Instant,
 ) -> Result<Option<EventRecord>, CapiError> {
     let event_ms = rec.event_time * 1000;
     let found = match (&rec.conversation_id, &rec.waiting_for) {
@@ -440,7 +468,7 @@ pub async fn fulfil_waiting(
                 return Ok(None);
             }
             tracing::info!(account_id = %taken.account_id, event_id = %taken.event_id, "the click of a waiting conversion landed; sending it");
-            send_leased(deps, taken).await
+            send_leased(deps, taken, end).await
         }
         _ if !final_pass => Ok(None),
         other => {
@@ -480,8 +508,9 @@ pub async fn click_captured(
         waiting.extend(deps.events.waiting_for_customer(account_id, &key).await?);
     }
     let mut settled = 0;
+    let end = delivery_end(&deps.policy, None);
     for rec in waiting {
-        if fulfil_waiting(deps, rec, false).await?.is_some() {
+        if fulfil_waiting(deps, rec, false, end).await?.is_some() {
             settled += 1;
         }
     }
@@ -502,6 +531,10 @@ pub struct SendResult {
 enum Attempt {
     Delivered(EventsResponse),
     Failed(GraphError),
+    /// Sent, and no answer came: Meta may have taken the events.
+    Unknown(GraphError),
+    /// Not (or no longer) started: too little time was left before `send_by`.
+    NotSent,
 }
 
 /// One request to `POST /{dataset}/events`.
@@ -511,11 +544,16 @@ struct Outgoing<'a> {
     events: &'a [Value],
     test_event_code: Option<&'a str>,
     token: Token,
+    /// No request runs past this (it is given up: its outcome is then unknown), and
+    /// none starts with less than [`MIN_SEND_TIME`] before it.
+    send_by: Instant,
 }
 
-/// Sends with retries inside the call's budget; answers the outcome and the attempts made.
+/// Sends with retries inside the call's budget and before `send_by`; answers the
+/// outcome and the attempts made. A request that went out and got no answer is never
+/// retried ([`Attempt::Unknown`]).
 async fn send_with_retries(deps: &CapiDeps, out: Outgoing<'_>) -> (Attempt, u32) {
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let mut backoff = deps.policy.base_backoff;
     let Outgoing {
         account_id,
@@ -523,18 +561,34 @@ async fn send_with_retries(deps: &CapiDeps, out: Outgoing<'_>) -> (Attempt, u32)
         events,
         test_event_code,
         mut token,
+        send_by,
     } = out;
     let mut refetched = false;
     let mut attempts = 0u32;
     loop {
+        let left = send_by.saturating_duration_since(Instant::now());
+        if left < MIN_SEND_TIME {
+            // Nothing went out in this attempt: with a previous failure that failure
+            // stands (the events stay pending), without one the events were not sent.
+            return (Attempt::NotSent, attempts);
+        }
         attempts += 1;
+        let timeout = crate::wiring::GRAPH_TIMEOUT.min(left);
         match deps
             .meta
             .graph
-            .send_events(dataset_id, events, test_event_code, &token)
+            .send_events(dataset_id, events, test_event_code, &token, Some(timeout))
             .await
         {
             Ok(r) => return (Attempt::Delivered(r), attempts),
+            // Sent and unanswered: Meta may have the events. Sending them again (now, or
+            // later under the same event id) could count each conversion twice, since
+            // Meta does not deduplicate business-messaging events (meta-api.md section
+            // 2): their outcome is recorded as unknown instead.
+            Err(e) if e.outcome_unknown() => {
+                tracing::warn!(account_id, error = %e, events = events.len(), "Meta did not answer; the outcome is unknown and the events are not sent again");
+                return (Attempt::Unknown(e), attempts);
+            }
             // Meta answered 2xx with a body we cannot read: it took the events. Sending
             // them again would duplicate them.
             Err(GraphError::Decode(why)) => {
@@ -560,6 +614,7 @@ async fn send_with_retries(deps: &CapiDeps, out: Outgoing<'_>) -> (Attempt, u32)
                 if !e.is_retryable()
                     || !attempts_left
                     || started.elapsed() + wait > deps.policy.budget
+                    || Instant::now() + wait + MIN_SEND_TIME > send_by
                 {
                     return (Attempt::Failed(e), attempts);
                 }
@@ -578,6 +633,8 @@ enum Outcome<'a> {
     Refused(&'a GraphError),
     /// The call's time ran out before the request: left for the resend job.
     NotSentInTime,
+    /// The request went out and no answer came: see [`OUTCOME_UNKNOWN`].
+    Unknown(&'a GraphError),
     /// No usable Meta connection (not connected, or the token was refused before).
     NotConnected,
     /// The stored payload could not be read back.
@@ -585,6 +642,25 @@ enum Outcome<'a> {
 }
 
 const RECONNECT: &str = "Meta is not connected or the token is invalid: reconnect (exchange-code)";
+
+/// The audit row's (and the answer's) `error.reason` of an event whose request got no
+/// answer.
+///
+/// Why such an event is never sent again, neither by the resend job nor on a client's
+/// retry with the same event id (the retry answers this record, `duplicate: true`):
+/// Meta does not deduplicate Conversions API events for business messaging ("perform
+/// deduplication before sending"; duplicates are penalised: meta-api.md section 2), so
+/// the deduplication Meta documents on `event_id` + `event_name` within 48 h (between a
+/// website's pixel and server events) cannot be counted on here. Re-sending with the
+/// same event id would be safe only if Meta dropped the second copy; as it does not, a
+/// re-send of an event Meta already took counts the conversion twice, and no Graph API
+/// call tells whether it took it. So the
+/// event stays `unknown` in the audit trail (`GET /v1/conversions?status=unknown`): the
+/// business checks the dataset in Events Manager and, only if the event is missing
+/// there, sends it again under a new event id. A request that never left (the
+/// connection could not be made) or that Meta answered with an error is known not to
+/// have been taken: those stay `pending` and are re-sent as before.
+pub const OUTCOME_UNKNOWN: &str = "outcome_unknown";
 
 /// Applies an outcome to a record: delivered, pending (sent again later), failed.
 fn settle(deps: &CapiDeps, rec: &mut EventRecord, outcome: Outcome, duration_ms: i64, now_ms: i64) {
@@ -639,6 +715,19 @@ fn settle(deps: &CapiDeps, rec: &mut EventRecord, outcome: Outcome, duration_ms:
                 };
                 fail(rec, reason.error(&e.to_string(), details));
             }
+        }
+        Outcome::Unknown(e) => {
+            let mut details = e.details();
+            details.insert("reason".into(), json!(OUTCOME_UNKNOWN));
+            details.insert(
+                "message".into(),
+                json!(
+                    "Meta did not answer (the request timed out or its connection dropped after it was sent): Meta may have received this event. It is not sent again, by the resend job or on a retry with this event_id, because Meta does not deduplicate business-messaging events and a second send could count the conversion twice. Check the dataset in Events Manager; only if the event is missing there, send it again with a new event_id."
+                ),
+            );
+            rec.status = EventStatus::Unknown;
+            rec.next_attempt_at_ms = None;
+            rec.error = Some(Value::Object(details));
         }
         Outcome::NotSentInTime if !too_old => retry_later(
             rec,
@@ -735,8 +824,9 @@ async fn first_outcome(
     deps: &CapiDeps,
     account_id: &str,
     event_id: &str,
+    end: Instant,
 ) -> Result<EventRecord, CapiError> {
-    let deadline = std::time::Instant::now() + deps.policy.budget;
+    let deadline = (Instant::now() + deps.policy.budget).min(end);
     loop {
         let rec = deps.events.get_event(account_id, event_id).await?;
         match rec {
@@ -802,10 +892,11 @@ fn send_group<'a>(
     token: &'a Token,
     group: Vec<EventRecord>,
     prior_attempts: u32,
-    deadline: std::time::Instant,
+    end: Instant,
 ) -> BoxFuture<'a, Result<Vec<EventRecord>, CapiError>> {
     Box::pin(async move {
-        if std::time::Instant::now() >= deadline {
+        let send_by = end.checked_sub(SETTLE_RESERVE).unwrap_or(end);
+        if Instant::now() + MIN_SEND_TIME > send_by {
             let out = Outcome::NotSentInTime;
             return settle_all(deps, account_id, group, out, prior_attempts, 0).await;
         }
@@ -833,13 +924,14 @@ fn send_group<'a>(
         if group.is_empty() {
             return Ok(done);
         }
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let out = Outgoing {
             account_id,
             dataset_id: &group[0].dataset_id,
             events: &payloads,
             test_event_code: group[0].test_event_code.as_deref(),
             token: token.clone(),
+            send_by,
         };
         let (attempt, attempts) = send_with_retries(deps, out).await;
         let ms = started.elapsed().as_millis() as i64;
@@ -848,12 +940,19 @@ fn send_group<'a>(
             Attempt::Failed(e) if group.len() > 1 && names_an_event(&e) => {
                 let mut left = group;
                 let right = left.split_off(left.len() / 2);
-                let mut both = send_group(deps, account_id, token, left, spent, deadline).await?;
-                both.extend(send_group(deps, account_id, token, right, spent, deadline).await?);
+                let mut both = send_group(deps, account_id, token, left, spent, end).await?;
+                both.extend(send_group(deps, account_id, token, right, spent, end).await?);
                 both
             }
             Attempt::Delivered(r) => {
                 settle_all(deps, account_id, group, Outcome::Delivered(&r), spent, ms).await?
+            }
+            Attempt::Unknown(e) => {
+                settle_all(deps, account_id, group, Outcome::Unknown(&e), spent, ms).await?
+            }
+            Attempt::NotSent => {
+                let out = Outcome::NotSentInTime;
+                settle_all(deps, account_id, group, out, spent, ms).await?
             }
             Attempt::Failed(e) => {
                 if e.is_token_error() {
@@ -877,47 +976,61 @@ async fn settle_all(
     ms: i64,
 ) -> Result<Vec<EventRecord>, CapiError> {
     let now_ms = crate::time::now_millis();
-    let mut done = Vec::with_capacity(group.len());
-    for mut rec in group {
-        let lease = rec.lease_id.clone();
-        rec.attempts += attempts;
-        settle(deps, &mut rec, outcome, ms, now_ms);
-        save_settled(deps, &rec, &lease).await?;
-        tracing::info!(
-            account_id,
-            event_id = %rec.event_id,
-            event_name = %rec.event_name,
-            status = rec.status.as_str(),
-            attempts = rec.attempts,
-            duration_ms = ms,
-            "conversion settled"
-        );
-        done.push(rec);
-    }
-    Ok(done)
+    let saves: Vec<_> = group
+        .into_iter()
+        .map(|rec| settle_one(deps, account_id, rec, outcome, attempts, (ms, now_ms)))
+        .collect();
+    // Every outcome is saved (or tried) before an error is answered.
+    let saved = crate::run_bounded_in_order(saves, BATCH_CONCURRENCY).await;
+    Ok(saved.into_iter().collect::<Result<Vec<_>, _>>()?)
 }
 
-/// Claims the records (dedup), sends the new ones (one request per dataset and test
-/// code, up to 1000 events each), and settles every record. Results are in the order
-/// of `records`. Duplicates wait for their first outcome together, after the sends.
+/// Settles one record of a request and saves it.
+async fn settle_one(
+    deps: &CapiDeps,
+    account_id: &str,
+    mut rec: EventRecord,
+    outcome: Outcome<'_>,
+    attempts: u32,
+    (ms, now_ms): (i64, i64),
+) -> Result<EventRecord, StoreError> {
+    let lease = rec.lease_id.clone();
+    rec.attempts += attempts;
+    settle(deps, &mut rec, outcome, ms, now_ms);
+    save_settled(deps, &rec, &lease).await?;
+    tracing::info!(
+        account_id,
+        event_id = %rec.event_id,
+        event_name = %rec.event_name,
+        status = rec.status.as_str(),
+        attempts = rec.attempts,
+        duration_ms = ms,
+        "conversion settled"
+    );
+    Ok(rec)
+}
+
+/// [`deliver_by`] with the default end ([`delivery_end`] outside any invocation).
 pub async fn deliver(
     deps: &CapiDeps,
     records: Vec<EventRecord>,
 ) -> Result<Vec<SendResult>, CapiError> {
-    let deadline = std::time::Instant::now() + deps.policy.budget * 2;
+    deliver_by(deps, records, delivery_end(&deps.policy, None)).await
+}
+
+/// Claims the records (dedup), sends the new ones (one request per dataset and test
+/// code, up to 1000 events each), and settles every record, all before `end`. Results
+/// are in the order of `records`. Duplicates wait for their first outcome together,
+/// after the sends.
+pub async fn deliver_by(
+    deps: &CapiDeps,
+    records: Vec<EventRecord>,
+    end: Instant,
+) -> Result<Vec<SendResult>, CapiError> {
     let n = records.len();
-    let mut claims = Vec::with_capacity(n);
-    for rec in &records {
-        claims.push(deps.events.claim_event(rec));
-    }
-    // Up to 32 conditional writes at a time, results in order.
-    let claimed_flags: Vec<Result<bool, StoreError>> = {
-        use futures_util::StreamExt;
-        futures_util::stream::iter(claims)
-            .buffered(32)
-            .collect()
-            .await
-    };
+    let claims = records.iter().map(|rec| deps.events.claim_event(rec));
+    let claimed_flags: Vec<Result<bool, StoreError>> =
+        crate::run_bounded_in_order(claims, BATCH_CONCURRENCY).await;
     let mut results: Vec<Option<SendResult>> = vec![None; n];
     let mut duplicates: Vec<(usize, EventRecord)> = Vec::new();
     let mut waiting: Vec<(usize, EventRecord)> = Vec::new();
@@ -957,7 +1070,7 @@ pub async fn deliver(
         let indexes: Vec<usize> = group.iter().map(|(i, _)| *i).collect();
         let recs: Vec<EventRecord> = group.into_iter().map(|(_, r)| r).collect();
         let settled = match deps.meta.token(&account_id).await {
-            Ok(t) => send_group(deps, &account_id, &t, recs, 0, deadline).await?,
+            Ok(t) => send_group(deps, &account_id, &t, recs, 0, end).await?,
             Err(ConnectError::TokenInvalid(_)) | Err(ConnectError::NotConnected) => {
                 settle_all(deps, &account_id, recs, Outcome::NotConnected, 0, 0).await?
             }
@@ -973,13 +1086,16 @@ pub async fn deliver(
     }
     // A click captured between the lookup and the claim found nothing waiting yet: look
     // once more now that the claim is visible to capture.
-    for (i, rec) in waiting {
-        let record = match fulfil_waiting(deps, rec.clone(), false).await? {
+    let looks = waiting.iter().map(|(_, rec)| async move {
+        Ok::<_, CapiError>(match fulfil_waiting(deps, rec.clone(), false, end).await? {
             Some(settled) => settled,
-            None => rec,
-        };
-        results[i] = Some(SendResult {
-            record,
+            None => rec.clone(),
+        })
+    });
+    let looked = crate::run_bounded_in_order(looks, BATCH_CONCURRENCY).await;
+    for ((i, _), record) in waiting.iter().zip(looked) {
+        results[*i] = Some(SendResult {
+            record: record?,
             duplicate: false,
         });
     }
@@ -989,8 +1105,8 @@ pub async fn deliver(
         .collect();
     let waits = keys
         .iter()
-        .map(|(account, key)| first_outcome(deps, account, key));
-    let firsts = futures_util::future::join_all(waits).await;
+        .map(|(account, key)| first_outcome(deps, account, key, end));
+    let firsts = crate::run_bounded_in_order(waits, BATCH_CONCURRENCY).await;
     for ((i, _), first) in duplicates.into_iter().zip(firsts) {
         results[i] = Some(SendResult {
             record: first?,
@@ -1009,6 +1125,8 @@ pub struct ResendReport {
     pub failed: usize,
     /// Conversions whose wait for a click ended with none: nothing sent.
     pub no_click: usize,
+    /// Sent without an answer ([`OUTCOME_UNKNOWN`]): not sent again.
+    pub unknown: usize,
     pub skipped: usize,
     /// Records left for the next run (deadline reached, or Meta kept failing).
     pub deferred: usize,
@@ -1083,7 +1201,7 @@ pub async fn resend_due(
             continue;
         }
         let account = candidate.account_id.clone();
-        match resend_one(deps, candidate, now_ms).await {
+        match resend_one(deps, candidate, now_ms, deadline).await {
             Ok(Some(EventStatus::Delivered)) => {
                 report.delivered += 1;
                 transient.remove(&account);
@@ -1093,6 +1211,7 @@ pub async fn resend_due(
                 *transient.entry(account).or_default() += 1;
             }
             Ok(Some(EventStatus::NoClick)) => report.no_click += 1,
+            Ok(Some(EventStatus::Unknown)) => report.unknown += 1,
             Ok(Some(_)) => report.failed += 1,
             Ok(None) => report.skipped += 1,
             Err(e) => {
@@ -1134,6 +1253,7 @@ async fn resend_one(
     deps: &CapiDeps,
     candidate: EventRecord,
     now_ms: i64,
+    run_deadline: Instant,
 ) -> Result<Option<EventStatus>, CapiError> {
     // The index copy may lag: take over the record as it is now.
     let Some(rec) = deps
@@ -1148,7 +1268,10 @@ async fn resend_one(
     }
     if rec.status == EventStatus::WaitingForClick {
         // Its wait is over: sent if the click is there now, else ended `no_click`.
-        return Ok(fulfil_waiting(deps, rec, true).await?.map(|r| r.status));
+        let end = delivery_end(&deps.policy, Some(run_deadline));
+        return Ok(fulfil_waiting(deps, rec, true, end)
+            .await?
+            .map(|r| r.status));
     }
     let lease = lease_id();
     // The lease runs from now, not from the start of the run.
@@ -1168,7 +1291,8 @@ async fn resend_one(
         save_settled(deps, &rec, &lease).await?;
         return Ok(Some(rec.status));
     }
-    Ok(send_leased(deps, rec).await?.map(|r| r.status))
+    let end = delivery_end(&deps.policy, Some(run_deadline));
+    Ok(send_leased(deps, rec, end).await?.map(|r| r.status))
 }
 
 /// Ends a record `failed` for `reason`, keeping its previous error as `last_error`.
@@ -1187,6 +1311,7 @@ fn fail_for_good(rec: &mut EventRecord, reason: FailureReason, message: &str) {
 async fn send_leased(
     deps: &CapiDeps,
     mut rec: EventRecord,
+    end: Instant,
 ) -> Result<Option<EventRecord>, CapiError> {
     let token = match deps.meta.token(&rec.account_id).await {
         Ok(t) => t,
@@ -1200,8 +1325,7 @@ async fn send_leased(
         Err(e) => return Err(e.into()),
     };
     let account_id = rec.account_id.clone();
-    let deadline = std::time::Instant::now() + deps.policy.budget * 2;
-    let mut done = send_group(deps, &account_id, &token, vec![rec], 0, deadline).await?;
+    let mut done = send_group(deps, &account_id, &token, vec![rec], 0, end).await?;
     Ok(done.pop())
 }
 

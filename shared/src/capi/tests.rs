@@ -53,7 +53,8 @@ async fn world(connected: bool) -> World {
             attempts: 3,
             base_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(2),
-            budget: Duration::from_millis(500),
+            // Twice this is the requests' time in a delivery: more than MIN_SEND_TIME.
+            budget: Duration::from_secs(1),
             lease: Duration::from_secs(60),
             resend_delay: Duration::from_secs(60),
             max_resend_delay: Duration::from_secs(3600),
@@ -276,6 +277,73 @@ async fn still_failing_stays_pending_and_the_resend_job_delivers_it() {
         .unwrap();
     assert_eq!(after.delivered, 0);
     assert_eq!(w.graph.sent().len(), 4);
+}
+
+#[tokio::test]
+async fn a_send_without_an_answer_is_unknown_and_never_sent_again() {
+    let w = world(true).await;
+    // The request went out and no answer came (Meta may have taken the event); a
+    // request that never left is known not sent, and retried as before.
+    w.graph
+        .answer_events(Err(GraphError::NoAnswer("timeout".into())));
+    let out = deliver(&w.deps, vec![record(&w, "ev-lost")]).await.unwrap();
+    let rec = &out[0].record;
+    assert_eq!(rec.status, EventStatus::Unknown, "{rec:?}");
+    assert_eq!(rec.attempts, 1, "not retried in the call");
+    assert_eq!(rec.next_attempt_at_ms, None, "not due for the resend job");
+    let error = rec.error.as_ref().expect("the audit row says why");
+    assert_eq!(error["reason"], OUTCOME_UNKNOWN);
+    assert_eq!(
+        error["meta_error"]["message"],
+        "Meta did not answer: timeout"
+    );
+    assert_eq!(stored(&w, "ev-lost").await.status, EventStatus::Unknown);
+    // A client retry with the same event id answers the recorded outcome, unsent.
+    let again = deliver(&w.deps, vec![record(&w, "ev-lost")]).await.unwrap();
+    assert!(again[0].duplicate);
+    assert_eq!(again[0].record.status, EventStatus::Unknown);
+    // The resend job never takes it, however late it runs.
+    let far = std::time::Instant::now() + Duration::from_secs(30);
+    let later = crate::time::now_millis() + 86_400_000;
+    let report = resend_due(&w.deps, later, 10, far).await.unwrap();
+    assert_eq!((report.due, report.delivered), (0, 0), "{report:?}");
+    assert_eq!(w.graph.sent().len(), 1, "one request, never repeated");
+
+    // A connection that could not be made: nothing reached Meta, retried at once.
+    w.graph
+        .answer_events(Err(GraphError::Transport("connection failed".into())));
+    let out = deliver(&w.deps, vec![record(&w, "ev-refused-connection")])
+        .await
+        .unwrap();
+    assert_eq!(out[0].record.status, EventStatus::Delivered);
+    assert_eq!(out[0].record.attempts, 2);
+}
+
+#[tokio::test]
+async fn a_delivery_never_starts_a_request_it_cannot_finish_before_its_end() {
+    let w = world(true).await;
+    // The invocation ends in 2.5 s: less than the answer's margin, the outcomes'
+    // reserve and one request's minimum: not sent, left pending (known not sent).
+    let end = delivery_end(
+        &w.deps.policy,
+        Some(std::time::Instant::now() + Duration::from_millis(2_500)),
+    );
+    let t = std::time::Instant::now();
+    let out = deliver_by(&w.deps, vec![record(&w, "ev-late")], end)
+        .await
+        .unwrap();
+    assert_eq!(out[0].record.status, EventStatus::Pending);
+    assert!(w.graph.sent().is_empty());
+    assert!(t.elapsed() < Duration::from_millis(500));
+    // With time enough, it goes.
+    let end = delivery_end(
+        &w.deps.policy,
+        Some(std::time::Instant::now() + Duration::from_secs(29)),
+    );
+    let out = deliver_by(&w.deps, vec![record(&w, "ev-in-time")], end)
+        .await
+        .unwrap();
+    assert_eq!(out[0].record.status, EventStatus::Delivered);
 }
 
 #[tokio::test]

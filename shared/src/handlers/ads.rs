@@ -37,7 +37,7 @@ fn idempotency_lease_ms(deadline: Option<std::time::Instant>) -> i64 {
     match deadline {
         Some(d) => {
             let left = d.saturating_duration_since(std::time::Instant::now())
-                + crate::ads::INVOCATION_MARGIN;
+                + crate::http::INVOCATION_MARGIN;
             i64::try_from(left.as_millis()).unwrap_or(IDEMPOTENCY_LEASE_MS)
         }
         None => IDEMPOTENCY_LEASE_MS,

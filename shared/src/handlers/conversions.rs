@@ -10,7 +10,8 @@ use crate::capi::conversion::{
 };
 use crate::capi::event::{EventName, new_event_id};
 use crate::capi::{
-    Attribution, CapiDeps, FailureReason, SendResult, deliver, new_record, new_waiting_record,
+    Attribution, BATCH_CONCURRENCY, CapiDeps, FailureReason, OUTCOME_UNKNOWN, SendResult,
+    deliver_by, delivery_end, new_record, new_waiting_record,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::handlers::connect::json_body;
@@ -21,7 +22,12 @@ use http::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// Events per batch request (Meta's limit per request).
+/// Events per batch request: Meta's limit per request. The conversions function's
+/// `Timeout` (29 s) holds a full batch with room to spare: resolving the clicks and
+/// saving the rows run [`BATCH_CONCURRENCY`] at a time, the one request to Meta is given
+/// up in time to save its outcomes before the invocation ends (`delivery_end`), and a
+/// 1,000-event batch against a Meta answering in 300 ms takes a few seconds end to end
+/// (`scripts/bench.sh --only-batch`, `tests/bigbatch.rs`, README "Benchmarks").
 pub const MAX_BATCH: usize = 1000;
 /// A batch body may be large: up to 1000 events.
 const MAX_BATCH_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -93,6 +99,11 @@ fn result_view(r: &SendResult, attribution: Option<&Attribution>) -> (StatusCode
                 .unwrap_or(Value::Null);
             StatusCode::OK
         }
+        EventStatus::Unknown => {
+            // Sent, unanswered: never sent again (see `capi::OUTCOME_UNKNOWN`).
+            v["reason"] = json!(OUTCOME_UNKNOWN);
+            StatusCode::ACCEPTED
+        }
         EventStatus::Pending | EventStatus::InFlight => {
             v["retry"] = json!(
                 "Meta is unavailable: the event is kept and re-sent automatically with the same event_id"
@@ -109,6 +120,7 @@ fn result_view(r: &SendResult, attribution: Option<&Attribution>) -> (StatusCode
 
 async fn send_prepared(
     deps: &CapiDeps,
+    req: &ApiRequest,
     ctx: &AccountContext,
     items: Vec<(Prepared, Option<String>)>,
     now_ms: i64,
@@ -175,7 +187,8 @@ async fn send_prepared(
         }
     }
     if !records.is_empty() {
-        let results = deliver(deps, records).await?;
+        let end = delivery_end(&deps.policy, req.deadline);
+        let results = deliver_by(deps, records, end).await?;
         for ((slot, attribution), r) in slots.into_iter().zip(results) {
             // A duplicate answers what was sent the first time, nothing recomputed.
             // A waiting conversion sent at once (its click landed meanwhile) has no
@@ -199,7 +212,7 @@ async fn send_one(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     EventName::parse(&body.event_name).map_err(ApiError::bad_request)?;
     let ctx = context(deps, &account_id).await?;
     let prepared = prepare(deps, &ctx, body, now_ms).await?;
-    let mut results = send_prepared(deps, &ctx, vec![(prepared, None)], now_ms).await?;
+    let mut results = send_prepared(deps, req, &ctx, vec![(prepared, None)], now_ms).await?;
     let (status, v) = results
         .pop()
         .unwrap_or((StatusCode::INTERNAL_SERVER_ERROR, Value::Null));
@@ -243,29 +256,50 @@ async fn send_batch(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse>
     let mut to_send = Vec::new();
     let mut indexes = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for (i, raw) in body.events.into_iter().enumerate() {
-        let is_object = raw.is_object();
-        let parsed: Result<ConversionBody, _> = serde_json::from_value(raw);
-        let prepared = match parsed {
-            _ if !is_object => Err(ApiError::bad_request("each event must be a JSON object")),
-            Err(e) => Err(ApiError::bad_request(format!("invalid event: {e}"))),
-            Ok(mut b) => {
-                if b.event_id.is_none() {
-                    b.event_id = Some(new_event_id());
+    // Parsed and checked for repeats in order; then each event's click resolved,
+    // BATCH_CONCURRENCY at a time (a 1,000-event batch would otherwise spend most of
+    // its function's time on one lookup after another), the answer in the batch's order.
+    let parsed: Vec<(usize, Result<ConversionBody, ApiError>)> = body
+        .events
+        .into_iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            let is_object = raw.is_object();
+            let parsed = match serde_json::from_value::<ConversionBody>(raw) {
+                _ if !is_object => Err(ApiError::bad_request("each event must be a JSON object")),
+                Err(e) => Err(ApiError::bad_request(format!("invalid event: {e}"))),
+                Ok(mut b) => {
+                    if b.event_id.is_none() {
+                        b.event_id = Some(new_event_id());
+                    }
+                    // A test send and a production send of one id are kept apart (as
+                    // they are across requests): the key is the id and the test code.
+                    let test_code = b.test_event_code.as_ref().or(body.test_event_code.as_ref());
+                    let event_id = b.event_id.as_deref().unwrap_or_default().trim();
+                    if seen.insert(dedup_key(event_id, test_code.map(String::as_str))) {
+                        Ok(b)
+                    } else {
+                        Err(ApiError::bad_request(
+                            "event_id appears twice in this batch (with the same test_event_code)",
+                        ))
+                    }
                 }
-                // A test send and a production send of one id are kept apart (as
-                // they are across requests): the key is the id and the test code.
-                let test_code = b.test_event_code.as_ref().or(body.test_event_code.as_ref());
-                let event_id = b.event_id.as_deref().unwrap_or_default().trim();
-                if !seen.insert(dedup_key(event_id, test_code.map(String::as_str))) {
-                    Err(ApiError::bad_request(
-                        "event_id appears twice in this batch (with the same test_event_code)",
-                    ))
-                } else {
-                    prepare(deps, &ctx, b, now_ms).await.map_err(ApiError::from)
-                }
-            }
-        };
+            };
+            (i, parsed)
+        })
+        .collect();
+    let ctx = &ctx;
+    let resolving: Vec<_> = parsed
+        .into_iter()
+        .map(|(i, parsed)| async move {
+            let prepared = match parsed {
+                Ok(b) => prepare(deps, ctx, b, now_ms).await.map_err(ApiError::from),
+                Err(e) => Err(e),
+            };
+            (i, prepared)
+        })
+        .collect();
+    for (i, prepared) in crate::run_bounded_in_order(resolving, BATCH_CONCURRENCY).await {
         match prepared {
             Ok(p) => {
                 indexes.push(i);
@@ -279,7 +313,7 @@ async fn send_batch(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse>
             }
         }
     }
-    let results = send_prepared(deps, &ctx, to_send, now_ms).await?;
+    let results = send_prepared(deps, req, ctx, to_send, now_ms).await?;
     for (i, (status, mut v)) in indexes.into_iter().zip(results) {
         v["index"] = json!(i);
         v["http_status"] = json!(status.as_u16());
@@ -289,13 +323,11 @@ async fn send_batch(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse>
         .into_iter()
         .map(|a| a.unwrap_or(Value::Null))
         .collect();
-    let delivered = answers
-        .iter()
-        .filter(|a| a["status"] == "delivered")
-        .count();
+    let count = |status: &str| answers.iter().filter(|a| a["status"] == status).count();
+    let (delivered, unknown) = (count("delivered"), count("unknown"));
     Ok(ApiResponse::json(
         StatusCode::OK,
-        &json!({"results": answers, "delivered": delivered, "total": answers.len()}),
+        &json!({"results": answers, "delivered": delivered, "unknown": unknown, "total": answers.len()}),
     ))
 }
 
@@ -306,7 +338,7 @@ async fn list(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
         .query_param("status")
         .map(|s| {
             EventStatus::parse(s).ok_or_else(|| {
-                ApiError::bad_request("status must be delivered, pending, failed, in_flight, waiting_for_click or no_click")
+                ApiError::bad_request("status must be delivered, pending, failed, in_flight, waiting_for_click, no_click or unknown")
             })
         })
         .transpose()?;
@@ -375,7 +407,7 @@ async fn trigger(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     let now_ms = crate::time::now_millis();
     let ctx = context(deps, &account_id).await?;
     let prepared = prepare(deps, &ctx, body, now_ms).await?;
-    let mut results = send_prepared(deps, &ctx, vec![(prepared, None)], now_ms).await?;
+    let mut results = send_prepared(deps, req, &ctx, vec![(prepared, None)], now_ms).await?;
     let (status, mut v) = results
         .pop()
         .unwrap_or((StatusCode::INTERNAL_SERVER_ERROR, Value::Null));

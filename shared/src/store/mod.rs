@@ -578,9 +578,22 @@ pub enum EventStatus {
     WaitingForClick,
     /// No click came within the wait: nothing was sent (the seed 003 no-op).
     NoClick,
+    /// Sent, but Meta's answer never came (a timeout, a dropped connection): Meta may
+    /// have taken it. Never sent again (Meta does not deduplicate these events).
+    Unknown,
 }
 
 impl EventStatus {
+    /// Every status, as the audit trail and the answers name them.
+    pub const ALL: [EventStatus; 7] = [
+        Self::InFlight,
+        Self::Delivered,
+        Self::Pending,
+        Self::Failed,
+        Self::WaitingForClick,
+        Self::NoClick,
+        Self::Unknown,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InFlight => "in_flight",
@@ -589,6 +602,7 @@ impl EventStatus {
             Self::Failed => "failed",
             Self::WaitingForClick => "waiting_for_click",
             Self::NoClick => "no_click",
+            Self::Unknown => "unknown",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -599,11 +613,15 @@ impl EventStatus {
             "failed" => Some(Self::Failed),
             "waiting_for_click" => Some(Self::WaitingForClick),
             "no_click" => Some(Self::NoClick),
+            "unknown" => Some(Self::Unknown),
             _ => None,
         }
     }
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Delivered | Self::Failed | Self::NoClick)
+        matches!(
+            self,
+            Self::Delivered | Self::Failed | Self::NoClick | Self::Unknown
+        )
     }
 }
 
