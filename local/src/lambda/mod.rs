@@ -197,6 +197,29 @@ struct SqsDestination {
     queue_url: String,
 }
 
+impl SqsDestination {
+    /// The on-failure queue (a logical id) of `at` (a function, or one of its events),
+    /// written to with the role of `sdk`; `None` when there is none.
+    fn of(
+        resources: &Resources,
+        queue: Option<&str>,
+        sdk: &aws_config::SdkConfig,
+        at: &str,
+    ) -> Result<Option<Arc<dyn FailureDestination>>, String> {
+        let Some(q) = queue else {
+            return Ok(None);
+        };
+        let (_, url) = resources
+            .queues
+            .get(q)
+            .ok_or_else(|| format!("{at}: queue {q} has no local queue"))?;
+        Ok(Some(Arc::new(SqsDestination {
+            client: aws_sdk_sqs::Client::new(sdk),
+            queue_url: url.clone(),
+        })))
+    }
+}
+
 #[async_trait::async_trait]
 impl FailureDestination for SqsDestination {
     async fn send(&self, record: Value) -> Result<(), String> {
@@ -559,21 +582,12 @@ impl LambdaStack {
                 })?;
                 let sdk = sdk_config_for(&access_key_of(&f.logical_id), &gateway_url, &opts.region);
                 let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
-                let on_failure: Option<Arc<dyn FailureDestination>> = match &s.on_failure_queue {
-                    Some(q) => {
-                        let (_, url) = resources.queues.get(q).ok_or_else(|| {
-                            format!(
-                                "{} event {}: queue {q} has no local queue",
-                                f.logical_id, s.name
-                            )
-                        })?;
-                        Some(Arc::new(SqsDestination {
-                            client: aws_sdk_sqs::Client::new(&sdk),
-                            queue_url: url.clone(),
-                        }))
-                    }
-                    None => None,
-                };
+                let on_failure = SqsDestination::of(
+                    &resources,
+                    s.on_failure_queue.as_deref(),
+                    &sdk,
+                    &format!("{} event {}", f.logical_id, s.name),
+                )?;
                 let pool = pools[&f.logical_id].clone();
                 let config = MappingConfig {
                     function_arn: pools[&f.logical_id].function_arn().to_string(),
@@ -595,24 +609,13 @@ impl LambdaStack {
         // The scheduled functions' asynchronous invocations, each with its role.
         let mut invokers = HashMap::new();
         for f in tpl.functions.iter().filter(|f| !f.schedules.is_empty()) {
-            let destination: Option<Arc<dyn FailureDestination>> = match &f
-                .async_invoke
-                .on_failure_queue
-            {
-                Some(q) => {
-                    let (_, url) = resources
-                        .queues
-                        .get(q)
-                        .ok_or_else(|| format!("{}: queue {q} has no local queue", f.logical_id))?;
-                    let sdk =
-                        sdk_config_for(&access_key_of(&f.logical_id), &gateway_url, &opts.region);
-                    Some(Arc::new(SqsDestination {
-                        client: aws_sdk_sqs::Client::new(&sdk),
-                        queue_url: url.clone(),
-                    }))
-                }
-                None => None,
-            };
+            let sdk = sdk_config_for(&access_key_of(&f.logical_id), &gateway_url, &opts.region);
+            let destination = SqsDestination::of(
+                &resources,
+                f.async_invoke.on_failure_queue.as_deref(),
+                &sdk,
+                &f.logical_id,
+            )?;
             invokers.insert(
                 f.logical_id.clone(),
                 Arc::new(AsyncInvoker {

@@ -79,6 +79,28 @@ fn sdk_err<E: std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(
     aws_sdk_dynamodbstreams::error::DisplayErrorContext(e).to_string()
 }
 
+/// A failed stream read: `Gone` when the records are past the stream's retention
+/// (trimmed, or the stream itself is gone), the same for either call.
+fn read_error<E, R>(e: &aws_sdk_dynamodbstreams::error::SdkError<E, R>) -> StreamReadError
+where
+    E: aws_sdk_dynamodbstreams::error::ProvideErrorMetadata
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
+    R: std::fmt::Debug,
+{
+    let code = e.as_service_error().and_then(|se| se.code());
+    if matches!(
+        code,
+        Some("TrimmedDataAccessException" | "ResourceNotFoundException")
+    ) {
+        StreamReadError::Gone(sdk_err(e))
+    } else {
+        StreamReadError::Failed(sdk_err(e))
+    }
+}
+
 /// The inbox stream through the Streams API.
 pub struct DynamoStream {
     client: aws_sdk_dynamodbstreams::Client,
@@ -106,16 +128,7 @@ impl StreamReader for DynamoStream {
             .sequence_number(&batch.start_sequence_number)
             .send()
             .await
-            .map_err(|e| {
-                let gone = e.as_service_error().is_some_and(|se| {
-                    se.is_trimmed_data_access_exception() || se.is_resource_not_found_exception()
-                });
-                if gone {
-                    StreamReadError::Gone(sdk_err(&e))
-                } else {
-                    StreamReadError::Failed(sdk_err(&e))
-                }
-            })?;
+            .map_err(|e| read_error(&e))?;
         let mut iterator = it.shard_iterator;
         let mut out = Vec::new();
         let mut empty = 0;
@@ -127,17 +140,7 @@ impl StreamReader for DynamoStream {
                 .limit(1000)
                 .send()
                 .await
-                .map_err(|e| {
-                    let gone = e.as_service_error().is_some_and(|se| {
-                        se.is_trimmed_data_access_exception()
-                            || se.is_resource_not_found_exception()
-                    });
-                    if gone {
-                        StreamReadError::Gone(sdk_err(&e))
-                    } else {
-                        StreamReadError::Failed(sdk_err(&e))
-                    }
-                })?;
+                .map_err(|e| read_error(&e))?;
             let records = page.records.unwrap_or_default();
             if records.is_empty() {
                 empty += 1;
