@@ -32,10 +32,15 @@
 //! - Marketing API (module [`marketing`]): `POST|GET /act_{id}/{campaigns,adsets,adimages,adcreatives,ads}`,
 //!   `GET|POST|DELETE /{object id}`, with Meta's Click-to-WhatsApp validations, statuses,
 //!   paging and `X-Business-Use-Case-Usage`; ad accounts come from
-//!   `POST /_sim/ad_accounts {id, page_ids, whatsapp_numbers, funded?, call_limit?}`.
+//!   `POST /_sim/ad_accounts {id, page_ids, whatsapp_numbers, funded?, call_limit?,
+//!   currency?, timezone_name?, name?, insights_row_limit?}`;
+//!   `POST /_sim/insights {ad_account_id, rows: [{date, campaign_id, campaign_name,
+//!   adset_id, adset_name, ad_id, ad_name, spend, impressions, clicks, conversations}]}`:
+//!   the daily delivery `GET /act_{id}/insights` answers from (see `insights`).
 //! - `GET /_sim/requests` -> every Graph request received; `GET /_sim/events` -> every
 //!   event accepted; `POST /_sim/reset`
 
+pub mod insights;
 pub mod marketing;
 
 use bytes::Bytes;
@@ -436,9 +441,39 @@ impl Simulator {
             funded: req["funded"].as_bool().unwrap_or(true),
             call_limit: req["call_limit"].as_u64().unwrap_or(1000) as u32,
             calls: 0,
+            currency: req["currency"].as_str().unwrap_or("USD").to_string(),
+            timezone_name: req["timezone_name"]
+                .as_str()
+                .unwrap_or("America/Los_Angeles")
+                .to_string(),
+            name: req["name"].as_str().unwrap_or("Ad account").to_string(),
+            insights_row_limit: req["insights_row_limit"].as_u64().unwrap_or(10_000) as usize,
         };
         self.lock().marketing.accounts.insert(id.clone(), acct);
         json!({"id": id})
+    }
+
+    /// Registers daily delivery rows of an ad account (added to those it has).
+    pub fn add_insights(&self, req: &Value) -> (u16, Value) {
+        let raw = req["ad_account_id"].as_str().unwrap_or_default();
+        let id = if raw.starts_with("act_") {
+            raw.to_string()
+        } else {
+            format!("act_{raw}")
+        };
+        match insights::parse_rows(req) {
+            Ok(rows) => {
+                let n = rows.len();
+                self.lock()
+                    .marketing
+                    .insights
+                    .entry(id.clone())
+                    .or_default()
+                    .extend(rows);
+                (200, json!({"ad_account_id": id, "rows": n}))
+            }
+            Err(e) => (400, json!({"error": e})),
+        }
     }
 
     /// A Marketing API object as the simulator holds it (tests check statuses).
@@ -485,7 +520,7 @@ impl Simulator {
     ) -> Option<SimAnswer> {
         let mut st = self.lock();
         let account = match segments {
-            [a, _] if a.starts_with("act_") => Some(a.to_string()),
+            [a, _] | [a] if a.starts_with("act_") => Some(a.to_string()),
             [id] if id.bytes().all(|b| b.is_ascii_digit()) && !id.is_empty() => {
                 st.marketing.owner_of(id).map(str::to_string)
             }
@@ -545,6 +580,21 @@ impl Simulator {
             ("POST", [act, edge]) if act.starts_with("act_") => {
                 st.marketing.create(act, edge, &p, now())
             }
+            ("GET", [act, "insights"]) if act.starts_with("act_") => {
+                let m = &st.marketing;
+                match m.accounts.get(*act) {
+                    Some(a) => insights::answer(
+                        act,
+                        a,
+                        m.insights.get(*act).map(Vec::as_slice).unwrap_or_default(),
+                        params,
+                        chrono::Utc::now().date_naive(),
+                        &m.caller_token,
+                    ),
+                    None => st.marketing.account_view(act, ""),
+                }
+            }
+            ("GET", [act]) if act.starts_with("act_") => st.marketing.account_view(act, fields),
             ("GET", [act, edge]) if act.starts_with("act_") => {
                 let limit = params
                     .get("limit")
@@ -1041,6 +1091,7 @@ impl Simulator {
                 ("POST", "/oauth/codes") => (200, self.create_code(&body_json)),
                 ("POST", "/tokens") => (200, self.create_token(&body_json)),
                 ("POST", "/ad_accounts") => (200, self.add_ad_account(&body_json)),
+                ("POST", "/insights") => self.add_insights(&body_json),
                 ("POST", "/phone_numbers") => {
                     let waba = body_json["waba_id"]
                         .as_str()

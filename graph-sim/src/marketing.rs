@@ -42,6 +42,12 @@ pub struct AdAccount {
     /// Calls allowed per window before code 80004 (business use case rate limit).
     pub call_limit: u32,
     pub calls: u32,
+    /// `GET /act_{id}?fields=currency,timezone_name`.
+    pub currency: String,
+    pub timezone_name: String,
+    pub name: String,
+    /// Insights rows one request may make before Meta's "reduce the amount of data".
+    pub insights_row_limit: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +66,8 @@ pub struct Marketing {
     pub accounts: HashMap<String, AdAccount>,
     pub objects: HashMap<String, Obj>,
     pub images: HashMap<String, (String, String)>,
+    /// Per ad account: the daily delivery rows insights are answered from.
+    pub insights: HashMap<String, Vec<super::insights::DayRow>>,
     counter: u64,
     /// The token of the call being answered: Meta writes it into paging links, at every
     /// depth (`access_token=...`), which is why a proxy must never pass those on.
@@ -470,6 +478,35 @@ impl Marketing {
             }
         }
         json!({"data": page, "paging": paging})
+    }
+
+    /// `GET /act_{id}`: the ad account's own fields.
+    pub fn account_view(&self, id: &str, fields: &str) -> Answer {
+        let Some(a) = self.accounts.get(id) else {
+            return err(
+                400,
+                100,
+                Some(33),
+                &format!(
+                    "Unsupported get request. Object with ID '{id}' does not exist, cannot be loaded due to missing permissions, or does not support this operation."
+                ),
+                None,
+            );
+        };
+        let mut out = Map::new();
+        out.insert("id".into(), json!(id));
+        for f in top_level_fields(fields) {
+            let v = match f {
+                "account_id" => json!(id.trim_start_matches("act_")),
+                "name" => json!(a.name),
+                "currency" => json!(a.currency),
+                "timezone_name" => json!(a.timezone_name),
+                "account_status" => json!(if a.funded { 1 } else { 3 }),
+                _ => continue,
+            };
+            out.insert(f.to_string(), v);
+        }
+        (200, Value::Object(out))
     }
 
     pub fn read(&mut self, id: &str, fields: &str) -> Answer {

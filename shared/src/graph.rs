@@ -143,7 +143,7 @@ impl GraphError {
             GraphError::Transport(_) | GraphError::NoAnswer(_) => true,
             GraphError::Decode(_) => false,
             GraphError::Api { status, error } => {
-                if matches!(error.code, 190 | 10 | 100 | 200..=299) {
+                if matches!(error.code, 190 | 10 | 100 | 200..=299) || self.is_too_much_data() {
                     return false;
                 }
                 error.is_transient == Some(true)
@@ -154,6 +154,14 @@ impl GraphError {
                     )
             }
         }
+    }
+
+    /// Meta's refusal of an insights request too big to answer at once (code 1, "Please
+    /// reduce the amount of data you're asking for, then retry your request", HTTP 500):
+    /// the same request fails again; a smaller one (a shorter range) may not.
+    pub fn is_too_much_data(&self) -> bool {
+        matches!(self, GraphError::Api { error, .. }
+            if error.code == 1 && error.message.contains("reduce the amount of data"))
     }
 
     /// Sent, unanswered: whether Meta acted on it is not known.

@@ -49,6 +49,8 @@ pub struct MemoryStore {
     requests: Mutex<HashMap<(String, String), RequestRecord>>,
     /// Per (account id, customer key): the linked customer key.
     links: Mutex<HashMap<(String, String), String>>,
+    /// Per (ad account id, day): Meta's insights rows as JSON.
+    insights: Mutex<BTreeMap<(String, String), String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -970,6 +972,85 @@ impl AdInventory for MemoryStore {
             conversions: conversions.len() as u64,
             conversions_delivered: delivered as u64,
         })
+    }
+
+    async fn ad_activity(
+        &self,
+        account_id: &str,
+        ad_id: &str,
+        w: ActivityWindow,
+    ) -> Result<AdActivity, StoreError> {
+        let in_window = |ms: i64| ms >= w.from_ms && ms < w.to_ms;
+        let mut out = AdActivity::default();
+        let mut clicks: Vec<ActivityClick> = lock(&self.clicks)
+            .values()
+            .flat_map(|m| m.values())
+            .filter(|r| {
+                r.account_id == account_id
+                    && r.click.referral.source_id.as_deref() == Some(ad_id)
+                    && in_window(r.click.clicked_at_ms)
+            })
+            .map(|r| ActivityClick {
+                clicked_at_ms: r.click.clicked_at_ms,
+                has_clid: r.click.referral.ctwa_clid.is_some(),
+            })
+            .collect();
+        clicks.sort_by_key(|c| c.clicked_at_ms);
+        out.conversations = lock(&self.conversations)
+            .values()
+            .filter(|c| c.account_id == account_id)
+            .filter_map(|c| c.first_touch.as_ref())
+            .filter(|ft| {
+                ft.referral.source_id.as_deref() == Some(ad_id) && in_window(ft.clicked_at_ms)
+            })
+            .map(|ft| ft.clicked_at_ms)
+            .collect();
+        out.conversions = lock(&self.events)
+            .values()
+            .filter(|r| {
+                r.account_id == account_id
+                    && r.ad_id.as_deref() == Some(ad_id)
+                    && r.test_event_code.is_none()
+                    && r.status == EventStatus::Delivered
+                    && r.created_at_ms >= w.conversions_from_ms
+                    && r.created_at_ms < w.conversions_to_ms
+            })
+            .map(ActivityConversion::from_record)
+            .collect();
+        out.truncated = clicks.len() > w.limit
+            || out.conversations.len() > w.limit
+            || out.conversions.len() > w.limit;
+        clicks.truncate(w.limit);
+        out.clicks = clicks;
+        out.conversations.truncate(w.limit);
+        out.conversions.truncate(w.limit);
+        Ok(out)
+    }
+
+    async fn cached_insights(
+        &self,
+        ad_account_id: &str,
+        since: &str,
+        until: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(lock(&self.insights)
+            .iter()
+            .filter(|((a, d), _)| a == ad_account_id && d.as_str() >= since && d.as_str() <= until)
+            .map(|((_, d), rows)| (d.clone(), rows.clone()))
+            .collect())
+    }
+
+    async fn cache_insights(
+        &self,
+        ad_account_id: &str,
+        day: &str,
+        rows_json: &str,
+    ) -> Result<(), StoreError> {
+        lock(&self.insights).insert(
+            (ad_account_id.to_string(), day.to_string()),
+            rows_json.to_string(),
+        );
+        Ok(())
     }
 
     async fn claim_request(

@@ -819,6 +819,71 @@ pub struct AdStats {
     pub conversions_delivered: u64,
 }
 
+/// One ad's activity in this deployment's own data over a window, for the per-ad
+/// report: the clicks captured on it, the conversations it was the first touch of, and
+/// the production conversions credited to its clicks that Meta accepted.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AdActivity {
+    pub clicks: Vec<ActivityClick>,
+    /// The first touch's click time of each conversation first-touched by this ad.
+    pub conversations: Vec<i64>,
+    pub conversions: Vec<ActivityConversion>,
+    /// A read stopped at its limit: the counts are a lower bound.
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActivityClick {
+    pub clicked_at_ms: i64,
+    pub has_clid: bool,
+}
+
+/// A delivered conversion as the report needs it; `value` is the number as sent to Meta
+/// (its JSON text, so no float rounding is added).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivityConversion {
+    pub event_name: String,
+    pub event_time_ms: i64,
+    pub value: Option<serde_json::Number>,
+    pub currency: Option<String>,
+}
+
+impl ActivityConversion {
+    /// From a stored record: its `custom_data.value` and `currency` as sent.
+    pub fn from_record(r: &EventRecord) -> Self {
+        let payload: serde_json::Value = serde_json::from_str(&r.payload).unwrap_or_default();
+        let cd = &payload["custom_data"];
+        let value = match &cd["value"] {
+            serde_json::Value::Number(n) => Some(n.clone()),
+            // A numeric string is how some clients send it; Meta accepts both.
+            serde_json::Value::String(s) => s.trim().parse::<serde_json::Number>().ok(),
+            _ => None,
+        };
+        Self {
+            event_name: r.event_name.clone(),
+            event_time_ms: r.event_time.saturating_mul(1000),
+            value,
+            currency: cd["currency"]
+                .as_str()
+                .map(|c| c.trim().to_ascii_uppercase()),
+        }
+    }
+}
+
+/// The window of an [`AdInventory::ad_activity`] read, in Unix milliseconds: clicks and
+/// first touches by click time in `[from_ms, to_ms)`; conversions by the time they were
+/// recorded in `[conversions_from_ms, conversions_to_ms)` (a conversion is recorded up
+/// to 7 days after its `event_time`; the caller filters by `event_time`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActivityWindow {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub conversions_from_ms: i64,
+    pub conversions_to_ms: i64,
+    /// At most this many items of each kind are read.
+    pub limit: usize,
+}
+
 /// The state of an idempotent request (`Idempotency-Key`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum RequestClaim {
@@ -855,6 +920,29 @@ pub trait AdInventory: Send + Sync {
     async fn put_ad_object(&self, object: &AdObject) -> Result<(), StoreError>;
     async fn ad_object(&self, id: &str) -> Result<Option<AdObject>, StoreError>;
     async fn ad_stats(&self, account_id: &str, ad_id: &str) -> Result<AdStats, StoreError>;
+    /// One ad's clicks, first touches and delivered production conversions in `window`
+    /// (the ad's index partitions, `gsi2` and `gsi3`, read by key range).
+    async fn ad_activity(
+        &self,
+        account_id: &str,
+        ad_id: &str,
+        window: ActivityWindow,
+    ) -> Result<AdActivity, StoreError>;
+    /// Meta's insights rows kept for days that are over: `(day, rows as JSON)` for the
+    /// days from `since` to `until` (`YYYY-MM-DD`) that have them.
+    async fn cached_insights(
+        &self,
+        ad_account_id: &str,
+        since: &str,
+        until: &str,
+    ) -> Result<Vec<(String, String)>, StoreError>;
+    /// Keeps one day's insights rows (a day that is over: they no longer change).
+    async fn cache_insights(
+        &self,
+        ad_account_id: &str,
+        day: &str,
+        rows_json: &str,
+    ) -> Result<(), StoreError>;
     /// Claims an idempotency key for a request whose body hashes to `request_hash`.
     /// A claim older than `lease_ms` that never finished is taken over.
     async fn claim_request(

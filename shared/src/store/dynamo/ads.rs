@@ -12,6 +12,14 @@ fn request_pk(account_id: &str, key: &str) -> String {
     format!("IDEM#{account_id}#{key}")
 }
 
+/// A day's insights are kept 400 days: a year of reports, then asked again.
+const INSIGHTS_TTL_SECS: i64 = 400 * 86_400;
+
+/// Meta's insights rows of one ad account, one item per day that is over.
+fn insights_pk(ad_account_id: &str) -> String {
+    format!("INSIGHTS#{ad_account_id}")
+}
+
 /// Idempotency records are kept a day: long enough for any client retry.
 const REQUEST_TTL_SECS: i64 = 86_400;
 
@@ -168,6 +176,140 @@ impl AdInventory for DynamoData {
             conversions,
             conversions_delivered: delivered,
         })
+    }
+
+    async fn ad_activity(
+        &self,
+        account_id: &str,
+        ad_id: &str,
+        w: ActivityWindow,
+    ) -> Result<AdActivity, StoreError> {
+        let pk = ad_gsi(account_id, ad_id);
+        let ms = crate::time::sortable_millis;
+        // `CLICK#<ms>#<message>` and `CONV#<ms>#<conversation>` sort by time: BETWEEN
+        // `<prefix><from>` and `<prefix><to>` holds `[from, to)` exactly.
+        let between = |index: &'static str,
+                       prefix: &str,
+                       from: i64,
+                       to: i64,
+                       projection: &'static [&'static str]| {
+            let (lo, hi) = (
+                format!("{prefix}{}", ms(from)),
+                format!("{prefix}{}", ms(to)),
+            );
+            let pk = pk.clone();
+            self.pages(w.limit + 1, move |q| {
+                q.index_name(index)
+                    .key_condition_expression("#p = :p AND #s BETWEEN :lo AND :hi")
+                    .expression_attribute_values(":p", s(pk.clone()))
+                    .expression_attribute_values(":lo", s(lo.clone()))
+                    .expression_attribute_values(":hi", s(hi.clone()))
+                    .projection_expression(
+                        (0..projection.len())
+                            .map(|k| format!("#a{k}"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    )
+                    .set_expression_attribute_names(Some(
+                        [
+                            ("#p".to_string(), format!("{index}pk")),
+                            ("#s".to_string(), format!("{index}sk")),
+                        ]
+                        .into_iter()
+                        .chain(
+                            projection
+                                .iter()
+                                .enumerate()
+                                .map(|(k, a)| (format!("#a{k}"), a.to_string())),
+                        )
+                        .collect(),
+                    ))
+            })
+        };
+        let (clicks, conversations, events) = tokio::try_join!(
+            between(
+                "gsi2",
+                "CLICK#",
+                w.from_ms,
+                w.to_ms,
+                &["clicked_at", "ctwa_clid"]
+            ),
+            between("gsi2", "CONV#", w.from_ms, w.to_ms, &["ctwa_clicked_at"]),
+            between(
+                "gsi3",
+                "EVT#",
+                w.conversions_from_ms,
+                w.conversions_to_ms,
+                &["status", "record"]
+            ),
+        )?;
+        let truncated = [&clicks, &conversations, &events]
+            .iter()
+            .any(|v| v.len() > w.limit);
+        let mut out = AdActivity {
+            truncated,
+            ..AdActivity::default()
+        };
+        for i in clicks.iter().take(w.limit) {
+            out.clicks.push(ActivityClick {
+                clicked_at_ms: get_n(i, "clicked_at").unwrap_or_default(),
+                has_clid: i.contains_key("ctwa_clid"),
+            });
+        }
+        out.conversations = conversations
+            .iter()
+            .take(w.limit)
+            .filter_map(|i| get_n(i, "ctwa_clicked_at"))
+            .collect();
+        for i in events.iter().take(w.limit) {
+            if get_s(i, "status").as_deref() != Some(EventStatus::Delivered.as_str()) {
+                continue;
+            }
+            let raw = req_s(i, "record")?;
+            let r: EventRecord =
+                serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            out.conversions.push(ActivityConversion::from_record(&r));
+        }
+        Ok(out)
+    }
+
+    async fn cached_insights(
+        &self,
+        ad_account_id: &str,
+        since: &str,
+        until: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let pk = insights_pk(ad_account_id);
+        let (lo, hi) = (format!("DAY#{since}"), format!("DAY#{until}"));
+        let items = self
+            .pages(1000, |q| {
+                q.key_condition_expression("pk = :p AND sk BETWEEN :lo AND :hi")
+                    .expression_attribute_values(":p", s(pk.clone()))
+                    .expression_attribute_values(":lo", s(lo.clone()))
+                    .expression_attribute_values(":hi", s(hi.clone()))
+            })
+            .await?;
+        items
+            .iter()
+            .map(|i| Ok((req_s(i, "day")?, req_s(i, "rows")?)))
+            .collect()
+    }
+
+    async fn cache_insights(
+        &self,
+        ad_account_id: &str,
+        day: &str,
+        rows_json: &str,
+    ) -> Result<(), StoreError> {
+        let mut item = key(insights_pk(ad_account_id), &format!("DAY#{day}"));
+        item.insert("day".into(), s(day));
+        item.insert("rows".into(), s(rows_json));
+        item.insert("cached_at".into(), n(crate::time::now_millis()));
+        item.insert(
+            "expires_at".into(),
+            n(crate::time::now_secs() + INSIGHTS_TTL_SECS),
+        );
+        self.put(item).await
     }
 
     async fn claim_request(

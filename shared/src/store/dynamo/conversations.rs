@@ -166,6 +166,19 @@ impl Conversations for DynamoData {
             e.set_if_not_exists("ctwa_captured_at", n(ft.captured_at_ms));
             e.set("ctwa_message_id", s(&ft.message_id));
             e.set("ctwa_referral", s(referral_json(&ft.referral)));
+            // Indexed under its first touch's ad (the per-ad report's "conversations"),
+            // moving with the first touch when an earlier click replaces it.
+            if let Some(ad) = &ft.referral.source_id {
+                e.set("gsi2pk", s(ad_gsi(&c.account_id, ad)));
+                e.set(
+                    "gsi2sk",
+                    s(format!(
+                        "CONV#{}#{}",
+                        sortable_millis(ft.clicked_at_ms),
+                        c.id
+                    )),
+                );
+            }
             let clid = e.name("ctwa_clid");
             let at = e.name("ctwa_clicked_at");
             let at_v = e.value(n(ft.clicked_at_ms));
