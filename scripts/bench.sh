@@ -17,14 +17,19 @@
 #   - a 1,000-event batch (POST /v1/conversions/batch) through the local stack with the
 #     Graph simulator answering after 300 ms, timed end to end by the client, beside the
 #     conversions function's Timeout read from template.yaml (ctwa-load batch)
+#   - GET /v1/reports/ads for a seeded month (3 campaigns, 10 ads, 2,000 clicks, 300
+#     leads, 80 purchases, Meta's daily spend at the simulator): once cold (Meta asked,
+#     the days cached), then 20 times warm, median / p95 / max (ctwa-load report; target
+#     warm < 1 s)
 # It starts its own DynamoDB Local and Secrets Manager emulator (fresh, on free ports) and
 # a release ctwa-local, and stops them at the end.
-# Usage: scripts/bench.sh [--runs N] [--no-arm64] [--invocations N] [--sustained N] [--only-batch]
+# Usage: scripts/bench.sh [--runs N] [--no-arm64] [--invocations N] [--sustained N] [--only-batch] [--only-report]
 #   --only-batch: the release builds and the 1,000-event batch row only
+#   --only-report: the release builds and the report rows only
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-runs=20; arm64=1; invocations=2000; sustained=20000; only_batch=0
+runs=20; arm64=1; invocations=2000; sustained=20000; only_batch=0; only_report=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs="$2"; shift 2 ;;
@@ -32,7 +37,8 @@ while [ $# -gt 0 ]; do
     --invocations) invocations="$2"; shift 2 ;;
     --sustained) sustained="$2"; shift 2 ;;
     --only-batch) only_batch=1; arm64=0; shift ;;
-    *) echo "usage: scripts/bench.sh [--runs N] [--no-arm64] [--invocations N] [--sustained N] [--only-batch]" >&2; exit 2 ;;
+    --only-report) only_report=1; arm64=0; shift ;;
+    *) echo "usage: scripts/bench.sh [--runs N] [--no-arm64] [--invocations N] [--sustained N] [--only-batch] [--only-report]" >&2; exit 2 ;;
   esac
 done
 case "$runs$invocations$sustained" in *[!0-9]*) echo "--runs, --invocations and --sustained take numbers" >&2; exit 2 ;; esac
@@ -43,7 +49,7 @@ machine="$(uname -m), $(nproc) cores, ${cpu:-unknown CPU}, $(awk '/MemTotal/ {pr
 date_utc="$(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "machine: $machine" >&2
 
-if [ "$only_batch" = 0 ]; then
+if [ "$only_batch$only_report" = 00 ]; then
   echo "== criterion (cargo bench -p ctwa-shared --bench webhook)" >&2
   cargo bench -q -p ctwa-shared --bench webhook -- --noplot >"$out/criterion.log" 2>&1
 fi
@@ -77,7 +83,7 @@ fresh_heap=512m
 # shellcheck source=scripts/fresh-services.sh
 . scripts/fresh-services.sh
 
-[ "$only_batch" = 1 ] || echo "== cold starts (seeded tables)" >&2
+[ "$only_batch$only_report" != 00 ] || echo "== cold starts (seeded tables)" >&2
 port=$(free_port)
 suffix=$(date +%s)
 export INBOX_TABLE="bench-inbox-$suffix" DATA_TABLE="bench-data-$suffix" WEBHOOK_SECRET_ID="bench/webhook-$suffix"
@@ -101,6 +107,28 @@ batch() { # a 1,000-event batch, the simulator answering after 300 ms
 }
 bj() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); t=float(sys.argv[2]); print("%.2f s end to end, %.0f%% of the conversions function'"'"'s Timeout (%d s, template.yaml); HTTP %d, %s delivered, %s unknown of %s" % (d["seconds"], 100 * d["seconds"] / t, t, d["http_status"], d["delivered"], d["unknown"], d["total"]))' "$out/load-batch-1000.json" "$conv_timeout"; }
 batch_label="a 1,000-event batch through the local stack (POST /v1/conversions/batch, one customer and click per event; the Graph simulator answering after 300 ms)"
+report() { # the seeded month's report, cold then 20 times warm
+  load report --count 20 >"$out/load-report.json"
+}
+rj() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[2] % d)' "$out/load-report.json" "$1"; }
+report_label="GET /v1/reports/ads, the seeded month (3 campaigns, 10 ads, 2,000 clicks, 300 leads, 80 purchases; level=ad) through the local stack"
+report_rows() {
+  echo "| $report_label, cold (Meta asked for 30 days of insights, the days cached) | $(rj '%(cold_ms).1f ms') |"
+  echo "| $report_label, warm (target < 1 s) | $(rj 'median %(warm_median_ms).1f ms, p95 %(warm_p95_ms).1f ms, max %(warm_max_ms).1f ms over %(warm_count)d requests; %(rows)s rows, %(clicks)s clicks, %(leads)s leads, %(purchases)s purchases') |"
+}
+if [ "$only_report" = 1 ]; then
+  echo "== the per-ad report of a seeded month" >&2
+  report
+  echo
+  echo "Machine: $machine. Date: $date_utc. Command: \`scripts/bench.sh --only-report\`."
+  echo
+  echo "| figure | value |"
+  echo "| --- | --- |"
+  echo "| machine | $machine |"
+  echo "| date | $date_utc |"
+  report_rows
+  exit 0
+fi
 if [ "$only_batch" = 1 ]; then
   echo "== a 1,000-event batch, Meta answering in 300 ms" >&2
   batch
@@ -159,6 +187,8 @@ load conversions --count 3000 --concurrency 32 --customers 200 >"$out/load-conv-
 load webhooks --count 5000 --concurrency 32 >"$out/load-webhooks-32.json"
 echo "== a 1,000-event batch, Meta answering in 300 ms" >&2
 batch
+echo "== the per-ad report of a seeded month" >&2
+report
 # Sustained webhooks against raw conditional PutItem, same DynamoDB Local, same run: each
 # starts with the stack idle (capture has drained what came before).
 # ctwa-local, its function instances (child processes) and DynamoDB Local.
@@ -233,6 +263,7 @@ echo "| raw conditional PutItem into the stack's inbox table (the same items, at
 echo "| signed webhooks through the local stack sustained, 32 concurrent, $sustained posts (capture running) | $(lj load-webhooks-sustained.json) |"
 echo "| sustained webhooks / raw conditional PutItem (target >= 0.7) | $ratio |"
 echo "| $batch_label | $(bj) |"
+report_rows
 echo "| peak memory under load, webhook (POST /webhook, a new message each, 30% with referrals) | $(mj webhook) |"
 echo "| peak memory under load, capture (stream batches of 100 new records, 30% with referrals) | $(mj capture) |"
 echo "| peak memory under load, api (GET /v1/conversations, real API key) | $(mj api) |"

@@ -120,6 +120,9 @@ pub enum Command {
     },
     /// list ads on the connected Meta account; `ads create` creates a CTWA ad
     Ads(AdsArgs),
+    /// what each ad earned: Meta's spend beside clicks, chats, leads, purchases, revenue,
+    /// costs and ROAS, per campaign, ad set or ad (`--table` for a sheet)
+    Report(ReportArgs),
     /// show one ad, with its clicks and conversions
     Ad {
         /// Meta ad id
@@ -300,6 +303,22 @@ pub struct ConversationsArgs {
     /// Business-scoped user id (when Meta sent no phone)
     #[arg(long, value_name = "ID")]
     pub user_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// First day, YYYY-MM-DD in the ad account's time zone [default: 30 days before --until]
+    #[arg(long, value_name = "DATE")]
+    pub since: Option<String>,
+    /// Last day, YYYY-MM-DD [default: yesterday]
+    #[arg(long, value_name = "DATE")]
+    pub until: Option<String>,
+    /// Rows per campaign, ad set or ad
+    #[arg(long, value_parser = ["campaign", "adset", "ad"], default_value = "ad")]
+    pub level: String,
+    /// Ad account (act_...); needed when the account has several
+    #[arg(long, value_name = "ACT")]
+    pub ad_account_id: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -159,6 +159,24 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             cmd: Some(AdsCmd::Create(a)),
             ..
         }) => ads_create(&ctx, a).await,
+        Command::Report(a) => {
+            let answer = ctx
+                .api
+                .send(
+                    Req::get("/v1/reports/ads")
+                        .query("since", a.since)
+                        .query("until", a.until)
+                        .query("level", Some(a.level))
+                        .query("ad_account_id", a.ad_account_id),
+                )
+                .await?;
+            if ctx.table {
+                output::print_stdout(&output::render_report(&answer.body));
+            } else {
+                ctx.print(&answer.body);
+            }
+            Ok(())
+        }
         Command::Ad { ad_id } => ctx
             .show(Req::get(format!("/v1/ads/{}", segment(&ad_id))))
             .await

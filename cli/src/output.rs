@@ -311,3 +311,130 @@ mod tests {
         );
     }
 }
+
+/// `ctwa report --table`: the report as a marketer's sheet. Every figure is the API's
+/// own text (money exactly as the JSON gives it, never re-rounded), numbers aligned
+/// right, a total line under the rows, revenue in other currencies apart.
+pub fn render_report(v: &Value) -> String {
+    let currency = v["currency"].as_str().unwrap_or("");
+    let level = v["level"].as_str().unwrap_or("ad");
+    let mut out = format!(
+        "{} {} to {} ({}), {} per {}\n\n",
+        v["ad_account_id"].as_str().unwrap_or("-"),
+        v["since"].as_str().unwrap_or("-"),
+        v["until"].as_str().unwrap_or("-"),
+        v["timezone"].as_str().unwrap_or("-"),
+        currency,
+        level
+    );
+    let names: &[(&str, &str, &str)] = match level {
+        "campaign" => &[("Campaign", "campaign_name", "campaign_id")],
+        "adset" => &[
+            ("Campaign", "campaign_name", "campaign_id"),
+            ("Ad set", "adset_name", "adset_id"),
+        ],
+        _ => &[
+            ("Campaign", "campaign_name", "campaign_id"),
+            ("Ad set", "adset_name", "adset_id"),
+            ("Ad", "ad_name", "ad_id"),
+        ],
+    };
+    let figures: [(&str, &str); 12] = [
+        ("Spend", "spend"),
+        ("Impr.", "impressions"),
+        ("Clicks", "clicks"),
+        ("w/o clid", "clicks_without_clid"),
+        ("Chats", "conversations"),
+        ("Leads", "leads"),
+        ("Purchases", "purchases"),
+        ("Revenue", "revenue"),
+        ("Cost/chat", "cost_per_conversation"),
+        ("Cost/lead", "cost_per_lead"),
+        ("Cost/purch.", "cost_per_purchase"),
+        ("ROAS", "roas"),
+    ];
+    let mut header: Vec<String> = names.iter().map(|(h, _, _)| h.to_string()).collect();
+    header.extend(figures.iter().map(|(h, _)| h.to_string()));
+    let row_cells = |r: &Value, label: Option<&str>| -> Vec<String> {
+        let mut c: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(i, (_, name, id))| match label {
+                Some(l) if i == 0 => l.to_string(),
+                Some(_) => String::new(),
+                None => {
+                    let s = r[*name]
+                        .as_str()
+                        .or_else(|| r[*id].as_str())
+                        .unwrap_or("-")
+                        .to_string();
+                    truncate(&s, 28)
+                }
+            })
+            .collect();
+        c.extend(figures.iter().map(|(_, k)| cell(&r[*k])));
+        c
+    };
+    let mut rows: Vec<Vec<String>> = vec![header];
+    for r in v["rows"].as_array().into_iter().flatten() {
+        rows.push(row_cells(r, None));
+    }
+    rows.push(row_cells(&v["totals"], Some("Total")));
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let line = |r: &[String]| -> String {
+        r.iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i < names.len() {
+                    format!("{c:<w$}", w = widths[i])
+                } else {
+                    format!("{c:>w$}", w = widths[i])
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let n = rows.len();
+    for (i, r) in rows.iter().enumerate() {
+        if i == n - 1 {
+            out.push_str(&"-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1)));
+            out.push('\n');
+        }
+        out.push_str(&line(r));
+        out.push('\n');
+    }
+    for o in v["other_currencies"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "\nRevenue in {}: {} ({} purchases), not in the totals above",
+            o["currency"].as_str().unwrap_or("?"),
+            o["revenue"].as_str().unwrap_or("?"),
+            o["purchases"]
+        ));
+    }
+    if v["other_currencies"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty())
+    {
+        out.push('\n');
+    }
+    if v["truncated"] == Value::Bool(true) {
+        out.push_str(
+            "\nSome ads had more activity than a report reads: counts are a lower bound.\n",
+        );
+    }
+    out
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max - 1).collect();
+        t.push('…');
+        t
+    }
+}

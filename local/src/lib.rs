@@ -5,6 +5,7 @@
 
 pub mod lambda;
 pub mod loadgen;
+pub mod report_seed;
 pub mod stream;
 
 use ctwa_shared::ads::AdsDeps;

@@ -85,13 +85,16 @@ pub enum Access {
     Scope(Scope),
     /// An operator key.
     Operator,
+    /// Nothing: a static page and its assets (the report page; the key is the page's
+    /// to send, with its own API calls).
+    Public,
 }
 
 impl Access {
     /// The name the OpenAPI document gives it (`x-required-scope`) and the 403 names.
     pub fn name(self) -> &'static str {
         match self {
-            Access::Signed => "none",
+            Access::Signed | Access::Public => "none",
             Access::Scope(s) => s.as_str(),
             Access::Operator => "operator",
         }
@@ -134,6 +137,9 @@ pub const ROUTE_ACCESS: &[(&str, &str, Access)] = &[
     ("POST", "/v1/ads/ctwa", Access::Scope(Scope::Ads)),
     ("GET", "/v1/ads", Access::Scope(Scope::Read)),
     ("GET", "/v1/ads/{ad_id}", Access::Scope(Scope::Read)),
+    ("GET", "/v1/reports/ads", Access::Scope(Scope::Read)),
+    ("GET", "/report", Access::Public),
+    ("GET", "/report/assets/{file}", Access::Public),
     (
         "GET",
         "/v25.0/{ad_account_id}/{edge}",
@@ -399,6 +405,9 @@ pub async fn authorize_caller(
     match (access, &caller) {
         (Access::Signed, _) => Err(ApiError::Forbidden(
             "this route takes a signed request, not an API key".into(),
+        )),
+        (Access::Public, _) => Err(ApiError::Forbidden(
+            "this route is public: it takes no API key".into(),
         )),
         (Access::Operator, Caller::Operator { .. }) => Ok(caller),
         (Access::Operator, Caller::Account { .. }) => Err(ApiError::InsufficientScope {

@@ -8,6 +8,7 @@
 //! the bootstraps and sets the standard AWS SDK environment pointing at the servers.
 
 pub mod fault_proxy;
+pub mod report;
 
 use ctwa_local::{Clients, LocalConfig, Stack, start};
 use ctwa_shared::auth::{Scope, generate_key};

@@ -6,6 +6,7 @@
 //! ctwa-load webhooks    [--state .ctwa/local.json] [--count 5000] [--concurrency 32] [--server-pid PID]
 //! ctwa-load putitem     [--state .ctwa/local.json] [--count 5000] [--concurrency 32]
 //! ctwa-load batch       [--state .ctwa/local.json] [--count 1000] [--meta-delay-ms 300]
+//! ctwa-load report      [--state .ctwa/local.json] [--count 20]
 //! ```
 //! `conversions` connects the demo account (with the local.json OAuth code) if needed,
 //! provisions the dataset, captures one click per customer, then sends `count`
@@ -22,7 +23,11 @@
 //! end (the client's view: API Gateway, the function's bootstrap, DynamoDB Local, the
 //! simulator). With `--server-pid`, the server's CPU time (utime + stime from /proc,
 //! the server and its function instances, which are its child processes)
-//! per request is reported too. Prints one JSON line.
+//! per request is reported too. `report` seeds the report's month
+//! (`ctwa_local::report_seed`: 3 campaigns, 10 ads, 2,000 clicks, 300 leads, 80
+//! purchases, Meta's daily spend at the simulator) for the demo account, asks
+//! `GET /v1/reports/ads` for it once cold (Meta asked, the days cached) and then `count`
+//! times warm, one at a time, and reports the latencies. Prints one JSON line.
 
 use ctwa_local::loadgen::{LocalState, envelope, latency_ms};
 use ctwa_shared::signature::sign_meta;
@@ -45,7 +50,7 @@ fn parse() -> Result<Opts, String> {
     let mut args = std::env::args().skip(1);
     let mode = args
         .next()
-        .ok_or("mode: conversions | webhooks | putitem | batch")?;
+        .ok_or("mode: conversions | webhooks | putitem | batch | report")?;
     let mut o = Opts {
         mode,
         state: ".ctwa/local.json".into(),
@@ -224,6 +229,11 @@ async fn main_inner(o: Opts) -> Result<Value, String> {
             setup_customers(&http, &base, &key, &state, o.customers, run_id, &post_hook).await?;
             return batch(&o, &http, &state, run_id).await;
         }
+        "report" => {
+            // Connects the demo account (one customer is enough).
+            setup_customers(&http, &base, &key, &state, 1, run_id, &post_hook).await?;
+            return report_month(&o, &http, &state).await;
+        }
         "conversions" => {
             setup_customers(&http, &base, &key, &state, o.customers, run_id, &post_hook).await?;
             let cpu_setup = o.server_pid.and_then(cpu_ticks);
@@ -319,6 +329,100 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(())
+}
+
+/// The seeded month's report, once cold and `count` times warm.
+async fn report_month(
+    o: &Opts,
+    http: &reqwest::Client,
+    state: &LocalState,
+) -> Result<Value, String> {
+    use ctwa_local::report_seed::{self, AD_ACCOUNT, SINCE, UNTIL};
+    use ctwa_shared::store::{AdAccountLink, AdInventory};
+    let (base, key) = (state.get("base_url")?, state.get("api_key")?);
+    let (sim, account) = (
+        state.get("graph_sim_control_url")?,
+        state.get("account_id")?,
+    );
+    let cfg = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let data = ctwa_shared::store::dynamo::DynamoData::new(
+        aws_sdk_dynamodb::Client::new(&cfg),
+        state.get("data_table")?,
+    );
+    data.link_ad_account(&AdAccountLink {
+        ad_account_id: AD_ACCOUNT.into(),
+        account_id: account.clone(),
+        page_id: None,
+        linked_at_ms: 0,
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let seeding = Instant::now();
+    let mut expected = report_seed::seed_activity(&data, &account, &state.get("phone_number_id")?)
+        .await
+        .map_err(|e| e.to_string())?;
+    for (path, body) in [
+        ("ad_accounts", report_seed::sim_ad_account()),
+        ("insights", report_seed::sim_insights(&mut expected)),
+    ] {
+        let r = http
+            .post(format!("{sim}/{path}"))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !r.status().is_success() {
+            return Err(format!(
+                "simulator {path}: {}",
+                r.text().await.unwrap_or_default()
+            ));
+        }
+    }
+    let seed_seconds = seeding.elapsed().as_secs_f64();
+    let url = format!(
+        "{base}/v1/reports/ads?since={SINCE}&until={UNTIL}&level=ad&ad_account_id={AD_ACCOUNT}"
+    );
+    let once = |url: String| {
+        let (http, key) = (http.clone(), key.clone());
+        async move {
+            let t = Instant::now();
+            let r = http
+                .get(url)
+                .bearer_auth(&key)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = r.status().as_u16();
+            let v: Value = r.json().await.map_err(|e| e.to_string())?;
+            if status != 200 {
+                return Err(format!("the report answered {status}: {v}"));
+            }
+            Ok::<_, String>((t.elapsed().as_secs_f64() * 1000.0, v))
+        }
+    };
+    let (cold_ms, v) = once(url.clone()).await?;
+    let mut warm = Vec::new();
+    for _ in 0..o.count {
+        warm.push(once(url.clone()).await?.0);
+    }
+    warm.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| warm[((warm.len() as f64 - 1.0) * p).round() as usize];
+    let r1 = |x: f64| (x * 10.0).round() / 10.0;
+    Ok(json!({
+        "mode": "report",
+        "rows": v["rows"].as_array().map(Vec::len),
+        "clicks": v["totals"]["clicks"],
+        "leads": v["totals"]["leads"],
+        "purchases": v["totals"]["purchases"],
+        "seed_seconds": r1(seed_seconds),
+        "cold_ms": r1(cold_ms),
+        "warm_count": warm.len(),
+        "warm_median_ms": r1(pct(0.5)),
+        "warm_p95_ms": r1(pct(0.95)),
+        "warm_max_ms": r1(*warm.last().unwrap_or(&0.0)),
+    }))
 }
 
 /// One batch of `count` conversions (one per customer) timed end to end, Meta (the

@@ -1,6 +1,7 @@
 //! The ads routes: the partner-style Marketing API proxy of seed 000
 //! (`/v25.0/act_{id}/{edge}`, `/v25.0/{object_id}`), the one-call creation
-//! `POST /v1/ads/ctwa`, and the inventory `GET /v1/ads`, `GET /v1/ads/{ad_id}`.
+//! `POST /v1/ads/ctwa`, the inventory `GET /v1/ads`, `GET /v1/ads/{ad_id}`, and what
+//! each ad earned, `GET /v1/reports/ads` (the logic in [`crate::reports`]).
 //!
 //! The caller's API key picks the account; the account's Meta token is injected. An ad
 //! account or object of another account answers 403 `id does not belong to your
@@ -60,6 +61,8 @@ pub async fn handle(deps: &AdsDeps, req: ApiRequest) -> ApiResponse {
         (["v1", "ads"], &Method::GET) => list(deps, &req).await,
         (["v1", "ads", id], &Method::GET) if *id != "ctwa" => detail(deps, &req, id).await,
         (["v1", "ads", ..], _) => Err(ApiError::MethodNotAllowed),
+        (["v1", "reports", "ads"], &Method::GET) => report(deps, &req).await,
+        (["v1", "reports", "ads"], _) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::not_found(format!(
             "no route for {} {}",
             req.method, req.path
@@ -406,5 +409,44 @@ async fn detail(deps: &AdsDeps, req: &ApiRequest, ad_id: &str) -> ApiResult<ApiR
         }
         other => other.into(),
     })?;
+    Ok(ApiResponse::json(StatusCode::OK, &v))
+}
+
+/// `GET /v1/reports/ads?since=&until=&level=&ad_account_id=`: spend, clicks,
+/// conversations, leads, purchases, revenue and ROAS per campaign, ad set or ad.
+async fn report(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
+    let account_id = authorize(deps.accounts.as_ref(), req).await?;
+    let q = crate::reports::ReportQuery::parse(
+        req.query_param("since"),
+        req.query_param("until"),
+        req.query_param("level"),
+    )?;
+    let link = match req.query_param("ad_account_id") {
+        Some(raw) => deps.own_ad_account(&account_id, raw).await?,
+        None => {
+            let mut links = deps.ads.ad_accounts(&account_id).await?;
+            match links.len() {
+                1 => links.remove(0),
+                0 => {
+                    return Err(ApiError::bad_request(
+                        "no ad account is linked to this account: an operator links one (POST /v1/admin/accounts/{account_id}/ad-accounts)",
+                    ));
+                }
+                n => {
+                    return Err(ApiError::bad_request(format!(
+                        "this account has {n} ad accounts ({}): say which with ad_account_id",
+                        links
+                            .iter()
+                            .map(|l| l.ad_account_id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
+            }
+        }
+    };
+    let s = deps.session(&account_id, req.deadline).await?;
+    let v = crate::reports::ad_report(&s, deps.ads.as_ref(), &link, &q, crate::time::now_millis())
+        .await?;
     Ok(ApiResponse::json(StatusCode::OK, &v))
 }
