@@ -36,7 +36,7 @@
   var COLUMNS = [
     ["spend", "Spend", "money"],
     ["impressions", "Impr.", "count"],
-    ["meta_clicks", "Clicks (Meta)", "count"],
+    ["meta_clicks", "Meta clicks", "count"],
     ["clicks", "Clicks", "count"],
     ["conversations", "Conv.", "count"],
     ["leads", "Leads", "count"],
@@ -275,7 +275,7 @@
       li.appendChild(el("span", { class: "cur" }, o.currency));
       li.appendChild(document.createTextNode(" from "));
       li.appendChild(valueSpan("other", "purchases", o.purchases, { "data-currency": o.currency }));
-      li.appendChild(document.createTextNode(" purchases"));
+      li.appendChild(document.createTextNode(o.purchases === 1 ? " purchase" : " purchases"));
       list.appendChild(li);
     });
   }
@@ -286,17 +286,19 @@
 
   function renderTable(data) {
     var level = LEVELS[data.level];
-    $("rows-title").textContent = level.title;
+    $("rows-title").textContent = level.title + " (amounts in " + data.currency + ")";
     var head = $("rows-head");
     head.textContent = "";
     level.names.forEach(function (n) {
       head.appendChild(headerCell(n[0] + "_name", n[1], "text"));
     });
     COLUMNS.forEach(function (c) {
-      var label = c[2] === "money" ? c[1] + " (" + data.currency + ")" : c[1];
-      head.appendChild(headerCell(c[0], label, c[2]));
+      var th = headerCell(c[0], c[1], c[2]);
+      var full = TOTALS.filter(function (t) { return t[0] === c[0]; })[0];
+      th.title = (full ? full[1] : c[1]) + (c[2] === "money" ? " (" + data.currency + ")" : "");
+      head.appendChild(th);
     });
-    head.appendChild(el("th", { scope: "col" }, "Other currencies"));
+    head.appendChild(el("th", { scope: "col", class: "num", title: "Revenue in other currencies (never added)" }, "Other"));
     state.rows = data.rows.map(function (row, index) {
       return { row: row, index: index };
     });
