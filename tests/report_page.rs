@@ -260,17 +260,29 @@ async fn page_against_contract_refused_key_and_dead_server_show_an_error() {
     let server = stand_in(fixture()).await;
     let browser = Browser::launch().await.expect("Chromium starts");
 
-    let shown =
-        browser::check_refused_key_shows_error(&browser, &server.base_url, "ctwa_wrong_key", REFUSED_MESSAGE)
-            .await;
+    let shown = browser::check_refused_key_shows_error(
+        &browser,
+        &server.base_url,
+        "ctwa_wrong_key",
+        REFUSED_MESSAGE,
+    )
+    .await;
     assert!(shown.contains("refused"), "{shown}");
     let seen = server.seen.lock().expect("seen").clone();
     assert_eq!(seen.len(), 1, "one request: {seen:?}");
-    assert_eq!(seen[0].authorization.as_deref(), Some("Bearer ctwa_wrong_key"));
-    assert!(!seen[0].query.contains("ctwa_"), "the key is never in the URL: {seen:?}");
+    assert_eq!(
+        seen[0].authorization.as_deref(),
+        Some("Bearer ctwa_wrong_key")
+    );
+    assert!(
+        !seen[0].query.contains("ctwa_"),
+        "the key is never in the URL: {seen:?}"
+    );
 
     // The connection dies unanswered: a network error, said so, never a blank page.
-    browser::open_report(&browser, &server.base_url).await.expect("the page opens");
+    browser::open_report(&browser, &server.base_url)
+        .await
+        .expect("the page opens");
     let state = browser::submit_form(&browser, DROP_KEY, "2026-11-01", "2026-11-30", "ad", None)
         .await
         .expect("the form submits");
@@ -282,13 +294,31 @@ async fn page_against_contract_refused_key_and_dead_server_show_an_error() {
     assert!(shown.contains("Could not reach the server"), "{shown}");
 
     // No key at all: said before anything is sent.
-    browser::open_report(&browser, &server.base_url).await.expect("the page opens");
-    browser.eval("sessionStorage.clear(); document.getElementById('api-key').value = ''").await.expect("clear");
+    browser::open_report(&browser, &server.base_url)
+        .await
+        .expect("the page opens");
+    browser
+        .eval("sessionStorage.clear(); document.getElementById('api-key').value = ''")
+        .await
+        .expect("clear");
     browser.click("#load").await.expect("Load");
-    browser.wait_for("document.body.dataset.state === 'error'", std::time::Duration::from_secs(10)).await.expect("error state");
-    let shown = browser::visible_error(&browser).await.expect("read").expect("visible");
+    browser
+        .wait_for(
+            "document.body.dataset.state === 'error'",
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .expect("error state");
+    let shown = browser::visible_error(&browser)
+        .await
+        .expect("read")
+        .expect("visible");
     assert!(shown.contains("Paste an API key"), "{shown}");
-    assert_eq!(server.seen.lock().expect("seen").len(), 2, "nothing sent without a key");
+    assert_eq!(
+        server.seen.lock().expect("seen").len(),
+        2,
+        "nothing sent without a key"
+    );
     assert!(browser.csp_violations().await.expect("csp").is_empty());
 }
 
@@ -305,7 +335,10 @@ async fn page_against_contract_shows_the_json_to_the_cent_and_draws_its_charts()
         .send()
         .await
         .expect("GET /report");
-    assert_eq!(page.headers()["content-security-policy"], CONTENT_SECURITY_POLICY);
+    assert_eq!(
+        page.headers()["content-security-policy"],
+        CONTENT_SECURITY_POLICY
+    );
     assert_eq!(page.headers()["cache-control"], "no-cache");
 
     browser::check_page_matches(&browser, &server.base_url, GOOD_KEY, &report).await;
@@ -317,7 +350,10 @@ async fn page_against_contract_shows_the_json_to_the_cent_and_draws_its_charts()
         seen[0].query,
         "since=2026-11-01&until=2026-11-30&level=ad&ad_account_id=act_1001"
     );
-    assert_eq!(seen[0].authorization.as_deref(), Some("Bearer ctwa_test_key"));
+    assert_eq!(
+        seen[0].authorization.as_deref(),
+        Some("Bearer ctwa_test_key")
+    );
 
     // The screenshot (the README's): largest spend first, from the top, the whole page.
     browser
@@ -326,9 +362,15 @@ async fn page_against_contract_shows_the_json_to_the_cent_and_draws_its_charts()
         .expect("sort by spend");
     browser.eval("window.scrollTo(0, 0)").await.expect("scroll");
     let shot = workspace_dir().join("target/test-output/report.png");
-    browser.screenshot_full_page(&shot).await.expect("screenshot");
+    browser
+        .screenshot_full_page(&shot)
+        .await
+        .expect("screenshot");
     let png = std::fs::read(&shot).expect("the screenshot");
-    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "a PNG of the page");
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+        "a PNG of the page"
+    );
 
     // The CSP is enforced and the watch sees a violation: an injected inline script is
     // blocked and reported (so "no violation" above could have failed).
@@ -340,8 +382,17 @@ async fn page_against_contract_shows_the_json_to_the_cent_and_draws_its_charts()
         .await
         .expect("inject");
     browser
-        .wait_for("window.__ctwaCsp.length > 0", std::time::Duration::from_secs(5))
+        .wait_for(
+            "window.__ctwaCsp.length > 0",
+            std::time::Duration::from_secs(5),
+        )
         .await
         .expect("the inline script is reported");
-    assert_eq!(browser.eval("window.__ran === undefined").await.expect("ran"), json!(true));
+    assert_eq!(
+        browser
+            .eval("window.__ran === undefined")
+            .await
+            .expect("ran"),
+        json!(true)
+    );
 }

@@ -62,7 +62,10 @@ static PAGE: LazyLock<Page> = LazyLock::new(|| {
     let js_name = hashed_name("report", "js", REPORT_JS);
     let css_name = hashed_name("report", "css", REPORT_CSS);
     let html = INDEX_HTML
-        .replace("report/assets/report.js", &format!("report/assets/{js_name}"))
+        .replace(
+            "report/assets/report.js",
+            &format!("report/assets/{js_name}"),
+        )
         .replace(
             "report/assets/report.css",
             &format!("report/assets/{css_name}"),
@@ -166,7 +169,9 @@ mod tests {
         assert!(vendor_md.contains(UPLOT_VERSION));
         let js = std::str::from_utf8(UPLOT_JS).expect("utf-8");
         assert!(
-            js.starts_with(&format!("/*! https://github.com/leeoniya/uPlot (v{UPLOT_VERSION})")),
+            js.starts_with(&format!(
+                "/*! https://github.com/leeoniya/uPlot (v{UPLOT_VERSION})"
+            )),
             "the vendored script is not uPlot {UPLOT_VERSION}"
         );
         let license = std::str::from_utf8(PINNED[2].1).expect("utf-8");
@@ -249,7 +254,13 @@ mod tests {
             lower.matches("<script src=").count(),
             "every script is a file"
         );
-        for handler in [" onclick=", " onload=", " onsubmit=", " onerror=", " onchange="] {
+        for handler in [
+            " onclick=",
+            " onload=",
+            " onsubmit=",
+            " onerror=",
+            " onchange=",
+        ] {
             assert!(!lower.contains(handler), "no inline handler {handler}");
         }
         assert!(!lower.contains("http://") && !lower.contains("https://"));

@@ -63,12 +63,15 @@ window.addEventListener("unhandledrejection", function (e) {
 });
 "#;
 
+/// Commands awaiting their answer, by id.
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, String>>>>>;
+
 /// One DevTools connection (to a page target): commands by id, answers matched by id,
 /// events ignored.
 struct Connection {
     next_id: AtomicU64,
     outgoing: mpsc::UnboundedSender<Message>,
-    pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, String>>>>>,
+    pending: Pending,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -79,8 +82,7 @@ impl Connection {
             .map_err(|e| err(format!("DevTools WebSocket {url}: {e}")))?;
         let (mut sink, mut stream) = socket.split();
         let (outgoing, mut queue) = mpsc::unbounded_channel::<Message>();
-        let pending: Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, String>>>>> =
-            Arc::default();
+        let pending: Pending = Arc::default();
         let writer = tokio::spawn(async move {
             while let Some(message) = queue.recv().await {
                 if sink.send(message).await.is_err() {
@@ -231,10 +233,10 @@ impl Browser {
             let mut found = Some(found_tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(url) = line.strip_prefix("DevTools listening on ") {
-                    if let Some(tx) = found.take() {
-                        let _ = tx.send(url.trim().to_string());
-                    }
+                if let Some(url) = line.strip_prefix("DevTools listening on ")
+                    && let Some(tx) = found.take()
+                {
+                    let _ = tx.send(url.trim().to_string());
                 }
                 let mut tail = tail.lock().expect("tail");
                 if tail.len() == 40 {
@@ -243,9 +245,10 @@ impl Browser {
                 tail.push_back(line);
             }
         });
-        let browser_url = tokio::task::spawn_blocking(move || found_rx.recv_timeout(LAUNCH_TIMEOUT))
-            .await
-            .map_err(|e| err(format!("waiting for Chromium: {e}")));
+        let browser_url =
+            tokio::task::spawn_blocking(move || found_rx.recv_timeout(LAUNCH_TIMEOUT))
+                .await
+                .map_err(|e| err(format!("waiting for Chromium: {e}")));
         let browser_url = match browser_url {
             Ok(Ok(url)) => url,
             other => {
@@ -349,12 +352,19 @@ impl Browser {
                 .unwrap_or("an exception");
             return Err(err(format!("evaluating `{js}`: {description}")));
         }
-        Ok(answer["result"].get("value").cloned().unwrap_or(Value::Null))
+        Ok(answer["result"]
+            .get("value")
+            .cloned()
+            .unwrap_or(Value::Null))
     }
 
     /// Polls `js_predicate` until it is truthy, or fails after `timeout` (evaluation errors
     /// while a document is replaced count as false).
-    pub async fn wait_for(&self, js_predicate: &str, timeout: Duration) -> Result<(), BrowserError> {
+    pub async fn wait_for(
+        &self,
+        js_predicate: &str,
+        timeout: Duration,
+    ) -> Result<(), BrowserError> {
         let deadline = Instant::now() + timeout;
         let expression = format!("!!({js_predicate})");
         let mut last_error = None;
@@ -367,7 +377,9 @@ impl Browser {
             if Instant::now() >= deadline {
                 return Err(err(format!(
                     "`{js_predicate}` still false after {timeout:?}{}",
-                    last_error.map(|e| format!(" (last error: {e})")).unwrap_or_default()
+                    last_error
+                        .map(|e| format!(" (last error: {e})"))
+                        .unwrap_or_default()
                 )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -555,8 +567,7 @@ const READ_FIELDS_JS: &str = r#"Array.from(document.querySelectorAll("[data-fiel
 })"#;
 
 /// The table's row ids, top to bottom.
-const ROW_ORDER_JS: &str =
-    r##"Array.from(document.querySelectorAll("#rows-body tr")).map(function (tr) { return tr.dataset.row; })"##;
+const ROW_ORDER_JS: &str = r##"Array.from(document.querySelectorAll("#rows-body tr")).map(function (tr) { return tr.dataset.row; })"##;
 
 /// For each chart, how many pixels of its series' colours its canvas holds:
 /// `{daily: {spend, revenue}, funnel: {bars}}`.
@@ -586,7 +597,10 @@ const CHART_PIXELS_JS: &str = r#"(function () {
 pub async fn open_report(browser: &Browser, base_url: &str) -> Result<(), BrowserError> {
     browser.navigate(&format!("{base_url}/report")).await?;
     browser
-        .wait_for("document.body && document.body.dataset.state === 'idle'", COMMAND_TIMEOUT)
+        .wait_for(
+            "document.body && document.body.dataset.state === 'idle'",
+            COMMAND_TIMEOUT,
+        )
         .await
 }
 
@@ -604,8 +618,12 @@ pub async fn submit_form(
     browser.set_value("#since", since).await?;
     browser.set_value("#until", until).await?;
     browser.set_value("#level", level).await?;
-    browser.set_value("#ad-account", ad_account_id.unwrap_or("")).await?;
-    browser.eval("document.body.dataset.state = 'submitting'").await?;
+    browser
+        .set_value("#ad-account", ad_account_id.unwrap_or(""))
+        .await?;
+    browser
+        .eval("document.body.dataset.state = 'submitting'")
+        .await?;
     browser.click("#load").await?;
     browser
         .wait_for(
@@ -642,7 +660,9 @@ pub async fn check_refused_key_shows_error(
     key: &str,
     server_message: &str,
 ) -> String {
-    open_report(browser, base_url).await.expect("the page opens");
+    open_report(browser, base_url)
+        .await
+        .expect("the page opens");
     let state = submit_form(browser, key, "2026-11-01", "2026-11-30", "campaign", None)
         .await
         .expect("the form submits");
@@ -655,7 +675,10 @@ pub async fn check_refused_key_shows_error(
         shown.contains(server_message),
         "#error shows the server's message {server_message:?}: {shown:?}"
     );
-    assert!(shown.contains("API key"), "#error says it is the key: {shown:?}");
+    assert!(
+        shown.contains("API key"),
+        "#error says it is the key: {shown:?}"
+    );
     let page = browser
         .eval(
             "({ report: document.getElementById('report').hidden, \
@@ -666,9 +689,18 @@ pub async fn check_refused_key_shows_error(
         .expect("read the page");
     assert_eq!(page["report"], json!(true), "no report is shown: {page}");
     assert_eq!(page["form"], json!(true), "the form stays: {page}");
-    assert!(page["text"].as_u64().unwrap_or(0) > 100, "the page is not blank: {page}");
-    assert_eq!(browser.page_errors().await.expect("errors"), Vec::<Value>::new());
-    assert_eq!(browser.csp_violations().await.expect("csp"), Vec::<Value>::new());
+    assert!(
+        page["text"].as_u64().unwrap_or(0) > 100,
+        "the page is not blank: {page}"
+    );
+    assert_eq!(
+        browser.page_errors().await.expect("errors"),
+        Vec::<Value>::new()
+    );
+    assert_eq!(
+        browser.csp_violations().await.expect("csp"),
+        Vec::<Value>::new()
+    );
     shown
 }
 
@@ -685,7 +717,9 @@ pub async fn check_page_matches(browser: &Browser, base_url: &str, key: &str, ex
     let text = |v: &Value| v.as_str().expect("a string field").to_string();
     let level = text(&expected["level"]);
     let id_field = row_id_field(&level);
-    open_report(browser, base_url).await.expect("the page opens");
+    open_report(browser, base_url)
+        .await
+        .expect("the page opens");
     let state = submit_form(
         browser,
         key,
@@ -721,7 +755,10 @@ pub async fn check_page_matches(browser: &Browser, base_url: &str, key: &str, ex
             (scope.clone(), key.clone(), field.clone()),
             f["text"].as_str().unwrap_or_default().to_string(),
         );
-        assert!(previous.is_none(), "{scope}/{key}/{field} is on the page twice");
+        assert!(
+            previous.is_none(),
+            "{scope}/{key}/{field} is on the page twice"
+        );
     }
 
     // What the JSON says the page must show.
@@ -745,7 +782,10 @@ pub async fn check_page_matches(browser: &Browser, base_url: &str, key: &str, ex
         put("totals", "", field, shown(value));
     }
     let rows = expected["rows"].as_array().expect("rows");
-    let metric_fields: Vec<&String> = totals.keys().filter(|f| !f.starts_with("clicks_with")).collect();
+    let metric_fields: Vec<&String> = totals
+        .keys()
+        .filter(|f| !f.starts_with("clicks_with"))
+        .collect();
     for row in rows {
         let id = text(&row[id_field]);
         for field in &metric_fields {
@@ -767,7 +807,12 @@ pub async fn check_page_matches(browser: &Browser, base_url: &str, key: &str, ex
         }
         if let Some(other) = row["revenue_other_currencies"].as_object() {
             for (currency, amount) in other {
-                put("row", &id, &format!("revenue_other_currencies.{currency}"), shown(amount));
+                put(
+                    "row",
+                    &id,
+                    &format!("revenue_other_currencies.{currency}"),
+                    shown(amount),
+                );
             }
         }
     }
@@ -777,7 +822,10 @@ pub async fn check_page_matches(browser: &Browser, base_url: &str, key: &str, ex
             put("daily", &date, field, shown(value));
         }
     }
-    for other in expected["other_currencies"].as_array().expect("other_currencies") {
+    for other in expected["other_currencies"]
+        .as_array()
+        .expect("other_currencies")
+    {
         let currency = text(&other["currency"]);
         for field in ["revenue", "purchases"] {
             put("other", &currency, field, shown(&other[field]));
@@ -786,27 +834,39 @@ pub async fn check_page_matches(browser: &Browser, base_url: &str, key: &str, ex
     let missing: Vec<_> = want.keys().filter(|k| !page.contains_key(*k)).collect();
     assert!(missing.is_empty(), "not on the page: {missing:?}");
     let extra: Vec<_> = page.keys().filter(|k| !want.contains_key(*k)).collect();
-    assert!(extra.is_empty(), "on the page but not in the JSON: {extra:?}");
+    assert!(
+        extra.is_empty(),
+        "on the page but not in the JSON: {extra:?}"
+    );
     let wrong: Vec<_> = want
         .iter()
         .filter(|(k, v)| page.get(*k) != Some(*v))
         .map(|(k, v)| format!("{k:?}: page {:?}, JSON {v:?}", page[k]))
         .collect();
-    assert!(wrong.is_empty(), "the page differs from the JSON:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "the page differs from the JSON:\n{}",
+        wrong.join("\n")
+    );
     // Money beside the account's currency code in the totals.
     let currency_shown = browser
         .eval("Array.from(document.querySelectorAll('#totals .cur')).map(e => e.textContent)")
         .await
         .expect("currencies");
     assert!(
-        array(currency_shown).iter().all(|c| *c == expected["currency"]),
+        array(currency_shown)
+            .iter()
+            .all(|c| *c == expected["currency"]),
         "totals carry the account's currency"
     );
 
     // The table: one row per JSON row, in its order; numeric sort by spend.
     let json_order: Vec<String> = rows.iter().map(|r| text(&r[id_field])).collect();
     let order = |v: Value| -> Vec<String> {
-        array(v).iter().map(|x| x.as_str().unwrap_or_default().to_string()).collect()
+        array(v)
+            .iter()
+            .map(|x| x.as_str().unwrap_or_default().to_string())
+            .collect()
     };
     assert_eq!(
         order(browser.eval(ROW_ORDER_JS).await.expect("rows")),
@@ -815,7 +875,12 @@ pub async fn check_page_matches(browser: &Browser, base_url: &str, key: &str, ex
     );
     let spend_of: HashMap<String, f64> = rows
         .iter()
-        .map(|r| (text(&r[id_field]), text(&r["spend"]).parse::<f64>().expect("a decimal")))
+        .map(|r| {
+            (
+                text(&r[id_field]),
+                text(&r["spend"]).parse::<f64>().expect("a decimal"),
+            )
+        })
         .collect();
     let mut by_spend_desc = json_order.clone();
     by_spend_desc.sort_by(|a, b| spend_of[b].total_cmp(&spend_of[a]));
@@ -824,10 +889,15 @@ pub async fn check_page_matches(browser: &Browser, base_url: &str, key: &str, ex
         .await
         .expect("sort by spend");
     let first = order(browser.eval(ROW_ORDER_JS).await.expect("rows"));
-    assert_eq!(first, by_spend_desc, "first click: spend, largest first, by number");
+    assert_eq!(
+        first, by_spend_desc,
+        "first click: spend, largest first, by number"
+    );
     assert_eq!(
         browser
-            .eval("document.querySelector(\"#rows th[data-key='spend']\").getAttribute('aria-sort')")
+            .eval(
+                "document.querySelector(\"#rows th[data-key='spend']\").getAttribute('aria-sort')"
+            )
             .await
             .expect("aria-sort"),
         json!("descending")
@@ -846,13 +916,19 @@ pub async fn check_page_matches(browser: &Browser, base_url: &str, key: &str, ex
 
     // The charts drew their series.
     browser
-        .wait_for("document.querySelectorAll('#daily-chart canvas, #funnel-chart canvas').length >= 2", COMMAND_TIMEOUT)
+        .wait_for(
+            "document.querySelectorAll('#daily-chart canvas, #funnel-chart canvas').length >= 2",
+            COMMAND_TIMEOUT,
+        )
         .await
         .expect("both charts have a canvas");
     let pixels = browser.eval(CHART_PIXELS_JS).await.expect("chart pixels");
     for (chart, series) in [("daily", "spend"), ("daily", "revenue"), ("funnel", "bars")] {
         let n = pixels[chart][series].as_u64().unwrap_or(0);
-        assert!(n > 20, "the {chart} chart drew its {series} ({n} pixels): {pixels}");
+        assert!(
+            n > 20,
+            "the {chart} chart drew its {series} ({n} pixels): {pixels}"
+        );
     }
 
     // The key: this tab's sessionStorage only.
@@ -863,10 +939,17 @@ pub async fn check_page_matches(browser: &Browser, base_url: &str, key: &str, ex
         )
         .await
         .expect("storage");
-    assert_eq!(storage["session"], json!([key]), "the key is in sessionStorage");
+    assert_eq!(
+        storage["session"],
+        json!([key]),
+        "the key is in sessionStorage"
+    );
     assert_eq!(storage["local"], json!(0), "nothing in localStorage");
     assert_eq!(storage["cookie"], json!(""), "no cookie");
-    assert!(!storage["url"].as_str().unwrap_or_default().contains(key), "not in the URL");
+    assert!(
+        !storage["url"].as_str().unwrap_or_default().contains(key),
+        "not in the URL"
+    );
 
     let violations = browser.csp_violations().await.expect("csp");
     assert!(violations.is_empty(), "CSP violations: {violations:?}");
