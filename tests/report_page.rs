@@ -395,4 +395,24 @@ async fn page_against_contract_shows_the_json_to_the_cent_and_draws_its_charts()
             .expect("ran"),
         json!(true)
     );
+
+    // Reopened in the same tab, the key is there; "Forget key" removes it.
+    browser::open_report(&browser, &server.base_url)
+        .await
+        .expect("the page opens");
+    assert_eq!(
+        browser
+            .eval("document.getElementById('api-key').value")
+            .await
+            .expect("key"),
+        json!(GOOD_KEY)
+    );
+    browser.click("#forget-key").await.expect("Forget key");
+    assert_eq!(
+        browser
+            .eval("[sessionStorage.length, document.getElementById('api-key').value]")
+            .await
+            .expect("forgotten"),
+        json!([0, ""])
+    );
 }

@@ -319,13 +319,17 @@ impl Browser {
 
     /// Opens `url` and waits until its document has loaded.
     pub async fn navigate(&self, url: &str) -> Result<(), BrowserError> {
+        // A mark on the old document, so the wait below never sees it (same URL) as done.
+        self.eval("window.__ctwaLeft = true").await?;
         let answer = self.call("Page.navigate", json!({"url": url})).await?;
         if let Some(text) = answer.get("errorText").and_then(Value::as_str) {
             return Err(err(format!("navigating to {url}: {text}")));
         }
         let expected = serde_json::to_string(url).expect("a string");
         self.wait_for(
-            &format!("document.readyState === 'complete' && location.href === {expected}"),
+            &format!(
+                "!window.__ctwaLeft && document.readyState === 'complete' && location.href === {expected}"
+            ),
             COMMAND_TIMEOUT,
         )
         .await
