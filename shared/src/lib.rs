@@ -18,6 +18,7 @@ pub mod ids;
 pub mod meta;
 pub mod metrics;
 pub mod replay;
+pub mod report_page;
 pub mod reports;
 pub mod routes;
 pub mod secrets;

@@ -7,6 +7,7 @@
 //! The servers are started by `scripts/test.sh` (README command 2), which also builds
 //! the bootstraps and sets the standard AWS SDK environment pointing at the servers.
 
+pub mod browser;
 pub mod fault_proxy;
 pub mod report;
 
