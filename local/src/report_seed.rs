@@ -1,6 +1,6 @@
 //! A month of ad activity for the per-ad report (`GET /v1/reports/ads`): 3 campaigns,
-//! 10 ads, 2,000 clicks (5% without a click id; every fifth a returning customer's
-//! second click), 300 leads and 80 purchases (60 in the ad account's INR, 20 in USD),
+//! 10 ads, 2,000 clicks (about 5% without a click id; about one in five a returning
+//! customer's second click), 300 leads and 80 purchases (60 in the ad account's INR, 20 in USD),
 //! and Meta's daily spend of each ad. Written with the store adapter capture and the
 //! conversions function use (the same items and indexes), and the simulator's insights;
 //! what the report must say is computed here independently (`Expected`), so a test or a
@@ -95,8 +95,10 @@ pub fn sim_insights(expected: &mut Expected) -> Value {
     for (i, (c, s, a)) in ads().iter().enumerate() {
         for d in 0..DAYS {
             // 120.00 to ~800 INR a day, with paise.
-            let paise =
-                12_000 + (i as i64 * 3_700) + (d * 1_913) % 40_000 + (d * 7 + i as i64) % 100;
+            let paise = 9_000
+                + (i as i64 * 2_300)
+                + ((d * 37 + i as i64 * 11) % 23) * 900
+                + (d * 7 + i as i64) % 100;
             *expected.spend.entry(a.clone()).or_default() += paise;
             let date = chrono::NaiveDate::from_ymd_opt(2026, 11, 1).expect("a date")
                 + chrono::Days::new(d as u64);
@@ -129,11 +131,19 @@ pub async fn seed_activity(
     let mut convs: Vec<(ConversationUpsert, FirstTouch)> = Vec::new();
     let mut firsts: Vec<(String, String, i64, String)> = Vec::new(); // (conv, clid, at, ad)
     let mut with_clid_firsts: Vec<usize> = Vec::new();
+    // Ads draw clicks unevenly (weights out of 100).
+    let weights = [16u64, 14, 12, 11, 10, 9, 9, 8, 6, 5];
     for n in 0..2_000u64 {
-        let ad = &ads[(n % 10) as usize].2;
-        // Every fifth click is a returning customer's second click (a later one: the
-        // first touch stays the earlier click).
-        let returning = n % 5 == 4 && !with_clid_firsts.is_empty();
+        let mut pick = rng.next(100);
+        let mut a = 0;
+        while pick >= weights[a] {
+            pick -= weights[a];
+            a += 1;
+        }
+        let ad = &ads[a].2;
+        // About one click in five is a returning customer's second click (a later one:
+        // the first touch stays the earlier click).
+        let returning = rng.next(5) == 0 && !with_clid_firsts.is_empty();
         let (conv_id, customer_key, at) = if returning {
             let k = with_clid_firsts[rng.next(with_clid_firsts.len() as u64) as usize];
             let (conv, _, at0, _) = &firsts[k];
@@ -149,7 +159,7 @@ pub async fn seed_activity(
             let at = MONTH_START_MS + (rng.next((DAYS * DAY_MS - 2 * 3_600_000) as u64) as i64);
             (conversation_id(account_id, business_id, &cust), cust, at)
         };
-        let with_clid = n % 20 != 7;
+        let with_clid = rng.next(20) != 0;
         let clid = with_clid.then(|| format!("SEED-CLID-{n}"));
         let referral = Referral {
             ctwa_clid: clid.clone(),
@@ -212,14 +222,14 @@ pub async fn seed_activity(
         firsts.iter().filter(|f| !f.1.is_empty()).collect();
     let mut events = Vec::new();
     for n in 0..380usize {
-        let (conv, clid, at, ad) = credited[(n * 7) % credited.len()];
+        let (conv, clid, at, ad) = credited[rng.next(credited.len() as u64) as usize];
         let event_time_ms =
             (*at + 3_600_000 + (n as i64 % 4) * 900_000).min(MONTH_START_MS + DAYS * DAY_MS - 1);
         let (name, custom) = if n < 300 {
             *ex.leads.entry(ad.clone()).or_default() += 1;
             ("LeadSubmitted", json!({}))
         } else if n < 360 {
-            let paise = [49_900i64, 149_900, 129_950, 99_999][n % 4];
+            let paise = [249_900i64, 499_900, 799_950, 1_299_900][rng.next(4) as usize];
             *ex.purchases.entry(ad.clone()).or_default() += 1;
             *ex.revenue.entry(ad.clone()).or_default() += paise;
             (
@@ -227,7 +237,7 @@ pub async fn seed_activity(
                 json!({"currency": "INR", "value": serde_json::Number::from_f64(paise as f64 / 100.0)}),
             )
         } else {
-            let cents = [1_499i64, 2_999, 999][n % 3];
+            let cents = [4_999i64, 8_999, 14_999][rng.next(3) as usize];
             *ex.purchases.entry(ad.clone()).or_default() += 1;
             ex.revenue_usd += cents;
             ex.purchases_usd += 1;

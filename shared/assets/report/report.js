@@ -28,6 +28,7 @@
     ["cost_per_purchase", "Cost per purchase", "money"],
     ["impressions", "Impressions", "count"],
     ["meta_clicks", "Clicks (Meta)", "count"],
+    ["meta_conversations", "Conversations (Meta)", "count"],
     ["clicks", "Clicks captured", "count"],
     ["clicks_with_clid", "with ctwa_clid", "count"],
     ["clicks_without_clid", "without ctwa_clid", "count"]
@@ -37,6 +38,7 @@
     ["spend", "Spend", "money"],
     ["impressions", "Impr.", "count"],
     ["meta_clicks", "Meta clicks", "count"],
+    ["meta_conversations", "Meta conv.", "count"],
     ["clicks", "Clicks", "count"],
     ["conversations", "Conv.", "count"],
     ["leads", "Leads", "count"],
@@ -239,6 +241,7 @@
       e.textContent = shown(data[e.dataset.field]);
     });
 
+    $("truncated").hidden = data.truncated !== true;
     renderTotals(data);
     renderOther(data);
     renderTable(data);

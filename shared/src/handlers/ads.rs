@@ -63,6 +63,8 @@ pub async fn handle(deps: &AdsDeps, req: ApiRequest) -> ApiResponse {
         (["v1", "ads", ..], _) => Err(ApiError::MethodNotAllowed),
         (["v1", "reports", "ads"], &Method::GET) => report(deps, &req).await,
         (["v1", "reports", "ads"], _) => Err(ApiError::MethodNotAllowed),
+        (["report"], &Method::GET) | (["report", "assets", _], &Method::GET) => page(&path),
+        (["report"], _) | (["report", "assets", _], _) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::not_found(format!(
             "no route for {} {}",
             req.method, req.path
@@ -449,4 +451,27 @@ async fn report(deps: &AdsDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     let v = crate::reports::ad_report(&s, deps.ads.as_ref(), &link, &q, crate::time::now_millis())
         .await?;
     Ok(ApiResponse::json(StatusCode::OK, &v))
+}
+
+/// `GET /report` and `GET /report/assets/{file}`: the report page and its assets
+/// (public: the page asks for the key and sends it only to `GET /v1/reports/ads`), with
+/// their cache policy and a content security policy that allows nothing but this origin.
+fn page(path: &str) -> ApiResult<ApiResponse> {
+    let a = crate::report_page::asset(path)
+        .ok_or_else(|| ApiError::not_found(format!("no report asset {path}")))?;
+    Ok(ApiResponse {
+        status: StatusCode::OK,
+        headers: vec![
+            ("content-type", a.content_type.to_string()),
+            ("cache-control", a.cache_control.to_string()),
+            (
+                "content-security-policy",
+                crate::report_page::CONTENT_SECURITY_POLICY.to_string(),
+            ),
+            ("x-content-type-options", "nosniff".to_string()),
+            ("referrer-policy", "no-referrer".to_string()),
+            ("x-frame-options", "DENY".to_string()),
+        ],
+        body: a.body.to_vec(),
+    })
 }

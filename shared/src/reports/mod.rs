@@ -672,7 +672,12 @@ pub fn assemble(input: &ReportInput) -> Value {
         "since": since.to_string(),
         "until": until.to_string(),
         "level": input.level.as_str(),
-        "totals": Value::Object(totals.metrics(currency)),
+        // The totals' revenue in other currencies is `other_currencies` (with counts).
+        "totals": Value::Object({
+            let mut m = totals.metrics(currency);
+            m.remove("revenue_other_currencies");
+            m
+        }),
         "rows": rows,
         "daily": daily,
         "other_currencies": other,
