@@ -1083,7 +1083,7 @@ async fn nested_paging_links_never_hand_out_the_token() {
 /// answer for a retry.
 #[tokio::test]
 async fn a_hanging_meta_call_ends_before_the_function_timeout_with_what_was_left() {
-    let from = "one-call creation with clean-up, ads inventory with captured clicks and conversions.\n      CodeUri: .\n      Timeout: 29";
+    let from = "and the /report page).\n      CodeUri: .\n      Timeout: 29";
     let app = spawn_app_with(AppOptions {
         template: Some(template_variant(&[(from, &from.replace("29", "8"))])),
         ..AppOptions::default()
