@@ -9,6 +9,12 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+# The report page is tested in a real browser (headless Chromium, Debian's package).
+chromium_bin="${CTWA_CHROMIUM:-chromium}"
+command -v "$chromium_bin" >/dev/null 2>&1 || [ -x "$chromium_bin" ] || {
+  echo "test: '$chromium_bin' is required for the report page's browser tests (apt-get install chromium, or set CTWA_CHROMIUM)" >&2
+  exit 1
+}
 started_here=0
 if [ ! -f .ctwa/run/dynamodb.pid ] && [ ! -f .ctwa/run/secrets.pid ]; then started_here=1; fi
 scripts/services.sh

@@ -450,6 +450,30 @@ async fn an_old_click_is_sent_with_a_warning() {
             .contains("7-day attribution window"),
         "{v}"
     );
+    // Issue 13, item 6: the window runs from the click to the conversion's event_time,
+    // not to now: a click 9 days old and a conversion that happened 5 days ago are 4
+    // days apart, inside the window (before: a warning, measured from now).
+    click(
+        &app,
+        "16505557777",
+        "CLID-NINE-DAYS",
+        ctwa_shared::time::now_secs() - 9 * 86_400,
+    )
+    .await;
+    let (s, v) = app
+        .post_json(
+            "/v1/conversions",
+            &app.api_key,
+            json!({"phone": "16505557777", "event_name": "LeadSubmitted",
+                   "event_time": ctwa_shared::time::now_secs() - 5 * 86_400}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["ctwa_clid"], "CLID-NINE-DAYS", "{v}");
+    assert!(
+        v["warnings"].as_array().is_none_or(|w| w.is_empty()),
+        "no warning 4 days after the click: {v}"
+    );
     app.stack.stop().await;
 }
 

@@ -255,6 +255,64 @@ async fn hostile_inputs_get_4xx_json_never_5xx() {
     app.stack.stop().await;
 }
 
+/// Issue 13, item 2: one `contacts[]` entry (Alice) and two messages, Alice's and Bob's
+/// (Bob's with a referral): each message's own `from` names its customer, so Bob's click
+/// is on Bob's conversation and Alice has none (before: the single contact's `wa_id`
+/// overrode every message's `from`, and Bob's click landed on Alice's conversation).
+#[tokio::test]
+async fn another_customers_click_never_lands_on_the_single_contacts_conversation() {
+    let app = spawn_app().await;
+    let (alice, bob) = ("16505550301", "16505550302");
+    let mut body: Value = serde_json::from_str(&ctwa_webhook(
+        FIXTURE_PNID,
+        "wamid.BOB",
+        bob,
+        Some("CLID-BOB"),
+        1_750_000_000,
+    ))
+    .unwrap();
+    let value = &mut body["entry"][0]["changes"][0]["value"];
+    value["contacts"] = json!([{"profile": {"name": "Alice"}, "wa_id": alice}]);
+    let bobs = value["messages"][0].clone();
+    value["messages"] = json!([
+        {"from": alice, "id": "wamid.ALICE", "timestamp": "1750000000", "type": "text", "text": {"body": "hi"}},
+        bobs
+    ]);
+    let (s, v) = app.post_webhook(body.to_string()).await;
+    assert_eq!(s, 200, "{v}");
+    settled("one click", 1, || app.click_count()).await;
+    let (_, b) = app
+        .get(&format!("/v1/conversations?phone={bob}"), &app.api_key)
+        .await;
+    assert_eq!(
+        b["conversations"][0]["metadata"]["ctwa_clid"], "CLID-BOB",
+        "{b}"
+    );
+    assert_eq!(
+        b["conversations"][0]["clicks"].as_array().map(Vec::len),
+        Some(1),
+        "{b}"
+    );
+    let (_, a) = eventually("Alice's conversation", Duration::from_secs(10), || async {
+        let (s, a) = app
+            .get(&format!("/v1/conversations?phone={alice}"), &app.api_key)
+            .await;
+        (s == 200 && a["conversations"].as_array().is_some_and(|c| !c.is_empty())).then_some((s, a))
+    })
+    .await;
+    let conv = &a["conversations"][0];
+    assert!(
+        conv["metadata"]["ctwa_clid"].is_null(),
+        "Alice has no click: {a}"
+    );
+    assert_eq!(
+        conv["clicks"].as_array().map(Vec::len).unwrap_or(0),
+        0,
+        "{a}"
+    );
+    app.stack.stop().await;
+}
+
 #[tokio::test]
 async fn a_key_never_sees_another_accounts_conversations() {
     let app = spawn_app().await;

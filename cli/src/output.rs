@@ -249,69 +249,6 @@ pub fn render_key_values(v: &Value) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn json_is_pretty() {
-        assert_eq!(render(&json!({"a": 1}), false), "{\n  \"a\": 1\n}\n");
-    }
-
-    #[test]
-    fn lists_become_tables_with_the_rest_below() {
-        let v = json!({"data":[
-            {"ad_id":"1","name":"Summer","status":"PAUSED","daily_budget":100000},
-            {"ad_id":"22","name":"Winter sale with a very long name that goes on and on","status":"ACTIVE","daily_budget":5}
-        ],"paging":{"after":null}});
-        let t = render(&v, true);
-        let lines: Vec<&str> = t.lines().collect();
-        let name_col = format!("NAME{}STATUS", " ".repeat(MAX_CELL - 4 + 2));
-        assert_eq!(lines[0], format!("AD_ID  DAILY_BUDGET  {name_col}"));
-        assert!(
-            lines[1].starts_with("1      100000        Summer   "),
-            "{t}"
-        );
-        assert!(lines[1].ends_with("  PAUSED"), "{t}");
-        assert!(lines[2].contains("…  ACTIVE"), "{t}");
-        assert_eq!(lines[4], "paging.after  -");
-    }
-
-    #[test]
-    fn a_list_under_two_names_is_shown_once() {
-        let rows = json!([{"ad_id":"1","name":"Summer","status":"PAUSED","daily_budget":100000}]);
-        let v = json!({"ads": rows, "data": rows, "paging": {"after": null}});
-        let t = render(&v, true);
-        assert!(t.starts_with("AD_ID "), "{t}");
-        assert_eq!(t.matches("Summer").count(), 1, "{t}");
-        assert!(t.ends_with("paging.after  -\n"), "{t}");
-    }
-
-    #[test]
-    fn conversation_rows_pick_their_columns() {
-        let v = json!({"conversations":[{"id":"c_1","channel":"cloud","customer":{"wa_id":"91987","name":"A"},
-            "metadata":{"ctwa_source_id":"120","ctwa_clicked_at":"2026-01-01T00:00:00.000Z"},"clicks":[{},{}],"updated_at":"x"}]});
-        let t = render(&v, true);
-        assert!(t.starts_with("ID   CHANNEL  CUSTOMER.WA_ID"), "{t}");
-        assert!(t.contains("c_1  cloud    91987"), "{t}");
-        assert!(t.lines().nth(1).unwrap().contains("  2  "), "{t}");
-        assert_eq!(
-            render(&json!({"events": [], "next_cursor": null}), true),
-            "(no events)\n\nnext_cursor  -\n"
-        );
-    }
-
-    #[test]
-    fn objects_become_key_values() {
-        let v = json!({"success":true,"capi":{"dataset_id":"88","lead_event_enabled":false},"scopes":["a","b"]});
-        assert_eq!(
-            render(&v, true),
-            "capi.dataset_id          88\ncapi.lead_event_enabled  false\nscopes                   a, b\nsuccess                  true\n"
-        );
-    }
-}
-
 /// `ctwa report --table`: the report as a marketer's sheet. Every figure is the API's
 /// own text (money exactly as the JSON gives it, never re-rounded), numbers aligned
 /// right, a total line under the rows, revenue in other currencies apart.
@@ -436,5 +373,68 @@ fn truncate(s: &str, max: usize) -> String {
         let mut t: String = s.chars().take(max - 1).collect();
         t.push('…');
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_is_pretty() {
+        assert_eq!(render(&json!({"a": 1}), false), "{\n  \"a\": 1\n}\n");
+    }
+
+    #[test]
+    fn lists_become_tables_with_the_rest_below() {
+        let v = json!({"data":[
+            {"ad_id":"1","name":"Summer","status":"PAUSED","daily_budget":100000},
+            {"ad_id":"22","name":"Winter sale with a very long name that goes on and on","status":"ACTIVE","daily_budget":5}
+        ],"paging":{"after":null}});
+        let t = render(&v, true);
+        let lines: Vec<&str> = t.lines().collect();
+        let name_col = format!("NAME{}STATUS", " ".repeat(MAX_CELL - 4 + 2));
+        assert_eq!(lines[0], format!("AD_ID  DAILY_BUDGET  {name_col}"));
+        assert!(
+            lines[1].starts_with("1      100000        Summer   "),
+            "{t}"
+        );
+        assert!(lines[1].ends_with("  PAUSED"), "{t}");
+        assert!(lines[2].contains("…  ACTIVE"), "{t}");
+        assert_eq!(lines[4], "paging.after  -");
+    }
+
+    #[test]
+    fn a_list_under_two_names_is_shown_once() {
+        let rows = json!([{"ad_id":"1","name":"Summer","status":"PAUSED","daily_budget":100000}]);
+        let v = json!({"ads": rows, "data": rows, "paging": {"after": null}});
+        let t = render(&v, true);
+        assert!(t.starts_with("AD_ID "), "{t}");
+        assert_eq!(t.matches("Summer").count(), 1, "{t}");
+        assert!(t.ends_with("paging.after  -\n"), "{t}");
+    }
+
+    #[test]
+    fn conversation_rows_pick_their_columns() {
+        let v = json!({"conversations":[{"id":"c_1","channel":"cloud","customer":{"wa_id":"91987","name":"A"},
+            "metadata":{"ctwa_source_id":"120","ctwa_clicked_at":"2026-01-01T00:00:00.000Z"},"clicks":[{},{}],"updated_at":"x"}]});
+        let t = render(&v, true);
+        assert!(t.starts_with("ID   CHANNEL  CUSTOMER.WA_ID"), "{t}");
+        assert!(t.contains("c_1  cloud    91987"), "{t}");
+        assert!(t.lines().nth(1).unwrap().contains("  2  "), "{t}");
+        assert_eq!(
+            render(&json!({"events": [], "next_cursor": null}), true),
+            "(no events)\n\nnext_cursor  -\n"
+        );
+    }
+
+    #[test]
+    fn objects_become_key_values() {
+        let v = json!({"success":true,"capi":{"dataset_id":"88","lead_event_enabled":false},"scopes":["a","b"]});
+        assert_eq!(
+            render(&v, true),
+            "capi.dataset_id          88\ncapi.lead_event_enabled  false\nscopes                   a, b\nsuccess                  true\n"
+        );
     }
 }

@@ -169,7 +169,7 @@ fn campaign_and_ad_set_rows_are_the_sums_of_their_ads() {
             .sum();
         assert_eq!(money::format_minor(spend, 2), "350.48");
         assert!(rows.iter().all(|r| r.get("campaign_id").is_some()));
-        assert_eq!(rows.iter().any(|r| r.get("ad_id").is_some()), false);
+        assert!(!rows.iter().any(|r| r.get("ad_id").is_some()));
         assert_eq!(
             rows.iter().all(|r| r.get("adset_id").is_some()),
             level == Level::Adset
