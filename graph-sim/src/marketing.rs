@@ -125,6 +125,19 @@ fn err(
     (status, json!({ "error": e }))
 }
 
+/// Meta's answer for an object that does not exist or the token cannot see (100/33).
+fn unknown_object(id: &str) -> Answer {
+    err(
+        400,
+        100,
+        Some(33),
+        &format!(
+            "Unsupported get request. Object with ID '{id}' does not exist, cannot be loaded due to missing permissions, or does not support this operation."
+        ),
+        None,
+    )
+}
+
 fn invalid(msg: &str) -> Answer {
     err(400, 100, None, "(#100) Invalid parameter", Some(msg))
 }
@@ -483,15 +496,7 @@ impl Marketing {
     /// `GET /act_{id}`: the ad account's own fields.
     pub fn account_view(&self, id: &str, fields: &str) -> Answer {
         let Some(a) = self.accounts.get(id) else {
-            return err(
-                400,
-                100,
-                Some(33),
-                &format!(
-                    "Unsupported get request. Object with ID '{id}' does not exist, cannot be loaded due to missing permissions, or does not support this operation."
-                ),
-                None,
-            );
+            return unknown_object(id);
         };
         let mut out = Map::new();
         out.insert("id".into(), json!(id));
@@ -511,15 +516,7 @@ impl Marketing {
 
     pub fn read(&mut self, id: &str, fields: &str) -> Answer {
         let Some(o) = self.objects.get_mut(id) else {
-            return err(
-                400,
-                100,
-                Some(33),
-                &format!(
-                    "Unsupported get request. Object with ID '{id}' does not exist, cannot be loaded due to missing permissions, or does not support this operation."
-                ),
-                None,
-            );
+            return unknown_object(id);
         };
         if o.kind == "ad" && o.status == "ACTIVE" {
             o.reads_since_publish += 1;
@@ -618,15 +615,7 @@ impl Marketing {
             _ => return err(400, 100, None, &format!("(#100) Unknown edge {edge}"), None),
         };
         if !self.accounts.contains_key(account) {
-            return err(
-                400,
-                100,
-                Some(33),
-                &format!(
-                    "Unsupported get request. Object with ID '{account}' does not exist, cannot be loaded due to missing permissions, or does not support this operation."
-                ),
-                None,
-            );
+            return unknown_object(account);
         }
         let mut ids: Vec<(String, i64)> = self
             .objects
