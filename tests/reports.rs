@@ -26,7 +26,7 @@ fn insights_calls(app: &TestApp) -> usize {
 }
 
 #[tokio::test]
-async fn the_seeded_month_is_reported_per_ad_to_the_paisa_and_cached_once_over() {
+async fn the_seeded_month_is_reported_per_ad_to_the_paisa_and_final_days_cached() {
     let (app, expected) = seeded_month_app().await;
     let (s, v) = app.get(&month("ad"), &app.api_key).await;
     assert_eq!(s, 200, "{v}");
@@ -34,14 +34,37 @@ async fn the_seeded_month_is_reported_per_ad_to_the_paisa_and_cached_once_over()
     let first = insights_calls(&app);
     assert!(first >= 1, "Meta was asked");
 
-    // Every day of the month is over: the second report asks Meta for no insights.
+    // The second report asks Meta only for the days whose figures may still change
+    // (the last 28); the month's final days come from the cache.
+    let seen = app.sim.sim.requests().len();
     let (s, again) = app.get(&month("ad"), &app.api_key).await;
     assert_eq!(s, 200);
-    assert_eq!(
-        insights_calls(&app),
-        first,
-        "days that are over come from the cache"
+    let unsettled = ctwa_shared::reports::first_unsettled_day(
+        ctwa_local::report_seed::TIMEZONE,
+        ctwa_shared::time::now_millis(),
     );
+    let asked: Vec<String> = app.sim.sim.requests()[seen..]
+        .iter()
+        .filter(|r| r["path"].as_str().is_some_and(|p| p.ends_with("/insights")))
+        .map(|r| {
+            let range: Value =
+                serde_json::from_str(r["params"]["time_range"].as_str().unwrap()).unwrap();
+            range["since"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert!(
+        asked.iter().all(|since| *since >= unsettled),
+        "only days from {unsettled} on are asked again: {asked:?}"
+    );
+    if UNTIL < unsettled.as_str() {
+        assert!(asked.is_empty(), "a final month comes from the cache");
+    } else {
+        assert!(
+            !asked.is_empty(),
+            "days that may still change are asked again"
+        );
+    }
+    assert!(insights_calls(&app) <= 2 * first);
     assert_eq!(again["rows"], v["rows"]);
     assert_eq!(again["totals"], v["totals"]);
 

@@ -346,7 +346,7 @@ pub fn render_report(v: &Value) -> String {
     }
     for o in v["other_currencies"].as_array().into_iter().flatten() {
         out.push_str(&format!(
-            "\nRevenue in {}: {} ({} purchases), not in the totals above",
+            "\nRevenue in {}: {} ({} purchases: counted in Purchases, not in Revenue or ROAS)",
             o["currency"].as_str().unwrap_or("?"),
             o["revenue"].as_str().unwrap_or("?"),
             o["purchases"]

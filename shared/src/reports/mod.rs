@@ -6,9 +6,11 @@
 //!
 //! - Meta's rows are read at `level=ad` with `time_increment=1` and rolled up here, so
 //!   campaign and ad set figures are the exact sums of their ads' (no second rounding).
-//!   A day that is over is kept in the data table and never asked again; today is
-//!   always asked. A range Meta finds too big ("Please reduce the amount of data") is
-//!   asked again in halves.
+//!   A day is kept in the data table once Meta no longer changes it ([`FINAL_AFTER_DAYS`]
+//!   after it: spend is final the next day, but the actions Meta attributes to a day's
+//!   impressions keep coming for its attribution windows), and then never asked again;
+//!   younger days, today among them, are asked every time. A range Meta finds too big
+//!   ("Please reduce the amount of data") is asked again in halves.
 //! - Our side is read per ad from its index partitions (`gsi2`: clicks and first
 //!   touches by click time; `gsi3`: conversions by the time they were recorded), by key
 //!   range, at most [`ACTIVITY_LIMIT`] items of each kind per ad, [`CONCURRENCY`] ads at
@@ -42,6 +44,23 @@ const INSIGHTS_PAGE: &str = "500";
 /// A conversion is recorded up to 7 days after its `event_time` (Meta's limit), plus
 /// the clock skew allowed: how far past the range conversions are read.
 const LATE_RECORDING_MS: i64 = 7 * 86_400_000 + 3_600_000;
+/// Days after which Meta's figures of a day no longer change (its attribution windows,
+/// meta-api.md section 9): only then is the day cached.
+pub const FINAL_AFTER_DAYS: u64 = 28;
+
+/// Whether Meta's figures of `day` are final on `today` (the ad account's).
+pub fn is_final(day: NaiveDate, today: NaiveDate) -> bool {
+    day + Days::new(FINAL_AFTER_DAYS) < today
+}
+
+/// The first day (`YYYY-MM-DD`) whose figures are not yet final, in the time zone
+/// `tz_name`, at `now_ms`: the report asks Meta for it and every later day each time.
+pub fn first_unsettled_day(tz_name: &str, now_ms: i64) -> String {
+    let tz: Tz = tz_name.parse().unwrap_or(Tz::UTC);
+    let today = local_day(tz, now_ms).unwrap_or_else(|| Utc::now().date_naive());
+    (today - Days::new(FINAL_AFTER_DAYS)).to_string()
+}
+
 /// A cached day's rows larger than this are not kept (a DynamoDB item holds 400 KB).
 const MAX_CACHED_DAY_BYTES: usize = 350_000;
 /// Meta's action for a messaging conversation started (7-day click window).
@@ -293,8 +312,8 @@ async fn insights_span(
     Ok(rows)
 }
 
-/// Meta's rows for `[since, until]`: the days that are over from the cache, the rest
-/// (and today, always) from Meta; days Meta answered that are over are cached.
+/// Meta's rows for `[since, until]`: the final days ([`is_final`]) from the cache, the
+/// rest from Meta; final days Meta answered are cached.
 pub async fn insights(
     s: &Session<'_>,
     store: &dyn AdInventory,
@@ -314,7 +333,7 @@ pub async fn insights(
         ) else {
             continue; // an unreadable cached day is asked again
         };
-        if d < today {
+        if is_final(d, today) {
             by_day.insert(d, rows);
         }
     }
@@ -347,7 +366,7 @@ pub async fn insights(
             }
         }
         for (day, rows) in fetched {
-            if day < today {
+            if is_final(day, today) {
                 let text = serde_json::to_string(&rows).unwrap_or_default();
                 if text.len() <= MAX_CACHED_DAY_BYTES
                     && let Err(e) = store.cache_insights(act, &day.to_string(), &text).await

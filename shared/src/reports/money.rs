@@ -20,7 +20,7 @@ fn pow10(e: u32) -> i128 {
 
 /// A decimal text (`"1499"`, `"14.99"`, `"-3.5"`, `"1.2e3"`) in minor units of
 /// exponent `e`, rounded half away from zero past the minor unit; `None` when it is not
-/// a number.
+/// a number or a thousand trillion units or more (no sum of them can overflow then).
 pub fn parse_minor(text: &str, e: u32) -> Option<i128> {
     let t = text.trim();
     if t.is_empty() {
@@ -29,7 +29,9 @@ pub fn parse_minor(text: &str, e: u32) -> Option<i128> {
     if t.contains(['e', 'E']) {
         // Exponent notation (a JSON float's text): through f64, then rounded.
         let f: f64 = t.parse().ok()?;
-        if !f.is_finite() {
+        // A thousand trillion units at most: sums of any number of them stay far inside
+        // an i128.
+        if !f.is_finite() || f.abs() >= 1e15 {
             return None;
         }
         return Some((f * pow10(e) as f64).round() as i128);
@@ -42,7 +44,7 @@ pub fn parse_minor(text: &str, e: u32) -> Option<i128> {
     if (int.is_empty() && frac.is_empty())
         || !int.bytes().all(|b| b.is_ascii_digit())
         || !frac.bytes().all(|b| b.is_ascii_digit())
-        || int.len() > 30
+        || int.len() > 15
     {
         return None;
     }
@@ -88,7 +90,16 @@ mod tests {
         assert_eq!(parse_minor("-2.5", 2), Some(-250));
         assert_eq!(parse_minor("1.5e3", 2), Some(150_000));
         assert_eq!(parse_minor(".5", 2), Some(50));
-        for bad in ["", "abc", "1.2.3", "1,5", "--1", "."] {
+        for bad in [
+            "",
+            "abc",
+            "1.2.3",
+            "1,5",
+            "--1",
+            ".",
+            "1e300",
+            "1000000000000000",
+        ] {
             assert_eq!(parse_minor(bad, 2), None, "{bad}");
         }
     }

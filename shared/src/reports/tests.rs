@@ -236,3 +236,21 @@ fn meta_s_rows_are_read_with_numbers_as_text() {
     assert_eq!(r.spend, "12.34");
     assert!(InsightRow::from_meta(&json!({"date_start": "2026-11-01"})).is_none());
 }
+
+#[test]
+fn a_day_is_cached_only_once_meta_no_longer_changes_it() {
+    let today = day("2026-12-02");
+    assert!(is_final(day("2026-11-03"), today));
+    assert!(!is_final(day("2026-11-04"), today));
+    assert!(!is_final(day("2026-12-01"), today));
+    assert!(!is_final(today, today));
+    // 2026-12-02T00:00+05:30 is 2026-12-01T18:30Z.
+    assert_eq!(
+        first_unsettled_day("Asia/Kolkata", 1_796_149_800_000),
+        "2026-11-04"
+    );
+    assert_eq!(
+        first_unsettled_day("Asia/Kolkata", 1_796_149_800_000 - 1),
+        "2026-11-03"
+    );
+}
