@@ -113,8 +113,8 @@ report() { # the seeded month's report, cold then 20 times warm
 rj() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[2] % d)' "$out/load-report.json" "$1"; }
 report_label="GET /v1/reports/ads, the seeded month (3 campaigns, 10 ads, 2,000 clicks, 300 leads, 80 purchases; level=ad) through the local stack"
 report_rows() {
-  echo "| $report_label, cold (Meta asked for 30 days of insights, the days cached) | $(rj '%(cold_ms).1f ms') |"
-  echo "| $report_label, warm (target < 1 s) | $(rj 'median %(warm_median_ms).1f ms, p95 %(warm_p95_ms).1f ms, max %(warm_max_ms).1f ms over %(warm_count)d requests; %(rows)s rows, %(clicks)s clicks, %(leads)s leads, %(purchases)s purchases') |"
+  echo "| $report_label, cold (Meta asked for the 30 days; the days that are final, older than 28 days, cached) | $(rj '%(cold_ms).1f ms') |"
+  echo "| $report_label, warm (Meta asked for the last 28 days each time; target < 1 s) | $(rj 'median %(warm_median_ms).1f ms, p95 %(warm_p95_ms).1f ms, max %(warm_max_ms).1f ms over %(warm_count)d requests; %(rows)s rows, %(clicks)s clicks, %(leads)s leads, %(purchases)s purchases') |"
 }
 if [ "$only_report" = 1 ]; then
   echo "== the per-ad report of a seeded month" >&2
