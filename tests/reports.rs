@@ -16,13 +16,18 @@ fn month(level: &str) -> String {
     format!("/v1/reports/ads?since={SINCE}&until={UNTIL}&level={level}&ad_account_id={AD_ACCOUNT}")
 }
 
-fn insights_calls(app: &TestApp) -> usize {
+/// The insights requests Meta (the simulator) received, oldest first.
+fn insights_requests(app: &TestApp) -> Vec<Value> {
     app.sim
         .sim
         .requests()
-        .iter()
+        .into_iter()
         .filter(|r| r["path"].as_str().is_some_and(|p| p.ends_with("/insights")))
-        .count()
+        .collect()
+}
+
+fn insights_calls(app: &TestApp) -> usize {
+    insights_requests(app).len()
 }
 
 #[tokio::test]
@@ -36,16 +41,15 @@ async fn the_seeded_month_is_reported_per_ad_to_the_paisa_and_final_days_cached(
 
     // The second report asks Meta only for the days whose figures may still change
     // (the last 28); the month's final days come from the cache.
-    let seen = app.sim.sim.requests().len();
+    let seen = insights_calls(&app);
     let (s, again) = app.get(&month("ad"), &app.api_key).await;
     assert_eq!(s, 200);
     let unsettled = ctwa_shared::reports::first_unsettled_day(
         ctwa_local::report_seed::TIMEZONE,
         ctwa_shared::time::now_millis(),
     );
-    let asked: Vec<String> = app.sim.sim.requests()[seen..]
+    let asked: Vec<String> = insights_requests(&app)[seen..]
         .iter()
-        .filter(|r| r["path"].as_str().is_some_and(|p| p.ends_with("/insights")))
         .map(|r| {
             let range: Value =
                 serde_json::from_str(r["params"]["time_range"].as_str().unwrap()).unwrap();
@@ -115,13 +119,7 @@ async fn a_range_meta_finds_too_big_is_asked_again_in_halves() {
     let (s, v) = app.get(&month("ad"), &app.api_key).await;
     assert_eq!(s, 200, "{v}");
     assert_report_is_the_seeded_month(&v, &expected);
-    let refused = app
-        .sim
-        .sim
-        .requests()
-        .iter()
-        .filter(|r| r["path"].as_str().is_some_and(|p| p.ends_with("/insights")))
-        .count();
+    let refused = insights_calls(&app);
     assert!(refused > 2, "the month was split: {refused} insights calls");
     app.stack.stop().await;
 }
