@@ -8,27 +8,48 @@
 //!   `redirect_uri` checked) and `grant_type=fb_exchange_token` (long-lived token;
 //!   an expired or revoked token is refused with code 190).
 //! - `GET /debug_token?input_token=` — introspection, app token as `access_token`
-//!   (query) or `Authorization: Bearer`.
+//!   (query) or `Authorization: Bearer`. `granular_scopes[].target_ids`: the WABA for
+//!   `whatsapp_business_*` scopes, the token's `page_ids` for Page scopes (`pages_*`,
+//!   `page_events`), its `instagram_account_ids` for `instagram_*` scopes (only where
+//!   the token was granted on such objects).
 //!
 //! Control endpoints (`/_sim/...`, JSON):
-//! - `POST /_sim/oauth/codes {scopes, waba_id?, redirect_uri?, ttl_seconds?, token_type?, token_expires_in?}` -> `{code}`
-//! - `POST /_sim/tokens {scopes, waba_id?, type?, expires_in?}` -> `{access_token}` (0 = never expires)
+//! - `POST /_sim/oauth/codes {scopes, waba_id?, page_ids?, instagram_account_ids?, redirect_uri?, ttl_seconds?, token_type?, token_expires_in?}` -> `{code}`
+//! - `POST /_sim/tokens {scopes, waba_id?, page_ids?, instagram_account_ids?, type?, expires_in?}` -> `{access_token}` (0 = never expires);
+//!   `page_ids` / `instagram_account_ids` are the Pages / Instagram accounts the token
+//!   was granted on (what it reaches), as `waba_id` is its WABA.
+//! - `POST /_sim/pages {page_id, name?, instagram_account_id?, instagram_username?}` ->
+//!   `{page_id, name, instagram_account_id, instagram_username}` (module [`messaging`]):
+//!   a Facebook Page and its linked Instagram professional account; 400 `{error}` for a
+//!   request that cannot be (no `page_id`, an account linked to another Page, ...).
 //! - `POST /_sim/tokens/revoke {access_token}`, `POST /_sim/tokens/expire {access_token}`
 //! - `POST /_sim/faults {path?, status?, code?, error_subcode?, message?, times?, delay_ms?, answer_delay_ms?, is_transient?}`
 //!   (the next `times` requests whose path contains `path` fail that way; status 200
 //!   with `delay_ms` only slows them down; status 200 with `answer_delay_ms` serves them
 //!   (events accepted) and holds the answer back that long: Meta took the request, the
 //!   caller may give up before it hears so)
-//! - `GET|POST /{waba}/dataset` — the WABA's dataset (`{"data":[{"id"}]}` / `{"id"}`),
-//!   a valid token with `whatsapp_business_manage_events` required.
+//! - `GET /{page_id}?fields=id,name,instagram_business_account` (default `id,name`) and
+//!   `GET /{ig_id}?fields=id,username`: a registered Page / Instagram account, for a
+//!   valid token granted on it; otherwise code 100 subcode 33. Ad objects keep being
+//!   answered by the Marketing module.
+//! - `GET|POST /{owner}/dataset` — the dataset (`{"data":[{"id"}]}` / `{"id"}`, POST
+//!   returns the existing one) of a registered Page (`page_events` required, the token
+//!   granted on the Page), of a registered Instagram account (`instagram_manage_events`,
+//!   the token granted on it), or else of a WABA (`whatsapp_business_manage_events`).
+//!   A missing permission is HTTP 403 code 200; an owner out of reach code 100/33.
 //! - `GET /{waba}/phone_numbers` — the WABA's phone numbers (`data[]` with `id`,
 //!   `display_phone_number`, `verified_name`, ...; `paging.cursors`), from
 //!   `POST /_sim/phone_numbers {waba_id, phone_numbers: [{id, ...}]}`; a WABA the token
 //!   cannot see answers code 100 subcode 33.
 //! - `POST /{dataset}/events` — Conversions API for Business Messaging with Meta's
 //!   validation: allowed event names (subcode 2804066), `action_source`,
-//!   `messaging_channel`, `whatsapp_business_account_id`, `ctwa_clid` (2804087),
+//!   `messaging_channel` (`whatsapp`, `messenger` or `instagram`, the channel of the
+//!   dataset's owner), that channel's `user_data` keys (WhatsApp:
+//!   `whatsapp_business_account_id`, `ctwa_clid` (2804087); Messenger: `page_id`,
+//!   `page_scoped_user_id`; Instagram: `instagram_business_account_id` (2804079),
+//!   `ig_sid` (2804075); a key of another channel refused; see [`messaging`]),
 //!   `event_time` within 7 days, 1000 events at most; one bad event rejects the batch.
+//!   A top-level `partner_agent` (a string) is recorded with each event.
 //! - Marketing API (module [`marketing`]): `POST|GET /act_{id}/{campaigns,adsets,adimages,adcreatives,ads}`,
 //!   `GET|POST|DELETE /{object id}`, with Meta's Click-to-WhatsApp validations, statuses,
 //!   paging and `X-Business-Use-Case-Usage`; ad accounts come from
@@ -38,10 +59,14 @@
 //!   adset_id, adset_name, ad_id, ad_name, spend, impressions, clicks, conversations}]}`:
 //!   the daily delivery `GET /act_{id}/insights` answers from (see `insights`).
 //! - `GET /_sim/requests` -> every Graph request received; `GET /_sim/events` -> every
-//!   event accepted; `POST /_sim/reset`
+//!   event accepted (`{"events": [{dataset_id, test_event_code, partner_agent, event}]}`);
+//!   `POST /_sim/reset`
 
 pub mod insights;
 pub mod marketing;
+pub mod messaging;
+
+use messaging::OwnerKind;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -71,6 +96,8 @@ pub struct SimConfig {
 struct Grant {
     scopes: Vec<String>,
     waba_id: Option<String>,
+    page_ids: Vec<String>,
+    instagram_account_ids: Vec<String>,
     redirect_uri: Option<String>,
     expires_at: i64,
     used: bool,
@@ -83,6 +110,10 @@ struct TokenInfo {
     kind: String,
     scopes: Vec<String>,
     waba_id: Option<String>,
+    /// The Pages the token was granted on (`pages_*`, `page_events`).
+    page_ids: Vec<String>,
+    /// The Instagram professional accounts it was granted on (`instagram_*`).
+    instagram_account_ids: Vec<String>,
     issued_at: i64,
     /// 0 = never expires.
     expires_at: i64,
@@ -133,11 +164,16 @@ struct State {
     requests: Vec<Value>,
     faults: VecDeque<Fault>,
     counter: u64,
-    /// WABA id -> dataset id.
+    /// Owner id (WABA, Page or Instagram account) -> dataset id.
     datasets: HashMap<String, String>,
-    /// Every event accepted by `POST /{dataset}/events`, with its dataset and test code.
+    /// Owner id -> what the owner is (which channel its dataset takes).
+    dataset_kinds: HashMap<String, OwnerKind>,
+    /// Every event accepted by `POST /{dataset}/events`, with its dataset, test code and
+    /// partner agent.
     events: Vec<Value>,
     marketing: marketing::Marketing,
+    /// Facebook Pages and their Instagram professional accounts.
+    messaging: messaging::Messaging,
     /// WABA id -> its phone numbers (`GET /{waba}/phone_numbers`), as tests set them.
     phone_numbers: HashMap<String, Vec<Value>>,
     /// Refuse calls made with a user token that lack a valid `appsecret_proof` (the
@@ -215,6 +251,27 @@ fn fbtrace() -> String {
     format!("A{}", hex::encode(b))
 }
 
+/// Whether a token reaches a dataset's owner: a Page or Instagram account it was granted
+/// on; a WABA unless it was granted on another WABA.
+fn reaches(info: &TokenInfo, kind: OwnerKind, owner: &str) -> bool {
+    match kind {
+        OwnerKind::Waba => info.waba_id.as_deref().is_none_or(|w| w == owner),
+        OwnerKind::Page => info.page_ids.iter().any(|p| p == owner),
+        OwnerKind::InstagramAccount => info.instagram_account_ids.iter().any(|a| a == owner),
+    }
+}
+
+/// A permission the token lacks (`(#200) Permissions error`, HTTP 403).
+fn permissions_error(scope: &str) -> (u16, Value) {
+    graph_error(
+        403,
+        200,
+        None,
+        "OAuthException",
+        &format!("(#200) Permissions error: {scope} is required"),
+    )
+}
+
 fn token_error(subcode: i64, message: &str) -> (u16, Value) {
     graph_error(400, 190, Some(subcode), "OAuthException", message)
 }
@@ -245,6 +302,8 @@ impl Simulator {
         let grant = Grant {
             scopes: strings(&req["scopes"]),
             waba_id: req["waba_id"].as_str().map(str::to_string),
+            page_ids: ids(&req["page_ids"]),
+            instagram_account_ids: ids(&req["instagram_account_ids"]),
             redirect_uri: req["redirect_uri"].as_str().map(str::to_string),
             expires_at: now() + req["ttl_seconds"].as_i64().unwrap_or(600),
             used: false,
@@ -264,6 +323,8 @@ impl Simulator {
             kind: req["type"].as_str().unwrap_or("USER").to_string(),
             scopes: strings(&req["scopes"]),
             waba_id: req["waba_id"].as_str().map(str::to_string),
+            page_ids: ids(&req["page_ids"]),
+            instagram_account_ids: ids(&req["instagram_account_ids"]),
             issued_at: now(),
             expires_at: if expires_in == 0 {
                 0
@@ -521,6 +582,10 @@ impl Simulator {
         let mut st = self.lock();
         let account = match segments {
             [a, _] | [a] if a.starts_with("act_") => Some(a.to_string()),
+            // Pages and Instagram accounts are not ad objects: `graph` answers them.
+            [id] if st.marketing.owner_of(id).is_none() && st.messaging.kind_of(id).is_some() => {
+                return None;
+            }
             [id] if id.bytes().all(|b| b.is_ascii_digit()) && !id.is_empty() => {
                 st.marketing.owner_of(id).map(str::to_string)
             }
@@ -627,13 +692,57 @@ impl Simulator {
         self.lock().events.clone()
     }
 
-    /// Datasets created so far: (WABA id, dataset id).
+    /// Datasets created so far: (owner id, dataset id); the owner is a WABA, a Page or
+    /// an Instagram account.
     pub fn datasets(&self) -> Vec<(String, String)> {
         self.lock()
             .datasets
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
+    }
+
+    /// Datasets created so far with what owns each: (owner id, dataset id, owner kind).
+    pub fn datasets_by_owner(&self) -> Vec<(String, String, OwnerKind)> {
+        let st = self.lock();
+        st.datasets
+            .iter()
+            .map(|(k, v)| {
+                let kind = st.dataset_kinds.get(k).copied().unwrap_or(OwnerKind::Waba);
+                (k.clone(), v.clone(), kind)
+            })
+            .collect()
+    }
+
+    /// Registers a Facebook Page and, optionally, its linked Instagram professional
+    /// account (`POST /_sim/pages`); an error says what is wrong with the request.
+    pub fn add_page(&self, req: &Value) -> Result<Value, String> {
+        self.lock().messaging.register(req)
+    }
+
+    /// `GET /{page_id}` or `GET /{ig_id}` (`fields`): only for a valid token granted on
+    /// that Page / Instagram account, else Meta's code 100 subcode 33.
+    fn messaging_object(
+        &self,
+        id: &str,
+        params: &HashMap<String, String>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let st = self.lock();
+        let info = match self.valid_token(&st, token) {
+            Ok(i) => i,
+            Err(e) => return e,
+        };
+        let fields = params.get("fields").map(String::as_str).unwrap_or("");
+        match st.messaging.kind_of(id) {
+            Some(OwnerKind::Page) if reaches(info, OwnerKind::Page, id) => {
+                st.messaging.page_view(id, fields)
+            }
+            Some(OwnerKind::InstagramAccount) if reaches(info, OwnerKind::InstagramAccount, id) => {
+                st.messaging.ig_view(id, fields)
+            }
+            _ => messaging::unknown_object(id),
+        }
     }
 
     fn valid_token<'a>(
@@ -667,54 +776,57 @@ impl Simulator {
         }
     }
 
-    fn dataset(&self, method: &str, waba: &str, token: Option<&str>) -> (u16, Value) {
+    /// `GET|POST /{owner}/dataset`: the dataset of a registered Page (`page_events`), of
+    /// a registered Instagram account (`instagram_manage_events`), or else of a WABA
+    /// (`whatsapp_business_manage_events`). The permission is checked first (403 code
+    /// 200), then that the token reaches the owner (code 100 subcode 33). POST returns
+    /// the existing dataset if there is one.
+    fn dataset(&self, method: &str, owner: &str, token: Option<&str>) -> (u16, Value) {
         let mut st = self.lock();
         let info = match self.valid_token(&st, token) {
             Ok(i) => i.clone(),
             Err(e) => return e,
         };
-        if !info
-            .scopes
-            .iter()
-            .any(|s| s == "whatsapp_business_manage_events")
-        {
-            return graph_error(
-                403,
-                200,
-                None,
-                "OAuthException",
-                "(#200) Permissions error: whatsapp_business_manage_events is required",
-            );
+        let kind = st.messaging.kind_of(owner).unwrap_or(OwnerKind::Waba);
+        let scope = kind.events_scope();
+        if !info.scopes.iter().any(|s| s == scope) {
+            return permissions_error(scope);
         }
-        if info.waba_id.as_deref().is_some_and(|w| w != waba) {
+        if !reaches(&info, kind, owner) {
             return graph_error(
                 400,
                 100,
                 Some(33),
                 "GraphMethodException",
                 &format!(
-                    "Unsupported {} request. Object with ID '{waba}' does not exist, cannot be loaded due to missing permissions, or does not support this operation.",
+                    "Unsupported {} request. Object with ID '{owner}' does not exist, cannot be loaded due to missing permissions, or does not support this operation.",
                     method.to_lowercase()
                 ),
             );
         }
         match method {
-            "GET" => match st.datasets.get(waba) {
+            "GET" => match st.datasets.get(owner) {
                 Some(id) => (200, json!({"data": [{"id": id}]})),
                 None => (200, json!({"data": []})),
             },
             _ => {
-                if let Some(id) = st.datasets.get(waba) {
+                if let Some(id) = st.datasets.get(owner) {
                     return (200, json!({"id": id}));
                 }
                 st.counter += 1;
                 let id = format!("{}", 880_000_000_000_000u64 + st.counter);
-                st.datasets.insert(waba.to_string(), id.clone());
+                st.datasets.insert(owner.to_string(), id.clone());
+                st.dataset_kinds.insert(owner.to_string(), kind);
                 (200, json!({"id": id}))
             }
         }
     }
 
+    /// `POST /{dataset}/events`: the token must reach the dataset's owner (and, for a
+    /// Page's or an Instagram account's dataset, hold its events permission); each
+    /// event is checked for its name, its channel (that of the dataset's owner) and that
+    /// channel's `user_data` keys, its time and a Purchase's value. One bad event
+    /// refuses the whole request.
     fn events(&self, dataset: &str, body: &Value, token: Option<&str>) -> (u16, Value) {
         let mut st = self.lock();
         let info = match self.valid_token(&st, token) {
@@ -726,13 +838,12 @@ impl Simulator {
             .iter()
             .find(|(_, d)| *d == dataset)
             .map(|(w, _)| w.clone());
+        let kind = owner
+            .as_ref()
+            .and_then(|o| st.dataset_kinds.get(o).copied())
+            .unwrap_or(OwnerKind::Waba);
         // A token that cannot reach the dataset (another business's): code 100 subcode 33.
-        if owner.is_none()
-            || info
-                .waba_id
-                .as_ref()
-                .is_some_and(|w| Some(w) != owner.as_ref())
-        {
+        let Some(owner) = owner.filter(|o| reaches(&info, kind, o)) else {
             return graph_error(
                 400,
                 100,
@@ -742,6 +853,10 @@ impl Simulator {
                     "Unsupported post request. Object with ID '{dataset}' does not exist, cannot be loaded due to missing permissions, or does not support this operation."
                 ),
             );
+        };
+        // WhatsApp events are not checked for their permission (the WABA's dataset is).
+        if kind != OwnerKind::Waba && !info.scopes.iter().any(|s| s == kind.events_scope()) {
+            return permissions_error(kind.events_scope());
         }
         let data = match &body["data"] {
             Value::Array(a) if !a.is_empty() => a.clone(),
@@ -776,46 +891,60 @@ impl Simulator {
                 "(#100) You can only send up to 1000 events per request.",
             );
         }
+        // Meta's samples put partner_agent beside `data`, a name Meta assigns.
+        let partner_agent = match body.get("partner_agent") {
+            None | Some(Value::Null) => Value::Null,
+            Some(v @ Value::String(_)) => v.clone(),
+            Some(_) => {
+                return graph_error(
+                    400,
+                    100,
+                    None,
+                    "OAuthException",
+                    "(#100) param partner_agent must be a string",
+                );
+            }
+        };
         let now_s = now();
         for (i, e) in data.iter().enumerate() {
-            let invalid = |subcode: i64, msg: &str| {
+            let refused = |r: messaging::Refusal| {
                 let (status, mut v) = graph_error(
                     400,
                     100,
-                    Some(subcode),
+                    Some(r.subcode),
                     "OAuthException",
                     "Invalid parameter",
                 );
-                v["error"]["error_user_title"] = json!(msg);
-                v["error"]["error_user_msg"] = json!(format!("event {i}: {msg}"));
+                let msg = match &r.detail {
+                    Some(d) => format!("event {i}: {}: {d}", r.title),
+                    None => format!("event {i}: {}", r.title),
+                };
+                v["error"]["error_user_title"] = json!(r.title);
+                v["error"]["error_user_msg"] = json!(msg);
                 (status, v)
+            };
+            let invalid = |subcode: i64, title: &str| {
+                refused(messaging::Refusal {
+                    subcode,
+                    title: title.to_string(),
+                    detail: None,
+                })
             };
             let name = e["event_name"].as_str().unwrap_or_default();
             if !ALLOWED_EVENTS.contains(&name) {
                 return invalid(2_804_066, "Messaging Event Invalid Event Type");
             }
-            if e["action_source"] != "business_messaging" || e["messaging_channel"] != "whatsapp" {
+            let channel = e["messaging_channel"].as_str().unwrap_or_default();
+            if e["action_source"] != "business_messaging"
+                || !["whatsapp", "messenger", "instagram"].contains(&channel)
+            {
                 return invalid(
                     2_804_050,
                     "Messaging Event Invalid Action Source or Messaging Channel",
                 );
             }
-            if e["user_data"]["whatsapp_business_account_id"]
-                .as_str()
-                .is_none_or(str::is_empty)
-            {
-                return invalid(
-                    2_804_019,
-                    "Messaging Event Missing WhatsApp Business Account Id",
-                );
-            }
-            // Meta refuses click ids it does not know; the simulator treats ids that
-            // start with INVALID as unknown.
-            if e["user_data"]["ctwa_clid"]
-                .as_str()
-                .is_none_or(|c| c.is_empty() || c.starts_with("INVALID"))
-            {
-                return invalid(2_804_087, "Messaging Event Invalid Ctwa Clid");
+            if let Err(r) = messaging::check_event(e, kind, &owner) {
+                return refused(r);
             }
             let Some(t) = e["event_time"].as_i64() else {
                 return invalid(2_804_003, "Invalid Event Time");
@@ -841,8 +970,12 @@ impl Simulator {
         }
         let test_code = body["test_event_code"].as_str().map(str::to_string);
         for e in &data {
-            st.events
-                .push(json!({"dataset_id": dataset, "test_event_code": test_code, "event": e}));
+            st.events.push(json!({
+                "dataset_id": dataset,
+                "test_event_code": test_code,
+                "partner_agent": partner_agent,
+                "event": e,
+            }));
         }
         (
             200,
@@ -1005,6 +1138,8 @@ impl Simulator {
                 kind: grant.token_type,
                 scopes: grant.scopes,
                 waba_id: grant.waba_id,
+                page_ids: grant.page_ids,
+                instagram_account_ids: grant.instagram_account_ids,
                 issued_at: now(),
                 expires_at: if expires_in == 0 {
                     0
@@ -1055,6 +1190,10 @@ impl Simulator {
                 && let Some(w) = &info.waba_id
             {
                 g["target_ids"] = json!([w]);
+            } else if messaging::is_page_scope(s) && !info.page_ids.is_empty() {
+                g["target_ids"] = json!(info.page_ids);
+            } else if messaging::is_instagram_scope(s) && !info.instagram_account_ids.is_empty() {
+                g["target_ids"] = json!(info.instagram_account_ids);
             }
             granular.push(g);
         }
@@ -1091,6 +1230,10 @@ impl Simulator {
                 ("POST", "/oauth/codes") => (200, self.create_code(&body_json)),
                 ("POST", "/tokens") => (200, self.create_token(&body_json)),
                 ("POST", "/ad_accounts") => (200, self.add_ad_account(&body_json)),
+                ("POST", "/pages") => match self.add_page(&body_json) {
+                    Ok(v) => (200, v),
+                    Err(e) => (400, json!({"error": e})),
+                },
                 ("POST", "/insights") => self.add_insights(&body_json),
                 ("POST", "/phone_numbers") => {
                     let waba = body_json["waba_id"]
@@ -1239,9 +1382,12 @@ impl Simulator {
         SimAnswer::from(match (method, segments) {
             ("GET" | "POST", ["oauth", "access_token"]) => self.access_token(params),
             ("GET", ["debug_token"]) => self.debug_token(params, bearer),
-            ("GET" | "POST", [waba, "dataset"]) => self.dataset(method, waba, token),
+            ("GET" | "POST", [owner, "dataset"]) => self.dataset(method, owner, token),
             ("GET", [waba, "phone_numbers"]) => self.phone_numbers(waba, params, token),
             ("POST", [dataset, "events"]) => self.events(dataset, body_json, token),
+            ("GET", [id]) if self.lock().messaging.kind_of(id).is_some() => {
+                self.messaging_object(id, params, token)
+            }
             _ => graph_error(
                 400,
                 100,
@@ -1265,6 +1411,13 @@ impl From<(u16, Value)> for SimAnswer {
             usage: None,
         }
     }
+}
+
+/// Ids given as strings or numbers (`page_ids`, `instagram_account_ids`).
+fn ids(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(messaging::id_value).collect())
+        .unwrap_or_default()
 }
 
 fn strings(v: &Value) -> Vec<String> {
