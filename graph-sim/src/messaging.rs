@@ -3,8 +3,9 @@
 //! objects (`GET /{page_id}`, `GET /{ig_id}`), and the per-channel `user_data` checks
 //! of the Conversions API for Business Messaging.
 //!
-//! Sources (see the README's Meta references): Meta's "Conversions API for Business
-//! Messaging" onboarding guide gives the three channels' keys and permissions
+//! Sources: Meta's "Conversions API for Business Messaging" onboarding guide
+//! (<https://developers.facebook.com/docs/marketing-api/conversions-api/business-messaging>)
+//! gives the three channels' keys and permissions
 //! (`page_id` + `page_scoped_user_id` with `page_events` for Messenger,
 //! `instagram_business_account_id` + `ig_sid` with `instagram_manage_events` for
 //! Instagram, `partner_agent` at the top level of the body); the subcodes 2804064,
