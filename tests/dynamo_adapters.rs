@@ -51,6 +51,7 @@ fn upsert(id: &str, key: &str, now: i64) -> ConversationUpsert {
             wa_id: Some("16505551234".into()),
             user_id: None,
             name: Some("Name".into()),
+            ..Customer::default()
         },
         now_ms: now,
     }
@@ -91,6 +92,8 @@ async fn accounts_claim_routes_exclusively() {
         waba_id: Some("W".into()),
         phone_number_ids: vec!["p1".into(), "p2".into()],
         sinch_app_id: Some("S1".into()),
+        page_ids: Vec::new(),
+        instagram_account_ids: Vec::new(),
         created_at_ms: 5,
     };
     d.create_account(&a).await.unwrap();
@@ -103,6 +106,8 @@ async fn accounts_claim_routes_exclusively() {
         id: "b1".into(),
         phone_number_ids: vec!["p2".into()],
         sinch_app_id: None,
+        page_ids: Vec::new(),
+        instagram_account_ids: Vec::new(),
         ..a.clone()
     };
     assert!(matches!(
@@ -179,7 +184,10 @@ async fn first_touch_is_one_shot_and_the_earliest_click_wins_under_concurrency()
     let outcomes = futures_util::future::join_all(tasks).await;
     assert!(outcomes.contains(&FirstTouchOutcome::Captured));
     let c = d.get_conversation(&conv).await.unwrap().unwrap();
-    assert_eq!(c.first_touch.as_ref().unwrap().ctwa_clid, "clid-1000");
+    assert_eq!(
+        c.first_touch.as_ref().unwrap().ctwa_clid.as_deref(),
+        Some("clid-1000")
+    );
     assert_eq!(c.customer.name.as_deref(), Some("Name"));
     // Later clicks never replace it; a repeat of the winner is Kept.
     let later = click(&conv, "m99", 5_000, Some("later"));
@@ -238,7 +246,13 @@ async fn on_an_exact_tie_the_stored_first_touch_stays_and_its_capture_time_never
             .unwrap();
     }
     let ft = get().await;
-    assert_eq!((ft.ctwa_clid.as_str(), ft.captured_at_ms), ("m5", 1));
+    assert_eq!(
+        (
+            ft.ctwa_clid.as_deref().unwrap_or_default(),
+            ft.captured_at_ms
+        ),
+        ("m5", 1)
+    );
     // A strictly earlier click processed later replaces the click, never the time the
     // first touch was first captured.
     let k = click(conv, "m0", 6, Some("m0"));
@@ -249,7 +263,11 @@ async fn on_an_exact_tie_the_stored_first_touch_stays_and_its_capture_time_never
     assert_eq!(o, FirstTouchOutcome::Captured);
     let ft = get().await;
     assert_eq!(
-        (ft.ctwa_clid.as_str(), ft.clicked_at_ms, ft.captured_at_ms),
+        (
+            ft.ctwa_clid.as_deref().unwrap_or_default(),
+            ft.clicked_at_ms,
+            ft.captured_at_ms
+        ),
         ("m0", 6, 1)
     );
 }
@@ -305,6 +323,7 @@ async fn conversations_by_customer_and_user_id_fallback() {
         wa_id: None,
         user_id: Some("US.1".into()),
         name: None,
+        ..Customer::default()
     };
     d.upsert_conversation(&u, None).await.unwrap();
     d.upsert_conversation(&upsert("c_w", "wa:1650", 1), None)
@@ -398,6 +417,8 @@ async fn the_unrouted_backlog_of_a_route_until_it_is_claimed_and_drained() {
         waba_id: None,
         phone_number_ids: vec!["777000333".into()],
         sinch_app_id: Some("APP1".into()),
+        page_ids: Vec::new(),
+        instagram_account_ids: Vec::new(),
         created_at_ms: 7,
     })
     .await
@@ -565,6 +586,8 @@ async fn routes_move_conditionally_with_their_audit_records() {
         waba_id: Some(format!("W{id}")),
         phone_number_ids: pnids.iter().map(|p| p.to_string()).collect(),
         sinch_app_id: None,
+        page_ids: Vec::new(),
+        instagram_account_ids: Vec::new(),
         created_at_ms: 5,
     };
     let (a, b) = (account("a", &["p0", "p1", "p2"]), account("b", &[]));

@@ -462,6 +462,8 @@ async fn inbox_insert_stream_event_captures_the_click() {
             waba_id: None,
             phone_number_ids: vec!["1204727649384372".into()],
             sinch_app_id: None,
+            page_ids: Vec::new(),
+            instagram_account_ids: Vec::new(),
             created_at_ms: 0,
         })
         .await

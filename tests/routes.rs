@@ -53,6 +53,8 @@ async fn account_with_key(app: &TestApp, id: &str, waba: &str, pnids: &[&str]) -
             waba_id: Some(waba.into()),
             phone_number_ids: pnids.iter().map(|p| p.to_string()).collect(),
             sinch_app_id: None,
+            page_ids: Vec::new(),
+            instagram_account_ids: Vec::new(),
             created_at_ms: 0,
         })
         .await

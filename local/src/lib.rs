@@ -48,6 +48,8 @@ pub struct LocalConfig {
     pub meta_app_id: String,
     /// Parameter LogLevel (`None`: the template's default).
     pub log_level: Option<String>,
+    /// Parameter MetaPartnerAgent (`None`: the template's default, none sent).
+    pub partner_agent: Option<String>,
     /// The retry policy of the in-process CAPI dependencies (tests' direct calls);
     /// the functions use their own.
     pub retry_policy: RetryPolicy,
@@ -207,6 +209,9 @@ pub async fn start(clients: &Clients, cfg: LocalConfig) -> Result<Stack, StartEr
     if let Some(level) = &cfg.log_level {
         given.insert("LogLevel".into(), level.clone());
     }
+    if let Some(agent) = &cfg.partner_agent {
+        given.insert("MetaPartnerAgent".into(), agent.clone());
+    }
     let parameters =
         lambda::template::parameters(&raw, &given).map_err(|e| StartError(e.to_string()))?;
 
@@ -319,6 +324,7 @@ pub async fn start(clients: &Clients, cfg: LocalConfig) -> Result<Stack, StartEr
         audit_ttl_days: None,
         resend_delay: cfg.retry_policy.resend_delay,
         click_wait: cfg.retry_policy.click_wait,
+        partner_agent: cfg.partner_agent.clone(),
     };
     let mut capi = wiring::capi(&aws, &capi_config).map_err(graph_error)?;
     capi.policy = cfg.retry_policy.clone();

@@ -349,6 +349,8 @@ impl Workload {
                 waba_id: Some("102290129340398".into()),
                 phone_number_ids: vec![a.phone_number_id.clone()],
                 sinch_app_id: None,
+                page_ids: Vec::new(),
+                instagram_account_ids: Vec::new(),
                 created_at_ms: ctwa_shared::time::now_millis(),
             };
             match data.create_account(&account).await {

@@ -58,6 +58,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         log_level: std::env::var("CTWA_LOG_LEVEL")
             .ok()
             .filter(|v| !v.is_empty()),
+        partner_agent: std::env::var("META_PARTNER_AGENT")
+            .ok()
+            .filter(|v| !v.is_empty()),
         retry_policy: Default::default(),
         lambda,
     };
@@ -103,6 +106,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         waba_id: Some(DEMO_WABA_ID.into()),
         phone_number_ids: vec![DEMO_PHONE_NUMBER_ID.into()],
         sinch_app_id: Some(DEMO_SINCH_APP_ID.into()),
+        page_ids: Vec::new(),
+        instagram_account_ids: Vec::new(),
         created_at_ms: now,
     };
     match stack.data.create_account(&account).await {

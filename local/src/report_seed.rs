@@ -203,7 +203,7 @@ pub async fn seed_activity(
                     now_ms: at + 1_000,
                 },
                 FirstTouch {
-                    ctwa_clid: clid,
+                    ctwa_clid: Some(clid),
                     captured_at_ms: at + 1_000,
                     clicked_at_ms: at,
                     message_id,

@@ -175,6 +175,8 @@ impl NewAccount {
                     .map(PhoneNumberId::into_string)
                     .collect(),
                 sinch_app_id: self.sinch_app_id,
+                page_ids: Vec::new(),
+                instagram_account_ids: Vec::new(),
                 created_at_ms: now_ms,
             },
             ad_account_links,
@@ -269,6 +271,8 @@ mod tests {
                 waba_id: Some("555".into()),
                 phone_number_ids: vec!["777".into(), "888".into()],
                 sinch_app_id: Some("app1".into()),
+                page_ids: Vec::new(),
+                instagram_account_ids: Vec::new(),
                 created_at_ms: 1_000,
             }
         );

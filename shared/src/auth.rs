@@ -178,6 +178,16 @@ pub const ROUTE_ACCESS: &[(&str, &str, Access)] = &[
         Access::Operator,
     ),
     (
+        "POST",
+        "/v1/admin/accounts/{account_id}/pages",
+        Access::Operator,
+    ),
+    (
+        "POST",
+        "/v1/admin/accounts/{account_id}/instagram-accounts",
+        Access::Operator,
+    ),
+    (
         "GET",
         "/v1/admin/phone-numbers/{phone_number_id}",
         Access::Operator,

@@ -153,6 +153,18 @@ impl CaptureDeps {
     }
 }
 
+/// A stored message of any channel as the domain sees it.
+pub fn inbound(
+    item: &InboxItem,
+) -> Result<crate::domain::InboundMessage, crate::meta::webhook::StoredMessageError> {
+    use crate::domain::Channel;
+    match item.channel {
+        Channel::Cloud => cloud_inbound(item),
+        Channel::Sinch => sinch_inbound(item),
+        Channel::Messenger | Channel::Instagram => crate::meta::messaging::messaging_inbound(item),
+    }
+}
+
 /// Processes one inbox item. `Err` only for failures worth retrying (storage errors).
 pub async fn process_item(
     deps: &CaptureDeps,
@@ -187,18 +199,14 @@ pub async fn process_item(
             Err(e) => Ok(skip(item, e.to_string())),
         };
     }
-    let parsed = match item.channel {
-        crate::domain::Channel::Cloud => cloud_inbound(item),
-        crate::domain::Channel::Sinch => sinch_inbound(item),
-    };
-    let msg = match parsed {
+    let msg = match inbound(item) {
         Ok(m) => m,
         Err(e) => return Ok(skip(item, e.to_string())),
     };
     let Some(customer_key) = msg.customer.key() else {
         return Ok(skip(
             item,
-            "message names no customer (no wa_id, no user_id)".into(),
+            "message names no customer (no wa_id, user_id, PSID or IGSID)".into(),
         ));
     };
     let customer_key = deps
@@ -311,11 +319,7 @@ fn order_keys(item: &InboxItem) -> Vec<String> {
     if item.kind != InboxKind::Message {
         return Vec::new();
     }
-    let parsed = match item.channel {
-        crate::domain::Channel::Cloud => cloud_inbound(item),
-        crate::domain::Channel::Sinch => sinch_inbound(item),
-    };
-    let Ok(msg) = parsed else {
+    let Ok(msg) = inbound(item) else {
         return Vec::new();
     };
     let mut keys: Vec<String> = msg
@@ -338,6 +342,14 @@ fn order_keys(item: &InboxItem) -> Vec<String> {
         .filter(|u| !u.is_empty())
     {
         keys.push(format!("u:{u}"));
+    }
+    // A PSID / IGSID names one customer of one Page / Instagram account.
+    if matches!(
+        item.route,
+        crate::domain::Route::Page(_) | crate::domain::Route::Instagram(_)
+    ) && let Some(k) = msg.customer.key()
+    {
+        keys.push(format!("{}#{k}", item.route.key()));
     }
     keys
 }
@@ -660,6 +672,8 @@ mod tests {
                 waba_id: None,
                 phone_number_ids: vec![PNID.into()],
                 sinch_app_id: None,
+                page_ids: Vec::new(),
+                instagram_account_ids: Vec::new(),
                 created_at_ms: 0,
             })
             .await

@@ -269,6 +269,9 @@ pub struct CapiConfig {
     /// A conversion with no click waits this long for its customer's click
     /// (`CLICK_WAIT_SECONDS`, default 900; 0 answers the no-op at once; at most 86400).
     pub click_wait: Duration,
+    /// `META_PARTNER_AGENT`: the name Meta assigned the partner, sent once at the top of
+    /// every Conversions API request; unset or empty sends none.
+    pub partner_agent: Option<String>,
 }
 
 impl CapiConfig {
@@ -291,7 +294,22 @@ impl CapiConfig {
                 reason: "must be between 0 and 86400".into(),
             });
         }
+        let partner_agent = env("META_PARTNER_AGENT")
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty());
+        if let Some(p) = &partner_agent
+            && (p.len() > 64
+                || !p
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')))
+        {
+            return Err(ConfigError::Invalid {
+                name: "META_PARTNER_AGENT",
+                reason: "must be 1 to 64 letters, digits, _ - .".into(),
+            });
+        }
         Ok(Self {
+            partner_agent,
             click_wait: Duration::from_secs(click_wait),
             resend_delay: Duration::from_secs(resend_delay),
             connect: ConnectConfig::from_lookup(env)?,

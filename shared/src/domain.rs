@@ -13,6 +13,11 @@ pub enum Channel {
     Cloud,
     /// Sinch Conversation API callback.
     Sinch,
+    /// Meta's Messenger Platform webhook (`object: "page"`): a Facebook Page's chats.
+    Messenger,
+    /// Meta's Instagram Messaging webhook (`object: "instagram"`): an Instagram
+    /// professional account's Direct chats.
+    Instagram,
 }
 
 impl Channel {
@@ -20,44 +25,112 @@ impl Channel {
         match self {
             Channel::Cloud => "cloud",
             Channel::Sinch => "sinch",
+            Channel::Messenger => "messenger",
+            Channel::Instagram => "instagram",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "cloud" => Some(Channel::Cloud),
             "sinch" => Some(Channel::Sinch),
+            "messenger" => Some(Channel::Messenger),
+            "instagram" => Some(Channel::Instagram),
             _ => None,
+        }
+    }
+    /// The `messaging_channel` of Meta's Conversions API for Business Messaging.
+    pub fn messaging_channel(self) -> MessagingChannel {
+        match self {
+            Channel::Cloud | Channel::Sinch => MessagingChannel::Whatsapp,
+            Channel::Messenger => MessagingChannel::Messenger,
+            Channel::Instagram => MessagingChannel::Instagram,
         }
     }
 }
 
-/// Where an inbound webhook is routed: Meta's `phone_number_id` or Sinch's `app_id`.
+/// The app a conversation runs in, as Meta's Conversions API for Business Messaging
+/// names it (`messaging_channel`). WhatsApp arrives through the Cloud API or Sinch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessagingChannel {
+    Whatsapp,
+    Messenger,
+    Instagram,
+}
+
+impl MessagingChannel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessagingChannel::Whatsapp => "whatsapp",
+            MessagingChannel::Messenger => "messenger",
+            MessagingChannel::Instagram => "instagram",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "whatsapp" => Some(Self::Whatsapp),
+            "messenger" => Some(Self::Messenger),
+            "instagram" => Some(Self::Instagram),
+            _ => None,
+        }
+    }
+    /// The permission Meta requires on the token to send this channel's events
+    /// (Meta's onboarding guide, "Conversions API for Business Messaging").
+    pub fn events_permission(self) -> &'static str {
+        match self {
+            MessagingChannel::Whatsapp => "whatsapp_business_manage_events",
+            MessagingChannel::Messenger => "page_events",
+            MessagingChannel::Instagram => "instagram_manage_events",
+        }
+    }
+}
+
+/// Where an inbound webhook is routed: Meta's `phone_number_id`, Sinch's `app_id`, a
+/// Facebook Page id (Messenger) or an Instagram professional account id (Instagram
+/// Direct).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Route {
     PhoneNumberId(String),
     SinchApp(String),
+    Page(String),
+    Instagram(String),
 }
 
 impl Route {
+    const PREFIXES: [&'static str; 4] = ["pnid:", "sinch:", "page:", "ig:"];
+
     pub fn key(&self) -> String {
         match self {
             Route::PhoneNumberId(id) => format!("pnid:{id}"),
             Route::SinchApp(id) => format!("sinch:{id}"),
+            Route::Page(id) => format!("page:{id}"),
+            Route::Instagram(id) => format!("ig:{id}"),
         }
     }
     pub fn parse(key: &str) -> Option<Self> {
-        if let Some(id) = key.strip_prefix("pnid:") {
-            return (!id.is_empty()).then(|| Route::PhoneNumberId(id.to_string()));
+        let (i, id) = Self::PREFIXES
+            .iter()
+            .enumerate()
+            .find_map(|(i, p)| key.strip_prefix(p).map(|id| (i, id)))?;
+        if id.is_empty() {
+            return None;
         }
-        if let Some(id) = key.strip_prefix("sinch:") {
-            return (!id.is_empty()).then(|| Route::SinchApp(id.to_string()));
-        }
-        None
+        let id = id.to_string();
+        Some(match i {
+            0 => Route::PhoneNumberId(id),
+            1 => Route::SinchApp(id),
+            2 => Route::Page(id),
+            _ => Route::Instagram(id),
+        })
     }
-    /// The business line the conversation is with (phone number id, or the Sinch app).
+    /// The business line the conversation is with (phone number id, the Sinch app, the
+    /// Page, the Instagram account).
     pub fn business_id(&self) -> &str {
         match self {
-            Route::PhoneNumberId(id) | Route::SinchApp(id) => id,
+            Route::PhoneNumberId(id)
+            | Route::SinchApp(id)
+            | Route::Page(id)
+            | Route::Instagram(id) => id,
         }
     }
 }
@@ -92,6 +165,12 @@ pub struct Referral {
     pub thumbnail_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub welcome_message: Option<String>,
+    /// Messenger / Instagram: the `ref` parameter the ad was set up with.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub ref_param: Option<String>,
+    /// Messenger: `ads_context_data.post_id`, the ad's post.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_id: Option<String>,
     /// The referral fields that came with an unexpected JSON type (a number, a list, an
     /// object where text was expected), each exactly as sent. The click is kept without
     /// them, and nothing of them is lost. A referral that is not a JSON object at all is
@@ -100,8 +179,11 @@ pub struct Referral {
     pub odd_fields: BTreeMap<String, serde_json::Value>,
 }
 
-/// The customer side of a conversation: the phone (`wa_id`) when Meta gives it, else the
-/// business-scoped user id. Customers are keyed on `wa_id`, falling back to `user_id`.
+/// The customer side of a conversation: on WhatsApp the phone (`wa_id`) when Meta gives
+/// it, else the business-scoped user id; on Messenger the Page-scoped user id (PSID); on
+/// Instagram the Instagram-scoped user id (IGSID). Customers are keyed on `wa_id`,
+/// falling back to `user_id`; a PSID or IGSID is its own key (it names one person for
+/// one Page / one Instagram account only).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Customer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,20 +191,42 @@ pub struct Customer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub igsid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
 
+/// A PSID's customer key.
+pub fn psid_key(psid: &str) -> String {
+    format!("psid:{}", psid.trim())
+}
+/// An IGSID's customer key.
+pub fn igsid_key(igsid: &str) -> String {
+    format!("igsid:{}", igsid.trim())
+}
+
 impl Customer {
-    /// `wa:<digits>` or `u:<user id>`; `None` when the message names no customer at all.
+    /// `wa:<digits>`, `u:<user id>`, `psid:<id>` or `igsid:<id>`; `None` when the
+    /// message names no customer at all.
     pub fn key(&self) -> Option<String> {
         if let Some(phone) = self.wa_id.as_deref().and_then(|w| Phone::parse(w).ok()) {
             return Some(phone.customer_key());
         }
-        self.user_id
-            .as_deref()
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .map(|u| format!("u:{u}"))
+        let some = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_string)
+        };
+        if let Some(u) = some(&self.user_id) {
+            return Some(format!("u:{u}"));
+        }
+        if let Some(p) = some(&self.psid) {
+            return Some(psid_key(&p));
+        }
+        some(&self.igsid).map(|i| igsid_key(&i))
     }
 }
 
@@ -291,10 +395,30 @@ pub struct Click {
     pub referral: Referral,
 }
 
+impl Click {
+    /// Whether a conversion can be attributed to this click: on WhatsApp a click with a
+    /// click id (a Status placement has none); on Messenger and Instagram an ad's click
+    /// (Meta names the customer by the PSID / IGSID, no click id exists there). Never a
+    /// click whose time could not be vouched for.
+    pub fn is_attributable(&self) -> bool {
+        !self.time_unverified && attributable(self.channel, &self.referral)
+    }
+}
+
+/// Whether a referral of `channel` is an ad click a conversion can be attributed to.
+pub fn attributable(channel: Channel, r: &Referral) -> bool {
+    match channel {
+        Channel::Cloud | Channel::Sinch => r.ctwa_clid.is_some(),
+        Channel::Messenger | Channel::Instagram => r.source_id.is_some(),
+    }
+}
+
 /// First-touch attribution captured on a conversation (one-shot).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FirstTouch {
-    pub ctwa_clid: String,
+    /// WhatsApp's click id; `None` on Messenger and Instagram (no click id there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctwa_clid: Option<String>,
     pub captured_at_ms: i64,
     pub clicked_at_ms: i64,
     pub message_id: String,
@@ -324,6 +448,12 @@ pub struct Account {
     pub phone_number_ids: Vec<String>,
     #[serde(default)]
     pub sinch_app_id: Option<String>,
+    /// The Facebook Pages linked to it (Messenger), kept in step with their routes.
+    #[serde(default)]
+    pub page_ids: Vec<String>,
+    /// The Instagram professional accounts linked to it (Instagram Direct).
+    #[serde(default)]
+    pub instagram_account_ids: Vec<String>,
     pub created_at_ms: i64,
 }
 
@@ -451,12 +581,14 @@ mod tests {
             wa_id: Some("16505551234".into()),
             user_id: Some("US.1".into()),
             name: None,
+            ..Customer::default()
         };
         assert_eq!(both.key().as_deref(), Some("wa:16505551234"));
         let user = Customer {
             wa_id: None,
             user_id: Some("US.1".into()),
             name: None,
+            ..Customer::default()
         };
         assert_eq!(user.key().as_deref(), Some("u:US.1"));
         assert_eq!(Customer::default().key(), None);

@@ -86,6 +86,15 @@ pub enum ApiError {
     MetaTokenInvalid(Option<GraphError>),
     #[error("No dataset for this account: POST /v1/dataset (or set dataset_id with POST /v1/capi)")]
     NoDataset,
+    /// No dataset for a Page / Instagram account (the message names it and the call).
+    #[error("{0}")]
+    NoChannelDataset(String),
+    /// The token lacks a channel's events permission.
+    #[error("{message}")]
+    MetaPermissionMissing {
+        message: String,
+        permission: &'static str,
+    },
     /// The stored token does not reach the account's own WABA.
     #[error(
         "The Meta token does not reach this account's WhatsApp Business Account {waba_id}: reconnect with a token of that business (exchange-code); nothing was sent"
@@ -216,7 +225,9 @@ impl ApiError {
             | Self::MetaWabaNotGranted { .. }
             | Self::PhoneNumberNotInWaba { .. }
             | Self::WabaNotReachable { .. }
-            | Self::NoDataset => StatusCode::CONFLICT,
+            | Self::NoDataset
+            | Self::NoChannelDataset(_)
+            | Self::MetaPermissionMissing { .. } => StatusCode::CONFLICT,
             Self::IdempotencyKeyReused | Self::MetaRefused { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -254,7 +265,8 @@ impl ApiError {
             Self::MissingScopes(_) => "missing_scopes",
             Self::MetaNotConnected => "meta_not_connected",
             Self::MetaTokenInvalid(_) => "meta_token_invalid",
-            Self::NoDataset => "no_dataset",
+            Self::NoDataset | Self::NoChannelDataset(_) => "no_dataset",
+            Self::MetaPermissionMissing { .. } => "meta_permission_missing",
             Self::MetaWabaNotGranted { .. } => "meta_waba_not_granted",
             Self::PhoneNumberNotInWaba { .. } => "phone_number_not_in_waba",
             Self::WabaNotReachable { .. } => "waba_not_reachable",
@@ -307,6 +319,9 @@ impl ApiError {
             }
             Self::KeyLimitReached { max } => {
                 e.insert("max_live_keys".into(), json!(max));
+            }
+            Self::MetaPermissionMissing { permission, .. } => {
+                e.insert("missing_permission".into(), json!(permission));
             }
             Self::MetaWabaNotGranted { waba_id, granted } => {
                 e.insert("waba_id".into(), json!(waba_id));
@@ -430,6 +445,7 @@ impl From<crate::routes::RouteError> for ApiError {
                 waba_id,
                 error,
             },
+            RouteError::ObjectNotReachable { .. } => Self::Conflict(message),
             RouteError::Meta(e) => e.into(),
             RouteError::Store(e) => e.into(),
             RouteError::AuditId(e) => ApiError::internal(e),
@@ -487,6 +503,11 @@ impl From<CapiError> for ApiError {
                 Self::MetaWabaNotGranted { waba_id, granted }
             }
             CapiError::NoDataset => Self::NoDataset,
+            e @ CapiError::NoChannelDataset { .. } => Self::NoChannelDataset(e.to_string()),
+            e @ CapiError::MissingPermission { permission, .. } => Self::MetaPermissionMissing {
+                message: e.to_string(),
+                permission,
+            },
             CapiError::DatasetRefused(g) if g.is_token_error() => Self::MetaTokenInvalid(Some(g)),
             CapiError::DatasetRefused(g) if g.is_retryable() => Self::meta(g),
             CapiError::DatasetRefused(error) => Self::MetaRefused {

@@ -407,13 +407,15 @@ pub trait Graph: Send + Sync {
     -> Result<Option<String>, GraphError>;
     /// Creates the WABA's dataset (Meta returns the existing one if there is one).
     async fn create_dataset(&self, waba_id: &str, token: &Token) -> Result<String, GraphError>;
-    /// `POST /{dataset}/events` with up to 1000 events, given up after `timeout` (the
+    /// `POST /{dataset}/events` with up to 1000 events (and the `partner_agent`, once at
+    /// the top of the request as Meta's guide shows it), given up after `timeout` (the
     /// client's own when `None`): a request that timed out is [`GraphError::NoAnswer`].
     async fn send_events(
         &self,
         dataset_id: &str,
         events: &[serde_json::Value],
         test_event_code: Option<&str>,
+        partner_agent: Option<&str>,
         token: &Token,
         timeout: Option<Duration>,
     ) -> Result<EventsResponse, GraphError>;
@@ -520,12 +522,16 @@ impl Graph for GraphClient {
         dataset_id: &str,
         events: &[serde_json::Value],
         test_event_code: Option<&str>,
+        partner_agent: Option<&str>,
         token: &Token,
         timeout: Option<Duration>,
     ) -> Result<EventsResponse, GraphError> {
         let mut body = serde_json::json!({ "data": events });
         if let Some(code) = test_event_code {
             body["test_event_code"] = serde_json::json!(code);
+        }
+        if let Some(agent) = partner_agent {
+            body["partner_agent"] = serde_json::json!(agent);
         }
         let mut req = authed(
             self.http.post(format!("{}/{dataset_id}/events", self.base)),
@@ -709,6 +715,7 @@ pub mod fake {
         pub dataset_id: String,
         pub events: Vec<serde_json::Value>,
         pub test_event_code: Option<String>,
+        pub partner_agent: Option<String>,
         pub token: Token,
     }
 
@@ -831,6 +838,7 @@ pub mod fake {
             dataset_id: &str,
             events: &[serde_json::Value],
             test_event_code: Option<&str>,
+            partner_agent: Option<&str>,
             token: &Token,
             _timeout: Option<Duration>,
         ) -> Result<EventsResponse, GraphError> {
@@ -838,6 +846,7 @@ pub mod fake {
                 dataset_id: dataset_id.to_string(),
                 events: events.to_vec(),
                 test_event_code: test_event_code.map(str::to_string),
+                partner_agent: partner_agent.map(str::to_string),
                 token: token.clone(),
             });
             let scripted = self.events.lock().unwrap().pop_front();

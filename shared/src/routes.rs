@@ -44,6 +44,13 @@ pub enum RouteError {
         "the account's Meta token cannot see WhatsApp Business Account {waba_id}: its phone numbers cannot be checked (fix the account's WABA or reconnect Meta); nothing was linked"
     )]
     WabaNotReachable { waba_id: String, error: GraphError },
+    /// The account's token cannot reach the Page / Instagram account (Meta's code 100).
+    #[error(
+        "the account's Meta token cannot reach {noun} {id}: it is not the business's, or the token was not granted on it (reconnect with it selected); nothing was linked",
+        noun = crate::capi::route_noun(route),
+        id = route.business_id()
+    )]
+    ObjectNotReachable { route: Route, error: GraphError },
     #[error(transparent)]
     Meta(#[from] ConnectError),
     #[error(transparent)]
@@ -185,6 +192,57 @@ fn route_detail(rec: &RouteRecord) -> serde_json::Value {
     })
 }
 
+/// A Page / Instagram account route as Meta answers it for `account`: verified when the
+/// account's token reaches the object (`GET /{id}?fields=id`), refused when Meta says
+/// it cannot (code 100), pending (with the reason) when Meta cannot be asked yet.
+async fn object_checked(
+    meta: &MetaDeps,
+    account: &Account,
+    mut rec: RouteRecord,
+    now_ms: i64,
+) -> Result<RouteRecord, RouteError> {
+    let token = match meta.token(&account.id).await {
+        Ok(t) => t,
+        Err(ConnectError::NotConnected) => {
+            rec.note =
+                Some("Meta is not connected for the account yet: verified when it connects".into());
+            return Ok(rec);
+        }
+        Err(ConnectError::TokenInvalid(_)) => {
+            rec.note = Some(
+                "the account's Meta token is expired or revoked: verified when it reconnects"
+                    .into(),
+            );
+            return Ok(rec);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let reply = meta
+        .graph
+        .marketing(
+            http::Method::GET,
+            rec.route.business_id(),
+            &[("fields", "id")],
+            None,
+            &token,
+            None,
+        )
+        .await;
+    match reply.result {
+        Ok(_) => {
+            rec.status = RouteStatus::Verified;
+            rec.checked_at_ms = Some(now_ms);
+            rec.note = None;
+            Ok(rec)
+        }
+        Err(e) if e.code() == Some(100) => Err(RouteError::ObjectNotReachable {
+            route: rec.route,
+            error: e,
+        }),
+        Err(e) => Err(ConnectError::Meta(e).into()),
+    }
+}
+
 /// Links `route` to `account` (checked with Meta when it can be), with `actor`'s audit
 /// record. `Conflict` when the route is taken.
 pub async fn link(
@@ -195,13 +253,13 @@ pub async fn link(
     actor: &Actor,
     now_ms: i64,
 ) -> Result<RouteRecord, RouteError> {
-    let rec = checked_for(
-        meta,
-        account,
-        RouteRecord::pending(route, account, now_ms),
-        now_ms,
-    )
-    .await?;
+    let pending = RouteRecord::pending(route, account, now_ms);
+    let rec = match &pending.route {
+        Route::Page(_) | Route::Instagram(_) => {
+            object_checked(meta, account, pending, now_ms).await?
+        }
+        _ => checked_for(meta, account, pending, now_ms).await?,
+    };
     let audit = AuditRecord::by(
         actor,
         Some(&rec.account_id),
@@ -334,10 +392,11 @@ pub async fn verify_pending(
     Ok(out)
 }
 
-/// A route as the admin API answers it.
+/// A route as the admin API answers it: named by its own field (`phone_number_id`,
+/// `page_id`, `instagram_account_id`).
 pub fn route_view(rec: &RouteRecord) -> serde_json::Value {
     json!({
-        "phone_number_id": rec.route.business_id(),
+        crate::capi::route_field(&rec.route): rec.route.business_id(),
         "account_id": rec.account_id,
         "waba_id": rec.waba_id,
         "status": rec.status.as_str(),

@@ -192,6 +192,7 @@ pub fn sinch_inbound(item: &InboxItem) -> Result<InboundMessage, StoredMessageEr
         wa_id,
         user_id: msg.contact_id.filter(|c| !c.trim().is_empty()),
         name: None,
+        ..Customer::default()
     };
     let sent_at_ms = cb
         .event_time

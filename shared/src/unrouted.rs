@@ -197,6 +197,8 @@ mod tests {
                 waba_id: None,
                 phone_number_ids: vec![PNID.into()],
                 sinch_app_id: None,
+                page_ids: Vec::new(),
+                instagram_account_ids: Vec::new(),
                 created_at_ms: 0,
             })
             .await
@@ -240,7 +242,10 @@ mod tests {
             .conversations_for_customer("acme", "wa:16505550007")
             .await
             .unwrap();
-        assert_eq!(conv[0].first_touch.as_ref().unwrap().ctwa_clid, "C7");
+        assert_eq!(
+            conv[0].first_touch.as_ref().unwrap().ctwa_clid.as_deref(),
+            Some("C7")
+        );
         let again = drain_backlog(&d, 5, budget(100)).await.unwrap();
         assert_eq!(again, DrainReport::default());
         assert_eq!(store.click_count(), 250);

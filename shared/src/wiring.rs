@@ -224,6 +224,7 @@ pub fn capi(aws: &Aws, config: &CapiConfig) -> Result<CapiDeps, GraphError> {
             ..RetryPolicy::default()
         },
         audit_ttl_days: config.audit_ttl_days,
+        partner_agent: config.partner_agent.clone(),
     })
 }
 

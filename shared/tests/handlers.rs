@@ -42,6 +42,8 @@ async fn world() -> World {
             waba_id: Some("102290129340398".into()),
             phone_number_ids: vec![PNID.into()],
             sinch_app_id: Some("APP1".into()),
+            page_ids: Vec::new(),
+            instagram_account_ids: Vec::new(),
             created_at_ms: 0,
         })
         .await
@@ -53,6 +55,8 @@ async fn world() -> World {
             waba_id: None,
             phone_number_ids: vec!["999".into()],
             sinch_app_id: None,
+            page_ids: Vec::new(),
+            instagram_account_ids: Vec::new(),
             created_at_ms: 0,
         })
         .await
@@ -205,7 +209,10 @@ async fn retries_are_no_ops_and_first_touch_is_one_shot() {
         .conversations_for_customer("acct1", "wa:16505551234")
         .await
         .unwrap();
-    assert_eq!(convs[0].first_touch.as_ref().unwrap().ctwa_clid, "CLID1");
+    assert_eq!(
+        convs[0].first_touch.as_ref().unwrap().ctwa_clid.as_deref(),
+        Some("CLID1")
+    );
     let clicks = w
         .store
         .clicks_for_customer("acct1", "wa:16505551234", 10)
@@ -259,7 +266,10 @@ async fn an_earlier_click_processed_later_still_wins_first_touch() {
         .conversations_for_customer("acct1", "wa:1650555")
         .await
         .unwrap();
-    assert_eq!(c[0].first_touch.as_ref().unwrap().ctwa_clid, "EARLY");
+    assert_eq!(
+        c[0].first_touch.as_ref().unwrap().ctwa_clid.as_deref(),
+        Some("EARLY")
+    );
 }
 
 #[tokio::test]
@@ -341,7 +351,10 @@ async fn sinch_callbacks_are_verified_and_captured() {
         .conversations_for_customer("acct1", "wa:46712312312")
         .await
         .unwrap();
-    assert_eq!(c[0].first_touch.as_ref().unwrap().ctwa_clid, "SINCH-CLID");
+    assert_eq!(
+        c[0].first_touch.as_ref().unwrap().ctwa_clid.as_deref(),
+        Some("SINCH-CLID")
+    );
     assert_eq!(c[0].business_id, "APP1");
     assert_eq!(
         w.capture

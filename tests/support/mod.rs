@@ -165,6 +165,9 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
 
 /// A test stack's config: fresh tables, secrets and app credentials; a short retry
 /// budget and resend delay. The Graph URL is set by the caller.
+/// The `MetaPartnerAgent` the test stacks deploy with.
+pub const PARTNER_AGENT: &str = "ctwa-tests";
+
 pub fn test_config(opts: &AppOptions) -> LocalConfig {
     let stack_name = unique("stack");
     let mut lambda = ctwa_local::lambda::LambdaOptions::from_env();
@@ -193,6 +196,8 @@ pub fn test_config(opts: &AppOptions) -> LocalConfig {
         graph_url: String::new(),
         meta_app_id: "1234567890".into(),
         log_level: opts.log_level.clone(),
+        // As a partner's deployment would set it: every events request carries it.
+        partner_agent: Some(PARTNER_AGENT.into()),
         stack_name,
         retry_policy: ctwa_shared::capi::RetryPolicy {
             budget: Duration::from_secs(3),
@@ -237,6 +242,8 @@ pub(crate) async fn finish_app(
             waba_id: Some(FIXTURE_WABA.into()),
             phone_number_ids: vec![opts.phone_number_id.clone()],
             sinch_app_id: Some(opts.sinch_app_id.clone()),
+            page_ids: Vec::new(),
+            instagram_account_ids: Vec::new(),
             created_at_ms: 0,
         })
         .await
@@ -402,6 +409,8 @@ impl TestApp {
                 waba_id: None,
                 phone_number_ids: vec![phone_number_id.into()],
                 sinch_app_id: None,
+                page_ids: Vec::new(),
+                instagram_account_ids: Vec::new(),
                 created_at_ms: 0,
             })
             .await
@@ -594,5 +603,33 @@ pub fn ctwa_webhook(pnid: &str, wamid: &str, wa_id: &str, clid: Option<&str>, ts
         "messaging_product":"whatsapp","metadata":{"display_phone_number":"15550783881","phone_number_id":pnid},
         "contacts":[{"profile":{"name":"Sheena Nelson"},"wa_id":wa_id}],
         "messages":[{"from":wa_id,"id":wamid,"timestamp":ts.to_string(),"type":"text","text":{"body":"Can I get more info?"},"referral":referral}]}}]}]})
+    .to_string()
+}
+
+/// One customer message of a Messenger or Instagram webhook (`messaging[]` entry) from
+/// `sender` (PSID / IGSID) to `business` (the Page / Instagram account id), with an ad
+/// referral of `ad_id` when given, as Meta's webhook references show it.
+pub fn messaging_message(
+    business: &str,
+    sender: &str,
+    mid: &str,
+    ad_id: Option<&str>,
+    ts_ms: i64,
+) -> Value {
+    let mut message = serde_json::json!({"mid": mid, "text": "Is this still available?"});
+    if let Some(ad) = ad_id {
+        message["referral"] = serde_json::json!({
+            "ref": "summer-sale", "ad_id": ad, "source": "ADS", "type": "OPEN_THREAD",
+            "ads_context_data": {"ad_title": "Summer Succulents",
+                "photo_url": "https://scontent.xx.fbcdn.net/p.jpg"}});
+    }
+    serde_json::json!({"sender": {"id": sender}, "recipient": {"id": business},
+        "timestamp": ts_ms, "message": message})
+}
+
+/// A delivery of `events` (`messaging[]` entries) for `business`.
+pub fn messaging_webhook(object: &str, business: &str, events: Vec<Value>) -> String {
+    serde_json::json!({"object": object, "entry": [{"id": business,
+        "time": ctwa_shared::time::now_millis(), "messaging": events}]})
     .to_string()
 }

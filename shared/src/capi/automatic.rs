@@ -207,8 +207,10 @@ pub fn conversion_record(
         event_name,
         event_id: ev.id.clone(),
         event_time,
-        waba_id: waba.to_string(),
-        ctwa_clid: clid,
+        keys: super::event::UserKeys::Whatsapp {
+            waba_id: waba.to_string(),
+            ctwa_clid: clid,
+        },
         currency,
         value,
         ph: None,
@@ -220,7 +222,7 @@ pub fn conversion_record(
         event_id: conversion.event_id.clone(),
         event_name: conversion.event_name.as_str().to_string(),
         conversation_id: None,
-        ctwa_clid: conversion.ctwa_clid.clone(),
+        ctwa_clid: conversion.keys.ctwa_clid().to_string(),
         dataset_id: dataset_id.to_string(),
         status: EventStatus::Pending,
         attempts: 0,
@@ -396,6 +398,8 @@ mod tests {
                 waba_id: Some("W1".into()),
                 phone_number_ids: vec!["P1".into()],
                 sinch_app_id: None,
+                page_ids: Vec::new(),
+                instagram_account_ids: Vec::new(),
                 created_at_ms: 0,
             })
             .await

@@ -12,7 +12,8 @@ use super::{
 
 /// The answer's reason when the customer's clicks all came after the conversion.
 pub const NO_CLICK_BEFORE: &str = "no_ctwa_click_before_event_time";
-use crate::domain::Phone;
+use super::event::UserKeys;
+use crate::domain::{Conversation, MessagingChannel, Phone, Route, igsid_key, psid_key};
 use crate::store::CapiSettings;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -35,6 +36,16 @@ pub struct ConversionBody {
     /// The customer's business-scoped user id (BSUID), when the phone is not known.
     #[serde(default, alias = "userId")]
     pub user_id: Option<String>,
+    /// A Messenger customer: the Page-scoped user id of the webhooks' `sender.id`.
+    #[serde(default, alias = "page_scoped_user_id")]
+    pub psid: Option<String>,
+    /// An Instagram customer: the Instagram-scoped user id of the webhooks' `sender.id`.
+    #[serde(default, alias = "ig_sid")]
+    pub igsid: Option<String>,
+    /// `whatsapp`, `messenger` or `instagram`: checked against the customer's channel
+    /// when given.
+    #[serde(default)]
+    pub messaging_channel: Option<String>,
     #[serde(alias = "eventName")]
     pub event_name: String,
     #[serde(default, alias = "eventId")]
@@ -64,6 +75,7 @@ pub enum Prepared {
 /// A conversion with no click yet (its `ctwa_clid` is filled in when the click lands).
 pub struct Waiting {
     pub conversion: Conversion,
+    pub dataset_id: String,
     /// The customer whose click it waits for.
     pub customer_key: String,
     /// When given by conversation: only that conversation's clicks count.
@@ -73,6 +85,7 @@ pub struct Waiting {
 
 pub struct Ready {
     pub conversion: Conversion,
+    pub dataset_id: String,
     pub attribution: Attribution,
     pub warnings: Vec<String>,
     pub test_event_code: Option<String>,
@@ -80,24 +93,128 @@ pub struct Ready {
 
 pub struct AccountContext {
     pub account_id: String,
-    pub waba_id: String,
-    pub dataset_id: String,
+    /// The WABA and its dataset (WhatsApp conversions), or why there are none.
+    whatsapp: WhatsappTarget,
+    /// The datasets of the account's Pages and Instagram accounts, by route key.
+    channel_datasets: std::collections::BTreeMap<String, String>,
+    /// What the stored token was granted (`debug_token`'s scopes).
+    scopes: Vec<String>,
 }
 
+/// Where the account's WhatsApp conversions go, or why they cannot go anywhere.
+enum WhatsappTarget {
+    Ready {
+        waba_id: String,
+        dataset_id: String,
+    },
+    NoWaba,
+    WabaNotGranted {
+        waba_id: String,
+        granted: Vec<String>,
+    },
+    NoDataset,
+}
+
+impl AccountContext {
+    /// An account that sends WhatsApp conversions only, under `waba_id` to `dataset_id`
+    /// (unit tests of the domain).
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn whatsapp_only(account_id: &str, waba_id: &str, dataset_id: &str) -> Self {
+        Self {
+            account_id: account_id.into(),
+            whatsapp: WhatsappTarget::Ready {
+                waba_id: waba_id.into(),
+                dataset_id: dataset_id.into(),
+            },
+            channel_datasets: Default::default(),
+            scopes: Vec::new(),
+        }
+    }
+
+    /// The WABA and the dataset of a WhatsApp conversion.
+    fn whatsapp(&self) -> Result<(&str, &str), CapiError> {
+        match &self.whatsapp {
+            WhatsappTarget::Ready {
+                waba_id,
+                dataset_id,
+            } => Ok((waba_id, dataset_id)),
+            WhatsappTarget::NoWaba => Err(CapiError::NoWaba),
+            WhatsappTarget::WabaNotGranted { waba_id, granted } => Err(CapiError::WabaNotGranted {
+                waba_id: waba_id.clone(),
+                granted: granted.clone(),
+            }),
+            WhatsappTarget::NoDataset => Err(CapiError::NoDataset),
+        }
+    }
+    /// The dataset of a Messenger / Instagram conversion, once the token holds the
+    /// channel's permission (checked here, before Meta is called).
+    fn channel_target(&self, channel: MessagingChannel, route: &Route) -> Result<&str, CapiError> {
+        let permission = channel.events_permission();
+        if !self.scopes.iter().any(|s| s == permission) {
+            return Err(CapiError::MissingPermission {
+                channel,
+                permission,
+            });
+        }
+        self.channel_datasets
+            .get(&route.key())
+            .map(String::as_str)
+            .ok_or_else(|| CapiError::NoChannelDataset {
+                route: route.clone(),
+            })
+    }
+}
+
+/// The account's Meta connection, WABA and datasets. An account that has no Page or
+/// Instagram dataset is refused at once when its WhatsApp target is missing (nothing
+/// else could be sent); otherwise that refusal is each WhatsApp conversion's.
 pub async fn context(deps: &CapiDeps, account_id: &str) -> Result<AccountContext, CapiError> {
     let conn = deps.meta.live_connection(account_id).await?;
-    let waba_id = waba_for(deps, account_id, Some(&conn)).await?;
-    let dataset_id = deps
+    let settings = deps
         .settings
         .get_capi(account_id)
         .await?
-        .and_then(|c| c.dataset_id)
-        .ok_or(CapiError::NoDataset)?;
-    Ok(AccountContext {
+        .unwrap_or_default();
+    let whatsapp = match waba_for(deps, account_id, Some(&conn)).await {
+        Ok(waba_id) => match settings.dataset_id.clone() {
+            Some(dataset_id) => WhatsappTarget::Ready {
+                waba_id,
+                dataset_id,
+            },
+            None => WhatsappTarget::NoDataset,
+        },
+        Err(CapiError::NoWaba) => WhatsappTarget::NoWaba,
+        Err(CapiError::WabaNotGranted { waba_id, granted }) => {
+            WhatsappTarget::WabaNotGranted { waba_id, granted }
+        }
+        Err(e) => return Err(e),
+    };
+    let ctx = AccountContext {
         account_id: account_id.to_string(),
-        waba_id,
-        dataset_id,
-    })
+        whatsapp,
+        channel_datasets: settings.channel_datasets,
+        scopes: conn.scopes,
+    };
+    if ctx.channel_datasets.is_empty() {
+        ctx.whatsapp()?;
+    }
+    Ok(ctx)
+}
+
+/// A PSID / IGSID as given: Meta's ids are digits; 1 to 128 of `[A-Za-z0-9_.-]`.
+fn scoped_id(raw: &str, field: &str) -> Result<String, CapiError> {
+    let t = raw.trim();
+    if t.is_empty()
+        || t.len() > 128
+        || !t
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        return Err(CapiError::invalid(format!(
+            "{field} must be the id Meta's webhook gave as sender.id (1 to 128 letters, digits, _ - .)"
+        )));
+    }
+    Ok(t.to_string())
 }
 
 pub fn valid_event_id(raw: Option<String>) -> Result<String, CapiError> {
@@ -196,6 +313,109 @@ pub async fn prepare(
         .transpose()
         .map_err(|e| CapiError::invalid(e.to_string()))?;
     let waits = !deps.policy.click_wait.is_zero();
+    let hint = b
+        .messaging_channel
+        .as_deref()
+        .map(|c| {
+            MessagingChannel::parse(c).ok_or_else(|| {
+                CapiError::invalid("messaging_channel must be whatsapp, messenger or instagram")
+            })
+        })
+        .transpose()?;
+    let scoped = match (&b.psid, &b.igsid) {
+        (Some(_), Some(_)) => {
+            return Err(CapiError::invalid(
+                "give psid (Messenger) or igsid (Instagram), not both",
+            ));
+        }
+        (Some(p), None) => Some((
+            MessagingChannel::Messenger,
+            psid_key(&scoped_id(p, "psid")?),
+        )),
+        (None, Some(i)) => Some((
+            MessagingChannel::Instagram,
+            igsid_key(&scoped_id(i, "igsid")?),
+        )),
+        (None, None) => None,
+    };
+    if scoped.is_some() && (b.phone.is_some() || b.user_id.is_some()) {
+        return Err(CapiError::invalid(
+            "psid / igsid name a Messenger / Instagram customer: give them without phone or user_id",
+        ));
+    }
+    let base = Base {
+        event_name,
+        event_id,
+        event_time,
+        currency,
+        value: b.value,
+        ph,
+        em,
+        custom_data: b.custom_data,
+        test_event_code: b.test_event_code,
+    };
+    // The conversation named, read once.
+    let named = match &b.conversation_id {
+        Some(cid) => {
+            if cid.is_empty()
+                || cid.len() > 64
+                || !cid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                return Err(CapiError::not_found(format!(
+                    "conversation {cid} not found"
+                )));
+            }
+            Some(
+                deps.conversations
+                    .get_conversation(cid)
+                    .await?
+                    .filter(|c| c.account_id == ctx.account_id)
+                    .ok_or_else(|| CapiError::not_found(format!("conversation {cid} not found")))?,
+            )
+        }
+        None => None,
+    };
+    let named_channel = named.as_ref().map(|c| c.channel.messaging_channel());
+    let channel = scoped
+        .as_ref()
+        .map(|(c, _)| *c)
+        .or(named_channel)
+        .or(hint)
+        .unwrap_or(MessagingChannel::Whatsapp);
+    for other in [hint, named_channel].into_iter().flatten() {
+        if other != channel {
+            return Err(CapiError::invalid(format!(
+                "messaging_channel {} does not match the customer's channel ({})",
+                other.as_str(),
+                channel.as_str()
+            )));
+        }
+    }
+    if channel != MessagingChannel::Whatsapp {
+        let conv = match (named, scoped) {
+            (Some(c), _) => Some(c),
+            (None, Some((_, key))) => newest(
+                deps.conversations
+                    .conversations_for_customer(&ctx.account_id, &key)
+                    .await?,
+            ),
+            (None, None) => {
+                return Err(CapiError::invalid(format!(
+                    "conversation_id or {} is required for a {} conversion",
+                    if channel == MessagingChannel::Messenger {
+                        "psid"
+                    } else {
+                        "igsid"
+                    },
+                    channel.as_str()
+                )));
+            }
+        };
+        return prepare_scoped(deps, ctx, base, channel, conv, waits).await;
+    }
+    if b.psid.is_some() || b.igsid.is_some() {
+        unreachable!("a psid or igsid made the channel Messenger or Instagram");
+    }
     let user_key = match b.user_id.as_deref().map(str::trim) {
         Some(u) if u.is_empty() || u.len() > 256 || u.chars().any(char::is_control) => {
             return Err(CapiError::invalid("user_id must be 1 to 256 characters"));
@@ -211,86 +431,174 @@ pub async fn prepare(
         ),
         (None, k) => k,
     };
+    let (waba_id, dataset_id) = ctx.whatsapp()?;
     // The click, or (no click at all yet, and waiting is on) the customer and the
     // conversation to wait for.
-    let attribution: Result<Attribution, (String, Option<String>)> =
-        match (&b.conversation_id, by_customer) {
-            (Some(cid), _) => {
-                if cid.is_empty()
-                    || cid.len() > 64
-                    || !cid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                {
-                    return Err(CapiError::not_found(format!(
-                        "conversation {cid} not found"
-                    )));
-                }
-                let conv = deps
-                    .conversations
-                    .get_conversation(cid)
-                    .await?
-                    .filter(|c| c.account_id == ctx.account_id)
-                    .ok_or_else(|| CapiError::not_found(format!("conversation {cid} not found")))?;
-                match last_click_in_conversation(deps, cid, event_time * 1000).await? {
-                    LastClick::Found(a) => Ok(*a),
-                    LastClick::NoneBefore => return Ok(Prepared::NoClick(NO_CLICK_BEFORE)),
-                    LastClick::None if waits => Err((conv.customer_key, Some(cid.clone()))),
-                    LastClick::None => return Ok(Prepared::NoClick(no_click_reason(true))),
-                }
+    let attribution: Result<Attribution, (String, Option<String>)> = match (named, by_customer) {
+        (Some(conv), _) => {
+            match last_click_in_conversation(deps, &conv.id, event_time * 1000).await? {
+                LastClick::Found(a) => Ok(*a),
+                LastClick::NoneBefore => return Ok(Prepared::NoClick(NO_CLICK_BEFORE)),
+                LastClick::None if waits => Err((conv.customer_key, Some(conv.id))),
+                LastClick::None => return Ok(Prepared::NoClick(no_click_reason(true))),
             }
-            (None, Some(key)) => {
-                match last_click_for_customer(deps, &ctx.account_id, &key, event_time * 1000)
-                    .await?
-                {
-                    LastClick::Found(a) => Ok(*a),
-                    LastClick::NoneBefore => return Ok(Prepared::NoClick(NO_CLICK_BEFORE)),
-                    LastClick::None if waits => Err((key, None)),
-                    LastClick::None => return Ok(Prepared::NoClick(no_click_reason(false))),
-                }
+        }
+        (None, Some(key)) => {
+            match last_click_for_customer(deps, &ctx.account_id, &key, event_time * 1000).await? {
+                LastClick::Found(a) => Ok(*a),
+                LastClick::NoneBefore => return Ok(Prepared::NoClick(NO_CLICK_BEFORE)),
+                LastClick::None if waits => Err((key, None)),
+                LastClick::None => return Ok(Prepared::NoClick(no_click_reason(false))),
             }
-            (None, None) => {
-                return Err(CapiError::invalid(
-                    "conversation_id, phone or user_id is required",
-                ));
-            }
-        };
-    let conversion = |ctwa_clid: String| Conversion {
-        event_name,
-        event_id,
-        event_time,
-        waba_id: ctx.waba_id.clone(),
+        }
+        (None, None) => {
+            return Err(CapiError::invalid(
+                "conversation_id, phone, user_id, psid or igsid is required",
+            ));
+        }
+    };
+    let keys = |ctwa_clid: String| UserKeys::Whatsapp {
+        waba_id: waba_id.to_string(),
         ctwa_clid,
-        currency,
-        value: b.value,
-        ph,
-        em,
-        custom_data: b.custom_data,
     };
     let attribution = match attribution {
         Ok(a) => a,
         Err((customer_key, conversation_id)) => {
+            let test_event_code = base.test_event_code.clone();
             return Ok(Prepared::Wait(Box::new(Waiting {
-                conversion: conversion(String::new()),
+                conversion: base.conversion(keys(String::new())),
+                dataset_id: dataset_id.to_string(),
                 customer_key,
                 conversation_id,
-                test_event_code: b.test_event_code,
+                test_event_code,
             })));
         }
     };
-    let warnings = window_warning(attribution.click.clicked_at_ms, event_time)
-        .into_iter()
-        .collect();
     let ctwa_clid = attribution
         .click
         .referral
         .ctwa_clid
         .clone()
         .unwrap_or_default();
-    Ok(Prepared::Ready(Box::new(Ready {
-        conversion: conversion(ctwa_clid),
-        attribution,
-        warnings,
-        test_event_code: b.test_event_code,
-    })))
+    Ok(base.ready(keys(ctwa_clid), dataset_id.to_string(), attribution))
+}
+
+/// What a conversion is apart from who it is about and where it goes.
+struct Base {
+    event_name: EventName,
+    event_id: String,
+    event_time: i64,
+    currency: Option<Currency>,
+    value: Option<f64>,
+    ph: Option<String>,
+    em: Option<String>,
+    custom_data: Option<Map<String, Value>>,
+    test_event_code: Option<String>,
+}
+
+impl Base {
+    fn conversion(&self, keys: UserKeys) -> Conversion {
+        Conversion {
+            event_name: self.event_name.clone(),
+            event_id: self.event_id.clone(),
+            event_time: self.event_time,
+            keys,
+            currency: self.currency.clone(),
+            value: self.value,
+            ph: self.ph.clone(),
+            em: self.em.clone(),
+            custom_data: self.custom_data.clone(),
+        }
+    }
+    fn ready(self, keys: UserKeys, dataset_id: String, attribution: Attribution) -> Prepared {
+        let warnings = window_warning(attribution.click.clicked_at_ms, self.event_time)
+            .into_iter()
+            .collect();
+        Prepared::Ready(Box::new(Ready {
+            conversion: self.conversion(keys),
+            dataset_id,
+            attribution,
+            warnings,
+            test_event_code: self.test_event_code,
+        }))
+    }
+}
+
+/// The most recently active of a customer's conversations.
+fn newest(mut convs: Vec<Conversation>) -> Option<Conversation> {
+    convs.sort_by_key(|c| c.updated_at_ms);
+    convs.pop()
+}
+
+/// The no-op reason of a Messenger / Instagram conversion whose customer never wrote
+/// to the business here.
+pub const NO_CONVERSATION: &str = "no_conversation_for_customer";
+/// The no-op reason of a Messenger / Instagram conversion whose conversation has no
+/// ad click.
+pub const NO_AD_CLICK: &str = "no_ad_click_for_conversation";
+
+/// A Messenger / Instagram conversion: sent under the conversation's Page / Instagram
+/// account and PSID / IGSID to that object's dataset, attributed to the conversation's
+/// last ad click before `event_time` (no click: the same no-op or wait as WhatsApp's).
+async fn prepare_scoped(
+    deps: &CapiDeps,
+    ctx: &AccountContext,
+    base: Base,
+    channel: MessagingChannel,
+    conv: Option<Conversation>,
+    waits: bool,
+) -> Result<Prepared, CapiError> {
+    let Some(conv) = conv else {
+        return Ok(Prepared::NoClick(NO_CONVERSATION));
+    };
+    let (route, keys) = match channel {
+        MessagingChannel::Messenger => (
+            Route::Page(conv.business_id.clone()),
+            UserKeys::Messenger {
+                page_id: conv.business_id.clone(),
+                psid: conv
+                    .customer
+                    .psid
+                    .clone()
+                    .unwrap_or_else(|| scoped_of(&conv.customer_key)),
+            },
+        ),
+        _ => (
+            Route::Instagram(conv.business_id.clone()),
+            UserKeys::Instagram {
+                ig_account_id: conv.business_id.clone(),
+                igsid: conv
+                    .customer
+                    .igsid
+                    .clone()
+                    .unwrap_or_else(|| scoped_of(&conv.customer_key)),
+            },
+        ),
+    };
+    let dataset_id = ctx.channel_target(channel, &route)?.to_string();
+    match last_click_in_conversation(deps, &conv.id, base.event_time * 1000).await? {
+        LastClick::Found(a) => Ok(base.ready(keys, dataset_id, *a)),
+        LastClick::NoneBefore => Ok(Prepared::NoClick(NO_CLICK_BEFORE)),
+        LastClick::None if waits => {
+            let test_event_code = base.test_event_code.clone();
+            Ok(Prepared::Wait(Box::new(Waiting {
+                conversion: base.conversion(keys),
+                dataset_id,
+                customer_key: conv.customer_key,
+                conversation_id: Some(conv.id),
+                test_event_code,
+            })))
+        }
+        LastClick::None => Ok(Prepared::NoClick(NO_AD_CLICK)),
+    }
+}
+
+/// The id of a `psid:` / `igsid:` customer key.
+fn scoped_of(key: &str) -> String {
+    key.split_once(':')
+        .map(|(_, v)| v)
+        .unwrap_or(key)
+        .to_string()
 }
 
 /// `POST /v1/triggers`: a trigger name (seed 001's `lead_event_trigger`,
@@ -352,6 +660,9 @@ impl TriggerBody {
             return TriggerMatch::Disabled { event_name };
         }
         TriggerMatch::Fire(Box::new(ConversionBody {
+            psid: None,
+            igsid: None,
+            messaging_channel: None,
             account_id: None,
             conversation_id: self.conversation_id,
             phone: self.phone,

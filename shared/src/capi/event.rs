@@ -1,6 +1,7 @@
 //! Conversion events for the Conversions API for Business Messaging: the allowed event
 //! names (with documented aliases), currencies, and the payload Meta receives.
 
+use crate::domain::MessagingChannel;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -81,14 +82,76 @@ impl Currency {
     }
 }
 
+/// The name Meta's onboarding guide ("Conversions API for Business Messaging", ads
+/// that click to Instagram Direct) gives the Instagram account's key in `user_data`.
+/// One place: a practitioner reports Meta asking for `ig_account_id` instead (see the
+/// README's "Channels" section).
+pub const INSTAGRAM_ACCOUNT_KEY: &str = "instagram_business_account_id";
+
+/// Who the event is about, in each channel's keys (Meta's onboarding guide): the
+/// WhatsApp Business Account and the click id; the Page and the Page-scoped user id;
+/// the Instagram account and the Instagram-scoped user id. Never hashed: they are ids
+/// Meta gave, not personal data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "messaging_channel", rename_all = "snake_case")]
+pub enum UserKeys {
+    Whatsapp {
+        waba_id: String,
+        ctwa_clid: String,
+    },
+    Messenger {
+        page_id: String,
+        psid: String,
+    },
+    Instagram {
+        ig_account_id: String,
+        igsid: String,
+    },
+}
+
+impl UserKeys {
+    pub fn channel(&self) -> MessagingChannel {
+        match self {
+            UserKeys::Whatsapp { .. } => MessagingChannel::Whatsapp,
+            UserKeys::Messenger { .. } => MessagingChannel::Messenger,
+            UserKeys::Instagram { .. } => MessagingChannel::Instagram,
+        }
+    }
+    /// The click id (WhatsApp only; empty while a conversion waits for its click).
+    pub fn ctwa_clid(&self) -> &str {
+        match self {
+            UserKeys::Whatsapp { ctwa_clid, .. } => ctwa_clid,
+            _ => "",
+        }
+    }
+    fn user_data(&self) -> serde_json::Map<String, Value> {
+        let pairs = match self {
+            UserKeys::Whatsapp { waba_id, ctwa_clid } => [
+                ("whatsapp_business_account_id", waba_id),
+                ("ctwa_clid", ctwa_clid),
+            ],
+            UserKeys::Messenger { page_id, psid } => {
+                [("page_id", page_id), ("page_scoped_user_id", psid)]
+            }
+            UserKeys::Instagram {
+                ig_account_id,
+                igsid,
+            } => [(INSTAGRAM_ACCOUNT_KEY, ig_account_id), ("ig_sid", igsid)],
+        };
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect()
+    }
+}
+
 /// A validated conversion, ready to be sent.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Conversion {
     pub event_name: EventName,
     pub event_id: String,
     pub event_time: i64,
-    pub waba_id: String,
-    pub ctwa_clid: String,
+    pub keys: UserKeys,
     pub currency: Option<Currency>,
     pub value: Option<f64>,
     /// SHA-256 hex of the normalised phone / email.
@@ -101,10 +164,7 @@ impl Conversion {
     /// One entry of `data[]` exactly as Meta's Conversions API for Business Messaging
     /// takes it.
     pub fn payload(&self) -> Value {
-        let mut user_data = json!({
-            "whatsapp_business_account_id": self.waba_id,
-            "ctwa_clid": self.ctwa_clid,
-        });
+        let mut user_data = Value::Object(self.keys.user_data());
         if let Some(ph) = &self.ph {
             user_data["ph"] = json!([ph]);
         }
@@ -116,7 +176,7 @@ impl Conversion {
             "event_time": self.event_time,
             "event_id": self.event_id,
             "action_source": "business_messaging",
-            "messaging_channel": "whatsapp",
+            "messaging_channel": self.keys.channel().as_str(),
             "user_data": user_data,
         });
         let mut custom = self.custom_data.clone().unwrap_or_default();
@@ -185,8 +245,10 @@ mod tests {
             event_name: EventName::parse("Purchase").unwrap(),
             event_id: "e1".into(),
             event_time: 100,
-            waba_id: "W".into(),
-            ctwa_clid: "CLID".into(),
+            keys: UserKeys::Whatsapp {
+                waba_id: "W".into(),
+                ctwa_clid: "CLID".into(),
+            },
             currency: Some(Currency::parse("INR").unwrap()),
             value: Some(1499.0),
             ph: Some("h".into()),
@@ -203,5 +265,41 @@ mod tests {
             p["custom_data"],
             json!({"currency": "INR", "value": 1499.0})
         );
+    }
+
+    /// The samples of Meta's onboarding guide for Messenger and Instagram.
+    #[test]
+    fn messenger_and_instagram_payloads_carry_their_channel_keys() {
+        let mut c = Conversion {
+            event_name: EventName::parse("Purchase").unwrap(),
+            event_id: "e1".into(),
+            event_time: 1_675_999_999,
+            keys: UserKeys::Messenger {
+                page_id: "PAGE".into(),
+                psid: "PSID".into(),
+            },
+            currency: Some(Currency::parse("USD").unwrap()),
+            value: Some(123.0),
+            ph: None,
+            em: None,
+            custom_data: None,
+        };
+        let p = c.payload();
+        assert_eq!(p["messaging_channel"], "messenger");
+        assert_eq!(
+            p["user_data"],
+            json!({"page_id": "PAGE", "page_scoped_user_id": "PSID"})
+        );
+        c.keys = UserKeys::Instagram {
+            ig_account_id: "IG".into(),
+            igsid: "IGSID".into(),
+        };
+        let p = c.payload();
+        assert_eq!(p["messaging_channel"], "instagram");
+        assert_eq!(
+            p["user_data"],
+            json!({"instagram_business_account_id": "IG", "ig_sid": "IGSID"})
+        );
+        assert_eq!(c.keys.ctwa_clid(), "");
     }
 }

@@ -104,6 +104,8 @@ pub struct CapiDeps {
     pub policy: RetryPolicy,
     /// Audit rows expire after this many days; `None` keeps them forever.
     pub audit_ttl_days: Option<i64>,
+    /// Sent once at the top of every events request (`META_PARTNER_AGENT`).
+    pub partner_agent: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +128,25 @@ pub enum CapiError {
     },
     #[error("no dataset: provision one with POST /v1/dataset (or set dataset_id)")]
     NoDataset,
+    /// A Messenger / Instagram conversion, and the token lacks the channel's events
+    /// permission: refused before Meta is called.
+    #[error(
+        "the Meta token lacks the {permission} permission that {} conversions need: reconnect with a token granted it (exchange-code); nothing was sent",
+        channel.as_str()
+    )]
+    MissingPermission {
+        channel: crate::domain::MessagingChannel,
+        permission: &'static str,
+    },
+    /// No dataset for the conversion's Page / Instagram account.
+    #[error(
+        "no dataset for {} {}: provision it with POST /v1/dataset {{\"{}\": \"{}\"}}",
+        route_noun(route),
+        route.business_id(),
+        route_field(route),
+        route.business_id()
+    )]
+    NoChannelDataset { route: crate::domain::Route },
     #[error("Meta refused the dataset call: {0}")]
     DatasetRefused(GraphError),
     /// The conversion breaks a rule (the message says which).
@@ -135,6 +156,24 @@ pub enum CapiError {
     /// account's.
     #[error("{0}")]
     NotFound(String),
+}
+
+/// What a Page / Instagram route is called in messages.
+pub fn route_noun(r: &crate::domain::Route) -> &'static str {
+    match r {
+        crate::domain::Route::Instagram(_) => "Instagram account",
+        crate::domain::Route::Page(_) => "Page",
+        _ => "phone number id",
+    }
+}
+
+/// The API field that names a Page / Instagram route.
+pub fn route_field(r: &crate::domain::Route) -> &'static str {
+    match r {
+        crate::domain::Route::Instagram(_) => "instagram_account_id",
+        crate::domain::Route::Page(_) => "page_id",
+        _ => "phone_number_id",
+    }
 }
 
 impl CapiError {
@@ -298,6 +337,82 @@ pub async fn provision_dataset(
     })
 }
 
+/// The dataset of one of the account's Pages / Instagram accounts (`route`), idempotent:
+/// the stored id, else Meta's `POST /{PAGE_ID}/dataset` / `POST /{IG_USER_ID}/dataset`,
+/// which Meta documents as answering the existing dataset when the object has one
+/// (the guide shows no GET for them). Refused before Meta is called when the route is
+/// not this account's or the token lacks the channel's events permission.
+pub async fn provision_channel_dataset(
+    deps: &CapiDeps,
+    account_id: &str,
+    route: &crate::domain::Route,
+) -> Result<DatasetOutcome, CapiError> {
+    use crate::domain::{MessagingChannel, Route};
+    let channel = match route {
+        Route::Page(_) => MessagingChannel::Messenger,
+        Route::Instagram(_) => MessagingChannel::Instagram,
+        _ => {
+            return Err(CapiError::invalid(
+                "page_id or instagram_account_id is required",
+            ));
+        }
+    };
+    let linked = deps
+        .accounts
+        .route_record(route)
+        .await?
+        .is_some_and(|r| r.account_id == account_id);
+    if !linked {
+        return Err(CapiError::not_found(format!(
+            "{} {} is not linked to this account (an operator links it: POST /v1/admin/accounts/{{account_id}}/{})",
+            route_noun(route),
+            route.business_id(),
+            if channel == MessagingChannel::Messenger {
+                "pages"
+            } else {
+                "instagram-accounts"
+            }
+        )));
+    }
+    let config = deps.settings.get_capi_or_default(account_id).await?;
+    if let Some(id) = config.channel_datasets.get(&route.key()) {
+        return Ok(DatasetOutcome {
+            dataset_id: id.clone(),
+            created: false,
+        });
+    }
+    let conn = deps.meta.live_connection(account_id).await?;
+    let permission = channel.events_permission();
+    if !conn.scopes.iter().any(|s| s == permission) {
+        return Err(CapiError::MissingPermission {
+            channel,
+            permission,
+        });
+    }
+    let token = deps.meta.token(account_id).await?;
+    let dataset_id = match deps
+        .meta
+        .graph
+        .create_dataset(route.business_id(), &token)
+        .await
+    {
+        Ok(id) => id,
+        Err(e) => {
+            dataset_token_refused(deps, account_id, &token, &e).await;
+            return Err(dataset_error(deps, account_id, e));
+        }
+    };
+    let stored = deps
+        .settings
+        .set_channel_dataset_if_absent(account_id, &route.key(), &dataset_id)
+        .await?;
+    tracing::info!(account_id, route = %route.key(), dataset_id = %stored, "channel dataset provisioned");
+    Ok(DatasetOutcome {
+        created: stored == dataset_id,
+        dataset_id: stored,
+    })
+}
+
 fn dataset_error(deps: &CapiDeps, account_id: &str, e: GraphError) -> CapiError {
     if e.is_token_error() {
         deps.meta.forget_token(account_id);
@@ -343,7 +458,7 @@ pub enum LastClick {
 pub fn last_click_before(clicks: Vec<Click>, event_ms: i64) -> LastClick {
     let mut any = false;
     for click in clicks {
-        if click.referral.ctwa_clid.is_none() || click.time_unverified {
+        if !click.is_attributable() {
             continue;
         }
         any = true;
@@ -442,7 +557,10 @@ pub async fn fulfil_waiting(
             let click = a.click;
             let clid = click.referral.ctwa_clid.clone().unwrap_or_default();
             let mut payload = rec.payload.clone();
-            if let Ok(mut p) = serde_json::from_str::<Value>(&rec.payload)
+            // WhatsApp: the click id goes in now. A Messenger / Instagram conversion
+            // already names its customer (PSID / IGSID) and has nothing to fill in.
+            if click.referral.ctwa_clid.is_some()
+                && let Ok(mut p) = serde_json::from_str::<Value>(&rec.payload)
                 && let Some(user_data) = p.get_mut("user_data").and_then(Value::as_object_mut)
             {
                 user_data.insert("ctwa_clid".into(), json!(clid));
@@ -577,7 +695,14 @@ async fn send_with_retries(deps: &CapiDeps, out: Outgoing<'_>) -> (Attempt, u32)
         match deps
             .meta
             .graph
-            .send_events(dataset_id, events, test_event_code, &token, Some(timeout))
+            .send_events(
+                dataset_id,
+                events,
+                test_event_code,
+                deps.partner_agent.as_deref(),
+                &token,
+                Some(timeout),
+            )
             .await
         {
             Ok(r) => return (Attempt::Delivered(r), attempts),
@@ -780,7 +905,7 @@ pub fn new_record(deps: &CapiDeps, c: &Conversion, ctx: RecordContext, now_ms: i
         event_id: c.event_id.clone(),
         event_name: c.event_name.as_str().to_string(),
         conversation_id,
-        ctwa_clid: c.ctwa_clid.clone(),
+        ctwa_clid: c.keys.ctwa_clid().to_string(),
         dataset_id,
         status: EventStatus::InFlight,
         attempts: 0,

@@ -61,6 +61,7 @@ async fn world(connected: bool) -> World {
             click_wait: Duration::from_secs(900),
         },
         audit_ttl_days: None,
+        partner_agent: Some("ctwa-tests".into()),
     };
     World { deps, graph, store }
 }
@@ -71,8 +72,10 @@ fn record(w: &World, event_id: &str) -> EventRecord {
         event_name: EventName::parse("Purchase").unwrap(),
         event_id: event_id.into(),
         event_time: now / 1000,
-        waba_id: "102290129340398".into(),
-        ctwa_clid: format!("ARAkLkA8rmlFeiCktEJQ-{event_id}"),
+        keys: event::UserKeys::Whatsapp {
+            waba_id: "102290129340398".into(),
+            ctwa_clid: format!("ARAkLkA8rmlFeiCktEJQ-{event_id}"),
+        },
         currency: Some(event::Currency::parse("INR").unwrap()),
         value: Some(1499.0),
         ph: None,
@@ -422,11 +425,7 @@ mod attribution {
     }
 
     fn ctx() -> AccountContext {
-        AccountContext {
-            account_id: ACCOUNT.into(),
-            waba_id: "102290129340398".into(),
-            dataset_id: "1500000000000".into(),
-        }
+        AccountContext::whatsapp_only(ACCOUNT, "102290129340398", "1500000000000")
     }
 
     async fn credited(w: &World, event_time_s: i64) -> Result<(String, Vec<String>), String> {
@@ -435,7 +434,10 @@ mod attribution {
             .await
             .unwrap()
         {
-            Prepared::Ready(r) => Ok((r.conversion.ctwa_clid.clone(), r.warnings.clone())),
+            Prepared::Ready(r) => Ok((
+                r.conversion.keys.ctwa_clid().to_string(),
+                r.warnings.clone(),
+            )),
             Prepared::NoClick(reason) => Err(reason.to_string()),
             Prepared::Wait(_) => Err("waiting_for_click".into()),
         }
@@ -641,6 +643,8 @@ mod attribution {
                         waba_id: Some("102290129340398".into()),
                         phone_number_ids: vec!["PN1".into()],
                         sinch_app_id: None,
+                        page_ids: Vec::new(),
+                        instagram_account_ids: Vec::new(),
                         created_at_ms: 0,
                     })
                     .await

@@ -104,7 +104,14 @@ pub async fn handle(deps: &AdminDeps, req: ApiRequest) -> ApiResponse {
         (["v1", "admin", "audit"], &Method::GET) => list_audit(deps, &req).await,
         (["v1", "admin", "replay"], &Method::POST) => replay(deps, &req).await,
         (
-            ["v1", "admin", "accounts", _, "phone-numbers", ..]
+            [
+                "v1",
+                "admin",
+                "accounts",
+                _,
+                "phone-numbers" | "pages" | "instagram-accounts",
+                ..,
+            ]
             | ["v1", "admin", "phone-numbers", ..],
             _,
         ) => super::routes::handle(deps, &req, &segments).await,
@@ -164,6 +171,8 @@ async fn account_view(deps: &AdminDeps, a: &Account) -> ApiResult<Value> {
         "name": a.name,
         "waba_id": a.waba_id,
         "phone_number_ids": a.phone_number_ids,
+        "page_ids": a.page_ids,
+        "instagram_account_ids": a.instagram_account_ids,
         "sinch_app_id": a.sinch_app_id,
         "sinch_webhook_secret_set": sinch_secret_set,
         "ad_accounts": links,

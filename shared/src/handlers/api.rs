@@ -52,14 +52,37 @@ pub async fn handle(deps: &ApiDeps, req: ApiRequest) -> ApiResponse {
 
 async fn list_conversations(deps: &ApiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     let account_id = authorize(deps.accounts.as_ref(), req).await?;
-    let customer_key = match (req.query_param("phone"), req.query_param("user_id")) {
-        (Some(p), _) => Phone::parse(p)
+    let scoped = |v: &str, name: &str| -> ApiResult<String> {
+        let t = v.trim();
+        if t.is_empty()
+            || t.len() > 128
+            || !t
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            return Err(ApiError::bad_request(format!(
+                "{name} must be the sender.id of Meta's webhook (1 to 128 letters, digits, _ - .)"
+            )));
+        }
+        Ok(t.to_string())
+    };
+    let customer_key = match (
+        req.query_param("phone"),
+        req.query_param("user_id"),
+        req.query_param("psid"),
+        req.query_param("igsid"),
+    ) {
+        (Some(p), _, _, _) => Phone::parse(p)
             .map_err(|e| ApiError::bad_request(e.to_string()))?
             .customer_key(),
-        (None, Some(u)) if !u.trim().is_empty() && u.len() <= 256 => format!("u:{}", u.trim()),
+        (None, Some(u), _, _) if !u.trim().is_empty() && u.len() <= 256 => {
+            format!("u:{}", u.trim())
+        }
+        (None, None, Some(p), _) => crate::domain::psid_key(&scoped(p, "psid")?),
+        (None, None, None, Some(i)) => crate::domain::igsid_key(&scoped(i, "igsid")?),
         _ => {
             return Err(ApiError::bad_request(
-                "query parameter phone (E.164) or user_id is required",
+                "query parameter phone (E.164), user_id, psid (Messenger) or igsid (Instagram) is required",
             ));
         }
     };
@@ -182,7 +205,8 @@ pub fn conversation_view(c: &Conversation, clicks: &[Click]) -> Value {
     let mut metadata = Map::new();
     if let Some(ft) = &c.first_touch {
         let r = &ft.referral;
-        metadata.insert("ctwa_clid".into(), json!(ft.ctwa_clid));
+        // Messenger and Instagram clicks have no click id: the ad is `ctwa_source_id`.
+        put(&mut metadata, "ctwa_clid", &ft.ctwa_clid);
         metadata.insert(
             "ctwa_captured_at".into(),
             json!(rfc3339_millis(ft.captured_at_ms)),
@@ -203,6 +227,8 @@ pub fn conversation_view(c: &Conversation, clicks: &[Click]) -> Value {
         put(&mut metadata, "ctwa_video_url", &r.video_url);
         put(&mut metadata, "ctwa_thumbnail_url", &r.thumbnail_url);
         put(&mut metadata, "ctwa_welcome_message", &r.welcome_message);
+        put(&mut metadata, "ctwa_ref", &r.ref_param);
+        put(&mut metadata, "ctwa_post_id", &r.post_id);
         if !r.odd_fields.is_empty() {
             metadata.insert("ctwa_odd_fields".into(), json!(r.odd_fields));
         }

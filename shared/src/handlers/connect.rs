@@ -184,6 +184,50 @@ async fn refresh_token(deps: &ConnectDeps, req: &ApiRequest) -> ApiResult<ApiRes
     Ok(ApiResponse::json(StatusCode::OK, &body))
 }
 
+/// Per channel: the events permission Meta requires (granted or not, by the stored
+/// token's scopes), and each business line with its dataset (or none yet).
+fn channels_view(
+    account: Option<&crate::domain::Account>,
+    conn: Option<&crate::store::MetaConnection>,
+    capi: &crate::store::CapiSettings,
+) -> serde_json::Value {
+    use crate::domain::{MessagingChannel, Route};
+    let granted =
+        |c: MessagingChannel| conn.map(|k| k.scopes.iter().any(|s| s == c.events_permission()));
+    let lines = |ids: &[String], route: fn(String) -> Route| -> Vec<serde_json::Value> {
+        ids.iter()
+            .map(|id| {
+                let r = route(id.clone());
+                json!({
+                    crate::capi::route_field(&r): id,
+                    "dataset_id": capi.channel_datasets.get(&r.key()),
+                })
+            })
+            .collect()
+    };
+    let empty = Vec::new();
+    let (pages, igs) = account
+        .map(|a| (&a.page_ids, &a.instagram_account_ids))
+        .unwrap_or((&empty, &empty));
+    json!({
+        "whatsapp": {
+            "permission": MessagingChannel::Whatsapp.events_permission(),
+            "permission_granted": granted(MessagingChannel::Whatsapp),
+            "dataset_id": capi.dataset_id,
+        },
+        "messenger": {
+            "permission": MessagingChannel::Messenger.events_permission(),
+            "permission_granted": granted(MessagingChannel::Messenger),
+            "pages": lines(pages, Route::Page),
+        },
+        "instagram": {
+            "permission": MessagingChannel::Instagram.events_permission(),
+            "permission_granted": granted(MessagingChannel::Instagram),
+            "instagram_accounts": lines(igs, Route::Instagram),
+        },
+    })
+}
+
 async fn status(deps: &ConnectDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     let account_id = authorize(deps.accounts.as_ref(), req).await?;
     let account = deps.accounts.get_account(&account_id).await?;
@@ -226,6 +270,7 @@ async fn status(deps: &ConnectDeps, req: &ApiRequest) -> ApiResult<ApiResponse> 
             "phone_number_ids": account.as_ref().map(|a| a.phone_number_ids.clone()).unwrap_or_default(),
             "meta": meta,
             "dataset_id": capi.dataset_id,
+            "channels": channels_view(account.as_ref(), conn.as_ref(), &capi),
             "capi": crate::capi::capi_view(&capi, connected),
         }),
     ))

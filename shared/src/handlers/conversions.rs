@@ -138,6 +138,7 @@ async fn send_prepared(
             Prepared::Wait(w) => {
                 let Waiting {
                     conversion,
+                    dataset_id,
                     customer_key,
                     conversation_id,
                     test_event_code,
@@ -147,7 +148,7 @@ async fn send_prepared(
                     &conversion,
                     RecordContext {
                         account_id: ctx.account_id.clone(),
-                        dataset_id: ctx.dataset_id.clone(),
+                        dataset_id,
                         conversation_id,
                         test_event_code: test_event_code.or(batch_test_code),
                         warnings: Vec::new(),
@@ -163,6 +164,7 @@ async fn send_prepared(
             Prepared::Ready(ready) => {
                 let Ready {
                     conversion,
+                    dataset_id,
                     attribution,
                     warnings,
                     test_event_code,
@@ -172,7 +174,7 @@ async fn send_prepared(
                     &conversion,
                     RecordContext {
                         account_id: ctx.account_id.clone(),
-                        dataset_id: ctx.dataset_id.clone(),
+                        dataset_id,
                         conversation_id: Some(attribution.click.conversation_id.clone()),
                         test_event_code: test_event_code.or(batch_test_code),
                         warnings,

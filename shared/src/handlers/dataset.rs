@@ -3,16 +3,17 @@
 
 use crate::auth::authorize;
 use crate::capi::event::Currency;
-use crate::capi::{CapiDeps, capi_view, provision_dataset};
+use crate::capi::{CapiDeps, capi_view, provision_channel_dataset, provision_dataset};
+use crate::domain::Route;
 use crate::error::{ApiError, ApiResult};
 use crate::handlers::connect::json_body;
 use crate::http::{ApiRequest, ApiResponse};
-use crate::ids::DatasetId;
+use crate::ids::{DatasetId, PageId};
 use crate::meta::connection::ConnectionState;
 use crate::store::CapiSettings;
 use http::{Method, StatusCode};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 pub async fn handle(deps: &CapiDeps, req: ApiRequest) -> ApiResponse {
     let path = super::route_path(&req.path);
@@ -41,8 +42,23 @@ async fn get_dataset(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse
     let config = deps.settings.get_capi_or_default(&account_id).await?;
     Ok(ApiResponse::json(
         StatusCode::OK,
-        &json!({"dataset_id": config.dataset_id, "configured": config.dataset_id.is_some()}),
+        &json!({
+            "dataset_id": config.dataset_id,
+            "configured": config.dataset_id.is_some(),
+            "pages": channel_datasets(&config, "page:"),
+            "instagram_accounts": channel_datasets(&config, "ig:"),
+        }),
     ))
+}
+
+/// The datasets of the account's Pages (`page:`) or Instagram accounts (`ig:`): id ->
+/// dataset id.
+fn channel_datasets(config: &CapiSettings, prefix: &str) -> serde_json::Map<String, Value> {
+    config
+        .channel_datasets
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix(prefix).map(|id| (id.to_string(), json!(v))))
+        .collect()
 }
 
 #[derive(Debug, Deserialize)]
@@ -54,6 +70,12 @@ struct DatasetBody {
     /// names another one is refused as the conversions body is.
     #[serde(default, alias = "accountId")]
     account_id: Option<String>,
+    /// A Page's dataset (Messenger conversions) instead of the WABA's.
+    #[serde(default)]
+    page_id: Option<String>,
+    /// An Instagram account's dataset (Instagram conversions) instead of the WABA's.
+    #[serde(default)]
+    instagram_account_id: Option<String>,
 }
 
 async fn post_dataset(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
@@ -63,6 +85,40 @@ async fn post_dataset(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiRespons
         && a.trim() != account_id
     {
         return Err(ApiError::not_found(format!("account {a} not found")));
+    }
+    let channel_route = match (&body.page_id, &body.instagram_account_id) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "give page_id or instagram_account_id, not both",
+            ));
+        }
+        (Some(p), None) => Some(Route::Page(
+            PageId::parse(p)
+                .map_err(|e| e.in_field("page_id"))?
+                .into_string(),
+        )),
+        (None, Some(i)) => Some(Route::Instagram(
+            PageId::parse(i)
+                .map_err(|e| e.in_field("instagram_account_id"))?
+                .into_string(),
+        )),
+        (None, None) => None,
+    };
+    if let Some(route) = channel_route {
+        if body.dataset_id.is_some() {
+            return Err(ApiError::bad_request(
+                "dataset_id cannot be set for a Page or an Instagram account: Meta links one dataset to each, provisioned here with POST /v1/dataset {\"page_id\"} or {\"instagram_account_id\"}",
+            ));
+        }
+        let out = provision_channel_dataset(deps, &account_id, &route).await?;
+        return Ok(ApiResponse::json(
+            StatusCode::OK,
+            &json!({
+                "dataset_id": out.dataset_id,
+                "created": out.created,
+                crate::capi::route_field(&route): route.business_id(),
+            }),
+        ));
     }
     if let Some(id) = body.dataset_id {
         let id = DatasetId::parse(&id)?.into_string();

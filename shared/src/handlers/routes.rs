@@ -3,6 +3,10 @@
 //!
 //! - `POST /v1/admin/accounts/{account_id}/phone-numbers` `{"phone_number_id"}`: link
 //!   (checked with Meta when the account is connected; pending otherwise).
+//! - `POST /v1/admin/accounts/{account_id}/pages` `{"page_id"}` and
+//!   `POST /v1/admin/accounts/{account_id}/instagram-accounts` `{"instagram_account_id"}`:
+//!   link a Facebook Page (Messenger) or an Instagram professional account (Instagram
+//!   Direct), verified with the account's token when it is connected.
 //! - `POST /v1/admin/accounts/{account_id}/phone-numbers/verify`: check the account's
 //!   pending and rejected routes with Meta now.
 //! - `GET /v1/admin/phone-numbers/{phone_number_id}`: the route, its audit trail and
@@ -20,7 +24,7 @@ use super::connect::json_body;
 use crate::domain::Route;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ApiRequest, ApiResponse};
-use crate::ids::PhoneNumberId;
+use crate::ids::{PageId, PhoneNumberId};
 use crate::routes::route_view;
 use crate::store::{Actor, RouteRecord};
 use http::{Method, StatusCode};
@@ -42,6 +46,12 @@ pub(super) async fn handle(
         (["v1", "admin", "accounts", id, "phone-numbers"], &Method::POST) => {
             link(deps, req, id, &operator().await?).await
         }
+        (["v1", "admin", "accounts", id, "pages"], &Method::POST) => {
+            link_object(deps, req, id, ObjectKind::Page, &operator().await?).await
+        }
+        (["v1", "admin", "accounts", id, "instagram-accounts"], &Method::POST) => {
+            link_object(deps, req, id, ObjectKind::Instagram, &operator().await?).await
+        }
         (["v1", "admin", "accounts", id, "phone-numbers", "verify"], &Method::POST) => {
             verify(deps, req, id, &operator().await?).await
         }
@@ -56,7 +66,13 @@ pub(super) async fn handle(
             move_route(deps, req, p, &operator().await?).await
         }
         (
-            ["v1", "admin", "accounts", _, "phone-numbers"]
+            [
+                "v1",
+                "admin",
+                "accounts",
+                _,
+                "phone-numbers" | "pages" | "instagram-accounts",
+            ]
             | ["v1", "admin", "accounts", _, "phone-numbers", "verify"]
             | ["v1", "admin", "phone-numbers", _]
             | ["v1", "admin", "phone-numbers", _, "move"],
@@ -110,6 +126,69 @@ async fn link(
 ) -> ApiResult<ApiResponse> {
     let body: LinkBody = json_body(req)?;
     let route = phone_route(&body.phone_number_id)?;
+    let account = existing_account(deps, &account_id(id)?).await?;
+    let rec = crate::routes::link(
+        &deps.meta,
+        deps.routes.as_ref(),
+        &account,
+        route,
+        actor,
+        crate::time::now_millis(),
+    )
+    .await?;
+    Ok(ApiResponse::json(
+        StatusCode::CREATED,
+        &json!({"route": route_view(&rec)}),
+    ))
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ObjectKind {
+    Page,
+    Instagram,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageBody {
+    page_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstagramBody {
+    instagram_account_id: String,
+}
+
+/// Links a Facebook Page (Messenger webhooks, `object: "page"`) or an Instagram
+/// professional account (`object: "instagram"`) to the account: verified with the
+/// account's token when Meta can be asked (a Page / Instagram account the token does not
+/// reach is refused, 409, nothing linked), pending otherwise.
+async fn link_object(
+    deps: &AdminDeps,
+    req: &ApiRequest,
+    id: &str,
+    kind: ObjectKind,
+    actor: &Actor,
+) -> ApiResult<ApiResponse> {
+    let route = match kind {
+        ObjectKind::Page => {
+            let b: PageBody = json_body(req)?;
+            Route::Page(
+                PageId::parse(&b.page_id)
+                    .map_err(|e| e.in_field("page_id"))?
+                    .into_string(),
+            )
+        }
+        ObjectKind::Instagram => {
+            let b: InstagramBody = json_body(req)?;
+            Route::Instagram(
+                PageId::parse(&b.instagram_account_id)
+                    .map_err(|e| e.in_field("instagram_account_id"))?
+                    .into_string(),
+            )
+        }
+    };
     let account = existing_account(deps, &account_id(id)?).await?;
     let rec = crate::routes::link(
         &deps.meta,

@@ -208,10 +208,17 @@ impl MetaDeps {
     }
 }
 
+/// The scopes a token lacks. A business that messages on Messenger or Instagram only
+/// needs no WhatsApp scope: a token with `page_events` or `instagram_manage_events`
+/// (each channel's events permission, Meta's onboarding guide) is complete without
+/// them; otherwise the WhatsApp pair is what is missing.
 fn missing_scopes(granted: &[String]) -> Vec<String> {
+    let has = |s: &str| granted.iter().any(|g| g == s);
+    let other_channel = has("page_events") || has("instagram_manage_events");
     REQUIRED_SCOPES
         .iter()
-        .filter(|s| !granted.iter().any(|g| g == *s))
+        .filter(|s| !has(s))
+        .filter(|s| !(other_channel && s.starts_with("whatsapp_")))
         .map(|s| s.to_string())
         .collect()
 }

@@ -100,7 +100,19 @@ pub enum WebhookParseError {
     Shape(String),
 }
 
-/// Splits a Cloud API webhook body into inbox items. Every message must carry an `id`
+/// The messaging channel of a body whose `object` is Messenger's (`page`) or
+/// Instagram's (`instagram`).
+fn object_channel(body: &[u8]) -> Option<crate::domain::Channel> {
+    #[derive(Deserialize)]
+    struct Head {
+        object: String,
+    }
+    let h: Head = serde_json::from_slice(body).ok()?;
+    super::messaging::channel_of_object(&h.object)
+}
+
+/// Splits a Meta webhook body into inbox items: the WhatsApp Cloud API's, and
+/// Messenger's and Instagram's ([`super::messaging`]). Every message must carry an `id`
 /// and every messages change a `metadata.phone_number_id`; otherwise the whole POST is
 /// refused (nothing stored) so that nothing is half-accepted.
 pub fn parse_cloud_webhook(
@@ -108,6 +120,14 @@ pub fn parse_cloud_webhook(
     received_at_ms: i64,
     expires_at: i64,
 ) -> Result<ParsedWebhook, WebhookParseError> {
+    if let Some(channel) = object_channel(body) {
+        return super::messaging::parse_messaging_webhook(
+            channel,
+            body,
+            received_at_ms,
+            expires_at,
+        );
+    }
     let env: Envelope<'_> = serde_json::from_slice(body).map_err(|e| {
         if e.is_data() {
             WebhookParseError::Shape(format!("not a WhatsApp webhook envelope: {e}"))
@@ -406,6 +426,7 @@ pub fn cloud_inbound(item: &InboxItem) -> Result<InboundMessage, StoredMessageEr
         wa_id: non_empty(non_empty(m.from).or(contact.wa_id)),
         user_id: non_empty(non_empty(m.from_user_id).or(contact.user_id)),
         name: non_empty(contact.profile.and_then(|p| p.name)),
+        ..Customer::default()
     };
     let referral = m
         .referral
@@ -658,8 +679,11 @@ mod tests {
 
     #[test]
     fn other_objects_and_fields_are_acknowledged() {
+        let p = parse_cloud_webhook(br#"{"object":"user","entry":[]}"#, 0, 0).unwrap();
+        assert_eq!(p.foreign_object.as_deref(), Some("user"));
+        // Messenger's and Instagram's objects are read (meta::messaging), not foreign.
         let p = parse_cloud_webhook(br#"{"object":"page","entry":[]}"#, 0, 0).unwrap();
-        assert_eq!(p.foreign_object.as_deref(), Some("page"));
+        assert_eq!(p.foreign_object, None);
         let p = parse_cloud_webhook(
             br#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"account_update","value":{"event":"VERIFIED_ACCOUNT"}}]}]}"#,
             0,

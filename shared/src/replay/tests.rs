@@ -205,6 +205,8 @@ async fn world(inbox: Vec<InboxItem>, gone: bool) -> World {
                 waba_id: None,
                 phone_number_ids: vec![pnid.into()],
                 sinch_app_id: None,
+                page_ids: Vec::new(),
+                instagram_account_ids: Vec::new(),
                 created_at_ms: 0,
             })
             .await

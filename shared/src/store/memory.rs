@@ -512,18 +512,26 @@ impl Conversations for MemoryStore {
     }
 }
 
-/// The account's phone number ids, as the adapter keeps them on the account item.
+/// The account's phone number ids, Pages and Instagram accounts, as the adapter keeps
+/// them on the account item.
 fn with_phone_number(
     accounts: &mut HashMap<String, Account>,
     account_id: &str,
     route: &Route,
     add: bool,
 ) {
-    if let (Some(a), Route::PhoneNumberId(p)) = (accounts.get_mut(account_id), route) {
-        a.phone_number_ids.retain(|x| x != p);
-        if add {
-            a.phone_number_ids.push(p.clone());
-        }
+    let Some(a) = accounts.get_mut(account_id) else {
+        return;
+    };
+    let (list, p) = match route {
+        Route::PhoneNumberId(p) => (&mut a.phone_number_ids, p),
+        Route::Page(p) => (&mut a.page_ids, p),
+        Route::Instagram(i) => (&mut a.instagram_account_ids, i),
+        Route::SinchApp(_) => return,
+    };
+    list.retain(|x| x != p);
+    if add {
+        list.push(p.clone());
     }
 }
 
@@ -704,8 +712,10 @@ impl CapiSettingsStore for MemoryStore {
         let stored = capi.entry(account_id.to_string()).or_default();
         // The dataset id is written only when set, never removed.
         let dataset_id = config.dataset_id.clone().or(stored.dataset_id.take());
+        let channel_datasets = std::mem::take(&mut stored.channel_datasets);
         *stored = CapiSettings {
             dataset_id,
+            channel_datasets,
             ..config.clone()
         };
         Ok(())
@@ -721,6 +731,21 @@ impl CapiSettingsStore for MemoryStore {
         Ok(stored
             .dataset_id
             .get_or_insert_with(|| dataset_id.to_string())
+            .clone())
+    }
+
+    async fn set_channel_dataset_if_absent(
+        &self,
+        account_id: &str,
+        route_key: &str,
+        dataset_id: &str,
+    ) -> Result<String, StoreError> {
+        let mut capi = lock(&self.capi);
+        let stored = capi.entry(account_id.to_string()).or_default();
+        Ok(stored
+            .channel_datasets
+            .entry(route_key.to_string())
+            .or_insert_with(|| dataset_id.to_string())
             .clone())
     }
 }
@@ -1125,6 +1150,12 @@ pub(crate) fn merge_customer(cur: &mut Customer, new: &Customer) {
     if new.user_id.is_some() {
         cur.user_id.clone_from(&new.user_id);
     }
+    if new.psid.is_some() {
+        cur.psid.clone_from(&new.psid);
+    }
+    if new.igsid.is_some() {
+        cur.igsid.clone_from(&new.igsid);
+    }
     if new.name.is_some() {
         cur.name.clone_from(&new.name);
     }
@@ -1170,6 +1201,8 @@ mod tests {
             waba_id: None,
             phone_number_ids: vec![pnid.into()],
             sinch_app_id: None,
+            page_ids: Vec::new(),
+            instagram_account_ids: Vec::new(),
             created_at_ms: 0,
         }
     }

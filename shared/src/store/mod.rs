@@ -550,7 +550,13 @@ pub trait Connections: Send + Sync {
 /// The CAPI settings an account stores (seed 001's `capi` object: dataset, triggers).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CapiSettings {
+    /// The WhatsApp Business Account's dataset.
     pub dataset_id: Option<String>,
+    /// The datasets of the account's Pages (Messenger) and Instagram accounts, by route
+    /// key (`page:<id>`, `ig:<id>`). Each is its own attribute in the table, written once
+    /// (like `dataset_id`), never in the saved config.
+    #[serde(skip)]
+    pub channel_datasets: std::collections::BTreeMap<String, String>,
     pub lead_event_enabled: bool,
     pub lead_event_trigger: Option<String>,
     pub lead_event_tag: Option<String>,
@@ -694,6 +700,14 @@ pub trait CapiSettingsStore: Send + Sync {
         account_id: &str,
         dataset_id: &str,
     ) -> Result<String, StoreError>;
+    /// Stores the dataset of a Page or Instagram account (`route_key`) unless one is
+    /// stored already; answers the stored one.
+    async fn set_channel_dataset_if_absent(
+        &self,
+        account_id: &str,
+        route_key: &str,
+        dataset_id: &str,
+    ) -> Result<String, StoreError>;
 }
 
 /// The conversion events: one record per event id, the dedup claim, the send's lease,
@@ -774,11 +788,15 @@ pub fn click_precedes(a_ms: i64, b_ms: i64) -> bool {
     a_ms < b_ms
 }
 
-/// First touch of a conversation from a click that has a click id.
+/// First touch of a conversation from a click a conversion can be attributed to
+/// ([`crate::domain::attributable`]: a click id on WhatsApp, an ad on Messenger and
+/// Instagram).
 pub fn first_touch_of(click: &Click, now_ms: i64) -> Option<FirstTouch> {
-    let clid = click.referral.ctwa_clid.clone()?;
+    if !crate::domain::attributable(click.channel, &click.referral) {
+        return None;
+    }
     Some(FirstTouch {
-        ctwa_clid: clid,
+        ctwa_clid: click.referral.ctwa_clid.clone(),
         captured_at_ms: now_ms,
         clicked_at_ms: click.clicked_at_ms,
         message_id: click.message_id.clone(),

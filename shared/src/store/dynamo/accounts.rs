@@ -15,6 +15,8 @@ fn account_from(item: &Item) -> Result<Account, StoreError> {
         waba_id: get_s(item, "waba_id"),
         phone_number_ids: pnids,
         sinch_app_id: get_s(item, "sinch_app_id"),
+        page_ids: get_strings(item, "page_ids"),
+        instagram_account_ids: get_strings(item, "instagram_account_ids"),
         created_at_ms: get_n(item, "created_at").unwrap_or_default(),
     })
 }

@@ -119,6 +119,11 @@ impl CapiSettingsStore for DynamoData {
         };
         // The dataset id is its own attribute, so provisioning never races a config save.
         config.dataset_id = get_s(&item, "dataset_id").or(config.dataset_id);
+        for (k, v) in &item {
+            if let (Some(route), Ok(d)) = (k.strip_prefix(CHANNEL_DATASET), v.as_s()) {
+                config.channel_datasets.insert(route.to_string(), d.clone());
+            }
+        }
         Ok(Some(config))
     }
 
@@ -159,7 +164,33 @@ impl CapiSettingsStore for DynamoData {
             .and_then(|a| get_s(a, "dataset_id"))
             .unwrap_or_else(|| dataset_id.to_string()))
     }
+
+    async fn set_channel_dataset_if_absent(
+        &self,
+        account_id: &str,
+        route_key: &str,
+        dataset_id: &str,
+    ) -> Result<String, StoreError> {
+        let attr = format!("{CHANNEL_DATASET}{route_key}");
+        let mut e = SetExpr::default();
+        e.set_if_not_exists(&attr, s(dataset_id));
+        let out = self
+            .update(format!("ACCT#{account_id}"), "CAPI", e)
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(out
+            .attributes
+            .as_ref()
+            .and_then(|a| get_s(a, &attr))
+            .unwrap_or_else(|| dataset_id.to_string()))
+    }
 }
+
+/// The attribute prefix of a Page's / Instagram account's dataset id on the CAPI item
+/// (`dataset#page:<id>`, `dataset#ig:<id>`).
+const CHANNEL_DATASET: &str = "dataset#";
 
 #[async_trait]
 impl ConversionEvents for DynamoData {

@@ -48,11 +48,12 @@ fn referral_from(item: &Item, k: &str) -> Result<Referral, StoreError> {
 
 fn conversation_from(item: &Item) -> Result<Conversation, StoreError> {
     let channel = req_s(item, "channel")?;
-    let first_touch = match get_s(item, "ctwa_clid") {
-        Some(clid) => Some(FirstTouch {
-            ctwa_clid: clid,
+    // Every first touch has its click time (a WhatsApp one its click id too).
+    let first_touch = match get_n(item, "ctwa_clicked_at") {
+        Some(clicked_at_ms) => Some(FirstTouch {
+            ctwa_clid: get_s(item, "ctwa_clid"),
             captured_at_ms: get_n(item, "ctwa_captured_at").unwrap_or_default(),
-            clicked_at_ms: get_n(item, "ctwa_clicked_at").unwrap_or_default(),
+            clicked_at_ms,
             message_id: get_s(item, "ctwa_message_id").unwrap_or_default(),
             referral: referral_from(item, "ctwa_referral")?,
         }),
@@ -68,6 +69,8 @@ fn conversation_from(item: &Item) -> Result<Conversation, StoreError> {
         customer: Customer {
             wa_id: get_s(item, "wa_id"),
             user_id: get_s(item, "user_id"),
+            psid: get_s(item, "psid"),
+            igsid: get_s(item, "igsid"),
             name: get_s(item, "customer_name"),
         },
         created_at_ms: get_n(item, "created_at").unwrap_or_default(),
@@ -148,6 +151,12 @@ impl Conversations for DynamoData {
             if let Some(u) = &c.customer.user_id {
                 e.set("user_id", s(u));
             }
+            if let Some(p) = &c.customer.psid {
+                e.set("psid", s(p));
+            }
+            if let Some(i) = &c.customer.igsid {
+                e.set("igsid", s(i));
+            }
             if let Some(nm) = &c.customer.name {
                 e.set("customer_name", s(nm));
             }
@@ -160,7 +169,10 @@ impl Conversations for DynamoData {
         if let Some(ft) = first_touch {
             let mut e = SetExpr::default();
             base(&mut e);
-            e.set("ctwa_clid", s(&ft.ctwa_clid));
+            // A conversation is of one channel: its clicks all have an id or none do.
+            if let Some(clid) = &ft.ctwa_clid {
+                e.set("ctwa_clid", s(clid));
+            }
             // When the conversation's first touch was first captured: an earlier click
             // that arrives later replaces the click, never this time.
             e.set_if_not_exists("ctwa_captured_at", n(ft.captured_at_ms));
@@ -179,12 +191,11 @@ impl Conversations for DynamoData {
                     )),
                 );
             }
-            let clid = e.name("ctwa_clid");
             let at = e.name("ctwa_clicked_at");
             let at_v = e.value(n(ft.clicked_at_ms));
             e.parts.push(format!("{at} = {at_v}"));
             // Strictly earlier only: on an exact tie the stored click stays.
-            let cond = format!("attribute_not_exists({clid}) OR {at} > {at_v}");
+            let cond = format!("attribute_not_exists({at}) OR {at} > {at_v}");
             match update(e, Some(cond)).await {
                 Ok(_) => return Ok(FirstTouchOutcome::Captured),
                 Err(err)

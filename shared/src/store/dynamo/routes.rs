@@ -109,15 +109,15 @@ impl DynamoData {
         account_id: &str,
         route: &Route,
     ) -> Result<Option<TransactWriteItem>, StoreError> {
-        let Route::PhoneNumberId(p) = route else {
+        let Some((list, p)) = account_list(route) else {
             return Ok(None);
         };
         let u = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(format!("ACCT#{account_id}"), "ACCOUNT")))
-            .update_expression(
-                "SET phone_number_ids = list_append(if_not_exists(phone_number_ids, :empty), :one)",
-            )
+            .update_expression(format!(
+                "SET {list} = list_append(if_not_exists({list}, :empty), :one)"
+            ))
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
             .expression_attribute_values(":one", AttributeValue::L(vec![s(p)]))
@@ -133,27 +133,35 @@ impl DynamoData {
         account_id: &str,
         route: &Route,
     ) -> Result<Option<TransactWriteItem>, StoreError> {
-        let Route::PhoneNumberId(p) = route else {
+        let Some((list, p)) = account_list(route) else {
             return Ok(None);
         };
         let Some(account) = self.get(format!("ACCT#{account_id}"), "ACCOUNT").await? else {
             return Ok(None);
         };
-        let Some(i) = get_strings(&account, "phone_number_ids")
-            .iter()
-            .position(|x| x == p)
-        else {
+        let Some(i) = get_strings(&account, list).iter().position(|x| x == p) else {
             return Ok(None);
         };
         let u = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(format!("ACCT#{account_id}"), "ACCOUNT")))
-            .update_expression(format!("REMOVE phone_number_ids[{i}]"))
-            .condition_expression(format!("phone_number_ids[{i}] = :p"))
+            .update_expression(format!("REMOVE {list}[{i}]"))
+            .condition_expression(format!("{list}[{i}] = :p"))
             .expression_attribute_values(":p", s(p))
             .build()
             .map_err(build)?;
         Ok(Some(TransactWriteItem::builder().update(u).build()))
+    }
+}
+
+/// The list attribute of the account item that holds a route of this kind, and its id
+/// (a Sinch app is the account's own attribute, set at creation).
+pub(super) fn account_list(route: &Route) -> Option<(&'static str, &str)> {
+    match route {
+        Route::PhoneNumberId(p) => Some(("phone_number_ids", p)),
+        Route::Page(p) => Some(("page_ids", p)),
+        Route::Instagram(i) => Some(("instagram_account_ids", i)),
+        Route::SinchApp(_) => None,
     }
 }
 
