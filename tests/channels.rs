@@ -478,3 +478,63 @@ async fn a_missing_permission_or_a_foreign_page_is_refused_before_meta() {
     );
     app.stack.stop().await;
 }
+
+/// An Instagram click that arrives before its account is linked is kept unrouted and
+/// captured (first touch and all) when the operator links the Instagram account.
+#[tokio::test]
+async fn an_instagram_click_before_its_account_is_linked_is_captured_when_it_is() {
+    require_local_env();
+    let app = spawn_app().await;
+    app.sim
+        .sim
+        .add_page(&json!({"page_id": PAGE, "instagram_account_id": IG}))
+        .expect("page");
+    let igsid = unique("4000");
+    let (s, v) = app
+        .post_webhook(messaging_webhook(
+            "instagram",
+            IG,
+            vec![messaging_message(
+                IG,
+                &igsid,
+                &unique("mid"),
+                Some("120000000000000005"),
+                now_ms() - 60_000,
+            )],
+        ))
+        .await;
+    assert_eq!((s, &v["stored"]), (200, &json!(1)), "{v}");
+    settled("one unrouted item", 1, || app.count_unrouted()).await;
+    assert_eq!(app.click_count().await, 0);
+    // Not connected yet: linked pending, and captured all the same.
+    let op = app.operator_key().await;
+    let (s, v) = app
+        .post_json(
+            &format!("/v1/admin/accounts/{}/instagram-accounts", app.account_id),
+            &op,
+            json!({"instagram_account_id": IG}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["route"]["status"].as_str()),
+        (201, Some("pending")),
+        "{v}"
+    );
+    let r = app
+        .stack
+        .lambda
+        .invoke_scheduled("CaptureBacklogFunction")
+        .await
+        .expect("the capture-backlog function runs");
+    assert_eq!(r["captured"], 1, "{r}");
+    assert_eq!(app.count_unrouted().await, 0);
+    let (_, v) = app
+        .get(&format!("/v1/conversations?igsid={igsid}"), &app.api_key)
+        .await;
+    assert_eq!(v["conversations"][0]["channel"], "instagram", "{v}");
+    assert_eq!(
+        v["conversations"][0]["metadata"]["ctwa_source_id"],
+        "120000000000000005"
+    );
+    app.stack.stop().await;
+}

@@ -259,7 +259,7 @@ async fn no_click_waits_for_it_and_bad_input_is_400() {
         ),
         (
             json!({"event_name": "Lead"}),
-            "conversation_id, phone or user_id",
+            "conversation_id, phone, user_id, psid or igsid is required",
         ),
         (
             json!({"phone": "16505551234", "event_name": "Lead", "surprise": 1}),
