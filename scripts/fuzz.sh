@@ -15,7 +15,7 @@
 # `cargo install --locked` when it is missing. Exits non-zero when a target crashes,
 # fails an assertion, times out or runs out of memory, and prints the reproducer.
 # Corpus (fuzz/corpus/, kept between local runs) and crashes (fuzz/artifacts/) are
-# git-ignored; seeds: events/webhooks/{cloud,sinch}/ and fuzz/seeds/<target>/; inputs that
+# git-ignored; seeds: events/webhooks/{cloud,messenger,instagram,sinch}/ and fuzz/seeds/<target>/; inputs that
 # once failed stay in fuzz/regressions/<target>/ and are replayed on every run.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -75,7 +75,7 @@ max_len() {
 }
 seed_dirs() {
   case "$1" in
-    cloud_webhook) echo "$root/events/webhooks/cloud" ;;
+    cloud_webhook) printf '%s\n' "$root/events/webhooks/cloud" "$root/events/webhooks/messenger" "$root/events/webhooks/instagram" ;;
     sinch_callback) echo "$root/events/webhooks/sinch" ;;
   esac
   # fuzz/regressions/<target>/: inputs that once failed, replayed on every run.

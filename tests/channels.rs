@@ -536,5 +536,34 @@ async fn an_instagram_click_before_its_account_is_linked_is_captured_when_it_is(
         v["conversations"][0]["metadata"]["ctwa_source_id"],
         "120000000000000005"
     );
+    // When the account connects with a token granted on it, the route is verified.
+    let code = app.sim.sim.create_code(&json!({
+        "scopes": REQUIRED_SCOPES, "waba_id": FIXTURE_WABA, "instagram_account_ids": [IG],
+    }))["code"]
+        .as_str()
+        .expect("code")
+        .to_string();
+    let (s, v) = app
+        .post_json(
+            "/v1/oauth/exchange-code",
+            &app.api_key,
+            json!({"code": code}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = app
+        .post_json(
+            &format!("/v1/admin/accounts/{}/phone-numbers/verify", app.account_id),
+            &op,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let ig_route = v["routes"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["instagram_account_id"] == IG))
+        .unwrap_or_else(|| panic!("no Instagram route: {v}"))
+        .clone();
+    assert_eq!(ig_route["status"], "verified", "{v}");
     app.stack.stop().await;
 }

@@ -1,4 +1,5 @@
-//! `POST /webhook` after the signature check: `parse_cloud_webhook` on the raw body, then
+//! `POST /webhook` after the signature check: `parse_cloud_webhook` on the raw body (a
+//! WhatsApp, Messenger or Instagram delivery), then
 //! every stored item through the stream image and the capture step (in-memory store),
 //! delivered twice and in reverse order.
 #![no_main]
@@ -23,7 +24,9 @@ fuzz_target!(|body: &[u8]| {
         assert!(parsed.other_fields.is_empty());
     }
     for item in &parsed.items {
-        check_inbox_item(item, Channel::Cloud);
+        // A Meta body is WhatsApp's, Messenger's or Instagram's, never Sinch's.
+        assert_ne!(item.channel, Channel::Sinch);
+        check_inbox_item(item, item.channel);
     }
     // The handler's answer serialises whatever was parsed.
     let answer = serde_json::json!({

@@ -1,7 +1,8 @@
 //! The capture side alone: a stored payload (Cloud API message or automatic event, or a
 //! whole Sinch callback) and contact, read back into the domain by `process_item`.
 //!
-//! Input: one selector byte (bit 0: Sinch, bit 1: automatic event, Cloud only), then the
+//! Input: one selector byte (bit 0: Sinch, bit 1: automatic event, Cloud only; bits 2-3:
+//! 01 Messenger, 10 Instagram, over the others), then the
 //! payload, then optionally a NUL byte and the Cloud `contacts[]` entry.
 #![no_main]
 
@@ -18,16 +19,20 @@ fuzz_target!(|data: &[u8]| {
         Some(i) => (&rest[..i], Some(&rest[i + 1..])),
         None => (rest, None),
     };
-    let (channel, route) = if selector & 1 == 0 {
-        (
+    let (channel, route) = match (selector & 1, selector & 12) {
+        (_, 4) => (Channel::Messenger, Route::Page("1122334455".into())),
+        (_, 8) => (
+            Channel::Instagram,
+            Route::Instagram("17841400000000001".into()),
+        ),
+        (0, _) => (
             Channel::Cloud,
             Route::PhoneNumberId("1204727649384372".into()),
-        )
-    } else {
-        (
+        ),
+        _ => (
             Channel::Sinch,
             Route::SinchApp("01EB37HMH1M6SV18ASNS3G135H".into()),
-        )
+        ),
     };
     let kind = if selector & 2 != 0 && channel == Channel::Cloud {
         InboxKind::AutomaticEvent

@@ -60,6 +60,12 @@ pub fn read_stored(item: &InboxItem) -> Stored {
             Ok(m) => Stored::Message(Box::new(m)),
             Err(_) => Stored::Unreadable,
         },
+        (InboxKind::Message, Channel::Messenger | Channel::Instagram) => {
+            match ctwa_shared::meta::messaging::messaging_inbound(item) {
+                Ok(m) => Stored::Message(Box::new(m)),
+                Err(_) => Stored::Unreadable,
+            }
+        }
     }
 }
 
@@ -102,6 +108,8 @@ pub fn check_inbound(item: &InboxItem, m: &InboundMessage) {
     let prefix = match item.channel {
         Channel::Cloud => "wa:",
         Channel::Sinch => "sinch:",
+        Channel::Messenger => "fb:",
+        Channel::Instagram => "ig:",
     };
     // The inbox id and the message id come from the same `id` field of the payload.
     if let Some(id) = item.id.strip_prefix(prefix) {
@@ -109,6 +117,8 @@ pub fn check_inbound(item: &InboxItem, m: &InboundMessage) {
     }
     let c: &Customer = &m.customer;
     match m.channel {
+        Channel::Messenger => assert_trimmed("customer.psid", &c.psid),
+        Channel::Instagram => assert_trimmed("customer.igsid", &c.igsid),
         Channel::Cloud => assert_trimmed("customer.wa_id", &c.wa_id),
         Channel::Sinch => {
             if let Some(w) = &c.wa_id {
@@ -122,7 +132,9 @@ pub fn check_inbound(item: &InboxItem, m: &InboundMessage) {
     assert_trimmed("customer.name", &c.name);
     if let Some(k) = c.key() {
         assert!(
-            k.starts_with("wa:") || k.starts_with("u:"),
+            ["wa:", "u:", "psid:", "igsid:"]
+                .iter()
+                .any(|p| k.starts_with(p)),
             "customer key {k:?}"
         );
     }
@@ -140,22 +152,30 @@ pub fn check_inbox_item(item: &InboxItem, channel: Channel) {
     assert_eq!(item.channel, channel);
     assert_eq!(item.received_at_ms, NOW_MS);
     assert_eq!(item.expires_at, EXPIRES_AT);
-    let (prefix, route_ok) = match (channel, item.kind) {
+    let (prefixes, route_ok): (&[&str], bool) = match (channel, item.kind) {
         (Channel::Cloud, InboxKind::Message) => {
-            ("wa:", matches!(item.route, Route::PhoneNumberId(_)))
+            (&["wa:"], matches!(item.route, Route::PhoneNumberId(_)))
         }
         (Channel::Cloud, InboxKind::AutomaticEvent) => {
-            ("wa-ae:", matches!(item.route, Route::PhoneNumberId(_)))
+            (&["wa-ae:"], matches!(item.route, Route::PhoneNumberId(_)))
         }
         (Channel::Sinch, InboxKind::Message) => {
-            ("sinch:", matches!(item.route, Route::SinchApp(_)))
+            (&["sinch:"], matches!(item.route, Route::SinchApp(_)))
         }
-        (Channel::Sinch, InboxKind::AutomaticEvent) => panic!("Sinch has no automatic events"),
+        (Channel::Messenger, InboxKind::Message) => (
+            &["fb:", "fb-ref:", "fb-pb:"],
+            matches!(item.route, Route::Page(_)),
+        ),
+        (Channel::Instagram, InboxKind::Message) => (
+            &["ig:", "ig-ref:", "ig-pb:"],
+            matches!(item.route, Route::Instagram(_)),
+        ),
+        (_, InboxKind::AutomaticEvent) => panic!("{channel:?} has no automatic events"),
     };
     assert!(route_ok, "route {:?} for a {channel:?} item", item.route);
-    let id = item
-        .id
-        .strip_prefix(prefix)
+    let id = prefixes
+        .iter()
+        .find_map(|p| item.id.strip_prefix(p))
         .unwrap_or_else(|| panic!("inbox id {:?}", item.id));
     assert!(
         !id.trim().is_empty(),

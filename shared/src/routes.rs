@@ -50,7 +50,7 @@ pub enum RouteError {
         noun = crate::capi::route_noun(route),
         id = route.business_id()
     )]
-    ObjectNotReachable { route: Route, error: GraphError },
+    ObjectNotReachable { route: Route },
     #[error(transparent)]
     Meta(#[from] ConnectError),
     #[error(transparent)]
@@ -193,9 +193,9 @@ fn route_detail(rec: &RouteRecord) -> serde_json::Value {
 }
 
 /// A Page / Instagram account route as Meta answers it for `account`: verified when the
-/// account's token reaches the object (`GET /{id}?fields=id`), refused when Meta says
+/// account's token reaches the object (`GET /{id}?fields=id`), rejected when Meta says
 /// it cannot (code 100), pending (with the reason) when Meta cannot be asked yet.
-async fn object_checked(
+async fn object_judged(
     meta: &MetaDeps,
     account: &Account,
     mut rec: RouteRecord,
@@ -235,12 +235,32 @@ async fn object_checked(
             rec.note = None;
             Ok(rec)
         }
-        Err(e) if e.code() == Some(100) => Err(RouteError::ObjectNotReachable {
-            route: rec.route,
-            error: e,
-        }),
+        Err(e) if e.code() == Some(100) => {
+            rec.status = RouteStatus::Rejected;
+            rec.checked_at_ms = Some(now_ms);
+            rec.note = Some(format!(
+                "the account's token does not reach this {}: {}",
+                crate::capi::route_noun(&rec.route),
+                e
+            ));
+            Ok(rec)
+        }
         Err(e) => Err(ConnectError::Meta(e).into()),
     }
+}
+
+/// [`object_judged`], refusing a route Meta says the token cannot reach.
+async fn object_checked(
+    meta: &MetaDeps,
+    account: &Account,
+    rec: RouteRecord,
+    now_ms: i64,
+) -> Result<RouteRecord, RouteError> {
+    let rec = object_judged(meta, account, rec, now_ms).await?;
+    if rec.status == RouteStatus::Rejected {
+        return Err(RouteError::ObjectNotReachable { route: rec.route });
+    }
+    Ok(rec)
 }
 
 /// Links `route` to `account` (checked with Meta when it can be), with `actor`'s audit
@@ -329,9 +349,10 @@ pub async fn remove(
     Ok(routes.remove_route(current, &audit).await?)
 }
 
-/// Checks the account's phone number routes that are not verified with Meta now: each
-/// becomes verified or rejected (with its audit record), or stays pending with the
-/// reason. Answers every phone number route of the account as it stands after.
+/// Checks the account's phone number, Page and Instagram account routes that are not
+/// verified with Meta now: each becomes verified or rejected (with its audit record), or
+/// stays pending with the reason. Answers every such route of the account as it stands
+/// after.
 pub async fn verify_pending(
     meta: &MetaDeps,
     accounts: &dyn Accounts,
@@ -342,12 +363,23 @@ pub async fn verify_pending(
 ) -> Result<Vec<RouteRecord>, RouteError> {
     let mut out = Vec::new();
     let mut numbers: Option<WabaNumbers> = None;
-    // Phone number ids only: a Sinch app is not a WABA's number.
+    // Phone number ids (a Sinch app is not a WABA's number), then the Pages and
+    // Instagram accounts, each asked of Meta on its own.
     let phone_routes = account
         .phone_number_ids
         .iter()
         .map(|p| Route::PhoneNumberId(p.clone()));
-    for route in phone_routes {
+    let object_routes = account
+        .page_ids
+        .iter()
+        .map(|p| Route::Page(p.clone()))
+        .chain(
+            account
+                .instagram_account_ids
+                .iter()
+                .map(|i| Route::Instagram(i.clone())),
+        );
+    for route in phone_routes.chain(object_routes) {
         let Some(rec) = accounts.route_record(&route).await? else {
             continue;
         };
@@ -355,19 +387,23 @@ pub async fn verify_pending(
             out.push(rec);
             continue;
         }
-        if numbers.is_none() {
-            numbers = Some(match waba_numbers(meta, account).await {
-                Ok(n) => n,
-                Err(RouteError::WabaNotReachable { waba_id, error }) => WabaNumbers::CannotAsk(
-                    format!("the account's token cannot see WABA {waba_id}: {error}"),
-                ),
-                Err(e) => return Err(e),
-            });
-        }
-        let Some(numbers) = numbers.as_ref() else {
-            continue;
+        let next = if let Route::Page(_) | Route::Instagram(_) = route {
+            object_judged(meta, account, rec.clone(), now_ms).await?
+        } else {
+            if numbers.is_none() {
+                numbers = Some(match waba_numbers(meta, account).await {
+                    Ok(n) => n,
+                    Err(RouteError::WabaNotReachable { waba_id, error }) => WabaNumbers::CannotAsk(
+                        format!("the account's token cannot see WABA {waba_id}: {error}"),
+                    ),
+                    Err(e) => return Err(e),
+                });
+            }
+            let Some(numbers) = numbers.as_ref() else {
+                continue;
+            };
+            judged(rec.clone(), numbers, now_ms)
         };
-        let next = judged(rec.clone(), numbers, now_ms);
         if next == rec {
             out.push(rec);
             continue;
@@ -382,7 +418,7 @@ pub async fn verify_pending(
         )?;
         if routes.set_route_status(&next, &audit).await? {
             if next.status == RouteStatus::Rejected {
-                tracing::warn!(route = %route.key(), account_id = %account.id, "Meta does not list this phone number id under the account's WABA: route rejected, its messages are quarantined");
+                tracing::warn!(route = %route.key(), account_id = %account.id, note = ?next.note, "Meta does not confirm this route for the account: rejected, its messages are quarantined");
             }
             out.push(next);
         } else if let Some(now) = accounts.route_record(&route).await? {

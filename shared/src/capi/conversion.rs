@@ -611,6 +611,11 @@ pub struct TriggerBody {
     pub phone: Option<String>,
     #[serde(default, alias = "userId")]
     pub user_id: Option<String>,
+    /// A Messenger customer (PSID) or an Instagram one (IGSID).
+    #[serde(default, alias = "page_scoped_user_id")]
+    pub psid: Option<String>,
+    #[serde(default, alias = "ig_sid")]
+    pub igsid: Option<String>,
     #[serde(default, alias = "conversationId")]
     pub conversation_id: Option<String>,
     #[serde(default)]
@@ -660,8 +665,8 @@ impl TriggerBody {
             return TriggerMatch::Disabled { event_name };
         }
         TriggerMatch::Fire(Box::new(ConversionBody {
-            psid: None,
-            igsid: None,
+            psid: self.psid,
+            igsid: self.igsid,
             messaging_channel: None,
             account_id: None,
             conversation_id: self.conversation_id,

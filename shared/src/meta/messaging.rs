@@ -293,7 +293,11 @@ pub fn messaging_inbound(item: &InboxItem) -> Result<InboundMessage, StoredMessa
     };
     let (message_id, kind, referral) = match (&ev.message, &ev.referral, &ev.postback) {
         (Some(m), _, _) => (
-            m.mid.clone().unwrap_or_default(),
+            m.mid
+                .as_deref()
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_string(),
             if m.text.is_some() {
                 "text"
             } else if m.attachments.is_some() {
@@ -305,7 +309,11 @@ pub fn messaging_inbound(item: &InboxItem) -> Result<InboundMessage, StoredMessa
         ),
         (None, Some(r), _) => (item.id.clone(), "referral", Some(r)),
         (None, _, Some(p)) => (
-            p.mid.clone().unwrap_or_else(|| item.id.clone()),
+            p.mid
+                .as_deref()
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_string(),
             "postback",
             p.referral.as_ref(),
         ),
@@ -414,6 +422,71 @@ mod tests {
             r#"{"object":"page","entry":[{"id":"1","time":1}]}"#,
         );
         assert!(p.items.is_empty());
+    }
+
+    /// The fixtures of `events/webhooks/{messenger,instagram}`: (file, items stored,
+    /// events acknowledged only, ad clicks).
+    #[test]
+    fn the_fixtures_parse_as_documented() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../events/webhooks");
+        for (channel, file, items, ignored, clicks) in [
+            (
+                Channel::Messenger,
+                "messenger/message_ad_referral.json",
+                1,
+                0,
+                1,
+            ),
+            (
+                Channel::Messenger,
+                "messenger/messaging_referrals_existing_thread.json",
+                1,
+                0,
+                1,
+            ),
+            (
+                Channel::Messenger,
+                "messenger/postback_get_started_referral.json",
+                1,
+                0,
+                1,
+            ),
+            (
+                Channel::Messenger,
+                "messenger/echo_delivery_read_shortlink.json",
+                1,
+                3,
+                0,
+            ),
+            (
+                Channel::Instagram,
+                "instagram/message_ad_referral.json",
+                1,
+                0,
+                1,
+            ),
+            (
+                Channel::Instagram,
+                "instagram/echo_seen_igme_link.json",
+                1,
+                2,
+                0,
+            ),
+        ] {
+            let body = std::fs::read(format!("{dir}/{file}")).unwrap();
+            let p = crate::meta::webhook::parse_cloud_webhook(&body, 1, 2).unwrap();
+            assert_eq!((p.items.len(), p.statuses), (items, ignored), "{file}");
+            let n = p
+                .items
+                .iter()
+                .map(|i| {
+                    assert_eq!(i.channel, channel, "{file}");
+                    messaging_inbound(i).unwrap()
+                })
+                .filter(|m| m.referral.is_some())
+                .count();
+            assert_eq!(n, clicks, "{file}");
+        }
     }
 
     #[test]
