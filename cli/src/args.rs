@@ -128,7 +128,7 @@ pub enum Command {
         /// Meta ad id
         ad_id: String,
     },
-    /// simulate Meta's webhooks (a signed Click-to-WhatsApp message)
+    /// simulate Meta's webhooks (a signed click-to-WhatsApp, -Messenger or -Instagram message)
     Webhook {
         #[command(subcommand)]
         cmd: WebhookCmd,
@@ -192,17 +192,30 @@ pub struct CapiSaveArgs {
     pub forward_automatic_events: Option<bool>,
 }
 
+/// The messaging channels of Meta's Conversions API for Business Messaging.
+pub const CHANNELS: [&str; 3] = ["whatsapp", "messenger", "instagram"];
+
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("customer").required(true).args(["phone", "conversation_id", "psid", "igsid"])))]
 pub struct SendEventArgs {
     /// lead | purchase, or any business-messaging event name (e.g. OrderCreated)
     #[arg(long, value_name = "TYPE")]
     pub event_type: String,
     /// E.164 phone of the customer who clicked (the last click is used)
-    #[arg(long, value_name = "E164", required_unless_present = "conversation_id")]
+    #[arg(long, value_name = "E164")]
     pub phone: Option<String>,
     /// Or the conversation whose last click is used
-    #[arg(long, value_name = "ID", conflicts_with = "phone")]
+    #[arg(long, value_name = "ID")]
     pub conversation_id: Option<String>,
+    /// Or the Messenger customer: the PSID (sender.id of the Page's webhook)
+    #[arg(long, value_name = "ID")]
+    pub psid: Option<String>,
+    /// Or the Instagram customer: the IGSID (sender.id of the Instagram webhook)
+    #[arg(long, value_name = "ID")]
+    pub igsid: Option<String>,
+    /// The customer's channel, sent as messaging_channel (refused if it is not theirs)
+    #[arg(long, value_name = "CHANNEL", value_parser = CHANNELS)]
+    pub channel: Option<String>,
     /// Monetary value (purchase: defaults to the CAPI config's purchase value)
     #[arg(long, value_name = "AMOUNT")]
     pub value: Option<f64>,
@@ -254,12 +267,23 @@ fn parse_scopes(raw: &str) -> Result<Scopes, String> {
 pub enum DatasetCmd {
     /// show the dataset id (the default)
     Show,
-    /// provision the dataset on Meta (GET first: an existing one is reused)
-    Create {
-        /// Use this existing Meta dataset id instead
-        #[arg(long, value_name = "ID")]
-        dataset_id: Option<String>,
-    },
+    /// provision the dataset on Meta (GET first: an existing one is reused); with
+    /// --page-id / --instagram-account-id that Page's or Instagram account's dataset
+    Create(DatasetCreateArgs),
+}
+
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+pub struct DatasetCreateArgs {
+    /// Use this existing Meta dataset id instead (the WABA's dataset only)
+    #[arg(long, value_name = "ID")]
+    pub dataset_id: Option<String>,
+    /// The dataset of this linked Facebook Page (Messenger conversions)
+    #[arg(long, value_name = "ID")]
+    pub page_id: Option<String>,
+    /// The dataset of this linked Instagram account (Instagram conversions)
+    #[arg(long, value_name = "ID")]
+    pub instagram_account_id: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -303,6 +327,12 @@ pub struct ConversationsArgs {
     /// Business-scoped user id (when Meta sent no phone)
     #[arg(long, value_name = "ID")]
     pub user_id: Option<String>,
+    /// Messenger customer: the PSID (sender.id of the Page's webhook)
+    #[arg(long, value_name = "ID")]
+    pub psid: Option<String>,
+    /// Instagram customer: the IGSID (sender.id of the Instagram webhook)
+    #[arg(long, value_name = "ID")]
+    pub igsid: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -399,20 +429,32 @@ pub struct AdsCreateArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum WebhookCmd {
-    /// post a signed Meta Cloud API webhook with a Click-to-WhatsApp message
+    /// post a signed Meta webhook with an ad click: a Cloud API message
+    /// (Click-to-WhatsApp), or with --channel a Messenger / Instagram Direct message
     Simulate(SimulateArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
+    /// whatsapp (a Cloud API webhook), messenger (object "page") or instagram
+    /// (object "instagram")
+    #[arg(long, value_name = "CHANNEL", value_parser = CHANNELS, default_value = "whatsapp")]
+    pub channel: String,
     /// Business phone number id (metadata.phone_number_id) [default: the local run's]
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", conflicts_with_all = ["page_id", "instagram_account_id"])]
     pub phone_number_id: Option<String>,
-    /// Customer's WhatsApp id (phone digits, + allowed)
-    #[arg(long, value_name = "WA_ID")]
+    /// Messenger: the Facebook Page (entry id, recipient; required)
+    #[arg(long, value_name = "ID", conflicts_with = "instagram_account_id")]
+    pub page_id: Option<String>,
+    /// Instagram: the Instagram professional account (entry id, recipient; required)
+    #[arg(long, value_name = "ID")]
+    pub instagram_account_id: Option<String>,
+    /// The customer: WhatsApp id (phone digits, + allowed), Messenger PSID or Instagram
+    /// IGSID (the sender.id)
+    #[arg(long, value_name = "ID")]
     pub from: String,
-    /// Click id on the referral [default: a new random one]
-    #[arg(long, value_name = "CLID")]
+    /// Click id on the referral (WhatsApp) [default: a new random one]
+    #[arg(long, value_name = "CLID", conflicts_with_all = ["page_id", "instagram_account_id"])]
     pub ctwa_clid: Option<String>,
     /// Ad id on the referral
     #[arg(long, value_name = "AD_ID", default_value = "120226305854810726")]
@@ -420,14 +462,14 @@ pub struct SimulateArgs {
     /// Message text
     #[arg(long, default_value = "Hi! I saw your ad")]
     pub text: String,
-    /// Customer's profile name
+    /// Customer's profile name (WhatsApp: Messenger and Instagram send none)
     #[arg(long, default_value = "WhatsApp User")]
     pub name: String,
     /// A plain message: no referral, no click
     #[arg(long, conflicts_with = "ctwa_clid")]
     pub no_referral: bool,
     /// WABA id of the entry [default: the local run's]
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", conflicts_with_all = ["page_id", "instagram_account_id"])]
     pub waba_id: Option<String>,
     /// Meta app secret that signs the body [default: config app_secret, the local run's]
     #[arg(
@@ -487,6 +529,18 @@ pub enum AdminCmd {
     PhoneNumber {
         #[command(subcommand)]
         cmd: AdminPhoneNumberCmd,
+    },
+    /// Facebook Page routes (Messenger): link, verified with the account's token
+    #[command(alias = "pages")]
+    Page {
+        #[command(subcommand)]
+        cmd: AdminPageCmd,
+    },
+    /// Instagram account routes (Instagram Direct): link, verified with the account's token
+    #[command(alias = "instagram-accounts")]
+    InstagramAccount {
+        #[command(subcommand)]
+        cmd: AdminInstagramAccountCmd,
     },
     /// run capture again: inbox items by message id, by time range (and account), or
     /// the capture's dead-letter queue; idempotent, page by page, with progress
@@ -553,6 +607,28 @@ pub enum AdminPhoneNumberCmd {
         /// The account believed to hold it now (refused if another does)
         #[arg(long, value_name = "ID")]
         account: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminPageCmd {
+    /// link a Facebook Page to an account (refused if the account's Meta token does not
+    /// reach it)
+    Link {
+        #[arg(long, value_name = "ID")]
+        account: String,
+        page_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminInstagramAccountCmd {
+    /// link an Instagram professional account to an account (refused if the account's
+    /// Meta token does not reach it)
+    Link {
+        #[arg(long, value_name = "ID")]
+        account: String,
+        instagram_account_id: String,
     },
 }
 
@@ -710,5 +786,138 @@ mod tests {
                 .is_err()
         );
         assert!(Cli::try_parse_from(["ctwa", "capi", "save", "--lead-enabled", "maybe"]).is_err());
+    }
+
+    fn parses(a: &[&str]) -> bool {
+        Cli::try_parse_from(a).is_ok()
+    }
+
+    #[test]
+    fn messenger_and_instagram_customers_are_one_of_the_ids() {
+        // conversations: exactly one of phone, user id, PSID, IGSID.
+        assert!(parses(&["ctwa", "conversations", "--psid", "2000"]));
+        assert!(parses(&["ctwa", "conversations", "--igsid", "IG1"]));
+        for bad in [
+            &["ctwa", "conversations", "--psid", "1", "--igsid", "2"][..],
+            &["ctwa", "conversations", "--psid", "1", "--phone", "+1"],
+            &["ctwa", "conversations", "--igsid", "1", "--user-id", "u"],
+        ] {
+            assert!(!parses(bad), "{bad:?}");
+        }
+        // send-event: seed 001's spellings as written, or a PSID / IGSID, exactly one.
+        let send = |extra: &[&'static str]| {
+            let mut a = vec!["ctwa", "capi", "send-event", "--event-type", "purchase"];
+            a.extend_from_slice(extra);
+            Cli::try_parse_from(a)
+        };
+        assert!(send(&["--phone", "+919876543210"]).is_ok());
+        assert!(send(&["--conversation-id", "c_1"]).is_ok());
+        let Some(Command::Capi {
+            cmd: Some(CapiCmd::SendEvent(a)),
+        }) = send(&["--psid", "2000", "--channel", "messenger"])
+            .unwrap()
+            .command
+        else {
+            panic!("send-event")
+        };
+        assert_eq!(
+            (a.psid.as_deref(), a.channel.as_deref()),
+            (Some("2000"), Some("messenger"))
+        );
+        assert!(send(&["--igsid", "IG1", "--channel", "instagram"]).is_ok());
+        for bad in [
+            &[][..],
+            &["--channel", "messenger"],
+            &["--psid", "1", "--phone", "+1"],
+            &["--psid", "1", "--conversation-id", "c_1"],
+            &["--psid", "1", "--igsid", "2"],
+            &["--igsid", "1", "--phone", "+1"],
+            &["--phone", "+1", "--conversation-id", "c_1"],
+            &["--psid", "1", "--channel", "telegram"],
+        ] {
+            assert!(send(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn channel_datasets_simulations_and_links() {
+        assert!(parses(&["ctwa", "dataset", "create"]));
+        assert!(parses(&["ctwa", "dataset", "create", "--page-id", "11"]));
+        assert!(parses(&[
+            "ctwa",
+            "dataset",
+            "create",
+            "--instagram-account-id",
+            "178"
+        ]));
+        assert!(!parses(&[
+            "ctwa",
+            "dataset",
+            "create",
+            "--page-id",
+            "11",
+            "--instagram-account-id",
+            "178"
+        ]));
+        assert!(!parses(&[
+            "ctwa",
+            "dataset",
+            "create",
+            "--dataset-id",
+            "88",
+            "--page-id",
+            "11"
+        ]));
+
+        let sim = |extra: &[&'static str]| {
+            let mut a = vec!["ctwa", "webhook", "simulate", "--from", "2000"];
+            a.extend_from_slice(extra);
+            Cli::try_parse_from(a)
+        };
+        let Some(Command::Webhook {
+            cmd: WebhookCmd::Simulate(a),
+        }) = sim(&[]).unwrap().command
+        else {
+            panic!("simulate")
+        };
+        assert_eq!(a.channel, "whatsapp", "today's behaviour by default");
+        assert!(sim(&["--channel", "messenger", "--page-id", "11"]).is_ok());
+        assert!(sim(&["--channel", "instagram", "--instagram-account-id", "178"]).is_ok());
+        assert!(sim(&["--channel", "messenger", "--page-id", "11", "--no-referral"]).is_ok());
+        for bad in [
+            &["--channel", "sms"][..],
+            &["--page-id", "11", "--instagram-account-id", "178"],
+            &["--page-id", "11", "--phone-number-id", "1"],
+            &["--page-id", "11", "--waba-id", "1"],
+            &["--instagram-account-id", "178", "--ctwa-clid", "Aff"],
+        ] {
+            assert!(sim(bad).is_err(), "{bad:?}");
+        }
+
+        for ok in [
+            &["ctwa", "admin", "page", "link", "--account", "a", "11"][..],
+            &["ctwa", "admin", "pages", "link", "--account", "a", "11"],
+            &[
+                "ctwa",
+                "admin",
+                "instagram-account",
+                "link",
+                "--account",
+                "a",
+                "178",
+            ],
+            &[
+                "ctwa",
+                "admin",
+                "instagram-accounts",
+                "link",
+                "--account",
+                "a",
+                "178",
+            ],
+        ] {
+            assert!(parses(ok), "{ok:?}");
+        }
+        assert!(!parses(&["ctwa", "admin", "page", "link", "11"]));
     }
 }

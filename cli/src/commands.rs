@@ -106,10 +106,17 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             .map(drop),
         Command::Dataset { cmd } => match cmd.unwrap_or(DatasetCmd::Show) {
             DatasetCmd::Show => ctx.show(Req::get("/v1/dataset")).await.map(drop),
-            DatasetCmd::Create { dataset_id } => ctx
+            DatasetCmd::Create(a) => ctx
                 .show(Req::post(
                     "/v1/dataset",
-                    object(vec![("dataset_id", dataset_id.map(Value::String))]),
+                    object(vec![
+                        ("dataset_id", a.dataset_id.map(Value::String)),
+                        ("page_id", a.page_id.map(Value::String)),
+                        (
+                            "instagram_account_id",
+                            a.instagram_account_id.map(Value::String),
+                        ),
+                    ]),
                 ))
                 .await
                 .map(drop),
@@ -138,7 +145,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             .show(
                 Req::get("/v1/conversations")
                     .query("phone", a.phone)
-                    .query("user_id", a.user_id),
+                    .query("user_id", a.user_id)
+                    .query("psid", a.psid)
+                    .query("igsid", a.igsid),
             )
             .await
             .map(drop),
@@ -252,6 +261,9 @@ async fn send_event(ctx: &Ctx, a: SendEventArgs) -> Result<(), CliError> {
         ("event_name", Some(Value::String(name))),
         ("phone", a.phone.map(Value::String)),
         ("conversation_id", a.conversation_id.map(Value::String)),
+        ("psid", a.psid.map(Value::String)),
+        ("igsid", a.igsid.map(Value::String)),
+        ("messaging_channel", a.channel.map(Value::String)),
         ("value", value.map(|v| json!(v))),
         ("currency", currency.map(Value::String)),
         ("event_id", a.event_id.map(Value::String)),
@@ -272,6 +284,10 @@ async fn send_event(ctx: &Ctx, a: SendEventArgs) -> Result<(), CliError> {
             "no_ctwa_click_id_for_conversation" => {
                 "this conversation has no Click-to-WhatsApp click"
             }
+            "no_conversation_for_customer" => {
+                "this customer never wrote to a linked Page or Instagram account (try `ctwa webhook simulate --channel messenger` locally)"
+            }
+            "no_ad_click_for_conversation" => "this conversation has no ad click",
             _ => reason,
         };
         note(format!("note: nothing sent to Meta: {why}"));
@@ -430,7 +446,142 @@ async fn ads_create(ctx: &Ctx, a: AdsCreateArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Where `webhook simulate` posts to: a WhatsApp business number, or a Page /
+/// Instagram account (`object` of the webhook, the business's id).
+#[derive(Debug, PartialEq, Eq)]
+pub enum SimulateTarget {
+    WhatsApp,
+    Messaging {
+        object: &'static str,
+        business_id: String,
+    },
+}
+
+/// The channel's target, refusing the flags of another channel.
+pub fn simulate_target(a: &SimulateArgs) -> Result<SimulateTarget, CliError> {
+    let whatsapp_flags = [
+        ("--phone-number-id", a.phone_number_id.is_some()),
+        ("--waba-id", a.waba_id.is_some()),
+        ("--ctwa-clid", a.ctwa_clid.is_some()),
+    ];
+    let given = |flags: &[(&'static str, bool)]| -> Option<&'static str> {
+        flags.iter().find(|(_, on)| *on).map(|(f, _)| *f)
+    };
+    let (object, id, flag, other) = match a.channel.as_str() {
+        "messenger" => (
+            "page",
+            &a.page_id,
+            "--page-id",
+            [("--instagram-account-id", a.instagram_account_id.is_some())],
+        ),
+        "instagram" => (
+            "instagram",
+            &a.instagram_account_id,
+            "--instagram-account-id",
+            [("--page-id", a.page_id.is_some())],
+        ),
+        _ => {
+            return match given(&[
+                ("--page-id", a.page_id.is_some()),
+                ("--instagram-account-id", a.instagram_account_id.is_some()),
+            ]) {
+                Some(f) => Err(CliError::Usage(format!(
+                    "{f} goes with --channel messenger or instagram, not whatsapp"
+                ))),
+                None => Ok(SimulateTarget::WhatsApp),
+            };
+        }
+    };
+    if let Some(f) = given(&whatsapp_flags).or(given(&other)) {
+        return Err(CliError::Usage(format!(
+            "{f} does not go with --channel {}",
+            a.channel
+        )));
+    }
+    let business_id = id
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "{flag} <ID> is required with --channel {} (the id Meta puts in entry[].id)",
+                a.channel
+            ))
+        })?
+        .to_string();
+    Ok(SimulateTarget::Messaging {
+        object,
+        business_id,
+    })
+}
+
 async fn simulate(ctx: &Ctx, a: SimulateArgs) -> Result<(), CliError> {
+    let target = simulate_target(&a)?;
+    let (body, said) = match target {
+        SimulateTarget::WhatsApp => whatsapp_body(ctx, &a)?,
+        SimulateTarget::Messaging {
+            object,
+            business_id,
+        } => {
+            let sender = a.from.trim();
+            if sender.is_empty() || sender.contains(char::is_whitespace) {
+                return Err(CliError::Usage(format!(
+                    "--from {:?}: the customer's {} (sender.id of the webhook)",
+                    a.from,
+                    if object == "page" { "PSID" } else { "IGSID" }
+                )));
+            }
+            let mid = webhook::new_mid();
+            let timestamp_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or_default();
+            let ad_id = (!a.no_referral).then_some(a.source_id.as_str());
+            let body = webhook::messaging_body(&webhook::MessagingMessage {
+                object,
+                business_id: &business_id,
+                sender_id: sender,
+                mid: &mid,
+                text: &a.text,
+                timestamp_ms,
+                ad_id,
+            });
+            let to = if object == "page" {
+                "Page"
+            } else {
+                "Instagram account"
+            };
+            let said = match ad_id {
+                Some(ad) => format!(
+                    "simulated {} message {mid} from {sender} to {to} {business_id}: ad {ad}",
+                    a.channel
+                ),
+                None => format!(
+                    "simulated {} message {mid} from {sender} to {to} {business_id} (no referral)",
+                    a.channel
+                ),
+            };
+            (body, said)
+        }
+    };
+    let secret = ctx.settings.app_secret.clone().ok_or_else(|| {
+        CliError::Config(
+            "no app secret to sign the webhook: pass --app-secret, set CTWA_APP_SECRET, or put app_secret in the config file".into(),
+        )
+    })?;
+    let signature = webhook::sign(&secret, &body);
+    let mut req = Req::new(Method::POST, "/webhook");
+    req.auth = false;
+    req.body = Some(Body::Raw(body));
+    req.headers.push(("x-hub-signature-256", signature));
+    let answer = ctx.api.send(req).await?;
+    note(said);
+    ctx.print(&answer.body);
+    Ok(())
+}
+
+/// The Click-to-WhatsApp webhook and the line that says what it is.
+fn whatsapp_body(ctx: &Ctx, a: &SimulateArgs) -> Result<(Vec<u8>, String), CliError> {
     let local = ctx.settings.local.as_ref();
     let phone_number_id = a
         .phone_number_id
@@ -446,11 +597,6 @@ async fn simulate(ctx: &Ctx, a: SimulateArgs) -> Result<(), CliError> {
         .waba_id
         .clone()
         .or_else(|| local.and_then(|l| l.waba_id.clone()));
-    let secret = ctx.settings.app_secret.clone().ok_or_else(|| {
-        CliError::Config(
-            "no app secret to sign the webhook: pass --app-secret, set CTWA_APP_SECRET, or put app_secret in the config file".into(),
-        )
-    })?;
     let wa_id: String = a.from.chars().filter(char::is_ascii_digit).collect();
     if wa_id.is_empty() {
         return Err(CliError::Usage(format!(
@@ -478,23 +624,14 @@ async fn simulate(ctx: &Ctx, a: SimulateArgs) -> Result<(), CliError> {
         timestamp,
         referral: clid.as_deref().map(|c| (c, a.source_id.as_str())),
     });
-    let signature = webhook::sign(&secret, &body);
-    let mut req = Req::new(Method::POST, "/webhook");
-    req.auth = false;
-    req.body = Some(Body::Raw(body));
-    req.headers.push(("x-hub-signature-256", signature));
-    let answer = ctx.api.send(req).await?;
-    match &clid {
-        Some(c) => note(format!(
+    let said = match &clid {
+        Some(c) => format!(
             "simulated {wamid} from {wa_id} to {phone_number_id}: ctwa_clid {c}, ad {}",
             a.source_id
-        )),
-        None => note(format!(
-            "simulated {wamid} from {wa_id} to {phone_number_id} (no referral)"
-        )),
-    }
-    ctx.print(&answer.body);
-    Ok(())
+        ),
+        None => format!("simulated {wamid} from {wa_id} to {phone_number_id} (no referral)"),
+    };
+    Ok((body, said))
 }
 
 /// The `scopes` of a new key: absent when none was given (the API's default, read).
@@ -654,6 +791,31 @@ async fn admin(ctx: &Ctx, cmd: AdminCmd) -> Result<(), CliError> {
             .await
             .map(drop),
         AdminCmd::PhoneNumber { cmd } => phone_number(ctx, cmd).await,
+        AdminCmd::Page {
+            cmd: AdminPageCmd::Link { account, page_id },
+        } => ctx
+            .show(Req::post(
+                format!("/v1/admin/accounts/{}/pages", segment(&account)),
+                json!({ "page_id": page_id }),
+            ))
+            .await
+            .map(drop),
+        AdminCmd::InstagramAccount {
+            cmd:
+                AdminInstagramAccountCmd::Link {
+                    account,
+                    instagram_account_id,
+                },
+        } => ctx
+            .show(Req::post(
+                format!(
+                    "/v1/admin/accounts/{}/instagram-accounts",
+                    segment(&account)
+                ),
+                json!({ "instagram_account_id": instagram_account_id }),
+            ))
+            .await
+            .map(drop),
         AdminCmd::Replay(a) => replay(ctx, a).await,
         AdminCmd::ApiKey { cmd } => match cmd {
             AdminApiKeyCmd::Create {
@@ -878,6 +1040,67 @@ mod tests {
         assert!(matches!(ads_create_body(&a), Err(CliError::Usage(_))));
         let a = create_args(&["--image", "/nonexistent/x.png"]);
         assert!(matches!(ads_create_body(&a), Err(CliError::Usage(_))));
+    }
+
+    fn simulate_args(extra: &[&str]) -> SimulateArgs {
+        let mut argv = vec!["ctwa", "webhook", "simulate", "--from", "2000"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Some(Command::Webhook {
+                cmd: WebhookCmd::Simulate(a),
+            }) => a,
+            _ => panic!("webhook simulate"),
+        }
+    }
+
+    #[test]
+    fn simulate_targets_the_channels_business() {
+        assert_eq!(
+            simulate_target(&simulate_args(&[])).unwrap(),
+            SimulateTarget::WhatsApp
+        );
+        assert_eq!(
+            simulate_target(&simulate_args(&[
+                "--channel",
+                "messenger",
+                "--page-id",
+                "11"
+            ]))
+            .unwrap(),
+            SimulateTarget::Messaging {
+                object: "page",
+                business_id: "11".into()
+            }
+        );
+        assert_eq!(
+            simulate_target(&simulate_args(&[
+                "--channel",
+                "instagram",
+                "--instagram-account-id",
+                "178"
+            ]))
+            .unwrap(),
+            SimulateTarget::Messaging {
+                object: "instagram",
+                business_id: "178".into()
+            }
+        );
+        // The business is required; another channel's flags are refused.
+        for bad in [
+            &["--channel", "messenger"][..],
+            &["--channel", "instagram"],
+            &["--channel", "messenger", "--page-id", " "],
+            &["--channel", "instagram", "--page-id", "11"],
+            &["--channel", "messenger", "--instagram-account-id", "178"],
+            &["--page-id", "11"],
+            &["--channel", "whatsapp", "--instagram-account-id", "178"],
+            &["--channel", "messenger", "--waba-id", "1"],
+            &["--channel", "instagram", "--phone-number-id", "1"],
+            &["--channel", "messenger", "--ctwa-clid", "Aff"],
+        ] {
+            let r = simulate_target(&simulate_args(bad));
+            assert!(matches!(r, Err(CliError::Usage(_))), "{bad:?}: {r:?}");
+        }
     }
 
     #[test]

@@ -91,20 +91,46 @@ fn path<'a>(v: &'a Value, dotted: &str) -> &'a Value {
     dotted.split('.').fold(v, |acc, k| &acc[k])
 }
 
+/// The customer's id columns of conversation rows: WhatsApp's wa_id, Messenger's PSID,
+/// Instagram's IGSID, those the rows carry (wa_id when none does).
+fn customer_columns(rows: &[Value]) -> Vec<String> {
+    let present: Vec<String> = ["customer.wa_id", "customer.psid", "customer.igsid"]
+        .iter()
+        .filter(|c| rows.iter().any(|r| !path(r, c).is_null()))
+        .map(|c| c.to_string())
+        .collect();
+    if present.is_empty() {
+        vec!["customer.wa_id".into()]
+    } else {
+        present
+    }
+}
+
 /// Columns: a chosen set for the answers whose rows are large, else every top-level key
 /// in the order first seen.
 fn columns(name: &str, rows: &[Value]) -> Vec<String> {
+    if name == "conversations" {
+        let mut cols: Vec<String> = vec!["id".into(), "channel".into()];
+        let ids = customer_columns(rows);
+        // Messenger and Instagram send no name: no column of dashes for them.
+        let names =
+            ids == ["customer.wa_id"] || rows.iter().any(|r| !path(r, "customer.name").is_null());
+        cols.extend(ids);
+        if names {
+            cols.push("customer.name".into());
+        }
+        cols.extend(
+            [
+                "metadata.ctwa_source_id",
+                "metadata.ctwa_clicked_at",
+                "clicks",
+                "updated_at",
+            ]
+            .map(String::from),
+        );
+        return cols;
+    }
     let fixed: &[&str] = match name {
-        "conversations" => &[
-            "id",
-            "channel",
-            "customer.wa_id",
-            "customer.name",
-            "metadata.ctwa_source_id",
-            "metadata.ctwa_clicked_at",
-            "clicks",
-            "updated_at",
-        ],
         "events" => &[
             "timestamp",
             "event_id",
@@ -423,6 +449,15 @@ mod tests {
         assert!(t.starts_with("ID   CHANNEL  CUSTOMER.WA_ID"), "{t}");
         assert!(t.contains("c_1  cloud    91987"), "{t}");
         assert!(t.lines().nth(1).unwrap().contains("  2  "), "{t}");
+        // A Messenger conversation: its PSID, no empty WhatsApp column.
+        let v = json!({"conversations":[{"id":"c_2","channel":"messenger","customer":{"psid":"2000"},
+            "metadata":{"ctwa_source_id":"120"},"clicks":[{}],"updated_at":"x"}]});
+        let t = render(&v, true);
+        assert!(
+            t.starts_with("ID   CHANNEL    CUSTOMER.PSID  METADATA.CTWA_SOURCE_ID"),
+            "{t}"
+        );
+        assert!(t.contains("c_2  messenger  2000"), "{t}");
         assert_eq!(
             render(&json!({"events": [], "next_cursor": null}), true),
             "(no events)\n\nnext_cursor  -\n"
