@@ -96,7 +96,8 @@ print(f"tables: {a['inbox_items']} inbox items, {a['clicks']} clicks, {a['conver
 print(f"lost: {r['lost']} {a['lost']}")
 print(f"duplicated: {r['duplicated']} {a['duplicated']}")
 print(f"first touch not the earliest click: {r['first_touch_wrong']}; clicks misfiled: {a['misfiled_clicks']}")
-for name, c in r["channels"].items():
+for name in ("whatsapp", "messenger", "instagram"):
+    c = r["channels"][name]
     print(f"  {name}: {c['messages']} messages, {c['referrals']} referrals -> {c['inbox_items']} inbox items, "
           f"{c['clicks']} clicks, {c['conversations']}/{c['conversations_expected']} conversations; lost {c['lost']}, "
           f"duplicated {c['duplicated']}, first touch wrong {c['first_touch_wrong']}, misfiled {c['misfiled_clicks']}, "
