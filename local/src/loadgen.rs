@@ -1,21 +1,30 @@
-//! Load with accounting: a realistic mix of signed Cloud API webhooks (several accounts,
-//! each with its own phone number id, several customers each; text, image, button,
-//! interactive messages and status updates; a share with Click-to-WhatsApp referrals; a
-//! share of exact re-sends), posted concurrently over loopback like Meta does (a non-200
-//! answer is retried), then the tables read back: every unique message in the inbox
-//! once, every referral a click once, every conversation's first touch its earliest
-//! click (timestamp, then message id: `click_precedes`).
+//! Load with accounting: a realistic mix of signed Meta webhooks of the three channels
+//! (several accounts, each with its own phone number id, Facebook Page and Instagram
+//! account, several customers each). WhatsApp Cloud API deliveries: text, image,
+//! button, interactive messages and status updates, a share with Click-to-WhatsApp
+//! referrals. Messenger (`object: "page"`) and Instagram (`object: "instagram"`)
+//! deliveries: text, attachment and quick-reply messages, a share with an ad's
+//! referral (the click), a few with a link's referral (no ad: no click), some with
+//! several events, echoes of the business's own messages and read / delivery receipts
+//! (acknowledged, never stored). A share of exact re-sends. Posted concurrently over
+//! loopback like Meta does (a non-200 answer is retried), then the tables read back,
+//! every channel by the same rules: every unique message in the inbox once, every
+//! referral a click once on its own customer's conversation, every conversation's first
+//! touch its earliest attributable click (timestamp, then message id:
+//! `click_precedes`), every last click credited right. Figures per channel.
 //!
 //! Used by `ctwa-loadtest` (scripts/loadtest.sh), tests/load.rs and tests/faults.rs;
 //! [`LocalState`], [`envelope`] and [`latency_ms`] by `ctwa-load` too.
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use ctwa_shared::domain::{Account, conversation_id};
+use ctwa_shared::domain::{Account, Channel, Route, conversation_id, igsid_key, psid_key};
 use ctwa_shared::signature::sign_meta;
 use ctwa_shared::store::dynamo::DynamoData;
-use ctwa_shared::store::{Accounts, StoreError, click_precedes};
+use ctwa_shared::store::{
+    Accounts, AuditRecord, RouteRecord, RouteStatus, RouteStore, StoreError, click_precedes,
+};
 use serde_json::{Value, json};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -68,15 +77,23 @@ pub struct Plan {
     /// Webhooks posted, re-sends included.
     pub webhooks: usize,
     pub accounts: usize,
-    /// Customers per account (the same phone numbers write to every account).
+    /// Customers per account and channel (the same phone numbers write to every
+    /// account; PSIDs and IGSIDs are scoped to their Page / Instagram account, as Meta's are).
     pub customers: usize,
     /// Share of the posts that are exact re-sends of an earlier webhook (same bytes).
     pub duplicate_share: f64,
-    /// Share of the messages that carry a Click-to-WhatsApp referral.
+    /// Share of the messages that carry an ad's referral (Click-to-WhatsApp,
+    /// -Messenger, -Instagram Direct).
     pub referral_share: f64,
-    /// Share of the unique webhooks that are status updates only.
+    /// Share of the unique webhooks that are Messenger deliveries (`object: "page"`).
+    pub messenger_share: f64,
+    /// Share of the unique webhooks that are Instagram deliveries (`object: "instagram"`).
+    pub instagram_share: f64,
+    /// Share of the unique webhooks that hold no customer message: WhatsApp status
+    /// updates, Messenger / Instagram echoes and receipts.
     pub status_share: f64,
-    /// Share of the message webhooks that carry two messages.
+    /// Share of the message webhooks that carry several messages (two on WhatsApp, two
+    /// or three events on Messenger / Instagram).
     pub two_message_share: f64,
     /// Message timestamps spread over this many seconds (small: ties happen).
     pub time_window_secs: i64,
@@ -92,6 +109,8 @@ impl Plan {
             customers: 400,
             duplicate_share: 0.10,
             referral_share: 0.30,
+            messenger_share: 0.20,
+            instagram_share: 0.20,
             status_share: 0.10,
             two_message_share: 0.08,
             time_window_secs: 90,
@@ -127,15 +146,46 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
     fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
+        self.unit() < p
     }
 }
 
+/// The channels of a workload, in the order figures are reported.
+const CHANNELS: [Channel; 3] = [Channel::Cloud, Channel::Messenger, Channel::Instagram];
+
+/// A channel's name in the report.
+fn channel_name(c: Channel) -> &'static str {
+    match c {
+        Channel::Cloud | Channel::Sinch => "whatsapp",
+        Channel::Messenger => "messenger",
+        Channel::Instagram => "instagram",
+    }
+}
+
+/// An account of the load: its phone number id, Facebook Page and Instagram account,
+/// each linked as its route.
 #[derive(Debug, Clone)]
 pub struct LoadAccount {
     pub id: String,
     pub phone_number_id: String,
+    pub page_id: String,
+    pub instagram_account_id: String,
+}
+
+impl LoadAccount {
+    /// The id a message of `channel` comes to (the conversation's business id).
+    fn business_id(&self, channel: Channel) -> &str {
+        match channel {
+            Channel::Messenger => &self.page_id,
+            Channel::Instagram => &self.instagram_account_id,
+            Channel::Cloud | Channel::Sinch => &self.phone_number_id,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,17 +195,57 @@ enum Expect {
     Never,
 }
 
+/// One customer message of the workload.
 #[derive(Debug, Clone)]
 struct Msg {
-    wamid: String,
+    channel: Channel,
+    /// The wamid, or the Messenger / Instagram `mid`.
+    id: String,
     account: usize,
-    wa_id: String,
-    ts: i64,
-    /// `Some(None)`: a referral without `ctwa_clid` (a WhatsApp Status ad).
+    /// The wa_id, PSID or IGSID.
+    sender: String,
+    /// When the customer sent it (WhatsApp's are whole seconds).
+    ts_ms: i64,
+    /// An ad's referral, so a click: its `ctwa_clid` on WhatsApp (`None`: a Status ad,
+    /// which has none); always `None` on Messenger and Instagram (no click id there: the
+    /// ad's `ad_id` is the click).
     referral: Option<Option<String>>,
+    /// Messenger / Instagram: a referral that is no ad's (an m.me / ig.me link): no click.
+    link_referral: bool,
+}
+
+impl Msg {
+    /// Its inbox item's id.
+    fn inbox_id(&self) -> String {
+        let prefix = match self.channel {
+            Channel::Messenger => "fb",
+            Channel::Instagram => "ig",
+            Channel::Cloud | Channel::Sinch => "wa",
+        };
+        format!("{prefix}:{}", self.id)
+    }
+
+    /// Its customer's key (`wa:`, `psid:`, `igsid:`).
+    fn customer_key(&self) -> String {
+        match self.channel {
+            Channel::Messenger => psid_key(&self.sender),
+            Channel::Instagram => igsid_key(&self.sender),
+            Channel::Cloud | Channel::Sinch => format!("wa:{}", self.sender),
+        }
+    }
+
+    /// Whether its click can be a first touch and be credited with a conversion: one
+    /// with a click id on WhatsApp, any ad's on Messenger and Instagram.
+    fn attributable(&self) -> bool {
+        match &self.referral {
+            Some(clid) => clid.is_some() || self.channel != Channel::Cloud,
+            None => false,
+        }
+    }
 }
 
 struct Body {
+    channel: Channel,
     json: String,
     signature: String,
     messages: Vec<usize>,
@@ -172,12 +262,16 @@ pub struct Workload {
     bodies: Vec<Body>,
     order: Vec<usize>,
     messages: Vec<Msg>,
-    statuses: usize,
+    /// Unique webhooks with no customer message, per channel.
+    statuses: BTreeMap<&'static str, usize>,
+    /// Echoes and receipts (Messenger / Instagram events never stored), per channel.
+    ignored_events: BTreeMap<&'static str, usize>,
     plan: Plan,
 }
 
 fn message_json(rng: &mut Rng, m: &Msg) -> Value {
-    let mut v = json!({"from": m.wa_id, "id": m.wamid, "timestamp": m.ts.to_string()});
+    let ts = (m.ts_ms / 1000).to_string();
+    let mut v = json!({"from": m.sender, "id": m.id, "timestamp": ts});
     let kind = if m.referral.is_some() {
         if rng.chance(0.25) { "image" } else { "text" }
     } else {
@@ -219,6 +313,63 @@ fn message_json(rng: &mut Rng, m: &Msg) -> Value {
     v
 }
 
+/// A Messenger / Instagram `messaging[]` event of a customer's message to `business`
+/// (Meta's Messenger Platform "messages" webhook; Instagram's is the same shape).
+fn messaging_json(rng: &mut Rng, m: &Msg, business: &str) -> Value {
+    let mut message = json!({"mid": m.id});
+    match rng.below(10) {
+        0..=5 => message["text"] = json!("Hi! Is this still available?"),
+        6..=7 => {
+            message["attachments"] = json!([{"type": "image", "payload": {
+                "url": format!("https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id={}", rng.below(1_000_000_000))}}])
+        }
+        _ => {
+            message["text"] = json!("Yes, deliver");
+            message["quick_reply"] = json!({"payload": "YES_DELIVER"});
+        }
+    }
+    if m.referral.is_some() {
+        message["referral"] = json!({"ref": "summer-sale", "ad_id": format!("1202263058548107{:02}", rng.below(20)),
+            "source": "ADS", "type": "OPEN_THREAD", "ads_context_data": {"ad_title": "Summer Succulents",
+            "photo_url": "https://scontent.xx.fbcdn.net/v/t45.1", "post_id": format!("{business}_9988776655")}});
+    } else if m.link_referral {
+        let source = if m.channel == Channel::Instagram {
+            "IGME-SOURCE-LINK"
+        } else {
+            "SHORTLINK"
+        };
+        message["referral"] = json!({"ref": "bio-link", "source": source, "type": "OPEN_THREAD"});
+    }
+    json!({"sender": {"id": m.sender}, "recipient": {"id": business}, "timestamp": m.ts_ms, "message": message})
+}
+
+/// An event Meta sends beside the customers' messages that is never stored: the echo of
+/// the business's own reply, a read receipt, a delivery receipt (Messenger).
+/// `mid_tag` makes the echo's mid this run's (so an echo stored would be counted).
+fn ignored_event_json(
+    rng: &mut Rng,
+    channel: Channel,
+    business: &str,
+    customer: &str,
+    ts_ms: i64,
+    mid_tag: &str,
+) -> Value {
+    let kinds = if channel == Channel::Messenger { 3 } else { 2 };
+    match rng.below(kinds) {
+        0 => json!({"sender": {"id": business}, "recipient": {"id": customer}, "timestamp": ts_ms,
+            "message": {"mid": format!("m_echo{:012x}{mid_tag}", rng.next() >> 16), "is_echo": true,
+                "app_id": 1_517_776_481_860_111u64, "text": "Thanks! It is: shall we deliver tomorrow?"}}),
+        1 if channel == Channel::Instagram => {
+            json!({"sender": {"id": customer}, "recipient": {"id": business},
+            "timestamp": ts_ms, "read": {"mid": format!("aWdfZAGecho{:012x}{mid_tag}", rng.next() >> 16)}})
+        }
+        1 => json!({"sender": {"id": customer}, "recipient": {"id": business}, "timestamp": ts_ms,
+            "read": {"watermark": ts_ms}}),
+        _ => json!({"sender": {"id": customer}, "recipient": {"id": business}, "timestamp": ts_ms,
+            "delivery": {"mids": [format!("m_echo{:012x}{mid_tag}", rng.next() >> 16)], "watermark": ts_ms}}),
+    }
+}
+
 /// A Cloud API webhook body: one `messages` change with `value`, of the test WABA.
 pub fn envelope(value: Value) -> String {
     json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": value}]}]})
@@ -231,29 +382,129 @@ impl Workload {
         let mut rng = Rng(plan.seed);
         let run = format!("{:010x}", rng.next() >> 24);
         let pn_base = 900_000_000_000 + rng.below(90_000_000_000);
+        // Ids of Meta's lengths: Pages 15 digits, Instagram accounts 17 (`1784...`),
+        // PSIDs 16, IGSIDs 17; a PSID / IGSID is its Page's / account's own.
+        let page_base = 1_000_000_000_000 + rng.below(8_000_000_000_000);
+        let ig_base = 10_000_000_000 + rng.below(80_000_000_000);
+        let psid_base = 1_000_000 + rng.below(8_000_000);
+        let igsid_base = 10_000_000 + rng.below(80_000_000);
         let accounts: Vec<LoadAccount> = (0..plan.accounts.max(1))
             .map(|a| LoadAccount {
                 id: format!("load-{run}-{a}"),
-                phone_number_id: format!("{}{a:02}", pn_base),
+                phone_number_id: format!("{pn_base}{a:02}"),
+                page_id: format!("{page_base}{a:02}"),
+                instagram_account_id: format!("1784{ig_base}{a:02}"),
             })
             .collect();
+        let sender = |channel: Channel, a: usize, c: u64| match channel {
+            Channel::Messenger => format!("{psid_base}{a:02}{c:07}"),
+            Channel::Instagram => format!("{igsid_base}{a:02}{c:07}"),
+            Channel::Cloud | Channel::Sinch => format!("1555{c:07}"),
+        };
         let duplicates = (plan.webhooks as f64 * plan.duplicate_share).round() as usize;
         let unique = plan.webhooks.saturating_sub(duplicates).max(1);
+        let window = plan.time_window_secs.max(1) as u64;
         let base_ts = ctwa_shared::time::now_secs() - 3600;
         let customers = plan.customers.max(1) as u64;
         let mut messages = Vec::new();
         let mut bodies = Vec::with_capacity(unique);
-        let mut statuses = 0;
+        let mut statuses: BTreeMap<&'static str, usize> = BTreeMap::new();
+        let mut ignored_events: BTreeMap<&'static str, usize> = BTreeMap::new();
         let mut seq = 0u64;
         for _ in 0..unique {
             let a = rng.below(accounts.len() as u64) as usize;
+            let pick = rng.unit();
+            let channel = if pick < plan.messenger_share {
+                Channel::Messenger
+            } else if pick < plan.messenger_share + plan.instagram_share {
+                Channel::Instagram
+            } else {
+                Channel::Cloud
+            };
+            let no_message = rng.chance(plan.status_share);
+            if no_message {
+                *statuses.entry(channel_name(channel)).or_default() += 1;
+            }
+            if channel != Channel::Cloud {
+                let business = accounts[a].business_id(channel).to_string();
+                let mut events = Vec::new();
+                let mut idx = Vec::new();
+                let mut ignored = if no_message { 1 + rng.below(2) } else { 0 };
+                if !no_message {
+                    let n = if rng.chance(plan.two_message_share) {
+                        2 + rng.below(2)
+                    } else {
+                        1
+                    };
+                    for _ in 0..n {
+                        seq += 1;
+                        let ad = rng.chance(plan.referral_share);
+                        let m = Msg {
+                            channel,
+                            // A random part first: the tie-break by message id is not the
+                            // posting order.
+                            id: if channel == Channel::Messenger {
+                                format!("m_{:016x}{run}{seq}", rng.next())
+                            } else {
+                                format!("aWdfZAG{:016x}{run}{seq}", rng.next())
+                            },
+                            account: a,
+                            sender: sender(channel, a, rng.below(customers)),
+                            // Milliseconds, half of them on a whole second: ties happen.
+                            ts_ms: (base_ts + rng.below(window) as i64) * 1000
+                                + if rng.chance(0.5) {
+                                    0
+                                } else {
+                                    rng.below(1000) as i64
+                                },
+                            referral: ad.then_some(None),
+                            link_referral: !ad && rng.chance(0.03),
+                        };
+                        events.push(messaging_json(&mut rng, &m, &business));
+                        idx.push(messages.len());
+                        messages.push(m);
+                    }
+                    ignored = u64::from(rng.chance(0.2));
+                }
+                // Echoes and receipts among the customers' messages.
+                for _ in 0..ignored {
+                    let customer = sender(channel, a, rng.below(customers));
+                    let ts_ms = (base_ts + rng.below(window) as i64) * 1000;
+                    let at = rng.below(events.len() as u64 + 1) as usize;
+                    let tag = format!("{run}x{seq}");
+                    events.insert(
+                        at,
+                        ignored_event_json(&mut rng, channel, &business, &customer, ts_ms, &tag),
+                    );
+                    *ignored_events.entry(channel_name(channel)).or_default() += 1;
+                }
+                // Meta may spread one delivery's events over several entries of the
+                // same Page / account.
+                let time = (base_ts + window as i64) * 1000;
+                let entries = if events.len() > 1 && rng.chance(0.25) {
+                    let rest = events.split_off(1);
+                    vec![
+                        json!({"id": business, "time": time, "messaging": events}),
+                        json!({"id": business, "time": time, "messaging": rest}),
+                    ]
+                } else {
+                    vec![json!({"id": business, "time": time, "messaging": events})]
+                };
+                let object = if channel == Channel::Messenger {
+                    "page"
+                } else {
+                    "instagram"
+                };
+                let body = json!({"object": object, "entry": entries}).to_string();
+                bodies.push((channel, body, idx));
+                continue;
+            }
             let pnid = &accounts[a].phone_number_id;
             let metadata = json!({"display_phone_number": "15550783881", "phone_number_id": pnid});
-            let value = if rng.chance(plan.status_share) {
-                statuses += 1;
-                let wa_id = format!("1555{:07}", rng.below(customers));
+            let value = if no_message {
+                let wa_id = sender(channel, a, rng.below(customers));
                 let status = ["sent", "delivered", "read"][rng.below(3) as usize];
-                let ts = base_ts + rng.below(plan.time_window_secs.max(1) as u64) as i64;
+                let ts = base_ts + rng.below(window) as i64;
                 json!({"messaging_product": "whatsapp", "metadata": metadata, "statuses": [{
                     "id": format!("wamid.OUT{run}{:016x}", rng.next()), "status": status, "timestamp": ts.to_string(),
                     "recipient_id": wa_id, "conversation": {"id": format!("{:032x}", rng.next()), "origin": {"type": "service"}},
@@ -269,18 +520,20 @@ impl Workload {
                 let mut idx = Vec::new();
                 for _ in 0..n {
                     seq += 1;
-                    let wa_id = format!("1555{:07}", rng.below(customers));
+                    let wa_id = sender(channel, a, rng.below(customers));
                     let referral = rng.chance(plan.referral_share).then(|| {
                         (!rng.chance(0.05))
                             .then(|| format!("Aff-{run}-{:012x}-{seq}", rng.next() >> 16))
                     });
                     let m = Msg {
+                        channel,
                         // A random part first: the tie-break by message id is not the posting order.
-                        wamid: format!("wamid.L{:016x}{run}{seq}", rng.next()),
+                        id: format!("wamid.L{:016x}{run}{seq}", rng.next()),
                         account: a,
-                        wa_id: wa_id.clone(),
-                        ts: base_ts + rng.below(plan.time_window_secs.max(1) as u64) as i64,
+                        sender: wa_id.clone(),
+                        ts_ms: (base_ts + rng.below(window) as i64) * 1000,
                         referral,
+                        link_referral: false,
                     };
                     msgs.push(message_json(&mut rng, &m));
                     if !contacts
@@ -298,22 +551,20 @@ impl Workload {
                     contacts.truncate(1);
                 }
                 let v = json!({"messaging_product": "whatsapp", "metadata": metadata, "contacts": contacts, "messages": msgs});
-                bodies.push((v, idx));
+                bodies.push((channel, envelope(v), idx));
                 continue;
             };
-            bodies.push((value, Vec::new()));
+            bodies.push((channel, envelope(value), Vec::new()));
         }
         let bodies: Vec<Body> = bodies
             .into_iter()
-            .map(|(value, messages)| {
-                let json = envelope(value);
-                Body {
-                    signature: sign_meta(app_secret, json.as_bytes()),
-                    json,
-                    messages,
-                    sent: AtomicBool::new(false),
-                    acked: AtomicBool::new(false),
-                }
+            .map(|(channel, json, messages)| Body {
+                channel,
+                signature: sign_meta(app_secret, json.as_bytes()),
+                json,
+                messages,
+                sent: AtomicBool::new(false),
+                acked: AtomicBool::new(false),
             })
             .collect();
         // Re-sends land after their original, a little later (up to ~200 posts).
@@ -330,6 +581,7 @@ impl Workload {
             order: keyed.into_iter().map(|(_, i)| i).collect(),
             messages,
             statuses,
+            ignored_events,
             plan: plan.clone(),
         }
     }
@@ -339,10 +591,12 @@ impl Workload {
         self.order.len()
     }
 
-    /// Creates the accounts (each with its phone number id) in the data table.
+    /// Creates the accounts in the data table, each with its phone number id, and links
+    /// its Page and Instagram account as routes (as the operator's link does; of every
+    /// account one verified, the other pending: both are captured). Again: no change.
     pub async fn setup_accounts(&self, target: &Target) -> Result<(), String> {
         let data = DynamoData::new(target.dynamodb.clone(), &target.data_table);
-        for a in &self.accounts {
+        for (i, a) in self.accounts.iter().enumerate() {
             let account = Account {
                 id: a.id.clone(),
                 name: format!("Load {}", a.id),
@@ -357,25 +611,53 @@ impl Workload {
                 Ok(()) | Err(StoreError::Conflict(_)) => {}
                 Err(e) => return Err(format!("creating account {}: {e}", a.id)),
             }
+            let now_ms = ctwa_shared::time::now_millis();
+            let routes = [
+                (Route::Page(a.page_id.clone()), i % 2 == 0),
+                (Route::Instagram(a.instagram_account_id.clone()), i % 2 == 1),
+            ];
+            for (route, verified) in routes {
+                let mut rec = RouteRecord::pending(route, &account, now_ms);
+                if verified {
+                    rec.status = RouteStatus::Verified;
+                    rec.checked_at_ms = Some(now_ms);
+                } else {
+                    rec.note = Some(
+                        "Meta is not connected for the account yet: verified when it connects"
+                            .into(),
+                    );
+                }
+                let audit = AuditRecord::new(
+                    Some(&a.id),
+                    "ctwa-admin",
+                    None,
+                    "route.link",
+                    &rec.route.key(),
+                    json!({"account_id": a.id, "status": rec.status.as_str(), "load_test": self.run}),
+                )
+                .map_err(|e| e.to_string())?;
+                match data.link_route(&rec, &audit).await {
+                    Ok(()) | Err(StoreError::Conflict(_)) => {}
+                    Err(e) => return Err(format!("linking {} to {}: {e}", rec.route.key(), a.id)),
+                }
+            }
         }
         Ok(())
     }
 
     fn conversation_of(&self, m: &Msg) -> String {
         let a = &self.accounts[m.account];
-        conversation_id(&a.id, &a.phone_number_id, &format!("wa:{}", m.wa_id))
+        conversation_id(&a.id, a.business_id(m.channel), &m.customer_key())
     }
 
-    /// Clicks and conversations expected: of every message (`all`), or of the messages
-    /// whose webhook was answered 200.
-    fn expected_counts(&self, all: bool) -> (usize, usize) {
+    /// Clicks and conversations expected (of `channel`, or of all): of every message
+    /// (`all`), or of the messages whose webhook was answered 200.
+    fn expected_counts(&self, all: bool, channel: Option<Channel>) -> (usize, usize) {
         let mut clicks = 0;
         let mut convs: HashSet<String> = HashSet::new();
-        for b in self
-            .bodies
-            .iter()
-            .filter(|b| all || b.acked.load(Ordering::Relaxed))
-        {
+        for b in self.bodies.iter().filter(|b| {
+            (all || b.acked.load(Ordering::Relaxed)) && channel.is_none_or(|c| c == b.channel)
+        }) {
             for &m in &b.messages {
                 let m = &self.messages[m];
                 clicks += usize::from(m.referral.is_some());
@@ -386,19 +668,43 @@ impl Workload {
     }
 
     pub fn describe(&self) -> Value {
-        let (clicks, conversations) = self.expected_counts(true);
+        let (clicks, conversations) = self.expected_counts(true, None);
+        let mut channels = serde_json::Map::new();
+        for c in CHANNELS {
+            let name = channel_name(c);
+            let (clicks, conversations) = self.expected_counts(true, Some(c));
+            let msgs = || self.messages.iter().filter(move |m| m.channel == c);
+            let mut v = json!({
+                "unique": self.bodies.iter().filter(|b| b.channel == c).count(),
+                "webhooks_without_messages": self.statuses.get(name).copied().unwrap_or(0),
+                "messages": msgs().count(),
+                "referrals": clicks,
+                "conversations": conversations,
+            });
+            if c == Channel::Cloud {
+                v["referrals_without_clid"] =
+                    json!(msgs().filter(|m| matches!(m.referral, Some(None))).count());
+            } else {
+                v["link_referrals"] = json!(msgs().filter(|m| m.link_referral).count());
+                v["echoes_and_receipts"] =
+                    json!(self.ignored_events.get(name).copied().unwrap_or(0));
+            }
+            channels.insert(name.into(), v);
+        }
         json!({
             "run": self.run,
             "sent": self.sends(),
             "unique": self.bodies.len(),
             "duplicate_resends": self.sends() - self.bodies.len(),
-            "status_updates": self.statuses,
+            "status_updates": self.statuses.values().sum::<usize>(),
             "messages": self.messages.len(),
             "referrals": clicks,
-            "referrals_without_clid": self.messages.iter().filter(|m| matches!(m.referral, Some(None))).count(),
+            "referrals_without_clid": self.messages.iter()
+                .filter(|m| m.channel == Channel::Cloud && matches!(m.referral, Some(None))).count(),
             "accounts": self.accounts.len(),
             "customers_per_account": self.plan.customers,
             "conversations": conversations,
+            "channels": channels,
             "seed": self.plan.seed,
         })
     }
@@ -537,7 +843,7 @@ impl Workload {
                                     v["duplicates"].as_u64().unwrap_or(0) as usize;
                                 if verify_acks {
                                     for &m in &body.messages {
-                                        let id = format!("wa:{}", w.messages[m].wamid);
+                                        let id = w.messages[m].inbox_id();
                                         if !in_inbox(&target, &id).await {
                                             r.acked_not_stored += 1;
                                         }
@@ -625,7 +931,8 @@ fn s<'a>(item: &'a Item, k: &str) -> Option<&'a str> {
     item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str)
 }
 
-/// What the tables hold compared with what was sent.
+/// What the tables hold compared with what was sent: all channels, and each one in
+/// [`Accounting::channels`].
 #[derive(Debug, Default, Clone)]
 pub struct Accounting {
     pub inbox_items: usize,
@@ -637,7 +944,8 @@ pub struct Accounting {
     pub unexpected_inbox_items: usize,
     pub duplicate_clicks: usize,
     pub unexpected_conversations: usize,
-    /// Messages reported `stored` more often than there are unique messages.
+    /// Messages reported `stored` more often than there are unique messages (all
+    /// channels only: a webhook answer is not split by channel).
     pub duplicate_store_acks: usize,
     /// Clicks filed under another conversation (so another customer) than their
     /// message's sender's.
@@ -650,6 +958,8 @@ pub struct Accounting {
     pub attributed_after_event_time: usize,
     /// Conversions that would be credited to another click than the newest before them.
     pub attribution_wrong: usize,
+    /// The same figures per channel (`whatsapp`, `messenger`, `instagram`).
+    pub channels: BTreeMap<&'static str, Accounting>,
     pub examples: Vec<String>,
 }
 
@@ -672,34 +982,79 @@ impl Accounting {
             && self.attributed_after_event_time == 0
             && self.attribution_wrong == 0
     }
-    pub fn to_json(&self) -> Value {
+    /// Counts in the totals and in `channel`'s figures (`None`: an item of no channel
+    /// of the load, in the totals only).
+    fn count(&mut self, channel: Option<&'static str>, f: impl Fn(&mut Accounting)) {
+        f(self);
+        if let Some(c) = channel {
+            f(self.channels.entry(c).or_default());
+        }
+    }
+    fn counts_json(&self) -> Value {
         json!({
             "inbox_items": self.inbox_items,
             "clicks": self.clicks,
             "conversations": self.conversations,
             "lost": {"messages": self.lost_messages, "clicks": self.lost_clicks, "conversations": self.lost_conversations},
             "duplicated": {"inbox_items": self.unexpected_inbox_items, "clicks": self.duplicate_clicks,
-                "conversations": self.unexpected_conversations, "store_acks": self.duplicate_store_acks},
+                "conversations": self.unexpected_conversations},
             "misfiled_clicks": self.misfiled_clicks,
             "first_touch_wrong": self.first_touch_wrong,
             "attribution": {"checks": self.attribution_checks,
                 "attributed_after_event_time": self.attributed_after_event_time,
                 "wrong_click": self.attribution_wrong},
-            "examples": self.examples,
         })
     }
+    pub fn to_json(&self) -> Value {
+        let mut v = self.counts_json();
+        v["duplicated"]["store_acks"] = json!(self.duplicate_store_acks);
+        let channels: serde_json::Map<String, Value> = self
+            .channels
+            .iter()
+            .map(|(c, a)| {
+                let mut cv = a.counts_json();
+                cv["lost_total"] = json!(a.lost());
+                cv["duplicated_total"] = json!(a.duplicated());
+                ((*c).to_string(), cv)
+            })
+            .collect();
+        v["channels"] = Value::Object(channels);
+        v["examples"] = json!(self.examples);
+        v
+    }
+}
+
+/// The channel of an inbox item by its id's prefix (`wa:`, `fb:` / `fb-…:`, `ig:` / `ig-…:`).
+fn inbox_channel(id: &str) -> Option<&'static str> {
+    let prefix = id.split_once(':')?.0;
+    match prefix.split('-').next()? {
+        "wa" => Some(channel_name(Channel::Cloud)),
+        "fb" => Some(channel_name(Channel::Messenger)),
+        "ig" => Some(channel_name(Channel::Instagram)),
+        _ => None,
+    }
+}
+
+/// The channel of a data table item by its `channel` attribute.
+fn item_channel(item: &Item) -> Option<&'static str> {
+    s(item, "channel")
+        .and_then(Channel::parse)
+        .map(channel_name)
 }
 
 impl Workload {
     /// Reads the inbox and data tables and accounts for every message, click and first
-    /// touch of the webhooks answered 200. `stored_reported` is the sum of the webhook
-    /// answers' `stored` counts (None when unknown).
+    /// touch of the webhooks answered 200, of every channel. `stored_reported` is the sum
+    /// of the webhook answers' `stored` counts (None when unknown).
     pub async fn account(
         &self,
         target: &Target,
         stored_reported: Option<usize>,
     ) -> Result<Accounting, String> {
         let mut acc = Accounting::default();
+        for c in CHANNELS {
+            acc.channels.insert(channel_name(c), Accounting::default());
+        }
         let note = |acc: &mut Accounting, what: String| {
             if acc.examples.len() < 10 {
                 acc.examples.push(what);
@@ -720,33 +1075,42 @@ impl Workload {
                 expect[m] = e;
             }
         }
+        let chan = |m: usize| Some(channel_name(self.messages[m].channel));
         let by_id: HashMap<String, usize> = self
             .messages
             .iter()
             .enumerate()
-            .map(|(i, m)| (format!("wa:{}", m.wamid), i))
+            .map(|(i, m)| (m.inbox_id(), i))
             .collect();
         // Inbox.
         let inbox = scan_all(&target.dynamodb, &target.inbox_table, &["pk"]).await?;
-        acc.inbox_items = inbox.len();
         let present: HashSet<&str> = inbox.iter().filter_map(|i| s(i, "pk")).collect();
+        for item in &inbox {
+            acc.count(s(item, "pk").and_then(inbox_channel), |a| {
+                a.inbox_items += 1
+            });
+        }
         for (id, &m) in &by_id {
             if expect[m] == Expect::Must && !present.contains(id.as_str()) {
-                acc.lost_messages += 1;
+                acc.count(chan(m), |a| a.lost_messages += 1);
                 note(
                     &mut acc,
                     format!("message {id} answered 200 but not in the inbox"),
                 );
             }
         }
-        // Items of this run (its message ids carry the run tag) that were never posted.
-        acc.unexpected_inbox_items = present
-            .iter()
-            .filter(|id| {
-                id.contains(&self.run)
-                    && by_id.get(**id).is_none_or(|m| expect[*m] == Expect::Never)
-            })
-            .count();
+        // Items of this run (its message ids carry the run tag, so do the echoes') that
+        // were never posted as a customer's message.
+        for id in &present {
+            if id.contains(&self.run) && by_id.get(*id).is_none_or(|m| expect[*m] == Expect::Never)
+            {
+                acc.count(inbox_channel(id), |a| a.unexpected_inbox_items += 1);
+                note(
+                    &mut acc,
+                    format!("inbox item {id} was never posted as a message"),
+                );
+            }
+        }
         if let Some(stored) = stored_reported {
             let acked = expect.iter().filter(|e| **e == Expect::Must).count();
             acc.duplicate_store_acks = stored.saturating_sub(acked);
@@ -758,6 +1122,7 @@ impl Workload {
             &[
                 "sk",
                 "account_id",
+                "channel",
                 "conversation_id",
                 "message_id",
                 "ctwa_clid",
@@ -766,61 +1131,67 @@ impl Workload {
         )
         .await?;
         let ours: HashSet<&str> = self.accounts.iter().map(|a| a.id.as_str()).collect();
-        let by_wamid: HashMap<&str, usize> = self
+        let by_msg: HashMap<&str, usize> = self
             .messages
             .iter()
             .enumerate()
-            .map(|(i, m)| (m.wamid.as_str(), i))
+            .map(|(i, m)| (m.id.as_str(), i))
             .collect();
-        let mut click_counts: HashMap<&str, usize> = HashMap::new();
-        let mut convs: HashMap<&str, (Option<&str>, Option<&str>)> = HashMap::new();
+        // message id -> (clicks, the clicks' channel)
+        let mut click_counts: HashMap<&str, (usize, Option<&'static str>)> = HashMap::new();
+        // conversation id -> (first touch's message id, its click id, channel)
+        type Stored<'a> = (Option<&'a str>, Option<&'a str>, Option<&'static str>);
+        let mut convs: HashMap<&str, Stored> = HashMap::new();
         for item in data
             .iter()
             .filter(|i| s(i, "account_id").is_some_and(|a| ours.contains(a)))
         {
             let sk = s(item, "sk").unwrap_or_default();
+            let ch = item_channel(item);
             if sk.starts_with("CLICK#") {
-                acc.clicks += 1;
+                acc.count(ch, |a| a.clicks += 1);
                 let msg = s(item, "message_id").unwrap_or_default();
-                *click_counts.entry(msg).or_default() += 1;
-                if let Some(&m) = by_wamid.get(msg)
+                let slot = click_counts.entry(msg).or_insert((0, ch));
+                slot.0 += 1;
+                if let Some(&m) = by_msg.get(msg)
                     && Some(self.conversation_of(&self.messages[m]).as_str())
                         != s(item, "conversation_id")
                 {
-                    acc.misfiled_clicks += 1;
+                    acc.count(chan(m), |a| a.misfiled_clicks += 1);
                     note(
                         &mut acc,
                         format!("click of {msg} filed under another conversation"),
                     );
                 }
             } else if sk == "CONV" {
-                acc.conversations += 1;
+                acc.count(ch, |a| a.conversations += 1);
                 if let Some(id) = s(item, "conversation_id") {
-                    convs.insert(id, (s(item, "ctwa_message_id"), s(item, "ctwa_clid")));
+                    convs.insert(id, (s(item, "ctwa_message_id"), s(item, "ctwa_clid"), ch));
                 }
             }
         }
-        for (msg, n) in &click_counts {
-            let m = by_wamid.get(msg).copied();
+        for (msg, (n, ch)) in &click_counts {
+            let m = by_msg.get(msg).copied();
             let referral = m.is_some_and(|m| self.messages[m].referral.is_some());
             let posted = m.is_some_and(|m| expect[m] != Expect::Never);
             if !referral || !posted {
-                acc.duplicate_clicks += n;
+                acc.count(*ch, |a| a.duplicate_clicks += n);
                 note(
                     &mut acc,
-                    format!("click for {msg}, never posted with a referral"),
+                    format!("click for {msg}, never posted with an ad's referral"),
                 );
             } else if *n > 1 {
-                acc.duplicate_clicks += n - 1;
+                acc.count(*ch, |a| a.duplicate_clicks += n - 1);
                 note(&mut acc, format!("{n} clicks for {msg}"));
             }
         }
-        // Per conversation: the earliest click with a click id among the clicks that must
-        // exist and those that may and do.
-        // On an exact tie every click of that second is a right answer (the stored one
-        // stays, so which one depends on processing order).
-        type Earliest = Option<(i64, Vec<(String, String)>)>;
-        let mut conv_first: HashMap<String, Earliest> = HashMap::new();
+        // Per conversation: the earliest attributable click (with a click id on
+        // WhatsApp, any ad's on Messenger / Instagram) among the clicks that must exist
+        // and those that may and do.
+        // On an exact tie every click of that millisecond is a right answer (the stored
+        // one stays, so which one depends on processing order).
+        type Earliest = Option<(i64, Vec<(String, Option<String>)>)>;
+        let mut conv_first: HashMap<String, (Earliest, &'static str)> = HashMap::new();
         let mut conv_must: HashSet<String> = HashSet::new();
         let mut conv_posted: HashSet<String> = HashSet::new();
         for (i, m) in self.messages.iter().enumerate() {
@@ -829,106 +1200,116 @@ impl Workload {
             }
             let conv = self.conversation_of(m);
             conv_posted.insert(conv.clone());
-            let slot = conv_first.entry(conv.clone()).or_insert(None);
+            let (slot, _) = conv_first
+                .entry(conv.clone())
+                .or_insert((None, channel_name(m.channel)));
             if expect[i] == Expect::Must {
                 conv_must.insert(conv);
             }
-            let Some(r) = &m.referral else { continue };
-            let clicked = click_counts.contains_key(m.wamid.as_str());
+            let Some(clid) = &m.referral else { continue };
+            let clicked = click_counts.contains_key(m.id.as_str());
             if expect[i] == Expect::Must && !clicked {
-                acc.lost_clicks += 1;
-                note(&mut acc, format!("no click for {}", m.wamid));
+                acc.count(chan(i), |a| a.lost_clicks += 1);
+                note(&mut acc, format!("no click for {}", m.id));
             }
-            if let Some(clid) = r
-                && (expect[i] == Expect::Must || clicked)
-            {
-                let ms = m.ts * 1000;
+            if m.attributable() && (expect[i] == Expect::Must || clicked) {
+                let touch = (m.id.clone(), clid.clone());
                 match slot {
-                    Some((t, tied)) if *t == ms => tied.push((m.wamid.clone(), clid.clone())),
-                    Some((t, _)) if !click_precedes(ms, *t) => {}
-                    _ => *slot = Some((ms, vec![(m.wamid.clone(), clid.clone())])),
+                    Some((t, tied)) if *t == m.ts_ms => tied.push(touch),
+                    Some((t, _)) if !click_precedes(m.ts_ms, *t) => {}
+                    _ => *slot = Some((m.ts_ms, vec![touch])),
                 }
             }
         }
-        for (conv, first) in &conv_first {
-            let Some((got_msg, got_clid)) = convs.get(conv.as_str()) else {
+        for (conv, (first, ch)) in &conv_first {
+            let Some((got_msg, got_clid, _)) = convs.get(conv.as_str()) else {
                 if conv_must.contains(conv) {
-                    acc.lost_conversations += 1;
+                    acc.count(Some(ch), |a| a.lost_conversations += 1);
                     note(&mut acc, format!("conversation {conv} missing"));
                 }
                 continue;
             };
-            let got = got_msg.zip(*got_clid);
+            let got = got_msg.map(|m| (m, *got_clid));
             let right = match (first, got) {
                 (None, None) => true,
-                (Some((_, tied)), Some((m, c))) => tied.iter().any(|(tm, tc)| tm == m && tc == c),
+                (Some((_, tied)), Some((m, c))) => {
+                    tied.iter().any(|(tm, tc)| tm == m && tc.as_deref() == c)
+                }
                 _ => false,
             };
-            let want = first.as_ref().map(|(_, tied)| tied);
             if !right {
-                acc.first_touch_wrong += 1;
+                acc.count(Some(ch), |a| a.first_touch_wrong += 1);
+                let want = first.as_ref().map(|(_, tied)| tied);
                 note(
                     &mut acc,
                     format!("conversation {conv}: first touch {got:?}, expected {want:?}"),
                 );
             }
         }
-        acc.unexpected_conversations = convs.keys().filter(|c| !conv_posted.contains(**c)).count();
+        for (conv, (_, _, ch)) in &convs {
+            if !conv_posted.contains(*conv) {
+                acc.count(*ch, |a| a.unexpected_conversations += 1);
+            }
+        }
         // Last click: per customer, what a conversion at a few times would be credited
         // to, from the stored history through the conversions' own choice
-        // (`last_click_before`), against the clicks that exist.
-        // (account, wa_id) -> (clicked at ms, message id, click id)
-        type History<'a> = Vec<(i64, &'a str, &'a str)>;
-        let mut histories: HashMap<(usize, &str), History> = HashMap::new();
+        // (`last_click_before`), against the attributable clicks that exist; up to 100
+        // customers of each channel.
+        // (channel, account, customer key) -> (clicked at ms, message id)
+        type History<'a> = Vec<(i64, &'a str)>;
+        let mut histories: BTreeMap<(&'static str, usize, String), History> = BTreeMap::new();
         for m in &self.messages {
-            if let Some(Some(clid)) = &m.referral
-                && click_counts.contains_key(m.wamid.as_str())
-            {
+            if m.attributable() && click_counts.contains_key(m.id.as_str()) {
                 histories
-                    .entry((m.account, m.wa_id.as_str()))
+                    .entry((channel_name(m.channel), m.account, m.customer_key()))
                     .or_default()
-                    .push((m.ts * 1000, m.wamid.as_str(), clid.as_str()));
+                    .push((m.ts_ms, m.id.as_str()));
             }
         }
         let store = DynamoData::new(target.dynamodb.clone(), &target.data_table);
         let skew = ctwa_shared::capi::CLICK_CLOCK_SKEW_MS;
-        let mut customers: Vec<_> = histories.into_iter().collect();
-        customers.sort();
-        for ((a, wa_id), clicks) in customers.into_iter().take(300) {
+        let mut per_channel: HashMap<&'static str, usize> = HashMap::new();
+        for ((channel, a, key), clicks) in histories {
+            let seen = per_channel.entry(channel).or_default();
+            if *seen >= 100 {
+                continue;
+            }
+            *seen += 1;
+            let ch = Some(channel);
             let stored = ctwa_shared::store::Conversations::clicks_for_customer(
                 &store,
                 &self.accounts[a].id,
-                &format!("wa:{wa_id}"),
+                &key,
                 100,
             )
             .await
             .map_err(|e| e.to_string())?;
             let earliest = clicks.iter().map(|c| c.0).min().unwrap_or_default();
             let mut times: Vec<i64> = vec![earliest - 86_400_000];
-            for (ms, _, _) in &clicks {
+            for (ms, _) in &clicks {
                 times.extend([*ms, ms - skew - 1000]);
             }
             for t_ms in times {
-                acc.attribution_checks += 1;
+                acc.count(ch, |a| a.attribution_checks += 1);
                 let want = clicks
                     .iter()
                     .filter(|c| c.0 <= t_ms + skew)
                     .max_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)))
-                    .map(|c| c.2);
+                    .map(|c| c.1);
                 let got = match ctwa_shared::capi::last_click_before(stored.clone(), t_ms) {
                     ctwa_shared::capi::LastClick::Found(f) => {
                         if f.click.clicked_at_ms > t_ms + skew {
-                            acc.attributed_after_event_time += 1;
+                            acc.count(ch, |a| a.attributed_after_event_time += 1);
                         }
-                        f.click.referral.ctwa_clid.clone()
+                        Some(f.click.message_id.clone())
                     }
                     _ => None,
                 };
                 if got.as_deref() != want {
-                    acc.attribution_wrong += 1;
+                    acc.count(ch, |a| a.attribution_wrong += 1);
                     note(
                         &mut acc,
-                        format!("wa:{wa_id} at {t_ms}: credited {got:?}, expected {want:?}"),
+                        format!("{key} at {t_ms}: credited {got:?}, expected {want:?}"),
                     );
                 }
             }
@@ -961,7 +1342,7 @@ impl Workload {
         deadline: Instant,
     ) -> Result<(Accounting, f64), String> {
         let started = Instant::now();
-        let expected = self.expected_counts(false);
+        let expected = self.expected_counts(false, None);
         let mut last = (usize::MAX, usize::MAX);
         let mut last_change = Instant::now();
         loop {
@@ -1008,8 +1389,35 @@ pub async fn run(plan: &Plan, target: &Target, deadline: Instant) -> Result<Valu
         && post.gave_up == 0
         && post.http_4xx == 0
         && post.posts == w.sends();
+    let workload = w.describe();
+    // Each channel's figures side by side: what was sent, what the tables hold, and
+    // the same rules' outcome.
+    let channels: serde_json::Map<String, Value> = CHANNELS
+        .iter()
+        .map(|c| {
+            let name = channel_name(*c);
+            let sent = &workload["channels"][name];
+            let a = acc.channels.get(name).cloned().unwrap_or_default();
+            let v = json!({
+                "messages": sent["messages"],
+                "referrals": sent["referrals"],
+                "conversations_expected": sent["conversations"],
+                "inbox_items": a.inbox_items,
+                "clicks": a.clicks,
+                "conversations": a.conversations,
+                "lost": a.lost(),
+                "duplicated": a.duplicated(),
+                "first_touch_wrong": a.first_touch_wrong,
+                "misfiled_clicks": a.misfiled_clicks,
+                "attribution_checks": a.attribution_checks,
+                "attribution_wrong": a.attribution_wrong + a.attributed_after_event_time,
+            });
+            (name.to_string(), v)
+        })
+        .collect();
     Ok(json!({
-        "workload": w.describe(),
+        "workload": workload,
+        "channels": channels,
         "post": post.to_json(),
         "capture_drain_seconds": (drain * 100.0).round() / 100.0,
         "accounting": acc.to_json(),
@@ -1058,6 +1466,128 @@ mod tests {
         std::fs::write(path, "{").unwrap();
         assert!(LocalState::read(path).is_err());
         let _ = std::fs::remove_file(path);
+    }
+
+    /// Every body is a signed Meta delivery of its channel that the webhook's own parser
+    /// splits into exactly its customers' messages (echoes and receipts acknowledged,
+    /// never items), each read by capture as the customer, time, referral and
+    /// conversation the accounting expects; the three channels each hold messages,
+    /// clicks, conversations and deliveries without a message.
+    #[test]
+    fn a_workload_mixes_the_three_channels() {
+        use ctwa_shared::capture::inbound;
+        use ctwa_shared::meta::webhook::parse_cloud_webhook;
+        let mut plan = Plan::new(3_000);
+        plan.accounts = 3;
+        plan.customers = 40;
+        plan.seed = 17;
+        let w = Workload::generate(&plan, "app-secret");
+        assert_eq!((w.sends(), w.sends() - w.bodies.len()), (3_000, 300));
+        let now = ctwa_shared::time::now_millis();
+        let mut several_events = 0;
+        let mut several_entries = 0;
+        let mut ignored_in_message_deliveries = 0;
+        for b in &w.bodies {
+            assert!(
+                ctwa_shared::signature::verify_meta(
+                    "app-secret",
+                    Some(&b.signature),
+                    b.json.as_bytes()
+                )
+                .is_ok()
+            );
+            let v: Value = serde_json::from_str(&b.json).unwrap();
+            let object = match b.channel {
+                Channel::Messenger => "page",
+                Channel::Instagram => "instagram",
+                _ => "whatsapp_business_account",
+            };
+            assert_eq!(v["object"], object);
+            let parsed = parse_cloud_webhook(b.json.as_bytes(), now, now / 1000 + 86_400)
+                .expect("a webhook the stack takes");
+            let ids: Vec<String> = parsed.items.iter().map(|i| i.id.clone()).collect();
+            let want: Vec<String> = b
+                .messages
+                .iter()
+                .map(|&m| w.messages[m].inbox_id())
+                .collect();
+            assert_eq!(ids, want, "{}", b.json);
+            if b.channel != Channel::Cloud {
+                let events: usize = v["entry"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["messaging"].as_array().unwrap().len())
+                    .sum();
+                several_events += usize::from(b.messages.len() > 1);
+                several_entries += usize::from(v["entry"].as_array().unwrap().len() > 1);
+                if !b.messages.is_empty() && events > b.messages.len() {
+                    ignored_in_message_deliveries += 1;
+                }
+                assert_eq!(events - b.messages.len(), parsed.statuses, "{}", b.json);
+            }
+            for (item, &m) in parsed.items.iter().zip(&b.messages) {
+                let msg = &w.messages[m];
+                let account = &w.accounts[msg.account];
+                assert_eq!(item.channel, msg.channel);
+                assert_eq!(item.route.business_id(), account.business_id(msg.channel));
+                let got = inbound(item).unwrap();
+                assert_eq!(got.customer.key(), Some(msg.customer_key()));
+                assert_eq!(got.message_id, msg.id);
+                assert_eq!(got.sent_at_ms, msg.ts_ms);
+                assert_eq!(got.referral.is_some(), msg.referral.is_some(), "{}", b.json);
+                if let Some(r) = &got.referral {
+                    assert_eq!(r.ctwa_clid, msg.referral.clone().flatten());
+                    assert_eq!(
+                        ctwa_shared::domain::attributable(msg.channel, r),
+                        msg.attributable()
+                    );
+                }
+                assert_eq!(
+                    conversation_id(
+                        &account.id,
+                        item.route.business_id(),
+                        &got.customer.key().unwrap()
+                    ),
+                    w.conversation_of(msg)
+                );
+            }
+        }
+        let unique: HashSet<String> = w.messages.iter().map(Msg::inbox_id).collect();
+        assert_eq!(unique.len(), w.messages.len(), "message ids are unique");
+        assert!(
+            several_events > 20 && several_entries > 5,
+            "{several_events} {several_entries}"
+        );
+        assert!(ignored_in_message_deliveries > 20);
+        let d = w.describe();
+        for name in ["whatsapp", "messenger", "instagram"] {
+            let c = &d["channels"][name];
+            let unique = c["unique"].as_u64().unwrap() as f64;
+            assert!(unique > 0.15 * w.bodies.len() as f64, "{name}: {c}");
+            assert!(c["messages"].as_u64().unwrap() > 300, "{name}: {c}");
+            assert!(c["referrals"].as_u64().unwrap() > 80, "{name}: {c}");
+            assert!(c["conversations"].as_u64().unwrap() > 60, "{name}: {c}");
+            assert!(
+                c["webhooks_without_messages"].as_u64().unwrap() > 20,
+                "{name}: {c}"
+            );
+            if name != "whatsapp" {
+                assert!(
+                    c["echoes_and_receipts"].as_u64().unwrap() > 40,
+                    "{name}: {c}"
+                );
+                assert!(c["link_referrals"].as_u64().unwrap() > 2, "{name}: {c}");
+            }
+        }
+        // The same seed, the same workload; no share of a channel, none of its bodies.
+        let again = Workload::generate(&plan, "app-secret");
+        let ids = |w: &Workload| w.messages.iter().map(Msg::inbox_id).collect::<Vec<_>>();
+        assert_eq!(ids(&again), ids(&w));
+        plan.messenger_share = 0.0;
+        plan.instagram_share = 0.0;
+        let wa_only = Workload::generate(&plan, "app-secret");
+        assert!(wa_only.bodies.iter().all(|b| b.channel == Channel::Cloud));
     }
 
     #[test]

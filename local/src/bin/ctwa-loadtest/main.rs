@@ -3,14 +3,19 @@
 //!
 //! ```text
 //! ctwa-loadtest [--state .ctwa/local.json] [--webhooks 100000] [--concurrency 32]
-//!               [--accounts 5] [--customers 400] [--timeout 900] [--seed N] [--drop-tables]
+//!               [--accounts 5] [--customers 400] [--messenger-share 0.2]
+//!               [--instagram-share 0.2] [--timeout 900] [--seed N] [--drop-tables]
 //! ```
-//! Creates the accounts (each with its own phone number id) in the stack's data table,
-//! posts the webhooks (10% exact re-sends, 30% of the messages with CTWA referrals, text,
-//! image, button, interactive messages and status updates; signed), waits for capture,
-//! reads the tables back and accounts for everything. Prints one JSON report; exits 1
-//! when anything was lost, duplicated or wrong, or the time ran out. The AWS SDK
-//! environment (`.ctwa/env`) must point at the stack's DynamoDB Local.
+//! Creates the accounts in the stack's data table (each with its own phone number id,
+//! and its Facebook Page and Instagram account linked as routes), posts the webhooks of
+//! the three channels (by default 60% WhatsApp Cloud API, 20% Messenger, 20% Instagram
+//! deliveries; 10% exact re-sends, 30% of the messages with an ad's referral; text,
+//! image, button, interactive messages and status updates on WhatsApp, text, attachment
+//! and quick-reply messages, several events per delivery, echoes and receipts on
+//! Messenger and Instagram; signed), waits for capture, reads the tables back and
+//! accounts for everything, per channel. Prints one JSON report; exits 1 when anything
+//! was lost, duplicated or wrong, or the time ran out. The AWS SDK environment
+//! (`.ctwa/env`) must point at the stack's DynamoDB Local.
 
 use ctwa_local::loadgen::{self, LocalState};
 use serde_json::Value;
@@ -39,12 +44,20 @@ fn parse() -> Result<Opts, String> {
         }
         let v = args.next().ok_or(format!("{a} needs a value"))?;
         let num = |name: &str| v.parse::<u64>().map_err(|_| format!("{name}: a number"));
+        let share = |name: &str| {
+            v.parse::<f64>()
+                .ok()
+                .filter(|s| (0.0..=1.0).contains(s))
+                .ok_or(format!("{name}: a share from 0 to 1"))
+        };
         match a.as_str() {
             "--state" => o.state = v.clone(),
             "--webhooks" => o.plan.webhooks = num("--webhooks")? as usize,
             "--concurrency" => o.plan.concurrency = num("--concurrency")? as usize,
             "--accounts" => o.plan.accounts = num("--accounts")? as usize,
             "--customers" => o.plan.customers = num("--customers")? as usize,
+            "--messenger-share" => o.plan.messenger_share = share("--messenger-share")?,
+            "--instagram-share" => o.plan.instagram_share = share("--instagram-share")?,
             "--timeout" => o.timeout = Duration::from_secs(num("--timeout")?),
             "--seed" => o.plan.seed = num("--seed")?,
             _ => return Err(format!("unknown option {a}")),
@@ -60,6 +73,9 @@ fn parse() -> Result<Opts, String> {
             "webhooks 1..=2000000, concurrency 1..=1024, accounts 1..=100, customers 1..=1000000"
                 .into(),
         );
+    }
+    if p.messenger_share + p.instagram_share > 1.0 {
+        return Err("--messenger-share + --instagram-share: at most 1".into());
     }
     Ok(o)
 }
@@ -94,7 +110,7 @@ async fn main() -> ExitCode {
         Ok(o) => o,
         Err(e) => {
             eprintln!(
-                "ctwa-loadtest: {e}\nusage: ctwa-loadtest [--state F] [--webhooks N] [--concurrency C] [--accounts A] [--customers K] [--timeout SECONDS] [--seed N] [--drop-tables]"
+                "ctwa-loadtest: {e}\nusage: ctwa-loadtest [--state F] [--webhooks N] [--concurrency C] [--accounts A] [--customers K] [--messenger-share S] [--instagram-share S] [--timeout SECONDS] [--seed N] [--drop-tables]"
             );
             return ExitCode::from(2);
         }
