@@ -17,6 +17,8 @@ pub const DEMO_SINCH_APP_ID: &str = "01EB37HMH1M6SV18ASNS3G135H";
 pub const DEMO_AD_ACCOUNT: &str = "act_100000000000001";
 pub const DEMO_PAGE_ID: &str = "200000000000001";
 pub const DEMO_WHATSAPP_NUMBER: &str = "+15550001234";
+/// The demo Page's Instagram professional account (Instagram Direct).
+pub const DEMO_INSTAGRAM_ACCOUNT_ID: &str = "17841400000000001";
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name)
@@ -140,6 +142,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "page_ids": [DEMO_PAGE_ID],
             "whatsapp_numbers": [DEMO_WHATSAPP_NUMBER],
         }));
+        // The demo Page (Messenger) and its Instagram account, for the walkthrough's
+        // Messenger and Instagram steps.
+        s.sim
+            .add_page(&serde_json::json!({
+                "page_id": DEMO_PAGE_ID, "name": "Demo Succulents",
+                "instagram_account_id": DEMO_INSTAGRAM_ACCOUNT_ID,
+                "instagram_username": "demo_succulents",
+            }))
+            .map_err(|e| format!("demo page: {e}"))?;
     }
     let (api_key, record) = generate_key(DEMO_ACCOUNT, &ctwa_shared::auth::Scope::ALL, now)?;
     stack.data.put_api_key(&record).await?;
@@ -160,16 +171,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "sinch_app_id": DEMO_SINCH_APP_ID,
         "ad_account_id": DEMO_AD_ACCOUNT,
         "page_id": DEMO_PAGE_ID,
+        "instagram_account_id": DEMO_INSTAGRAM_ACCOUNT_ID,
         "whatsapp_number": DEMO_WHATSAPP_NUMBER,
         "inbox_table": cfg.inbox_table,
         "data_table": cfg.data_table,
     });
     // A connectable demo: an authorization code as Meta's OAuth dialog would return it,
-    // with every required scope and the demo WABA (single-use; mint more at the control URL).
+    // with every required scope, each channel's events permission, the demo WABA, Page
+    // and Instagram account (single-use; mint more at the control URL).
     let oauth_code = sim.as_ref().map(|s| {
+        let mut scopes: Vec<&str> = ctwa_shared::meta::connection::REQUIRED_SCOPES.to_vec();
+        scopes.extend(["pages_messaging", "page_events", "instagram_manage_events"]);
         s.sim.create_code(&serde_json::json!({
-            "scopes": ctwa_shared::meta::connection::REQUIRED_SCOPES,
+            "scopes": scopes,
             "waba_id": DEMO_WABA_ID,
+            "page_ids": [DEMO_PAGE_ID],
+            "instagram_account_ids": [DEMO_INSTAGRAM_ACCOUNT_ID],
             "ttl_seconds": 86_400,
         }))["code"]
             .clone()
