@@ -1275,7 +1275,10 @@ async fn combinations_meta_refuses_are_refused_before_meta_and_by_the_simulator_
     let mut ig_leads = channel_request(json!(["instagram"]));
     ig_leads["objective"] = json!("OUTCOME_LEADS");
     let mut no_ig = channel_request(json!(["instagram"]));
-    no_ig.as_object_mut().unwrap().remove("instagram_account_id");
+    no_ig
+        .as_object_mut()
+        .unwrap()
+        .remove("instagram_account_id");
     for (body, want) in [
         (
             housing,
