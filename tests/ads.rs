@@ -1124,3 +1124,203 @@ async fn a_hanging_meta_call_ends_before_the_function_timeout_with_what_was_left
     );
     app.stack.stop().await;
 }
+
+// ------------------------------------------------ Messenger, Instagram Direct, several
+
+const IG: &str = "17841400000000001";
+
+/// [`ads_app`] whose Page has an Instagram professional account connected.
+async fn channels_app() -> TestApp {
+    let app = ads_app().await;
+    app.sim
+        .sim
+        .add_page(&json!({"page_id": PAGE, "instagram_account_id": IG}))
+        .expect("page");
+    app
+}
+
+fn channel_request(destinations: Value) -> Value {
+    let mut v = ctwa_request(false);
+    let m = v.as_object_mut().unwrap();
+    m.insert("destinations".into(), destinations.clone());
+    m["creative"].as_object_mut().unwrap().remove("link");
+    let text = destinations.to_string();
+    if !text.contains("whatsapp") {
+        m.remove("whatsapp_phone_number");
+    }
+    if text.contains("instagram") {
+        m.insert("instagram_account_id".into(), json!(IG));
+    }
+    v
+}
+
+/// The ad set and creative Meta holds for a creation's answer.
+fn made(app: &TestApp, v: &Value) -> (Value, Value) {
+    let get = |f: &str| {
+        app.sim
+            .sim
+            .ad_object(v[f].as_str().unwrap())
+            .expect("made at Meta")["fields"]
+            .clone()
+    };
+    (get("adset_id"), get("creative_id"))
+}
+
+#[tokio::test]
+async fn a_messenger_only_ad_in_one_call() {
+    let app = channels_app().await;
+    let (s, v, _) = app
+        .request_with_headers(
+            "POST",
+            "/v1/ads/ctwa",
+            &app.api_key,
+            Some(channel_request(json!(["messenger"]))),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (adset, creative) = made(&app, &v);
+    assert_eq!(adset["destination_type"], "MESSENGER");
+    assert_eq!(adset["billing_event"], "IMPRESSIONS");
+    assert_eq!(adset["promoted_object"], json!({"page_id": PAGE}));
+    let oss = &creative["object_story_spec"];
+    assert_eq!(
+        oss["link_data"]["call_to_action"],
+        json!({"type": "MESSAGE_PAGE", "value": {"app_destination": "MESSENGER"}})
+    );
+    assert_eq!(oss["link_data"]["link"], "https://fb.com/messenger_doc/");
+    assert!(oss.get("instagram_user_id").is_none());
+    assert!(creative.get("asset_feed_spec").is_none());
+}
+
+#[tokio::test]
+async fn an_instagram_direct_ad_in_one_call() {
+    let app = channels_app().await;
+    let (s, v, _) = app
+        .request_with_headers(
+            "POST",
+            "/v1/ads/ctwa",
+            &app.api_key,
+            Some(channel_request(json!(["instagram"]))),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (adset, creative) = made(&app, &v);
+    assert_eq!(adset["destination_type"], "INSTAGRAM_DIRECT");
+    assert_eq!(adset["promoted_object"], json!({"page_id": PAGE}));
+    let oss = &creative["object_story_spec"];
+    assert_eq!(oss["instagram_user_id"], IG);
+    assert_eq!(
+        oss["link_data"]["call_to_action"],
+        json!({"type": "INSTAGRAM_MESSAGE", "value": {"app_destination": "INSTAGRAM_DIRECT"}})
+    );
+    assert_eq!(oss["link_data"]["image_hash"], v["image_hash"]);
+}
+
+#[tokio::test]
+async fn a_multidestination_ad_to_all_three_published_in_one_call() {
+    let app = channels_app().await;
+    let mut body = channel_request(json!(["whatsapp", "instagram", "messenger"]));
+    body["publish"] = json!(true);
+    let (s, v, _) = app
+        .request_with_headers("POST", "/v1/ads/ctwa", &app.api_key, Some(body))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["status"], "ACTIVE");
+    let (adset, creative) = made(&app, &v);
+    assert_eq!(
+        adset["destination_type"],
+        "MESSAGING_INSTAGRAM_DIRECT_MESSENGER_WHATSAPP"
+    );
+    assert_eq!(adset["optimization_goal"], "CONVERSATIONS");
+    assert_eq!(
+        adset["promoted_object"],
+        json!({"page_id": PAGE, "whatsapp_phone_number": NUMBER})
+    );
+    assert_eq!(creative["object_story_spec"]["instagram_user_id"], IG);
+    let afs = &creative["asset_feed_spec"];
+    assert_eq!(afs["optimization_type"], "DOF_MESSAGING_DESTINATION");
+    let ctas: Vec<(&str, &str)> = afs["call_to_actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["type"].as_str().unwrap(),
+                c["value"]["app_destination"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ctas,
+        [
+            ("MESSAGE_PAGE", "MESSENGER"),
+            ("WHATSAPP_MESSAGE", "WHATSAPP"),
+            ("INSTAGRAM_MESSAGE", "INSTAGRAM_DIRECT")
+        ]
+    );
+    let ad = app.sim.sim.ad_object(v["ad_id"].as_str().unwrap()).unwrap();
+    assert_eq!(ad["status"], "ACTIVE");
+}
+
+#[tokio::test]
+async fn combinations_meta_refuses_are_refused_before_meta_and_by_the_simulator_after() {
+    let app = channels_app().await;
+    let before = meta_calls(&app);
+    let all = || channel_request(json!(["messenger", "whatsapp", "instagram"]));
+    let mut housing = all();
+    housing["special_ad_categories"] = json!(["HOUSING"]);
+    let mut clicks = all();
+    clicks["objective"] = json!("OUTCOME_SALES");
+    clicks["optimization_goal"] = json!("LINK_CLICKS");
+    let mut ig_leads = channel_request(json!(["instagram"]));
+    ig_leads["objective"] = json!("OUTCOME_LEADS");
+    let mut no_ig = channel_request(json!(["instagram"]));
+    no_ig
+        .as_object_mut()
+        .unwrap()
+        .remove("instagram_account_id");
+    for (body, want) in [
+        (
+            housing,
+            "\"Currently we don't support special ad categories for ads that click to multidestination, so it needs to be NONE or empty array.\"",
+        ),
+        (
+            clicks,
+            "\"Must be set to CONVERSATIONS for ads that click to multidestination.\"",
+        ),
+        (
+            ig_leads,
+            "\"Supported objectives are OUTCOME_ENGAGEMENT, OUTCOME_SALES, and OUTCOME_TRAFFIC.\"",
+        ),
+        (no_ig, "instagram_account_id is required"),
+    ] {
+        let (s, v, _) = app
+            .request_with_headers("POST", "/v1/ads/ctwa", &app.api_key, Some(body.clone()))
+            .await;
+        assert_eq!(s, 400, "{body}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(want), "{msg:?} should quote {want:?}");
+    }
+    assert_eq!(meta_calls(&app), before, "nothing reached Meta");
+    assert_eq!(live(&app), vec![]);
+
+    // What only Meta knows: the Instagram account is not the Page's. The simulator
+    // refuses the creative as Meta does, and what was made is cleaned up.
+    let mut foreign = channel_request(json!(["instagram"]));
+    foreign["instagram_account_id"] = json!("17841499999999999");
+    let (s, v, _) = app
+        .request_with_headers("POST", "/v1/ads/ctwa", &app.api_key, Some(foreign))
+        .await;
+    assert_eq!(s, 400, "{v}");
+    let e = &v["error"];
+    assert_eq!(e["failed_step"], "creative");
+    assert_eq!(e["meta_error"]["code"], 100);
+    assert!(
+        e["meta_error"]["error_user_msg"]
+            .as_str()
+            .unwrap()
+            .contains("not the Instagram account connected to the Page"),
+        "{e}"
+    );
+    assert_eq!(live(&app), vec![], "campaign and ad set deleted");
+}

@@ -51,7 +51,9 @@
 //!   `event_time` within 7 days, 1000 events at most; one bad event rejects the batch.
 //!   A top-level `partner_agent` (a string) is recorded with each event.
 //! - Marketing API (module [`marketing`]): `POST|GET /act_{id}/{campaigns,adsets,adimages,adcreatives,ads}`,
-//!   `GET|POST|DELETE /{object id}`, with Meta's Click-to-WhatsApp validations, statuses,
+//!   `GET|POST|DELETE /{object id}`, with Meta's validations for ads that click to
+//!   WhatsApp, Messenger, Instagram Direct or several (multidestination; an Instagram
+//!   destination needs the Page's Instagram account from `POST /_sim/pages`), statuses,
 //!   paging and `X-Business-Use-Case-Usage`; ad accounts come from
 //!   `POST /_sim/ad_accounts {id, page_ids, whatsapp_numbers, funded?, call_limit?,
 //!   currency?, timezone_name?, name?, insights_row_limit?}`;
@@ -643,7 +645,16 @@ impl Simulator {
         st.marketing.caller_token = token.unwrap_or_default().to_string();
         let (status, body) = match (method, segments) {
             ("POST", [act, edge]) if act.starts_with("act_") => {
-                st.marketing.create(act, edge, &p, now())
+                let st = &mut *st;
+                let messaging = &st.messaging;
+                let instagram_of_page = |page: &str| {
+                    messaging
+                        .pages
+                        .get(page)
+                        .and_then(|p| p.instagram_account_id.clone())
+                };
+                st.marketing
+                    .create(act, edge, &p, now(), &instagram_of_page)
             }
             ("GET", [act, "insights"]) if act.starts_with("act_") => {
                 let m = &st.marketing;

@@ -291,3 +291,265 @@ async fn paging_and_the_business_use_case_rate_limit() {
     let v = limited.expect("the account hits its limit");
     assert_eq!(v["error"]["code"], 80_004);
 }
+
+/// Ads that click to Messenger, Instagram Direct and several apps (Meta's "Ads that
+/// Click to ..." guides): what each destination type takes, and the refusals.
+#[tokio::test]
+async fn messenger_instagram_and_multidestination_ads() {
+    let s = sim(true, 1000).await;
+    s.run
+        .sim
+        .add_page(&json!({"page_id": "222", "instagram_account_id": "17841400000000001"}))
+        .unwrap();
+    s.run.sim.add_ad_account(
+        &json!({"id": "act_333", "page_ids": ["444"], "whatsapp_numbers": ["+919876543210"]}),
+    );
+    s.run.sim.add_page(&json!({"page_id": "444"})).unwrap();
+    let s = &s;
+    let campaign = |act: &'static str, objective: &'static str, categories: Value| async move {
+        let (st, c, _) = s
+            .call(
+                "POST",
+                &format!("/{act}/campaigns"),
+                json!({"name": "c", "objective": objective, "special_ad_categories": categories}),
+            )
+            .await;
+        assert_eq!(st, 200, "{c}");
+        c["id"].as_str().unwrap().to_string()
+    };
+    let adset = |campaign: &str, dt: &str, goal: &str, po: Value| {
+        json!({"name": "s", "campaign_id": campaign, "daily_budget": 50000, "billing_event": "IMPRESSIONS",
+            "optimization_goal": goal, "destination_type": dt, "promoted_object": po,
+            "targeting": {"geo_locations": {"countries": ["IN"]}}})
+    };
+    let user_msg = |v: &Value| {
+        v["error"]["error_user_msg"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let eng = campaign("act_111", "OUTCOME_ENGAGEMENT", json!([])).await;
+
+    // Accepted: each single destination and the four multidestination types.
+    let page = json!({"page_id": "222"});
+    let with_number = json!({"page_id": "222", "whatsapp_phone_number": "+919876543210"});
+    let mut adsets = std::collections::HashMap::new();
+    for (dt, po) in [
+        ("MESSENGER", &page),
+        ("INSTAGRAM_DIRECT", &page),
+        ("MESSAGING_MESSENGER_WHATSAPP", &with_number),
+        ("MESSAGING_INSTAGRAM_DIRECT_MESSENGER", &page),
+        ("MESSAGING_INSTAGRAM_DIRECT_WHATSAPP", &with_number),
+        (
+            "MESSAGING_INSTAGRAM_DIRECT_MESSENGER_WHATSAPP",
+            &with_number,
+        ),
+    ] {
+        let (st, v, _) = s
+            .call(
+                "POST",
+                "/act_111/adsets",
+                adset(&eng, dt, "CONVERSATIONS", po.clone()),
+            )
+            .await;
+        assert_eq!(st, 200, "{dt}: {v}");
+        adsets.insert(dt, v["id"].as_str().unwrap().to_string());
+    }
+
+    // Refused as code 100 "Invalid parameter" with error_user_msg.
+    let sales = campaign("act_111", "OUTCOME_SALES", json!([])).await;
+    let housing = campaign("act_111", "OUTCOME_ENGAGEMENT", json!(["HOUSING"])).await;
+    let leads = campaign("act_111", "OUTCOME_LEADS", json!([])).await;
+    let eng_333 = campaign("act_333", "OUTCOME_ENGAGEMENT", json!([])).await;
+    let all = "MESSAGING_INSTAGRAM_DIRECT_MESSENGER_WHATSAPP";
+    let cases = [
+        (
+            "act_111",
+            adset(&sales, all, "LINK_CLICKS", with_number.clone()),
+            "Must be set to CONVERSATIONS",
+        ),
+        (
+            "act_111",
+            adset(&housing, all, "CONVERSATIONS", with_number.clone()),
+            "special ad categories",
+        ),
+        (
+            "act_111",
+            adset(&leads, "INSTAGRAM_DIRECT", "CONVERSATIONS", page.clone()),
+            "not valid for destination_type",
+        ),
+        (
+            "act_111",
+            adset(&leads, "MESSENGER", "CONVERSATIONS", page.clone()),
+            "not valid for objective",
+        ),
+        (
+            "act_111",
+            adset(&eng, "INSTAGRAM_DIRECT", "REACH", page.clone()),
+            "not valid for objective",
+        ),
+        (
+            "act_111",
+            adset(&eng, "MESSENGER", "CONVERSATIONS", with_number.clone()),
+            "whatsapp_phone_number is not valid",
+        ),
+        (
+            "act_111",
+            adset(&eng, "MESSENGER", "CONVERSATIONS", json!({})),
+            "page_id is required",
+        ),
+        (
+            "act_333",
+            adset(
+                &eng_333,
+                "INSTAGRAM_DIRECT",
+                "CONVERSATIONS",
+                json!({"page_id": "444"}),
+            ),
+            "Instagram business account connected",
+        ),
+    ];
+    for (act, body, want) in cases {
+        let (st, v, _) = s
+            .call("POST", &format!("/{act}/adsets"), body.clone())
+            .await;
+        assert_eq!(
+            (st, v["error"]["code"].as_i64()),
+            (400, Some(100)),
+            "{body}: {v}"
+        );
+        assert_eq!(v["error"]["message"], "(#100) Invalid parameter");
+        assert!(user_msg(&v).contains(want), "{v} should say {want:?}");
+    }
+    let mut cheap = adset(&eng, "MESSENGER", "CONVERSATIONS", page.clone());
+    cheap["billing_event"] = json!("LINK_CLICKS");
+    let (st, v, _) = s.call("POST", "/act_111/adsets", cheap).await;
+    assert_eq!(st, 400, "billing_event must be IMPRESSIONS: {v}");
+
+    // Creatives: the guides' shapes, then the ad joins a matching ad set only.
+    let creative = |ld_cta: Value, link: Option<&str>, ig: Option<&str>, feed: Option<Value>| {
+        let mut ld = json!({"message": "hi", "call_to_action": ld_cta});
+        if let Some(l) = link {
+            ld["link"] = json!(l);
+        }
+        let mut oss = json!({"page_id": "222", "link_data": ld});
+        if let Some(i) = ig {
+            oss["instagram_user_id"] = json!(i);
+        }
+        let mut c = json!({"name": "c", "object_story_spec": oss});
+        if let Some(f) = feed {
+            c["asset_feed_spec"] = f;
+        }
+        c
+    };
+    let messenger = json!({"type": "MESSAGE_PAGE", "value": {"app_destination": "MESSENGER"}});
+    let instagram =
+        json!({"type": "INSTAGRAM_MESSAGE", "value": {"app_destination": "INSTAGRAM_DIRECT"}});
+    let feed = json!({"optimization_type": "DOF_MESSAGING_DESTINATION", "call_to_actions": [
+        {"type": "MESSAGE_PAGE", "value": {"app_destination": "MESSENGER", "link": "https://fb.com/messenger_doc/"}},
+        {"type": "WHATSAPP_MESSAGE", "value": {"app_destination": "WHATSAPP", "link": "https://api.whatsapp.com/send"}},
+        {"type": "INSTAGRAM_MESSAGE", "value": {"app_destination": "INSTAGRAM_DIRECT", "link": "https://www.instagram.com"}}]});
+    let make = |body: Value| async move {
+        let (st, v, _) = s.call("POST", "/act_111/adcreatives", body).await;
+        (st, v)
+    };
+    let (st, m) = make(creative(
+        messenger.clone(),
+        Some("https://fb.com/messenger_doc/"),
+        None,
+        None,
+    ))
+    .await;
+    assert_eq!(st, 200, "{m}");
+    let (st, i) = make(creative(
+        instagram.clone(),
+        None,
+        Some("17841400000000001"),
+        None,
+    ))
+    .await;
+    assert_eq!(st, 200, "{i}");
+    let (st, multi) = make(creative(
+        messenger.clone(),
+        Some("https://fb.com/messenger_doc/"),
+        Some("17841400000000001"),
+        Some(feed.clone()),
+    ))
+    .await;
+    assert_eq!(st, 200, "{multi}");
+    for (body, want) in [
+        (
+            creative(instagram.clone(), None, None, None),
+            "instagram_user_id is required",
+        ),
+        (
+            creative(instagram.clone(), None, Some("999"), None),
+            "not the Instagram account connected",
+        ),
+        (
+            creative(
+                json!({"type": "MESSAGE_PAGE", "value": {"app_destination": "WHATSAPP"}}),
+                None,
+                None,
+                None,
+            ),
+            "app_destination must be MESSENGER",
+        ),
+        (
+            creative(json!({"type": "LEARN_MORE"}), None, None, None),
+            "call_to_action.type must be",
+        ),
+        (
+            creative(
+                messenger.clone(),
+                None,
+                Some("17841400000000001"),
+                Some(
+                    json!({"optimization_type": "REGULAR", "call_to_actions": feed["call_to_actions"]}),
+                ),
+            ),
+            "DOF_MESSAGING_DESTINATION",
+        ),
+        (
+            creative(
+                messenger.clone(),
+                None,
+                None,
+                Some(
+                    json!({"optimization_type": "DOF_MESSAGING_DESTINATION", "call_to_actions": [feed["call_to_actions"][1]]}),
+                ),
+            ),
+            "one of asset_feed_spec.call_to_actions",
+        ),
+    ] {
+        let (st, v) = make(body.clone()).await;
+        assert_eq!(
+            (st, v["error"]["code"].as_i64()),
+            (400, Some(100)),
+            "{body}: {v}"
+        );
+        assert!(user_msg(&v).contains(want), "{v} should say {want:?}");
+    }
+    let ad = |adset: &str, creative: &Value| json!({"name": "a", "adset_id": adset, "creative": {"creative_id": creative["id"]}, "status": "PAUSED"});
+    for (dt, c) in [("MESSENGER", &m), ("INSTAGRAM_DIRECT", &i), (all, &multi)] {
+        let (st, v, _) = s.call("POST", "/act_111/ads", ad(&adsets[dt], c)).await;
+        assert_eq!(st, 200, "{dt}: {v}");
+    }
+    for (dt, c) in [
+        ("INSTAGRAM_DIRECT", &m),
+        ("MESSENGER", &multi),
+        ("MESSAGING_MESSENGER_WHATSAPP", &multi),
+        ("MESSAGING_INSTAGRAM_DIRECT_MESSENGER", &m),
+    ] {
+        let (st, v, _) = s.call("POST", "/act_111/ads", ad(&adsets[dt], c)).await;
+        assert_eq!(
+            (st, v["error"]["code"].as_i64()),
+            (400, Some(100)),
+            "{dt}: {v}"
+        );
+        assert!(
+            user_msg(&v).contains("It needs to match with the destination_type"),
+            "{v}"
+        );
+    }
+}
