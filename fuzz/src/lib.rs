@@ -214,11 +214,17 @@ pub struct Pipeline {
 impl Pipeline {
     pub fn new<'a>(routes: impl IntoIterator<Item = &'a Route>) -> Self {
         let mut phone_number_ids: Vec<String> = Vec::new();
+        let mut page_ids: Vec<String> = Vec::new();
+        let mut instagram_account_ids: Vec<String> = Vec::new();
         let mut sinch_app_id = None;
         for r in routes {
             match r {
                 Route::PhoneNumberId(p) if !phone_number_ids.contains(p) => {
                     phone_number_ids.push(p.clone())
+                }
+                Route::Page(p) if !page_ids.contains(p) => page_ids.push(p.clone()),
+                Route::Instagram(i) if !instagram_account_ids.contains(i) => {
+                    instagram_account_ids.push(i.clone())
                 }
                 Route::SinchApp(a) if sinch_app_id.is_none() => sinch_app_id = Some(a.clone()),
                 _ => {}
@@ -231,6 +237,8 @@ impl Pipeline {
             waba_id: None,
             phone_number_ids,
             sinch_app_id,
+            page_ids,
+            instagram_account_ids,
             created_at_ms: 0,
         }))
         .expect("a fresh store takes the account");

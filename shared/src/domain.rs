@@ -467,6 +467,12 @@ impl Account {
         if let Some(app) = &self.sinch_app_id {
             r.push(Route::SinchApp(app.clone()));
         }
+        r.extend(self.page_ids.iter().map(|p| Route::Page(p.clone())));
+        r.extend(
+            self.instagram_account_ids
+                .iter()
+                .map(|i| Route::Instagram(i.clone())),
+        );
         r
     }
 }

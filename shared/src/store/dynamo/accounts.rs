@@ -530,6 +530,14 @@ impl DynamoData {
             "phone_number_ids".into(),
             AttributeValue::L(a.phone_number_ids.iter().map(s).collect()),
         );
+        for (list, ids) in [
+            ("page_ids", &a.page_ids),
+            ("instagram_account_ids", &a.instagram_account_ids),
+        ] {
+            if !ids.is_empty() {
+                item.insert(list.into(), AttributeValue::L(ids.iter().map(s).collect()));
+            }
+        }
         if let Some(app) = &a.sinch_app_id {
             item.insert("sinch_app_id".into(), s(app));
         }
