@@ -302,14 +302,18 @@ impl Pipeline {
                     m.referral.is_some(),
                     "first delivery records the click"
                 );
-                let clid = m.referral.as_ref().and_then(|r| r.ctwa_clid.as_ref());
+                // A touch: a click id on WhatsApp, an ad on Messenger and Instagram.
+                let touch = m
+                    .referral
+                    .as_ref()
+                    .filter(|r| ctwa_shared::domain::attributable(m.channel, r));
                 // A click dated outside its signed callback's window is never a touch.
-                match (clid, m.time_unverified, first_touch) {
+                match (touch, m.time_unverified, first_touch) {
                     (None, _, FirstTouchOutcome::NoClick) => {}
                     (Some(_), true, FirstTouchOutcome::NoClick) => {}
                     (Some(_), false, FirstTouchOutcome::Captured | FirstTouchOutcome::Kept) => {}
                     (c, u, o) => panic!(
-                        "click id {c:?} (time unverified: {u}) gave first-touch outcome {o:?}"
+                        "touch {c:?} (time unverified: {u}) gave first-touch outcome {o:?}"
                     ),
                 }
                 let conv = self

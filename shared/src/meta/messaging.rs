@@ -308,15 +308,8 @@ pub fn messaging_inbound(item: &InboxItem) -> Result<InboundMessage, StoredMessa
             m.referral.as_ref(),
         ),
         (None, Some(r), _) => (item.id.clone(), "referral", Some(r)),
-        (None, _, Some(p)) => (
-            p.mid
-                .as_deref()
-                .map(str::trim)
-                .unwrap_or_default()
-                .to_string(),
-            "postback",
-            p.referral.as_ref(),
-        ),
+        // The inbox id (`fb-pb:<mid>`): a postback's mid may be a message's too.
+        (None, _, Some(p)) => (item.id.clone(), "postback", p.referral.as_ref()),
         _ => (item.id.clone(), "other", None),
     };
     Ok(InboundMessage {
