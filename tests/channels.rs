@@ -27,21 +27,14 @@ async fn channel_app(without: Option<&str>) -> (TestApp, String) {
     let mut scopes: Vec<&str> = REQUIRED_SCOPES.to_vec();
     scopes.extend(["pages_messaging", "page_events", "instagram_manage_events"]);
     scopes.retain(|s| Some(*s) != without);
-    let code = app.sim.sim.create_code(&json!({
-        "scopes": scopes, "waba_id": FIXTURE_WABA,
-        "page_ids": [PAGE], "instagram_account_ids": [IG],
-    }))["code"]
-        .as_str()
-        .expect("code")
-        .to_string();
-    let (s, v) = app
-        .post_json(
-            "/v1/oauth/exchange-code",
-            &app.api_key,
-            json!({"code": code}),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
+    app.connect_meta_granted(
+        &app.api_key,
+        json!({
+            "scopes": scopes, "waba_id": FIXTURE_WABA,
+            "page_ids": [PAGE], "instagram_account_ids": [IG],
+        }),
+    )
+    .await;
     let op = app.operator_key().await;
     for (path, body) in [
         ("pages", json!({"page_id": PAGE})),
@@ -537,20 +530,13 @@ async fn an_instagram_click_before_its_account_is_linked_is_captured_when_it_is(
         "120000000000000005"
     );
     // When the account connects with a token granted on it, the route is verified.
-    let code = app.sim.sim.create_code(&json!({
-        "scopes": REQUIRED_SCOPES, "waba_id": FIXTURE_WABA, "instagram_account_ids": [IG],
-    }))["code"]
-        .as_str()
-        .expect("code")
-        .to_string();
-    let (s, v) = app
-        .post_json(
-            "/v1/oauth/exchange-code",
-            &app.api_key,
-            json!({"code": code}),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
+    app.connect_meta_granted(
+        &app.api_key,
+        json!({
+            "scopes": REQUIRED_SCOPES, "waba_id": FIXTURE_WABA, "instagram_account_ids": [IG],
+        }),
+    )
+    .await;
     let (s, v) = app
         .post_json(
             &format!("/v1/admin/accounts/{}/phone-numbers/verify", app.account_id),

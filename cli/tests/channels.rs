@@ -13,63 +13,18 @@ use ctwa_tests::{FIXTURE_WABA, TestApp, eventually, spawn_app, unique};
 use serde_json::{Value, json};
 use std::time::Duration;
 
+mod common;
+use common::{Run, ctwa_as};
+
 const PAGE: &str = "1122334455";
 const IG: &str = "17841400000000001";
 const PAGE_AD: &str = "120000000000000011";
 const IG_AD: &str = "120000000000000012";
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-    #[track_caller]
-    fn exit(self, code: i32) -> Self {
-        assert_eq!(
-            self.code, code,
-            "exit code\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-    #[track_caller]
-    fn ok(self) -> Self {
-        self.exit(0)
-    }
-}
-
 /// `ctwa args...` with `url` and `key` in the environment, in an empty directory that
 /// is its HOME. Prints the command and what it wrote (`--nocapture` shows it).
 async fn ctwa(url: &str, key: &str, args: &[&str]) -> Run {
-    let dir = std::env::temp_dir().join(unique("ctwa-channels-test"));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ctwa"));
-    cmd.args(args)
-        .current_dir(&dir)
-        .env_clear()
-        .env("HOME", &dir)
-        .env("CTWA_API_URL", url)
-        .env("CTWA_API_KEY", key);
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .expect("join")
-        .expect("ctwa runs");
-    let _ = std::fs::remove_dir_all(&dir);
-    let run = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
+    let run = ctwa_as(url, key, args).await;
     // The command as typed, without the secrets it carries.
     let shown: Vec<&str> = args
         .iter()

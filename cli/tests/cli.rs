@@ -11,87 +11,14 @@ use ctwa_shared::meta::connection::REQUIRED_SCOPES;
 use ctwa_shared::store::{AdAccountLink, AdInventory};
 use ctwa_tests::{FIXTURE_PNID, TestApp, eventually, spawn_app, unique};
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
+
+mod common;
+use common::{Run, TempDir, ctwa_in, run, temp_dir};
 
 const WABA: &str = "102290129340398";
 const CUSTOMER: &str = "+919876543210";
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-    #[track_caller]
-    fn ok(self) -> Self {
-        assert_eq!(
-            self.code, 0,
-            "exit code\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-    #[track_caller]
-    fn exit(self, code: i32) -> Self {
-        assert_eq!(
-            self.code, code,
-            "exit code\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-}
-
-/// An empty directory under the system's temporary directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir() -> TempDir {
-    let d = std::env::temp_dir().join(unique("ctwa-cli-test"));
-    std::fs::create_dir_all(&d).expect("temp dir");
-    TempDir(d)
-}
-
-/// Runs `ctwa args...` in `dir` with HOME=`dir` and only the variables given.
-async fn ctwa_in(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Run {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ctwa"));
-    cmd.args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("HOME", dir)
-        .envs(env.iter().copied());
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .expect("join")
-        .expect("ctwa runs");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 /// The app's URL and key in the environment, like a configured shell.
 struct Shell {
@@ -935,15 +862,7 @@ async fn pipeline(sh: &Shell, script: &str) -> Run {
         .env("PATH", format!("{bin_dir}:/usr/local/bin:/usr/bin:/bin"))
         .env("CTWA_API_URL", &sh.url)
         .env("CTWA_API_KEY", &sh.key);
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .expect("join")
-        .expect("sh runs");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    run(cmd).await
 }
 
 /// Seed 001 as written: its `exchange-code` example with `--granted-scopes` and

@@ -5,40 +5,19 @@
 //! The page's screenshot is saved under `target/test-output/`.
 
 use ctwa_local::report_seed::{AD_ACCOUNT, SINCE, UNTIL};
+use ctwa_tests::TestApp;
 use ctwa_tests::browser::{self, Browser};
 use ctwa_tests::report::{assert_report_is_the_seeded_month, seeded_month_app};
-use ctwa_tests::{TestApp, unique};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+mod common;
+use common::{Run, ctwa_as};
 
 /// `ctwa args...` with the stack's URL and key in the environment, in an empty
 /// directory that is its HOME (nothing of the machine leaks in).
 async fn ctwa(app: &TestApp, args: &[&str]) -> Run {
-    let dir = std::env::temp_dir().join(unique("ctwa-report-test"));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ctwa"));
-    cmd.args(args)
-        .current_dir(&dir)
-        .env_clear()
-        .env("HOME", &dir)
-        .env("CTWA_API_URL", &app.base)
-        .env("CTWA_API_KEY", &app.api_key);
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .expect("join")
-        .expect("ctwa runs");
-    let _ = std::fs::remove_dir_all(&dir);
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    ctwa_as(&app.base, &app.api_key, args).await
 }
 
 fn without_time(mut v: Value) -> Value {

@@ -147,7 +147,7 @@ pub struct Marketing {
 }
 
 /// `fields` split at its top-level commas (`id,adsets.limit(1){id,name}` is two fields).
-fn top_level_fields(fields: &str) -> Vec<&str> {
+pub(crate) fn top_level_fields(fields: &str) -> Vec<&str> {
     let (mut out, mut depth, mut start) = (Vec::new(), 0i32, 0usize);
     for (i, c) in fields.char_indices() {
         match c {

@@ -14,6 +14,7 @@
 //! `partner_agent` inside an event) the simulator refuses with errors of its own, each
 //! marked INVENTED below.
 
+use crate::marketing::top_level_fields;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 
@@ -119,24 +120,6 @@ pub fn id_value(v: &Value) -> Option<String> {
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
-}
-
-/// `fields` split at its top-level commas (`a,b{c,d}` is two fields).
-fn top_level_fields(fields: &str) -> Vec<&str> {
-    let (mut out, mut depth, mut start) = (Vec::new(), 0i32, 0usize);
-    for (i, c) in fields.char_indices() {
-        match c {
-            '{' | '(' => depth += 1,
-            '}' | ')' => depth -= 1,
-            ',' if depth == 0 => {
-                out.push(fields[start..i].trim());
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    out.push(fields[start..].trim());
-    out.into_iter().filter(|f| !f.is_empty()).collect()
 }
 
 /// Meta's answer for a field a node does not have.

@@ -83,6 +83,28 @@ impl MessagingChannel {
             MessagingChannel::Instagram => "instagram_manage_events",
         }
     }
+    /// Whether a token granted `scopes` holds [`Self::events_permission`].
+    pub fn permission_granted(self, scopes: &[String]) -> bool {
+        scopes.iter().any(|s| s == self.events_permission())
+    }
+}
+
+/// A PSID or IGSID as an API caller gives it (Meta's webhooks' `sender.id`): trimmed,
+/// 1 to 128 of `[A-Za-z0-9_.-]` (Meta's are digits); `None` otherwise.
+pub fn scoped_user_id(raw: &str) -> Option<&str> {
+    let t = raw.trim();
+    let ok = !t.is_empty()
+        && t.len() <= 128
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    ok.then_some(t)
+}
+
+/// The rule every conversation id this service makes keeps (`c_` + hex, see
+/// [`conversation_id`]), loosened to 1 to 64 of `[A-Za-z0-9_]`: anything else is no
+/// conversation and is not looked up.
+pub fn is_conversation_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// Where an inbound webhook is routed: Meta's `phone_number_id`, Sinch's `app_id`, a
@@ -122,6 +144,33 @@ impl Route {
             2 => Route::Page(id),
             _ => Route::Instagram(id),
         })
+    }
+    /// The API field that names this route (`phone_number_id`, `sinch_app_id`, `page_id`,
+    /// `instagram_account_id`).
+    pub fn field(&self) -> &'static str {
+        match self {
+            Route::PhoneNumberId(_) => "phone_number_id",
+            Route::SinchApp(_) => "sinch_app_id",
+            Route::Page(_) => "page_id",
+            Route::Instagram(_) => "instagram_account_id",
+        }
+    }
+    /// What this route is called in messages.
+    pub fn noun(&self) -> &'static str {
+        match self {
+            Route::PhoneNumberId(_) => "phone number id",
+            Route::SinchApp(_) => "Sinch app",
+            Route::Page(_) => "Page",
+            Route::Instagram(_) => "Instagram account",
+        }
+    }
+    /// The Conversions API channel of the conversations that come through this route.
+    pub fn messaging_channel(&self) -> MessagingChannel {
+        match self {
+            Route::PhoneNumberId(_) | Route::SinchApp(_) => MessagingChannel::Whatsapp,
+            Route::Page(_) => MessagingChannel::Messenger,
+            Route::Instagram(_) => MessagingChannel::Instagram,
+        }
     }
     /// The business line the conversation is with (phone number id, the Sinch app, the
     /// Page, the Instagram account).

@@ -47,7 +47,7 @@ pub enum RouteError {
     /// The account's token cannot reach the Page / Instagram account (Meta's code 100).
     #[error(
         "the account's Meta token cannot reach {noun} {id}: it is not the business's, or the token was not granted on it (reconnect with it selected); nothing was linked",
-        noun = crate::capi::route_noun(route),
+        noun = route.noun(),
         id = route.business_id()
     )]
     ObjectNotReachable { route: Route },
@@ -102,6 +102,24 @@ pub enum WabaNumbers {
     CannotAsk(String),
 }
 
+/// The account's own token to ask Meta with, or why Meta cannot be asked yet (the
+/// route then stays pending with that reason).
+async fn token_to_ask(
+    meta: &MetaDeps,
+    account: &Account,
+) -> Result<Result<crate::graph::Token, String>, RouteError> {
+    match meta.token(&account.id).await {
+        Ok(t) => Ok(Ok(t)),
+        Err(ConnectError::NotConnected) => Ok(Err(
+            "Meta is not connected for the account yet: verified when it connects".into(),
+        )),
+        Err(ConnectError::TokenInvalid(_)) => Ok(Err(
+            "the account's Meta token is expired or revoked: verified when it reconnects".into(),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The phone numbers of the account's WABA, asked with the account's own token.
 pub async fn waba_numbers(meta: &MetaDeps, account: &Account) -> Result<WabaNumbers, RouteError> {
     let Some(waba_id) = &account.waba_id else {
@@ -109,20 +127,9 @@ pub async fn waba_numbers(meta: &MetaDeps, account: &Account) -> Result<WabaNumb
             "the account has no WABA to check its phone numbers against".into(),
         ));
     };
-    let token = match meta.token(&account.id).await {
+    let token = match token_to_ask(meta, account).await? {
         Ok(t) => t,
-        Err(ConnectError::NotConnected) => {
-            return Ok(WabaNumbers::CannotAsk(
-                "Meta is not connected for the account yet: verified when it connects".into(),
-            ));
-        }
-        Err(ConnectError::TokenInvalid(_)) => {
-            return Ok(WabaNumbers::CannotAsk(
-                "the account's Meta token is expired or revoked: verified when it reconnects"
-                    .into(),
-            ));
-        }
-        Err(e) => return Err(e.into()),
+        Err(why) => return Ok(WabaNumbers::CannotAsk(why)),
     };
     match meta.graph.phone_numbers(waba_id, &token).await {
         Ok(numbers) => Ok(WabaNumbers::Listed(
@@ -201,21 +208,12 @@ async fn object_judged(
     mut rec: RouteRecord,
     now_ms: i64,
 ) -> Result<RouteRecord, RouteError> {
-    let token = match meta.token(&account.id).await {
+    let token = match token_to_ask(meta, account).await? {
         Ok(t) => t,
-        Err(ConnectError::NotConnected) => {
-            rec.note =
-                Some("Meta is not connected for the account yet: verified when it connects".into());
+        Err(why) => {
+            rec.note = Some(why);
             return Ok(rec);
         }
-        Err(ConnectError::TokenInvalid(_)) => {
-            rec.note = Some(
-                "the account's Meta token is expired or revoked: verified when it reconnects"
-                    .into(),
-            );
-            return Ok(rec);
-        }
-        Err(e) => return Err(e.into()),
     };
     let reply = meta
         .graph
@@ -240,7 +238,7 @@ async fn object_judged(
             rec.checked_at_ms = Some(now_ms);
             rec.note = Some(format!(
                 "the account's token does not reach this {}: {}",
-                crate::capi::route_noun(&rec.route),
+                rec.route.noun(),
                 e
             ));
             Ok(rec)
@@ -432,7 +430,7 @@ pub async fn verify_pending(
 /// `page_id`, `instagram_account_id`).
 pub fn route_view(rec: &RouteRecord) -> serde_json::Value {
     json!({
-        crate::capi::route_field(&rec.route): rec.route.business_id(),
+        rec.route.field(): rec.route.business_id(),
         "account_id": rec.account_id,
         "waba_id": rec.waba_id,
         "status": rec.status.as_str(),

@@ -316,10 +316,24 @@ impl TestApp {
     /// Connects Meta for the account of `key`: a fresh code with every required scope
     /// and the fixture WABA, exchanged (200 asserted); the answer.
     pub async fn connect_meta(&self, key: &str) -> Value {
-        let code = self.oauth_code(
-            &ctwa_shared::meta::connection::REQUIRED_SCOPES,
-            FIXTURE_WABA,
-        );
+        self.connect_meta_granted(
+            key,
+            serde_json::json!({
+                "scopes": ctwa_shared::meta::connection::REQUIRED_SCOPES,
+                "waba_id": FIXTURE_WABA,
+            }),
+        )
+        .await
+    }
+
+    /// Connects Meta for the account of `key` with a code of the simulator's `grant`
+    /// (`POST /_sim/oauth/codes`: scopes, WABA, Pages, Instagram accounts), exchanged
+    /// (200 asserted); the answer.
+    pub async fn connect_meta_granted(&self, key: &str, grant: Value) -> Value {
+        let code = self.sim.sim.create_code(&grant)["code"]
+            .as_str()
+            .expect("code")
+            .to_string();
         let (s, v) = self
             .post_json(
                 "/v1/oauth/exchange-code",

@@ -13,7 +13,10 @@ use super::{
 /// The answer's reason when the customer's clicks all came after the conversion.
 pub const NO_CLICK_BEFORE: &str = "no_ctwa_click_before_event_time";
 use super::event::UserKeys;
-use crate::domain::{Conversation, MessagingChannel, Phone, Route, igsid_key, psid_key};
+use crate::domain::{
+    Conversation, MessagingChannel, Phone, Route, igsid_key, is_conversation_id, psid_key,
+    scoped_user_id,
+};
 use crate::store::CapiSettings;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -148,14 +151,8 @@ impl AccountContext {
     }
     /// The dataset of a Messenger / Instagram conversion, once the token holds the
     /// channel's permission (checked here, before Meta is called).
-    fn channel_target(&self, channel: MessagingChannel, route: &Route) -> Result<&str, CapiError> {
-        let permission = channel.events_permission();
-        if !self.scopes.iter().any(|s| s == permission) {
-            return Err(CapiError::MissingPermission {
-                channel,
-                permission,
-            });
-        }
+    fn channel_target(&self, route: &Route) -> Result<&str, CapiError> {
+        super::require_events_permission(route.messaging_channel(), &self.scopes)?;
         self.channel_datasets
             .get(&route.key())
             .map(String::as_str)
@@ -201,20 +198,13 @@ pub async fn context(deps: &CapiDeps, account_id: &str) -> Result<AccountContext
     Ok(ctx)
 }
 
-/// A PSID / IGSID as given: Meta's ids are digits; 1 to 128 of `[A-Za-z0-9_.-]`.
-fn scoped_id(raw: &str, field: &str) -> Result<String, CapiError> {
-    let t = raw.trim();
-    if t.is_empty()
-        || t.len() > 128
-        || !t
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-    {
-        return Err(CapiError::invalid(format!(
+/// A PSID / IGSID as given ([`scoped_user_id`]).
+fn scoped_id<'a>(raw: &'a str, field: &str) -> Result<&'a str, CapiError> {
+    scoped_user_id(raw).ok_or_else(|| {
+        CapiError::invalid(format!(
             "{field} must be the id Meta's webhook gave as sender.id (1 to 128 letters, digits, _ - .)"
-        )));
-    }
-    Ok(t.to_string())
+        ))
+    })
 }
 
 pub fn valid_event_id(raw: Option<String>) -> Result<String, CapiError> {
@@ -328,13 +318,10 @@ pub async fn prepare(
                 "give psid (Messenger) or igsid (Instagram), not both",
             ));
         }
-        (Some(p), None) => Some((
-            MessagingChannel::Messenger,
-            psid_key(&scoped_id(p, "psid")?),
-        )),
+        (Some(p), None) => Some((MessagingChannel::Messenger, psid_key(scoped_id(p, "psid")?))),
         (None, Some(i)) => Some((
             MessagingChannel::Instagram,
-            igsid_key(&scoped_id(i, "igsid")?),
+            igsid_key(scoped_id(i, "igsid")?),
         )),
         (None, None) => None,
     };
@@ -357,10 +344,7 @@ pub async fn prepare(
     // The conversation named, read once.
     let named = match &b.conversation_id {
         Some(cid) => {
-            if cid.is_empty()
-                || cid.len() > 64
-                || !cid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            {
+            if !is_conversation_id(cid) {
                 return Err(CapiError::not_found(format!(
                     "conversation {cid} not found"
                 )));
@@ -412,9 +396,6 @@ pub async fn prepare(
             }
         };
         return prepare_scoped(deps, ctx, base, channel, conv, waits).await;
-    }
-    if b.psid.is_some() || b.igsid.is_some() {
-        unreachable!("a psid or igsid made the channel Messenger or Instagram");
     }
     let user_key = match b.user_id.as_deref().map(str::trim) {
         Some(u) if u.is_empty() || u.len() > 256 || u.chars().any(char::is_control) => {
@@ -575,7 +556,7 @@ async fn prepare_scoped(
             },
         ),
     };
-    let dataset_id = ctx.channel_target(channel, &route)?.to_string();
+    let dataset_id = ctx.channel_target(&route)?.to_string();
     match last_click_in_conversation(deps, &conv.id, base.event_time * 1000).await? {
         LastClick::Found(a) => Ok(base.ready(keys, dataset_id, *a)),
         LastClick::NoneBefore => Ok(Prepared::NoClick(NO_CLICK_BEFORE)),

@@ -141,9 +141,9 @@ pub enum CapiError {
     /// No dataset for the conversion's Page / Instagram account.
     #[error(
         "no dataset for {} {}: provision it with POST /v1/dataset {{\"{}\": \"{}\"}}",
-        route_noun(route),
+        route.noun(),
         route.business_id(),
-        route_field(route),
+        route.field(),
         route.business_id()
     )]
     NoChannelDataset { route: crate::domain::Route },
@@ -158,21 +158,19 @@ pub enum CapiError {
     NotFound(String),
 }
 
-/// What a Page / Instagram route is called in messages.
-pub fn route_noun(r: &crate::domain::Route) -> &'static str {
-    match r {
-        crate::domain::Route::Instagram(_) => "Instagram account",
-        crate::domain::Route::Page(_) => "Page",
-        _ => "phone number id",
-    }
-}
-
-/// The API field that names a Page / Instagram route.
-pub fn route_field(r: &crate::domain::Route) -> &'static str {
-    match r {
-        crate::domain::Route::Instagram(_) => "instagram_account_id",
-        crate::domain::Route::Page(_) => "page_id",
-        _ => "phone_number_id",
+/// The channel's events permission in the token's `scopes`, or the refusal that is
+/// answered before Meta is called.
+pub(crate) fn require_events_permission(
+    channel: crate::domain::MessagingChannel,
+    scopes: &[String],
+) -> Result<(), CapiError> {
+    if channel.permission_granted(scopes) {
+        Ok(())
+    } else {
+        Err(CapiError::MissingPermission {
+            channel,
+            permission: channel.events_permission(),
+        })
     }
 }
 
@@ -347,16 +345,12 @@ pub async fn provision_channel_dataset(
     account_id: &str,
     route: &crate::domain::Route,
 ) -> Result<DatasetOutcome, CapiError> {
-    use crate::domain::{MessagingChannel, Route};
-    let channel = match route {
-        Route::Page(_) => MessagingChannel::Messenger,
-        Route::Instagram(_) => MessagingChannel::Instagram,
-        _ => {
-            return Err(CapiError::invalid(
-                "page_id or instagram_account_id is required",
-            ));
-        }
-    };
+    use crate::domain::Route;
+    if !matches!(route, Route::Page(_) | Route::Instagram(_)) {
+        return Err(CapiError::invalid(
+            "page_id or instagram_account_id is required",
+        ));
+    }
     let linked = deps
         .accounts
         .route_record(route)
@@ -365,9 +359,9 @@ pub async fn provision_channel_dataset(
     if !linked {
         return Err(CapiError::not_found(format!(
             "{} {} is not linked to this account (an operator links it: POST /v1/admin/accounts/{{account_id}}/{})",
-            route_noun(route),
+            route.noun(),
             route.business_id(),
-            if channel == MessagingChannel::Messenger {
+            if matches!(route, Route::Page(_)) {
                 "pages"
             } else {
                 "instagram-accounts"
@@ -382,13 +376,7 @@ pub async fn provision_channel_dataset(
         });
     }
     let conn = deps.meta.live_connection(account_id).await?;
-    let permission = channel.events_permission();
-    if !conn.scopes.iter().any(|s| s == permission) {
-        return Err(CapiError::MissingPermission {
-            channel,
-            permission,
-        });
-    }
+    require_events_permission(route.messaging_channel(), &conn.scopes)?;
     let token = deps.meta.token(account_id).await?;
     let dataset_id = match deps
         .meta

@@ -53,18 +53,13 @@ pub async fn handle(deps: &ApiDeps, req: ApiRequest) -> ApiResponse {
 async fn list_conversations(deps: &ApiDeps, req: &ApiRequest) -> ApiResult<ApiResponse> {
     let account_id = authorize(deps.accounts.as_ref(), req).await?;
     let scoped = |v: &str, name: &str| -> ApiResult<String> {
-        let t = v.trim();
-        if t.is_empty()
-            || t.len() > 128
-            || !t
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-        {
-            return Err(ApiError::bad_request(format!(
-                "{name} must be the sender.id of Meta's webhook (1 to 128 letters, digits, _ - .)"
-            )));
-        }
-        Ok(t.to_string())
+        crate::domain::scoped_user_id(v)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "{name} must be the sender.id of Meta's webhook (1 to 128 letters, digits, _ - .)"
+                ))
+            })
     };
     let customer_key = match (
         req.query_param("phone"),
@@ -114,8 +109,7 @@ async fn list_conversations(deps: &ApiDeps, req: &ApiRequest) -> ApiResult<ApiRe
 async fn get_conversation(deps: &ApiDeps, req: &ApiRequest, id: &str) -> ApiResult<ApiResponse> {
     let account_id = authorize(deps.accounts.as_ref(), req).await?;
     let not_found = || ApiError::not_found(format!("conversation {id} not found"));
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    {
+    if !crate::domain::is_conversation_id(id) {
         return Err(not_found());
     }
     let conv = match deps.conversations.get_conversation(id).await? {

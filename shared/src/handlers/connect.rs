@@ -192,14 +192,13 @@ fn channels_view(
     capi: &crate::store::CapiSettings,
 ) -> serde_json::Value {
     use crate::domain::{MessagingChannel, Route};
-    let granted =
-        |c: MessagingChannel| conn.map(|k| k.scopes.iter().any(|s| s == c.events_permission()));
+    let granted = |c: MessagingChannel| conn.map(|k| c.permission_granted(&k.scopes));
     let lines = |ids: &[String], route: fn(String) -> Route| -> Vec<serde_json::Value> {
         ids.iter()
             .map(|id| {
                 let r = route(id.clone());
                 json!({
-                    crate::capi::route_field(&r): id,
+                    r.field(): id,
                     "dataset_id": capi.channel_datasets.get(&r.key()),
                 })
             })

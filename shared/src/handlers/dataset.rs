@@ -116,7 +116,7 @@ async fn post_dataset(deps: &CapiDeps, req: &ApiRequest) -> ApiResult<ApiRespons
             &json!({
                 "dataset_id": out.dataset_id,
                 "created": out.created,
-                crate::capi::route_field(&route): route.business_id(),
+                route.field(): route.business_id(),
             }),
         ));
     }

@@ -44,13 +44,13 @@ pub(super) async fn handle(
     let operator = || operator_actor(deps, req);
     match (segments, &req.method) {
         (["v1", "admin", "accounts", id, "phone-numbers"], &Method::POST) => {
-            link(deps, req, id, &operator().await?).await
+            link(deps, req, id, LinkKind::PhoneNumber, &operator().await?).await
         }
         (["v1", "admin", "accounts", id, "pages"], &Method::POST) => {
-            link_object(deps, req, id, ObjectKind::Page, &operator().await?).await
+            link(deps, req, id, LinkKind::Page, &operator().await?).await
         }
         (["v1", "admin", "accounts", id, "instagram-accounts"], &Method::POST) => {
-            link_object(deps, req, id, ObjectKind::Instagram, &operator().await?).await
+            link(deps, req, id, LinkKind::Instagram, &operator().await?).await
         }
         (["v1", "admin", "accounts", id, "phone-numbers", "verify"], &Method::POST) => {
             verify(deps, req, id, &operator().await?).await
@@ -118,32 +118,12 @@ struct LinkBody {
     phone_number_id: String,
 }
 
-async fn link(
-    deps: &AdminDeps,
-    req: &ApiRequest,
-    id: &str,
-    actor: &Actor,
-) -> ApiResult<ApiResponse> {
-    let body: LinkBody = json_body(req)?;
-    let route = phone_route(&body.phone_number_id)?;
-    let account = existing_account(deps, &account_id(id)?).await?;
-    let rec = crate::routes::link(
-        &deps.meta,
-        deps.routes.as_ref(),
-        &account,
-        route,
-        actor,
-        crate::time::now_millis(),
-    )
-    .await?;
-    Ok(ApiResponse::json(
-        StatusCode::CREATED,
-        &json!({"route": route_view(&rec)}),
-    ))
-}
-
+/// What a link route links: a phone number id (WhatsApp), a Facebook Page (Messenger
+/// webhooks, `object: "page"`) or an Instagram professional account (`object:
+/// "instagram"`).
 #[derive(Debug, Clone, Copy)]
-enum ObjectKind {
+enum LinkKind {
+    PhoneNumber,
     Page,
     Instagram,
 }
@@ -160,19 +140,22 @@ struct InstagramBody {
     instagram_account_id: String,
 }
 
-/// Links a Facebook Page (Messenger webhooks, `object: "page"`) or an Instagram
-/// professional account (`object: "instagram"`) to the account: verified with the
-/// account's token when Meta can be asked (a Page / Instagram account the token does not
-/// reach is refused, 409, nothing linked), pending otherwise.
-async fn link_object(
+/// Links a route to the account ([`crate::routes::link`]): checked with the account's
+/// token when Meta can be asked (another WABA's number, or a Page / Instagram account
+/// the token does not reach, is refused, 409, nothing linked), pending otherwise.
+async fn link(
     deps: &AdminDeps,
     req: &ApiRequest,
     id: &str,
-    kind: ObjectKind,
+    kind: LinkKind,
     actor: &Actor,
 ) -> ApiResult<ApiResponse> {
     let route = match kind {
-        ObjectKind::Page => {
+        LinkKind::PhoneNumber => {
+            let body: LinkBody = json_body(req)?;
+            phone_route(&body.phone_number_id)?
+        }
+        LinkKind::Page => {
             let b: PageBody = json_body(req)?;
             Route::Page(
                 PageId::parse(&b.page_id)
@@ -180,7 +163,7 @@ async fn link_object(
                     .into_string(),
             )
         }
-        ObjectKind::Instagram => {
+        LinkKind::Instagram => {
             let b: InstagramBody = json_body(req)?;
             Route::Instagram(
                 PageId::parse(&b.instagram_account_id)

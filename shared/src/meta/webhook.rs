@@ -120,21 +120,27 @@ pub fn parse_cloud_webhook(
     received_at_ms: i64,
     expires_at: i64,
 ) -> Result<ParsedWebhook, WebhookParseError> {
-    if let Some(channel) = object_channel(body) {
-        return super::messaging::parse_messaging_webhook(
-            channel,
-            body,
-            received_at_ms,
-            expires_at,
-        );
-    }
-    let env: Envelope<'_> = serde_json::from_slice(body).map_err(|e| {
-        if e.is_data() {
-            WebhookParseError::Shape(format!("not a WhatsApp webhook envelope: {e}"))
-        } else {
-            WebhookParseError::Json(e.to_string())
+    let messaging = |channel| {
+        super::messaging::parse_messaging_webhook(channel, body, received_at_ms, expires_at)
+    };
+    // WhatsApp's envelope first: its bodies (the many) are read once. A Messenger or
+    // Instagram body is read again by its own parser, also when its entries do not fit
+    // WhatsApp's envelope.
+    let env: Envelope<'_> = match serde_json::from_slice(body) {
+        Ok(env) => env,
+        Err(e) if e.is_data() => {
+            return match object_channel(body) {
+                Some(channel) => messaging(channel),
+                None => Err(WebhookParseError::Shape(format!(
+                    "not a WhatsApp webhook envelope: {e}"
+                ))),
+            };
         }
-    })?;
+        Err(e) => return Err(WebhookParseError::Json(e.to_string())),
+    };
+    if let Some(channel) = super::messaging::channel_of_object(&env.object) {
+        return messaging(channel);
+    }
     let mut out = ParsedWebhook::default();
     if env.object != "whatsapp_business_account" {
         out.foreign_object = Some(env.object);

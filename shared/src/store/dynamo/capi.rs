@@ -150,19 +150,8 @@ impl CapiSettingsStore for DynamoData {
         account_id: &str,
         dataset_id: &str,
     ) -> Result<String, StoreError> {
-        let mut e = SetExpr::default();
-        e.set_if_not_exists("dataset_id", s(dataset_id));
-        let out = self
-            .update(format!("ACCT#{account_id}"), "CAPI", e)
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
-            .send()
+        self.set_dataset_attr_if_absent(account_id, "dataset_id", dataset_id)
             .await
-            .map_err(backend)?;
-        Ok(out
-            .attributes
-            .as_ref()
-            .and_then(|a| get_s(a, "dataset_id"))
-            .unwrap_or_else(|| dataset_id.to_string()))
     }
 
     async fn set_channel_dataset_if_absent(
@@ -172,8 +161,23 @@ impl CapiSettingsStore for DynamoData {
         dataset_id: &str,
     ) -> Result<String, StoreError> {
         let attr = format!("{CHANNEL_DATASET}{route_key}");
+        self.set_dataset_attr_if_absent(account_id, &attr, dataset_id)
+            .await
+    }
+}
+
+impl DynamoData {
+    /// Writes `dataset_id` to `attr` of the account's CAPI item unless it holds one
+    /// (`if_not_exists`: of two provisionings at once, the first id stays); answers the
+    /// stored id.
+    async fn set_dataset_attr_if_absent(
+        &self,
+        account_id: &str,
+        attr: &str,
+        dataset_id: &str,
+    ) -> Result<String, StoreError> {
         let mut e = SetExpr::default();
-        e.set_if_not_exists(&attr, s(dataset_id));
+        e.set_if_not_exists(attr, s(dataset_id));
         let out = self
             .update(format!("ACCT#{account_id}"), "CAPI", e)
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
@@ -183,7 +187,7 @@ impl CapiSettingsStore for DynamoData {
         Ok(out
             .attributes
             .as_ref()
-            .and_then(|a| get_s(a, &attr))
+            .and_then(|a| get_s(a, attr))
             .unwrap_or_else(|| dataset_id.to_string()))
     }
 }
